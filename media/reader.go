@@ -22,6 +22,7 @@ type Reader struct {
 	buf       []*Unit // ring, guarded by mu
 	head, n   int     // guarded by mu
 	skipToKey bool    // guarded by mu: drop video until a keyframe
+	skipSlow  bool    // guarded by mu: the skip follows an overflow, so it counts as drops
 	err       error   // guarded by mu: set when the reader ends
 	notify    chan struct{}
 
@@ -42,14 +43,17 @@ func (r *Reader) push(u *Unit) {
 	video := u.Track.IsVideo()
 	if video && r.skipToKey {
 		if !u.Key || r.n == len(r.buf) {
+			slow := r.skipSlow || r.n == len(r.buf)
 			r.mu.Unlock()
-			r.dropped.Add(1)
+			if slow {
+				r.dropped.Add(1)
+			}
 			return
 		}
-		r.skipToKey = false
+		r.skipToKey, r.skipSlow = false, false
 	}
 	if r.n == len(r.buf) {
-		r.skipToKey = true
+		r.skipToKey, r.skipSlow = true, true
 		r.mu.Unlock()
 		r.dropped.Add(1)
 		return

@@ -27,12 +27,13 @@ func NewH264Normalizer(sps, pps []byte) *H264Normalizer {
 }
 
 // SetParams replaces the current parameter sets (e.g. from a new FLV AVC
-// sequence header). Nil arguments leave the current value unchanged.
+// sequence header). Nil or empty arguments leave the current value
+// unchanged.
 func (n *H264Normalizer) SetParams(sps, pps []byte) {
-	if sps != nil {
+	if len(sps) != 0 {
 		n.sps = bytes.Clone(sps)
 	}
-	if pps != nil {
+	if len(pps) != 0 {
 		n.pps = bytes.Clone(pps)
 	}
 }
@@ -44,7 +45,9 @@ func (n *H264Normalizer) Params() (sps, pps []byte) { return n.sps, n.pps }
 // result is nil when nothing decodable remains (e.g. an AU holding only
 // parameter sets or delimiters). It does not modify au's NAL units.
 func (n *H264Normalizer) Normalize(au [][]byte) (out [][]byte, idr bool) {
-	out = make([][]byte, 0, len(au)+2)
+	// Two slots in front for the parameter sets, so an IDR costs no second
+	// allocation.
+	out = make([][]byte, 2, len(au)+2)
 	for _, nalu := range au {
 		if len(nalu) == 0 {
 			continue
@@ -67,11 +70,12 @@ func (n *H264Normalizer) Normalize(au [][]byte) (out [][]byte, idr bool) {
 		}
 		out = append(out, nalu)
 	}
-	if len(out) == 0 {
+	if len(out) == 2 {
 		return nil, false
 	}
 	if idr && n.sps != nil && n.pps != nil {
-		out = append([][]byte{n.sps, n.pps}, out...)
+		out[0], out[1] = n.sps, n.pps
+		return out, true
 	}
-	return out, idr
+	return out[2:], idr
 }

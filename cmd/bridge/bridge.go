@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/egress/whep"
+	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/ingest/rtmp"
+	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/rtc"
+)
+
+// Bridge is one running bridge: its listeners, the hub and the adapters.
+// There are no package globals, so tests can run several in one process.
+type Bridge struct {
+	log *slog.Logger
+	cfg atomic.Pointer[config.Config]
+
+	registry *media.Registry
+	engine   *rtc.Engine
+	sessions *rtc.Sessions
+	httpSrv  *http.Server
+	rtmpSrv  *rtmp.Server
+
+	httpLn net.Listener
+	rtmpLn net.Listener
+	udp    net.PacketConn
+
+	wg sync.WaitGroup
+}
+
+// Options are process-level knobs that are not part of the YAML config.
+type Options struct {
+	// IncludeLoopback gathers ICE candidates on loopback too (tests).
+	IncludeLoopback bool
+}
+
+// Start opens every listener (so a bind error is reported before anything
+// runs), builds the adapters and starts serving.
+func Start(cfg *config.Config, opts Options, log *slog.Logger) (b *Bridge, err error) {
+	b = &Bridge{log: log, registry: media.NewRegistry(log)}
+	b.cfg.Store(cfg)
+	defer func() {
+		if err != nil {
+			b.closeListeners()
+		}
+	}()
+	if b.httpLn, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
+		return nil, fmt.Errorf("listen http %s: %w", cfg.Listen.HTTP, err)
+	}
+	if b.rtmpLn, err = net.Listen("tcp", cfg.Listen.RTMP); err != nil {
+		return nil, fmt.Errorf("listen rtmp %s: %w", cfg.Listen.RTMP, err)
+	}
+	if b.udp, err = net.ListenPacket("udp", cfg.Listen.WebRTCUDP); err != nil {
+		return nil, fmt.Errorf("listen webrtc_udp %s: %w", cfg.Listen.WebRTCUDP, err)
+	}
+	nat, err := resolveNAT1To1(cfg.WebRTC.NAT1To1)
+	if err != nil {
+		return nil, err
+	}
+	b.engine, err = rtc.New(rtc.Settings{
+		UDP:             b.udp,
+		ICEServers:      iceServers(cfg.WebRTC.ICEServers),
+		NAT1To1:         nat,
+		Interfaces:      cfg.WebRTC.Interfaces,
+		IncludeLoopback: opts.IncludeLoopback,
+		Log:             log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.sessions = rtc.NewSessions(0, log)
+
+	mux := http.NewServeMux()
+	b.sessions.Register(mux)
+	whep.NewHandler(whep.Config{
+		Registry:  b.registry,
+		Engine:    b.engine,
+		Sessions:  b.sessions,
+		Authorize: b.authorizeWHEP,
+		Log:       log,
+	}).Register(mux)
+	mux.HandleFunc("GET /{$}", b.serveIndex)
+	b.httpSrv = &http.Server{
+		Handler:           rtc.CORS(mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	b.rtmpSrv = rtmp.NewServer(rtmp.Config{Registry: b.registry, Authorize: b.authorizePublish, Log: log})
+
+	b.serve("http", func() error { return b.httpSrv.Serve(b.httpLn) })
+	b.serve("rtmp", func() error { return b.rtmpSrv.Serve(b.rtmpLn) })
+	log.Info("bridge started", "http", b.httpLn.Addr().String(), "rtmp", b.rtmpLn.Addr().String(), "webrtc_udp", b.udp.LocalAddr().String())
+	return b, nil
+}
+
+func (b *Bridge) serve(name string, f func() error) {
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.log.Error("listener stopped", "listener", name, "err", err)
+		}
+	}()
+}
+
+// HTTPAddr, RTMPAddr and UDPAddr return the bound addresses.
+func (b *Bridge) HTTPAddr() net.Addr { return b.httpLn.Addr() }
+func (b *Bridge) RTMPAddr() net.Addr { return b.rtmpLn.Addr() }
+func (b *Bridge) UDPAddr() net.Addr  { return b.udp.LocalAddr() }
+
+// Close shuts down in order: stop accepting, end publishers (their streams
+// end their readers), end viewer sessions, then release the UDP port.
+func (b *Bridge) Close(ctx context.Context) error {
+	err := b.httpSrv.Shutdown(ctx)
+	_ = b.rtmpSrv.Close()
+	b.sessions.CloseAll("server shutting down")
+	_ = b.engine.Close()
+	b.wg.Wait()
+	b.log.Info("bridge stopped")
+	return err
+}
+
+func (b *Bridge) closeListeners() {
+	if b.httpLn != nil {
+		_ = b.httpLn.Close()
+	}
+	if b.rtmpLn != nil {
+		_ = b.rtmpLn.Close()
+	}
+	if b.udp != nil {
+		_ = b.udp.Close()
+	}
+}
+
+// authorizePublish is the admission policy for every ingest adapter.
+func (b *Bridge) authorizePublish(req ingest.Request) error {
+	route, ok := b.cfg.Load().Match(req.Path)
+	if !ok {
+		return ingest.ErrNoRoute
+	}
+	if !route.AllowsIngest(req.Protocol) {
+		return ingest.ErrProtocolNotAllowed
+	}
+	if route.PublishKey != "" && !secretEqual(req.Key, route.PublishKey) {
+		return ingest.ErrBadKey
+	}
+	return nil
+}
+
+// authorizeWHEP decides whether a viewer may play path.
+func (b *Bridge) authorizeWHEP(path, token string) error {
+	route, ok := b.cfg.Load().Match(path)
+	if !ok || !route.WHEP.IsEnabled() {
+		return rtc.Errorf(http.StatusNotFound, "no route serves WHEP playback at %q", path)
+	}
+	if route.WHEP.Token != "" && !secretEqual(token, route.WHEP.Token) {
+		if token == "" {
+			return rtc.Errorf(http.StatusUnauthorized, "this stream needs a bearer token (Authorization: Bearer ...)")
+		}
+		return rtc.Errorf(http.StatusUnauthorized, "wrong bearer token")
+	}
+	return nil
+}
+
+// secretEqual compares in constant time, so response timing does not
+// reveal how much of a secret was right.
+func secretEqual(got, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+func iceServers(in []config.ICEServer) []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(in))
+	for _, s := range in {
+		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
+}
+
+// resolveNAT1To1 turns the configured public addresses into IPs, resolving
+// hostnames once at start.
+func resolveNAT1To1(hosts []string) ([]string, error) {
+	var out []string
+	for _, h := range hosts {
+		if net.ParseIP(h) != nil {
+			out = append(out, h)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ips, err := net.DefaultResolver.LookupHost(ctx, h)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("webrtc.nat_1to1: resolve %q: %w", h, err)
+		}
+		out = append(out, ips...)
+	}
+	return out, nil
+}

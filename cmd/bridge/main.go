@@ -1,0 +1,57 @@
+// Command bridge moves live streams between RTMP and WebRTC (WHEP).
+//
+// Usage:
+//
+//	bridge                     # embedded defaults: HTTP :8080, RTMP :1935, WebRTC UDP :8189
+//	bridge -config config.yaml # YAML routes, see config.yaml for every option
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/wishbridge/bridge/config"
+)
+
+func main() {
+	cfgPath := flag.String("config", "", "YAML config file (default: embedded defaults)")
+	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	flag.Parse()
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "bridge: -log-level: %v\n", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg := config.Default()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			fmt.Fprintf(os.Stderr, "bridge: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	b, err := Start(cfg, Options{}, log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bridge: %v\n", err)
+		os.Exit(1)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	<-ctx.Done()
+	stop()
+	log.Info("shutting down (signal again to force)")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Close(shutdownCtx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+}

@@ -1,0 +1,133 @@
+// Package whep serves WHEP (draft-ietf-wish-whep): a viewer POSTs an SDP
+// offer to /whep/{path} and gets a PeerConnection that plays the stream
+// published at path. Media leaves as RTP packetized once per track by the
+// hub's "rtp" processor; per viewer only SSRC, payload type, sequence
+// numbers, the timestamp offset and SRTP differ.
+package whep
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/rtc"
+)
+
+// Config configures a Handler. Registry, Engine, Sessions and Authorize are
+// required.
+type Config struct {
+	Registry *media.Registry
+	Engine   *rtc.Engine
+	Sessions *rtc.Sessions
+	// Authorize decides whether path may be played with token (the bearer
+	// token the client sent, "" if none). It returns nil, or an *rtc.Error:
+	// 404 when no route serves WHEP at path, 401 for a missing/wrong token.
+	Authorize func(path, token string) error
+	Log       *slog.Logger
+	// ReadyTimeout bounds how long a POST waits for a stream whose publisher
+	// has connected but whose tracks are not known yet; 0 means 5 s.
+	ReadyTimeout time.Duration
+	// ConnectTimeout bounds ICE+DTLS after the answer; 0 means 20 s.
+	ConnectTimeout time.Duration
+}
+
+// Handler serves POST /whep/{path...}. Session resources (DELETE/PATCH)
+// are served by the shared rtc.Sessions table.
+type Handler struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// NewHandler returns a WHEP handler.
+func NewHandler(cfg Config) *Handler {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 5 * time.Second
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 20 * time.Second
+	}
+	return &Handler{cfg: cfg, log: cfg.Log.With("component", "whep")}
+}
+
+// Register adds the WHEP endpoint to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /whep/{path...}", h.servePost)
+}
+
+func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
+	path := r.PathValue("path")
+	log := h.log.With("stream", path, "peer", r.RemoteAddr)
+	answer, loc, err := h.newSession(w, r, path, log)
+	if err != nil {
+		var he *rtc.Error
+		if errors.As(err, &he) {
+			log.Info("viewer refused", "status", he.Status, "reason", he.Msg)
+		} else {
+			log.Error("viewer failed", "err", err)
+		}
+		rtc.WriteError(w, err)
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/sdp")
+	hdr.Set("Location", loc)
+	hdr.Set("ETag", `"1"`)
+	for _, l := range rtc.LinkHeaders(h.cfg.Engine.ICEServers()) {
+		hdr.Add("Link", l)
+	}
+	w.WriteHeader(http.StatusCreated)
+	_, _ = w.Write([]byte(answer))
+}
+
+func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (answer, location string, err error) {
+	if err := h.cfg.Authorize(path, rtc.BearerToken(r)); err != nil {
+		return "", "", err
+	}
+	raw, err := rtc.ReadSDP(w, r)
+	if err != nil {
+		return "", "", err
+	}
+	stream, err := h.waitStream(r.Context(), path)
+	if err != nil {
+		return "", "", err
+	}
+	off, err := parseOffer(raw)
+	if err != nil {
+		return "", "", err
+	}
+	id, err := h.cfg.Sessions.Reserve()
+	if err != nil {
+		return "", "", err
+	}
+	s, answer, err := startSession(h, stream, off, raw, id, log.With("session", id[:8]))
+	if err != nil {
+		h.cfg.Sessions.Remove(id)
+		return "", "", err
+	}
+	h.cfg.Sessions.Set(id, s)
+	return answer, rtc.Location(r, id), nil
+}
+
+// waitStream returns the stream at path once its tracks are known.
+func (h *Handler) waitStream(ctx context.Context, path string) (*media.Stream, error) {
+	s, ok := h.cfg.Registry.Get(path)
+	if !ok {
+		return nil, rtc.Errorf(http.StatusNotFound, "no stream is being published at %q", path)
+	}
+	t := time.NewTimer(h.cfg.ReadyTimeout)
+	defer t.Stop()
+	select {
+	case <-s.Ready():
+		return s, nil
+	case <-s.Done():
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, rtc.Errorf(http.StatusNotFound, "stream %q has a publisher but no media yet", path)
+}

@@ -1,0 +1,130 @@
+// Package rtc is the WebRTC plumbing WHIP and WHEP share: one pion API per
+// process (codecs, interceptors, the single ICE UDP port, NAT address
+// rewrite) and the HTTP mechanics of WHIP/WHEP session resources.
+package rtc
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/logging"
+	"github.com/pion/webrtc/v4"
+)
+
+// Settings configures an Engine. UDP is required; the rest have working zero
+// values.
+type Settings struct {
+	// UDP is the socket every peer's ICE traffic goes through (opened by the
+	// caller, so a bind error surfaces before anything starts). The Engine
+	// owns it from New on and closes it in Close.
+	UDP net.PacketConn
+	// ICEServers are used by the bridge's own agents and advertised to
+	// clients (Link headers).
+	ICEServers []webrtc.ICEServer
+	// NAT1To1 lists public IP addresses to advertise as host candidates, in
+	// addition to the local ones, for a host behind a 1:1 NAT.
+	NAT1To1 []string
+	// Interfaces restricts candidate gathering to these interface names;
+	// empty means all.
+	Interfaces []string
+	// IncludeLoopback gathers loopback candidates too (tests, single-host
+	// setups).
+	IncludeLoopback bool
+	// Log receives pion's warnings and errors; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// Engine builds PeerConnections from one API shared by every session.
+type Engine struct {
+	api        *webrtc.API
+	mux        interface{ Close() error }
+	iceServers []webrtc.ICEServer
+}
+
+// New builds the API: default codecs (H.264 in every common profile, Opus,
+// ...), NACK, RTCP reports and TWCC interceptors, and every peer on the one
+// UDP socket in s.UDP.
+func New(s Settings) (*Engine, error) {
+	if s.UDP == nil {
+		return nil, fmt.Errorf("rtc: no ICE UDP socket")
+	}
+	log := s.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, fmt.Errorf("rtc: register codecs: %w", err)
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
+		return nil, fmt.Errorf("rtc: register interceptors: %w", err)
+	}
+
+	lf := &slogLoggerFactory{log: log.With("component", "pion")}
+	se := webrtc.SettingEngine{LoggerFactory: lf}
+	mux := webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), s.UDP)
+	se.SetICEUDPMux(mux)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	se.SetIncludeLoopbackCandidate(s.IncludeLoopback)
+	// Fail dead sessions quickly so their resources return to the pool.
+	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	if len(s.Interfaces) > 0 {
+		ifaces := slices.Clone(s.Interfaces)
+		se.SetInterfaceFilter(func(name string) bool { return slices.Contains(ifaces, name) })
+	}
+	if len(s.NAT1To1) > 0 {
+		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
+			External:        slices.Clone(s.NAT1To1),
+			AsCandidateType: webrtc.ICECandidateTypeHost,
+			Mode:            webrtc.ICEAddressRewriteAppend,
+		}); err != nil {
+			_ = mux.Close()
+			return nil, fmt.Errorf("rtc: nat_1to1: %w", err)
+		}
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
+	return &Engine{api: api, mux: mux, iceServers: slices.Clone(s.ICEServers)}, nil
+}
+
+// NewPeerConnection returns a PeerConnection on the shared API.
+func (e *Engine) NewPeerConnection() (*webrtc.PeerConnection, error) {
+	return e.api.NewPeerConnection(webrtc.Configuration{ICEServers: e.iceServers})
+}
+
+// ICEServers returns the configured ICE servers (for Link headers).
+func (e *Engine) ICEServers() []webrtc.ICEServer { return e.iceServers }
+
+// Close closes the UDP mux and its socket. Sessions must be closed first.
+func (e *Engine) Close() error { return e.mux.Close() }
+
+// slogLoggerFactory routes pion's logs into slog. Debug and trace are
+// dropped: pion is chatty there and the bridge logs what matters itself.
+type slogLoggerFactory struct{ log *slog.Logger }
+
+func (f *slogLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
+	return &slogLogger{log: f.log.With("scope", scope)}
+}
+
+type slogLogger struct{ log *slog.Logger }
+
+func (l *slogLogger) Trace(string)          {}
+func (l *slogLogger) Tracef(string, ...any) {}
+func (l *slogLogger) Debug(string)          {}
+func (l *slogLogger) Debugf(string, ...any) {}
+func (l *slogLogger) Info(msg string)       { l.log.Debug(msg) }
+func (l *slogLogger) Infof(f string, a ...any) {
+	l.log.Debug(fmt.Sprintf(f, a...))
+}
+func (l *slogLogger) Warn(msg string) { l.log.Warn(msg) }
+func (l *slogLogger) Warnf(f string, a ...any) {
+	l.log.Warn(fmt.Sprintf(f, a...))
+}
+func (l *slogLogger) Error(msg string) { l.log.Error(msg) }
+func (l *slogLogger) Errorf(f string, a ...any) {
+	l.log.Error(fmt.Sprintf(f, a...))
+}
