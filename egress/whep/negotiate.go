@@ -20,8 +20,8 @@ type offeredCodec struct {
 
 // offer is what negotiation needs to know of a parsed SDP offer.
 type offer struct {
-	video []offeredCodec // of the first video section that can receive
-	audio []offeredCodec
+	video              []offeredCodec // of the first video section that can receive
+	audio              []offeredCodec
 	hasVideo, hasAudio bool
 }
 

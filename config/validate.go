@@ -1,0 +1,270 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Validate reports every problem in c, joined with errors.Join; each one is
+// an *Error naming the key path. It only reads c: it fills no defaults,
+// resolves no names and opens no sockets, so it is cheap and safe to call on
+// a candidate configuration before swapping it in. Secrets (credentials, keys,
+// tokens) never appear in its messages.
+//
+// Unset optional values are valid and mean their defaults: a nil
+// Route.Ingest allows every protocol and a nil WHEP.Enabled means enabled.
+func (c *Config) Validate() error {
+	var v validator
+	v.listen(&c.Listen)
+	v.webrtc(&c.WebRTC)
+	v.routes(c.Routes)
+	return errors.Join(v.errs...)
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) addf(path, format string, args ...any) {
+	v.errs = append(v.errs, &Error{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) listen(l *Listen) {
+	type bound struct {
+		path, addr, network, host string
+		port                      uint16
+	}
+	var ok []bound
+	for _, a := range []bound{
+		{path: "listen.http", addr: l.HTTP, network: "TCP"},
+		{path: "listen.rtmp", addr: l.RTMP, network: "TCP"},
+		{path: "listen.webrtc_udp", addr: l.WebRTCUDP, network: "UDP"},
+	} {
+		host, port, good := splitListen(a.addr)
+		if !good {
+			v.addf(a.path, "%q is not a valid listen address (expected host:port with port 1-65535)", a.addr)
+			continue
+		}
+		a.host, a.port = host, port
+		for _, b := range ok {
+			// A wildcard host binds every address, so it collides with any
+			// other host on the same port and network.
+			if a.network == b.network && a.port == b.port && (a.host == b.host || isWildcard(a.host) || isWildcard(b.host)) {
+				v.addf(a.path, "%q collides with %s %q (both listen on %s port %d; expected distinct ports)", a.addr, b.path, b.addr, a.network, a.port)
+			}
+		}
+		ok = append(ok, a)
+	}
+}
+
+// splitListen splits "host:port", where host is empty, an IP or a hostname
+// and port a number 1-65535 (no service names: the port is part of the
+// public contract with encoders and firewalls, so it should be explicit).
+func splitListen(addr string) (host string, port uint16, ok bool) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 {
+		return "", 0, false
+	}
+	if host != "" && !isIP(host) && !isHostname(host) {
+		return "", 0, false
+	}
+	return host, uint16(n), true
+}
+
+func isWildcard(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return host == "" || (err == nil && ip.IsUnspecified())
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// isHostname accepts RFC 1123 names. A last label made only of digits is
+// rejected so that a mistyped IP ("203.0.113.300") is not taken for a name.
+func isHostname(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(l) {
+			if !(c == '-' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+				return false
+			}
+		}
+	}
+	last := labels[len(labels)-1]
+	return strings.Trim(last, "0123456789") != ""
+}
+
+func (v *validator) webrtc(w *WebRTC) {
+	for i, s := range w.ICEServers {
+		v.iceServer(fmt.Sprintf("webrtc.ice_servers[%d]", i), &s)
+	}
+	seen := map[string]bool{}
+	for i, a := range w.NAT1To1 {
+		path := fmt.Sprintf("webrtc.nat_1to1[%d]", i)
+		ip, err := netip.ParseAddr(a)
+		switch {
+		case a == "":
+			v.addf(path, "empty (expected a public IP address or hostname)")
+		case err == nil && (ip.IsUnspecified() || ip.IsMulticast()):
+			v.addf(path, "%q is not an address peers can reach (expected a public IP address or hostname)", a)
+		case err != nil && !isHostname(a):
+			v.addf(path, "%q is neither an IP address nor a hostname (expected a public IP address or hostname)", a)
+		case seen[a]:
+			v.addf(path, "%q is listed twice", a)
+		}
+		seen[a] = true
+	}
+	seen = map[string]bool{}
+	for i, name := range w.Interfaces {
+		path := fmt.Sprintf("webrtc.interfaces[%d]", i)
+		switch {
+		case name == "":
+			v.addf(path, `empty (expected a network interface name such as "eth0")`)
+		case seen[name]:
+			v.addf(path, "%q is listed twice", name)
+		}
+		seen[name] = true
+	}
+}
+
+func (v *validator) iceServer(path string, s *ICEServer) {
+	if len(s.URLs) == 0 {
+		v.addf(path+".urls", "no URLs (expected at least one stun:, stuns:, turn: or turns: URL)")
+	}
+	turn := ""
+	for i, u := range s.URLs {
+		isTURN, err := checkICEURL(u)
+		if err != nil {
+			v.addf(fmt.Sprintf("%s.urls[%d]", path, i), "%q %v", u, err)
+		}
+		if isTURN && turn == "" {
+			turn = u
+		}
+	}
+	if turn == "" {
+		return
+	}
+	if s.Username == "" {
+		v.addf(path+".username", "empty, but %q is a TURN URL (expected the TURN username)", turn)
+	}
+	if s.Credential == "" {
+		v.addf(path+".credential", "empty, but %q is a TURN URL (expected the TURN password)", turn)
+	}
+}
+
+// checkICEURL checks a STUN or TURN URI (RFC 7064, RFC 7065):
+// scheme ":" host [":" port], plus "?transport=udp|tcp" for TURN.
+func checkICEURL(u string) (isTURN bool, err error) {
+	scheme, rest, ok := strings.Cut(u, ":")
+	switch scheme = strings.ToLower(scheme); {
+	case !ok:
+		return false, errors.New("is not an ICE server URL (expected stun:, stuns:, turn: or turns: followed by host[:port])")
+	case scheme == "turn" || scheme == "turns":
+		isTURN = true
+	case scheme != "stun" && scheme != "stuns":
+		return false, fmt.Errorf("has the scheme %q (expected stun:, stuns:, turn: or turns:)", scheme)
+	}
+	hostport, query, hasQuery := strings.Cut(rest, "?")
+	if hasQuery && (!isTURN || (query != "transport=udp" && query != "transport=tcp")) {
+		return isTURN, errors.New(`has an unexpected query (expected none, or "?transport=udp" or "?transport=tcp" on TURN URLs)`)
+	}
+	if strings.HasPrefix(hostport, "//") {
+		return isTURN, fmt.Errorf(`has "//" after the scheme (expected e.g. "%s:host.example.com:3478")`, scheme)
+	}
+	host := hostport
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			return isTURN, errors.New("has an invalid port (expected 1-65535)")
+		}
+		host = h
+	} else {
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	}
+	if !isIP(host) && !isHostname(host) {
+		return isTURN, fmt.Errorf("has no valid host (expected %s:host[:port])", scheme)
+	}
+	return isTURN, nil
+}
+
+func (v *validator) routes(routes []Route) {
+	if len(routes) == 0 {
+		v.addf("routes", `no routes, so no stream could be published (expected at least one route, e.g. "- path: \"{path...}\"")`)
+		return
+	}
+	patterns := make([]pattern, len(routes))
+	for i := range routes {
+		r := &routes[i]
+		path := fmt.Sprintf("routes[%d]", i)
+		p, err := parsePattern(r.Path)
+		if err != nil {
+			v.addf(path+".path", "%v", err)
+		} else {
+			patterns[i] = p
+			v.unreachable(routes, patterns, i)
+		}
+		v.ingest(path+".ingest", r.Ingest)
+		if r.PublishKey != "" && strings.Trim(r.PublishKey, unreserved) != "" {
+			v.addf(path+".publish_key", `contains characters other than letters, digits and "-._~" (expected a key that needs no escaping in RTMP URLs and SRT stream IDs)`)
+		}
+		if r.WHEP.Token != "" && !isBearerToken(r.WHEP.Token) {
+			v.addf(path+".whep.token", `is not a valid bearer token (expected letters, digits and "-._~+/", optionally ending in "=")`)
+		}
+	}
+}
+
+// unreachable reports routes[i] if an earlier route matches every path it
+// matches: with first-match-wins it could never be chosen.
+func (v *validator) unreachable(routes []Route, patterns []pattern, i int) {
+	for j := range i {
+		if patterns[j] == nil || !patterns[j].covers(patterns[i]) {
+			continue
+		}
+		path := fmt.Sprintf("routes[%d].path", i)
+		if patterns[i].covers(patterns[j]) {
+			v.addf(path, "%q duplicates routes[%d].path %q", routes[i].Path, j, routes[j].Path)
+		} else {
+			v.addf(path, "%q is never used: routes[%d].path %q comes first and matches every path it does (expected more specific routes first)", routes[i].Path, j, routes[j].Path)
+		}
+		return
+	}
+}
+
+func (v *validator) ingest(path string, list []string) {
+	if list != nil && len(list) == 0 {
+		v.addf(path, "empty, so nothing could publish here (expected some of rtmp, srt or whip, or no ingest key to allow all)")
+	}
+	for i, p := range list {
+		switch {
+		case !slices.Contains(ingestProtocols, p):
+			v.addf(fmt.Sprintf("%s[%d]", path, i), "%q is not an ingest protocol (expected rtmp, srt or whip)", p)
+		case slices.Contains(list[:i], p):
+			v.addf(fmt.Sprintf("%s[%d]", path, i), "%q is listed twice", p)
+		}
+	}
+}
+
+// unreserved is RFC 3986's unreserved set: characters that pass through URLs,
+// RTMP stream names and SRT stream IDs without escaping.
+const unreserved = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+
+// isBearerToken checks RFC 6750's b64token syntax.
+func isBearerToken(s string) bool {
+	body := strings.TrimRight(s, "=")
+	return body != "" && strings.Trim(body, unreserved+"+/") == ""
+}
