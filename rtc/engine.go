@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
 )
@@ -60,8 +61,8 @@ func New(s Settings) (*Engine, error) {
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("rtc: register codecs: %w", err)
 	}
-	reg := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
+	reg, err := interceptors(m)
+	if err != nil {
 		return nil, fmt.Errorf("rtc: register interceptors: %w", err)
 	}
 
@@ -89,6 +90,28 @@ func New(s Settings) (*Engine, error) {
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 	return &Engine{api: api, mux: mux, iceServers: slices.Clone(s.ICEServers)}, nil
+}
+
+// interceptors registers what every peer needs: NACK (generator for what
+// we receive, responder for what we send), receiver reports and TWCC
+// feedback for what we receive. Sender reports are not pion's: pion stamps
+// them with the time a packet was sent, which puts a transcoded track's
+// buffering delay into the receiver's lip sync; SenderReporter stamps them
+// from the stream clock instead.
+func interceptors(m *webrtc.MediaEngine) (*interceptor.Registry, error) {
+	reg := &interceptor.Registry{}
+	if err := webrtc.ConfigureNack(m, reg); err != nil {
+		return nil, err
+	}
+	rr, err := report.NewReceiverInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	reg.Add(rr)
+	if err := webrtc.ConfigureTWCCSender(m, reg); err != nil {
+		return nil, err
+	}
+	return reg, nil
 }
 
 // NewPeerConnection returns a PeerConnection on the shared API.

@@ -39,9 +39,18 @@ type aacToOpus struct {
 
 // NewAACToOpus returns the "opus" processor for AAC track t: 48 kHz Opus in
 // 20 ms frames at bitrate bit/s (0: DefaultOpusBitrate), stereo when the
-// source is stereo. It fails when this build cannot transcode or FFmpeg
-// cannot open the codecs.
-func NewAACToOpus(t *media.Track, bitrate int) (media.Processor, error) {
+// source is stereo. When this build cannot transcode or FFmpeg cannot open
+// the codecs, the processor fails every unit with the reason (the hub
+// counts and logs it) and readers get no audio.
+func NewAACToOpus(t *media.Track, bitrate int) media.Processor {
+	p, err := newAACToOpus(t, bitrate)
+	if err != nil {
+		return errProcessor{err}
+	}
+	return p
+}
+
+func newAACToOpus(t *media.Track, bitrate int) (*aacToOpus, error) {
 	c, ok := t.Codec.(media.AAC)
 	if !ok {
 		return nil, fmt.Errorf("aac->opus: %s is not AAC", t)

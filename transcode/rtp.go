@@ -87,6 +87,10 @@ func RTPTimestamp(t *media.Track, pts time.Duration) uint32 {
 	return uint32(durationToTicks(pts, int64(t.Codec.ClockRate())))
 }
 
+// ClockTicks returns d on a clock of rate ticks per second, rounded to the
+// nearest tick.
+func ClockTicks(d time.Duration, rate int) int64 { return durationToTicks(d, int64(rate)) }
+
 // durationToTicks returns round(d * rate / 1s) without overflowing int64:
 // whole seconds and the non-negative remainder are scaled separately.
 func durationToTicks(d time.Duration, rate int64) int64 {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 
@@ -131,8 +132,24 @@ type viewer struct {
 	pc       *webrtc.PeerConnection
 	location string
 	mu       sync.Mutex
-	aus      []accessUnit // guarded by mu
+	aus      []accessUnit      // guarded by mu
+	audio    []audioPacket     // guarded by mu
+	reports  []senderReport    // guarded by mu
+	kinds    map[uint32]string // guarded by mu: SSRC -> "audio"/"video"
 	gotAU    chan struct{}
+}
+
+// audioPacket is one received Opus packet.
+type audioPacket struct {
+	ts      uint32
+	payload []byte
+}
+
+// senderReport is the NTP/RTP mapping of one RTCP sender report.
+type senderReport struct {
+	kind string
+	ntp  uint64
+	rtp  uint32
 }
 
 func newViewerAPI(t *testing.T) *webrtc.API {
@@ -196,9 +213,12 @@ func watch(t *testing.T, b *Bridge, path string, hdr map[string]string) *viewer 
 	t.Helper()
 	pc, sdp := newOffer(t, newViewerAPI(t))
 	v := &viewer{pc: pc, gotAU: make(chan struct{}, 1)}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	pc.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
+		go v.readRTCP(rcv, tr.Kind().String())
 		if tr.Kind() == webrtc.RTPCodecTypeVideo {
 			go v.readVideo(tr)
+		} else {
+			go v.readAudio(tr)
 		}
 	})
 	resp := post(t, "http://"+b.HTTPAddr().String()+"/whep/"+path, "application/sdp", sdp, hdr)
@@ -244,6 +264,34 @@ func (v *viewer) readVideo(tr *webrtc.TrackRemote) {
 			select {
 			case v.gotAU <- struct{}{}:
 			default:
+			}
+		}
+	}
+}
+
+func (v *viewer) readAudio(tr *webrtc.TrackRemote) {
+	for {
+		p, _, err := tr.ReadRTP()
+		if err != nil {
+			return
+		}
+		v.mu.Lock()
+		v.audio = append(v.audio, audioPacket{ts: p.Timestamp, payload: append([]byte(nil), p.Payload...)})
+		v.mu.Unlock()
+	}
+}
+
+func (v *viewer) readRTCP(rcv *webrtc.RTPReceiver, kind string) {
+	for {
+		pkts, _, err := rcv.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			if sr, ok := p.(*rtcp.SenderReport); ok {
+				v.mu.Lock()
+				v.reports = append(v.reports, senderReport{kind: kind, ntp: sr.NTPTime, rtp: sr.RTPTime})
+				v.mu.Unlock()
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -30,11 +31,18 @@ const gatherTimeout = 5 * time.Second
 type outTrack struct {
 	src   *media.Track
 	local *webrtc.TrackLocalStaticRTP
+	// proc names the hub processor that fills the units' RTP packets for
+	// this track ("rtp": packetize as is; "opus": transcode AAC), and
+	// newProc makes it.
+	proc    string
+	newProc func() media.Processor
+	rate    int // RTP clock rate of what is sent
 	// Per-viewer rewriting: consecutive sequence numbers (so a unit the
 	// reader dropped is not NACKed in vain) and a random timestamp origin
 	// (RFC 3550 5.1).
 	seq      uint16
 	tsOffset uint32
+	report   rtc.SenderReporter
 }
 
 // session is one viewer. Its run goroutine owns the reader and the
@@ -118,6 +126,8 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 // addTracks attaches one local track per hub track the offer can receive.
 func (s *session) addTracks(off *offer) error {
 	for _, t := range s.stream.Tracks() {
+		ot := &outTrack{src: t, proc: "rtp", seq: uint16(rand.Uint32()), tsOffset: rand.Uint32()}
+		ot.newProc = func() media.Processor { return transcode.NewRTPPacketizer(t, rtpMTU) }
 		var cap webrtc.RTPCodecCapability
 		switch c := t.Codec.(type) {
 		case media.H264:
@@ -129,16 +139,25 @@ func (s *session) addTracks(off *offer) error {
 				return err
 			}
 			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp}
-		case media.Opus:
+		case media.Opus, media.AAC:
 			if !off.hasAudio || !hasOpus(off.audio) {
 				s.log.Info("offer cannot receive Opus audio; sending video only", "offered", describeCodecs(off.audio))
 				continue
+			}
+			if _, ok := c.(media.AAC); ok {
+				if !transcode.CanTranscodeAudio() {
+					s.log.Warn("AAC audio not sent: this build cannot transcode (built without cgo/FFmpeg)")
+					continue
+				}
+				ot.proc = "opus"
+				ot.newProc = func() media.Processor { return transcode.NewAACToOpus(t, s.h.cfg.OpusBitrate) }
 			}
 			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
 		default:
 			s.log.Info("track not sent: WHEP cannot carry it yet", "track", t.String())
 			continue
 		}
+		ot.rate = int(cap.ClockRate)
 		kind := "video"
 		if !t.IsVideo() {
 			kind = "audio"
@@ -161,7 +180,11 @@ func (s *session) addTracks(off *offer) error {
 				}
 			}
 		}
-		s.tracks = append(s.tracks, &outTrack{src: t, local: local, seq: uint16(rand.Uint32()), tsOffset: rand.Uint32()})
+		if enc := sender.GetParameters().Encodings; len(enc) > 0 {
+			ot.report.SSRC = uint32(enc[0].SSRC)
+		}
+		ot.local = local
+		s.tracks = append(s.tracks, ot)
 	}
 	if len(s.tracks) == 0 {
 		return rtc.Errorf(http.StatusBadRequest, "stream %q has no track this offer can receive", s.stream.Path())
@@ -211,12 +234,10 @@ func (s *session) forward() string {
 	reader.SkipToKeyframe()
 	byTrack := make(map[int]*outTrack, len(s.tracks))
 	for _, ot := range s.tracks {
-		t := ot.src
-		release := s.stream.AddProcessor(t.ID, "rtp", func() media.Processor { return transcode.NewRTPPacketizer(t, rtpMTU) })
-		defer release()
-		byTrack[t.ID] = ot
+		defer s.stream.AddProcessor(ot.src.ID, ot.proc, ot.newProc)()
+		byTrack[ot.src.ID] = ot
 	}
-	s.log.Info("viewer connected", "peer_connection", "connected")
+	s.log.Info("viewer connected")
 	var sent uint64
 	defer func() { s.log.Debug("viewer stats", "packets", sent, "dropped_units", reader.Dropped()) }()
 	for {
@@ -232,8 +253,9 @@ func (s *session) forward() string {
 		}
 		ot := byTrack[u.Track.ID]
 		if ot == nil || u.RTP == nil {
-			continue // a track this viewer doesn't take, or a unit from before the packetizer started
+			continue // a track this viewer doesn't take, or a unit from before the processor started
 		}
+		unitTS := uint32(transcode.ClockTicks(u.PTS, ot.rate))
 		for _, p := range u.RTP {
 			out := rtp.Packet{Header: p.Header, Payload: p.Payload}
 			out.SequenceNumber = ot.seq
@@ -243,6 +265,15 @@ func (s *session) forward() string {
 				return fmt.Sprintf("write: %v", err)
 			}
 			sent++
+			// The packet's own place on the media clock: its timestamp
+			// relative to the unit's (they differ for transcoded audio).
+			pts := u.PTS + time.Duration(int32(p.Timestamp-unitTS))*time.Second/time.Duration(ot.rate)
+			ot.report.OnPacket(out.Timestamp, s.stream.Origin().Add(pts), len(out.Payload))
+		}
+		if sr := ot.report.Report(time.Now()); sr != nil {
+			if err := s.pc.WriteRTCP([]rtcp.Packet{sr}); err != nil {
+				return fmt.Sprintf("write RTCP: %v", err)
+			}
 		}
 	}
 }

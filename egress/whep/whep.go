@@ -32,6 +32,9 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// ConnectTimeout bounds ICE+DTLS after the answer; 0 means 20 s.
 	ConnectTimeout time.Duration
+	// OpusBitrate is the bitrate of Opus transcoded from AAC, bit/s; 0
+	// means transcode.DefaultOpusBitrate.
+	OpusBitrate int
 }
 
 // Handler serves POST /whep/{path...}. Session resources (DELETE/PATCH)
