@@ -1,0 +1,695 @@
+package rtmp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/sirupsen/logrus"
+	gortmp "github.com/yutopp/go-rtmp"
+	"github.com/yutopp/go-rtmp/message"
+
+	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/transcode"
+)
+
+// Status codes sent in onStatus refusals besides go-rtmp's own.
+const (
+	codePublishUnauthorized message.NetStreamOnStatusCode = "NetStream.Publish.Unauthorized"
+)
+
+// statusChunkStreamID is the chunk stream our onStatus messages go out on.
+// go-rtmp answers on the chunk stream of the request; ours is separate and
+// queued first, so the client reads our description before go-rtmp's
+// generic "Publish failed.".
+const statusChunkStreamID = 5
+
+// Limits of the pre-declaration buffer: about 1 s of a high bitrate stream.
+const (
+	maxPendingUnits = 256
+	maxPendingBytes = 16 << 20
+	maxPathLength   = 256
+)
+
+// Reasons a connection ends normally.
+var (
+	errPeerClosed  = errors.New("peer closed the connection")
+	errShutdown    = errors.New("server shutting down")
+	errUnpublished = errors.New("unpublished by the peer")
+)
+
+// refusal is the error a handler returns for a refused publish or play;
+// the refusal has been logged already.
+type refusal struct {
+	reason string
+}
+
+func (r *refusal) Error() string { return r.reason }
+
+// tri is an expectation that may be unknown.
+type tri int8
+
+const (
+	unknown tri = iota
+	yes
+	no
+)
+
+// handler is one RTMP connection. go-rtmp calls every method from the
+// connection's read goroutine (OnClose included), so its state needs no
+// lock; the logrus hook (Fire) runs on that goroutine as well.
+type handler struct {
+	gortmp.DefaultHandler
+
+	srv    *Server
+	c      *conn
+	log    *slog.Logger
+	rc     *gortmp.Conn // set by OnServe; nil if the handshake failed
+	rawApp string       // app as sent in connect
+	app    string       // without its query, for logs
+	err    error        // first error a callback returned
+	rtErr  error        // first error go-rtmp logged (see Fire)
+	quiet  bool         // the ending has been logged already (refusals)
+	buf    bytes.Buffer // scratch for reading payloads
+
+	// Publishing state.
+	stream     *media.Stream
+	pubID      uint32 // message stream id of the publish
+	started    time.Time
+	ended      bool
+	videoUnits uint64
+	audioUnits uint64
+	dropped    uint64
+
+	// Track set-up.
+	declared     bool
+	expectVideo  tri
+	expectAudio  tri
+	firstCfgAt   time.Time
+	videoTrack   *media.Track
+	audioTrack   *media.Track
+	lengthSize   int
+	norm         *transcode.H264Normalizer
+	videoStarted bool // an IDR has been accepted
+	pending      []*media.Unit
+	pendingBytes int
+	videoTS      tsUnwrapper
+	audioTS      tsUnwrapper
+
+	// Once-only log lines.
+	audioIgnored   bool
+	lateVideoNoted bool
+	lateAudioNoted bool
+	ascChangeNoted bool
+}
+
+var (
+	_ gortmp.Handler = (*handler)(nil)
+	_ logrus.Hook    = (*handler)(nil)
+)
+
+func newHandler(s *Server, c *conn) *handler {
+	return &handler{
+		srv: s,
+		c:   c,
+		log: s.log.With("peer", c.peer),
+	}
+}
+
+// setErr records the error a callback returns (which ends the connection);
+// the first one wins.
+func (h *handler) setErr(err error) error {
+	if h.err == nil {
+		h.err = err
+	}
+	return err
+}
+
+// Levels and Fire implement logrus.Hook on go-rtmp's per-connection logger
+// (set to the error level): go-rtmp reports the error that ended the
+// connection there and nowhere else.
+func (h *handler) Levels() []logrus.Level {
+	return []logrus.Level{logrus.ErrorLevel}
+}
+
+func (h *handler) Fire(e *logrus.Entry) error {
+	msg := e.Message
+	msg = strings.TrimPrefix(msg, "Server closed by error: Err = ")
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i] // go-rtmp formats with %+v: the stack follows
+	}
+	if h.rtErr == nil {
+		h.rtErr = errors.New(msg)
+	}
+	return nil
+}
+
+// OnServe runs after the handshake. The server sends with a larger chunk
+// size so that status messages fit one chunk. Nothing has been written
+// through go-rtmp yet, so changing its state here does not race its writer.
+func (h *handler) OnServe(rc *gortmp.Conn) {
+	h.rc = rc
+	cs := rc.GetChunkStreamer()
+	if err := cs.SelfState().SetChunkSize(outChunkSize); err != nil {
+		return
+	}
+	_ = h.write(2, 0, 0, &message.SetChunkSize{ChunkSize: outChunkSize})
+}
+
+// write sends a message. It must only be called from a go-rtmp callback:
+// go-rtmp's writer is not safe for concurrent use and it writes from the
+// same goroutine.
+func (h *handler) write(csid int, streamID uint32, ts uint32, msg message.Message) error {
+	if h.rc == nil {
+		return errors.New("not connected")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.srv.writeTimeout)
+	defer cancel()
+	return h.rc.Write(ctx, csid, ts, &gortmp.ChunkMessage{StreamID: streamID, Message: msg})
+}
+
+// sendStatus sends an onStatus command on the given message stream.
+func (h *handler) sendStatus(streamID uint32, level message.NetStreamOnStatusLevel, code message.NetStreamOnStatusCode, desc string) error {
+	body := &bytes.Buffer{}
+	enc := message.NewAMFEncoder(body, message.EncodingTypeAMF0)
+	if err := message.EncodeBodyAnyValues(enc, &message.NetStreamOnStatus{
+		InfoObject: message.NetStreamOnStatusInfoObject{Level: level, Code: code, Description: desc},
+	}); err != nil {
+		return err
+	}
+	return h.write(statusChunkStreamID, streamID, 0, &message.CommandMessage{
+		CommandName:   "onStatus",
+		TransactionID: 0,
+		Encoding:      message.EncodingTypeAMF0,
+		Body:          body,
+	})
+}
+
+func (h *handler) OnConnect(_ uint32, cmd *message.NetConnectionConnect) error {
+	h.rawApp = cmd.Command.App
+	h.app, _, _ = strings.Cut(cmd.Command.App, "?") // the query may hold the key
+	h.log.Info("rtmp connect", "app", h.app)
+	return nil
+}
+
+// OnPublish admits or refuses a publish. A refusal sends an onStatus error
+// with the reason, logs one line, and returns an error, which makes
+// go-rtmp send NetStream.Publish.Failed and close the connection.
+func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.NetStreamPublish) error {
+	path, key, perr := streamPath(h.rawApp, cmd.PublishingName)
+	logPath := path
+	if perr != nil {
+		logPath = sanitizeForLog(cmd.PublishingName)
+	}
+	refuse := func(code message.NetStreamOnStatusCode, desc string, cause error) error {
+		reason := desc // what the peer is told
+		if cause != nil {
+			reason = cause.Error() // the details, for the log only
+		}
+		_ = h.sendStatus(ctx.StreamID, message.NetStreamOnStatusLevelError, code, desc)
+		h.log.Warn("rtmp publish refused", "stream", logPath, "reason", reason)
+		h.quiet = true
+		return h.setErr(&refusal{reason: "publish refused: " + reason})
+	}
+	if h.stream != nil {
+		return refuse(message.NetStreamOnStatusCodePublishBadName, "this connection is already publishing", nil)
+	}
+	if h.ended {
+		return refuse(message.NetStreamOnStatusCodePublishBadName, "one publish per connection: reconnect to publish again", nil)
+	}
+	if perr != nil {
+		return refuse(message.NetStreamOnStatusCodePublishBadName, perr.Error(), nil)
+	}
+	req := ingest.Request{Protocol: "rtmp", Path: path, Key: key, Remote: h.c.peer}
+	if err := h.srv.auth(req); err != nil {
+		switch {
+		case errors.Is(err, ingest.ErrBadKey):
+			return refuse(codePublishUnauthorized, fmt.Sprintf("publish %q refused: %v", path, ingest.ErrBadKey), err)
+		case errors.Is(err, ingest.ErrNoRoute):
+			return refuse(message.NetStreamOnStatusCodePublishBadName, fmt.Sprintf("publish %q refused: %v", path, ingest.ErrNoRoute), err)
+		case errors.Is(err, ingest.ErrProtocolNotAllowed):
+			return refuse(message.NetStreamOnStatusCodePublishBadName, fmt.Sprintf("publish %q refused: %v", path, ingest.ErrProtocolNotAllowed), err)
+		default:
+			return refuse(message.NetStreamOnStatusCodePublishFailed, fmt.Sprintf("publish %q refused", path), err)
+		}
+	}
+	st, err := h.srv.reg.Publish(path, h.c.peer)
+	if err != nil {
+		if errors.Is(err, media.ErrPublisherExists) {
+			return refuse(message.NetStreamOnStatusCodePublishBadName, fmt.Sprintf("stream %q is already publishing", path), err)
+		}
+		return refuse(message.NetStreamOnStatusCodePublishFailed, fmt.Sprintf("publish %q failed", path), err)
+	}
+	h.stream = st
+	h.pubID = ctx.StreamID
+	h.started = time.Now()
+	h.log = h.log.With("stream", path)
+	h.c.publishing.Store(true)
+	h.log.Info("rtmp publish", "type", cmd.PublishingType)
+	if h.srv.onPublish != nil {
+		h.srv.onPublish(st)
+	}
+	return nil
+}
+
+// OnPlay refuses: the RTMP server only ingests for now.
+func (h *handler) OnPlay(ctx *gortmp.StreamContext, _ uint32, cmd *message.NetStreamPlay) error {
+	const desc = "play is not supported yet: this server only accepts publishing"
+	_ = h.sendStatus(ctx.StreamID, message.NetStreamOnStatusLevelError, message.NetStreamOnStatusCodePlayFailed, desc)
+	path, _, err := streamPath(h.rawApp, cmd.StreamName)
+	if err != nil {
+		path = sanitizeForLog(cmd.StreamName)
+	}
+	h.log.Warn("rtmp play refused", "stream", path, "reason", "play is not supported yet")
+	h.quiet = true
+	return h.setErr(&refusal{reason: "play refused: play is not supported yet"})
+}
+
+func (h *handler) OnFCUnpublish(uint32, *message.NetStreamFCUnpublish) error {
+	h.endPublish(errUnpublished)
+	return nil
+}
+
+func (h *handler) OnDeleteStream(_ uint32, cmd *message.NetStreamDeleteStream) error {
+	if h.stream != nil && cmd.StreamID == h.pubID {
+		h.endPublish(errUnpublished)
+	}
+	return nil
+}
+
+// OnClose runs once when the connection is torn down, whatever the cause.
+func (h *handler) OnClose() {
+	reason := h.closeReason()
+	if h.stream != nil {
+		h.endPublish(reason)
+		return
+	}
+	if h.quiet || h.ended {
+		return
+	}
+	if errors.Is(reason, errPeerClosed) || errors.Is(reason, errShutdown) {
+		h.log.Info("rtmp connection closed", "reason", reason.Error())
+		return
+	}
+	h.log.Warn("rtmp connection failed", "reason", reason.Error())
+}
+
+// closeReason says why the connection ended, most specific first: our own
+// callback's error, then the I/O error, then what go-rtmp reported.
+func (h *handler) closeReason() error {
+	switch {
+	case h.srv.isClosed():
+		return errShutdown
+	case h.err != nil:
+		return h.err
+	case h.c.firstErr() != nil:
+		return h.c.firstErr()
+	case h.rtErr != nil:
+		return fmt.Errorf("protocol error: %w", h.rtErr)
+	default:
+		return errors.New("connection closed")
+	}
+}
+
+// endPublish closes the stream and logs the summary, once.
+func (h *handler) endPublish(reason error) {
+	if h.stream == nil {
+		return
+	}
+	h.stream.Close()
+	h.stream = nil
+	h.ended = true
+	h.pending = nil
+	args := []any{
+		"duration", time.Since(h.started).Round(time.Millisecond),
+		"video_frames", h.videoUnits,
+		"audio_frames", h.audioUnits,
+		"reason", reason.Error(),
+	}
+	if h.dropped > 0 {
+		args = append(args, "dropped_before_tracks", h.dropped)
+	}
+	h.log.Info("rtmp publish ended", args...)
+}
+
+// OnSetDataFrame reads the announced codecs from onMetaData.
+func (h *handler) OnSetDataFrame(_ uint32, data *message.NetStreamSetDataFrame) error {
+	if h.stream == nil || h.declared {
+		return nil
+	}
+	m, err := parseMetadata(data.Payload)
+	if err != nil {
+		h.log.Debug("rtmp metadata ignored", "err", err)
+		return nil
+	}
+	// The tags themselves, when some came first, win over the metadata.
+	if h.expectVideo == unknown {
+		h.expectVideo = no
+		if m.HasVideo {
+			h.expectVideo = yes
+		}
+	}
+	if h.expectAudio == unknown {
+		h.expectAudio = no
+		if m.HasAudio && m.AudioAAC {
+			h.expectAudio = yes
+		}
+	}
+	h.log.Debug("rtmp metadata", "videocodecid", m.VideoCodec, "audiocodecid", m.AudioCodec)
+	return h.maybeDeclare()
+}
+
+// readPayload copies a message payload into a new slice of its exact size:
+// go-rtmp reuses the reader's buffer once the callback returns, and the
+// units keep sub-slices of it.
+func (h *handler) readPayload(r io.Reader) ([]byte, error) {
+	h.buf.Reset()
+	if _, err := h.buf.ReadFrom(io.LimitReader(r, maxVideoMessageSize+1)); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(h.buf.Bytes()), nil
+}
+
+func (h *handler) OnVideo(ts uint32, payload io.Reader) error {
+	if h.stream == nil {
+		return nil
+	}
+	data, err := h.readPayload(payload)
+	if err != nil {
+		return h.setErr(fmt.Errorf("video: %w", err))
+	}
+	tag, err := parseVideoTag(data)
+	if err != nil {
+		return h.setErr(fmt.Errorf("video tag at %d ms: %w", ts, err))
+	}
+	dts := h.videoTS.unwrap(ts)
+	switch {
+	case tag.FrameType == frameTypeCommand:
+		return nil
+	case tag.PacketType == avcPacketSequenceHeader:
+		return h.onAVCConfig(tag.Data)
+	case tag.PacketType == avcPacketEndOfSequence:
+		return nil
+	}
+	if h.expectVideo == unknown {
+		h.expectVideo = yes
+	}
+	if h.norm == nil {
+		h.dropped++ // NAL units before the sequence header
+		return h.maybeDeclare()
+	}
+	nalus, err := splitNALUs(tag.Data, h.lengthSize)
+	if err != nil {
+		return h.setErr(fmt.Errorf("video tag at %d ms: %w", ts, err))
+	}
+	au, idr := h.norm.Normalize(nalus)
+	if au == nil {
+		return h.maybeDeclare()
+	}
+	d := time.Duration(dts) * time.Millisecond
+	u := &media.Unit{
+		Track: h.videoTrack,
+		DTS:   d,
+		PTS:   d + time.Duration(tag.CompositionTime)*time.Millisecond,
+		Key:   idr,
+		NALUs: au,
+	}
+	return h.emit(u, len(tag.Data))
+}
+
+func (h *handler) onAVCConfig(b []byte) error {
+	cfg, err := parseAVCConfig(b)
+	if err != nil {
+		return h.setErr(fmt.Errorf("AVC sequence header: %w", err))
+	}
+	if h.expectVideo == unknown {
+		h.expectVideo = yes
+	}
+	h.lengthSize = cfg.LengthSize
+	if h.norm == nil {
+		h.norm = transcode.NewH264Normalizer(cfg.SPS, cfg.PPS)
+	} else {
+		h.norm.SetParams(cfg.SPS, cfg.PPS)
+	}
+	switch {
+	case h.videoTrack == nil && !h.declared:
+		sps, pps := h.norm.Params()
+		h.videoTrack = &media.Track{Codec: media.H264{SPS: sps, PPS: pps}}
+		h.noteConfig()
+	case h.videoTrack == nil && !h.lateVideoNoted:
+		h.lateVideoNoted = true
+		h.log.Warn("rtmp video ignored", "reason", "video started after the tracks were declared")
+	}
+	return h.maybeDeclare()
+}
+
+func (h *handler) OnAudio(ts uint32, payload io.Reader) error {
+	if h.stream == nil {
+		return nil
+	}
+	data, err := h.readPayload(payload)
+	if err != nil {
+		return h.setErr(fmt.Errorf("audio: %w", err))
+	}
+	tag, err := parseAudioTag(data)
+	if err != nil {
+		return h.setErr(fmt.Errorf("audio tag at %d ms: %w", ts, err))
+	}
+	if tag.SoundFormat != soundFormatAAC {
+		h.ignoreAudio(fmt.Sprintf("audio format %s (FLV sound format %d) is not supported, only AAC (10)", soundFormatName(tag.SoundFormat), tag.SoundFormat))
+		return h.maybeDeclare()
+	}
+	if h.audioIgnored {
+		return nil
+	}
+	dts := h.audioTS.unwrap(ts)
+	if tag.PacketType == aacPacketSequenceHeader {
+		return h.onAACConfig(tag.Data)
+	}
+	if h.expectAudio == unknown {
+		h.expectAudio = yes
+	}
+	if h.audioTrack == nil || len(tag.Data) == 0 {
+		if h.audioTrack == nil {
+			h.dropped++
+		}
+		return h.maybeDeclare()
+	}
+	d := time.Duration(dts) * time.Millisecond
+	u := &media.Unit{Track: h.audioTrack, DTS: d, PTS: d, Key: true, Data: tag.Data}
+	return h.emit(u, len(tag.Data))
+}
+
+func (h *handler) onAACConfig(b []byte) error {
+	cfg, err := parseAACConfig(b)
+	if err != nil {
+		h.ignoreAudio(fmt.Sprintf("AAC sequence header: %v", err))
+		return h.maybeDeclare()
+	}
+	switch {
+	case h.audioTrack == nil && !h.declared:
+		if h.expectAudio == unknown {
+			h.expectAudio = yes
+		}
+		h.audioTrack = &media.Track{Codec: media.AAC{
+			Config:     bytes.Clone(cfg.Raw),
+			SampleRate: cfg.SampleRate,
+			Channels:   cfg.Channels,
+		}}
+		h.noteConfig()
+	case h.audioTrack == nil:
+		if !h.lateAudioNoted {
+			h.lateAudioNoted = true
+			h.log.Warn("rtmp audio ignored", "reason", "audio started after the tracks were declared")
+		}
+	default:
+		if old := h.audioTrack.Codec.(media.AAC).Config; !bytes.Equal(old, cfg.Raw) && !h.ascChangeNoted {
+			h.ascChangeNoted = true
+			h.log.Warn("rtmp AAC configuration changed mid-stream; keeping the declared one", "sample_rate", cfg.SampleRate, "channels", cfg.Channels)
+		}
+	}
+	return h.maybeDeclare()
+}
+
+// ignoreAudio stops taking audio from this publisher, logging why once.
+func (h *handler) ignoreAudio(why string) {
+	h.expectAudio = no
+	if h.audioIgnored {
+		return
+	}
+	h.audioIgnored = true
+	if h.audioTrack != nil && !h.declared {
+		h.audioTrack = nil
+	}
+	h.log.Warn("rtmp audio ignored", "reason", why)
+}
+
+func (h *handler) noteConfig() {
+	if h.firstCfgAt.IsZero() {
+		h.firstCfgAt = time.Now()
+	}
+}
+
+// maybeDeclare declares the tracks once what is expected has arrived, or
+// once configWait has passed since the first sequence header.
+func (h *handler) maybeDeclare() error {
+	if h.declared || h.stream == nil {
+		return nil
+	}
+	haveV, haveA := h.videoTrack != nil, h.audioTrack != nil
+	if !haveV && !haveA {
+		return nil
+	}
+	complete := (haveV || h.expectVideo == no) && (haveA || h.expectAudio == no)
+	if !complete {
+		if time.Since(h.firstCfgAt) < h.srv.configWait {
+			return nil
+		}
+		missing := "audio"
+		if !haveV {
+			missing = "video"
+		}
+		h.log.Info("rtmp declaring tracks without "+missing, "reason", fmt.Sprintf("no %s sequence header within %v of the first one", missing, h.srv.configWait))
+	}
+	var tracks []*media.Track
+	if haveV {
+		tracks = append(tracks, h.videoTrack)
+	}
+	if haveA {
+		tracks = append(tracks, h.audioTrack)
+	}
+	if err := h.stream.SetTracks(tracks...); err != nil {
+		return h.setErr(err)
+	}
+	h.declared = true
+	pending := h.pending
+	h.pending, h.pendingBytes = nil, 0
+	for _, u := range pending {
+		h.write1(u)
+	}
+	return nil
+}
+
+// emit writes a unit, or keeps it until the tracks are declared. Video
+// starts at the first IDR.
+func (h *handler) emit(u *media.Unit, size int) error {
+	if !h.declared && (len(h.pending) >= maxPendingUnits || h.pendingBytes+size > maxPendingBytes) {
+		// Tracks still not declared after this much: start over from the
+		// next IDR rather than grow.
+		h.dropped += uint64(len(h.pending))
+		h.pending, h.pendingBytes = nil, 0
+		h.videoStarted = false
+	}
+	if u.NALUs != nil && !h.videoStarted {
+		if !u.Key {
+			h.dropped++
+			return h.maybeDeclare()
+		}
+		h.videoStarted = true
+	}
+	if h.declared {
+		h.write1(u)
+		return nil
+	}
+	h.pending = append(h.pending, u)
+	h.pendingBytes += size
+	return h.maybeDeclare()
+}
+
+// write1 hands a unit to the hub if its track was declared.
+func (h *handler) write1(u *media.Unit) {
+	switch {
+	case u.Track == nil:
+		return
+	case u.Track == h.videoTrack:
+		h.videoUnits++
+	case u.Track == h.audioTrack:
+		h.audioUnits++
+	default: // audio given up on before the declaration
+		return
+	}
+	h.stream.Write(u)
+}
+
+// tsUnwrapper extends 32-bit RTMP millisecond timestamps past their wrap
+// (every 49.7 days).
+type tsUnwrapper struct {
+	init bool
+	last uint32
+	high int64
+}
+
+func (t *tsUnwrapper) unwrap(ts uint32) int64 {
+	if !t.init {
+		t.init, t.last = true, ts
+		return int64(ts)
+	}
+	switch d := int64(ts) - int64(t.last); {
+	case d < -(1 << 31): // wrapped forward
+		t.high += 1 << 32
+	case d > 1<<31: // a late timestamp from before the wrap
+		return t.high - 1<<32 + int64(ts)
+	}
+	t.last = ts
+	return t.high + int64(ts)
+}
+
+// streamPath builds the stream path and key from the connect app name and
+// the publish (or play) stream name; see the package doc.
+func streamPath(app, name string) (path, key string, err error) {
+	name, nameQuery, _ := strings.Cut(name, "?")
+	app, appQuery, _ := strings.Cut(app, "?")
+	app = strings.Trim(app, "/")
+	name = strings.Trim(name, "/")
+	if name == "" {
+		return "", "", errors.New("empty stream name")
+	}
+	path = name
+	if app != "" {
+		path = app + "/" + name
+	}
+	if len(path) > maxPathLength {
+		return "", "", fmt.Errorf("stream path is %d bytes, maximum is %d", len(path), maxPathLength)
+	}
+	for _, r := range path {
+		if r == unicode.ReplacementChar || unicode.IsControl(r) || unicode.IsSpace(r) {
+			return "", "", fmt.Errorf("stream path %q contains a space or control character", path)
+		}
+	}
+	for _, seg := range strings.Split(path, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", "", fmt.Errorf("stream path %q has an empty, \".\" or \"..\" segment", path)
+		}
+	}
+	key = queryKey(nameQuery)
+	if key == "" {
+		key = queryKey(appQuery)
+	}
+	return path, key, nil
+}
+
+func queryKey(q string) string {
+	if q == "" {
+		return ""
+	}
+	v, _ := url.ParseQuery(q)
+	return v.Get("key")
+}
+
+// sanitizeForLog drops the query (which may hold the key) from a name the
+// peer sent, and bounds its length; the log handler quotes the rest.
+func sanitizeForLog(name string) string {
+	name, _, _ = strings.Cut(name, "?")
+	if len(name) > 64 {
+		name = name[:64] + "..."
+	}
+	return name
+}
