@@ -17,6 +17,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 )
 
 //go:embed default.yaml
@@ -47,6 +48,9 @@ type Listen struct {
 	HTTP string `yaml:"http"`
 	// RTMP accepts RTMP publishers (TCP).
 	RTMP string `yaml:"rtmp"`
+	// SRT accepts SRT publishers and readers (UDP). It may share a port
+	// number with the TCP listeners but not with WebRTCUDP.
+	SRT string `yaml:"srt"`
 	// WebRTCUDP is the one UDP port every WebRTC peer shares (ICE UDP mux),
 	// so a firewall needs a single rule however many viewers there are.
 	WebRTCUDP string `yaml:"webrtc_udp"`
@@ -81,7 +85,16 @@ func (s ICEServer) String() string {
 	return fmt.Sprintf("{urls=%v username=%q credential=%s}", s.URLs, s.Username, redact(s.Credential))
 }
 
+// LogValue makes slog print the redacted String form.
+func (s ICEServer) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
 // Route says who may publish to a set of stream paths and how they are served.
+//
+// Every field's zero value is valid and means its default, so hand-built
+// Routes behave like parsed ones; read the fields that have defaults through
+// their accessors (AllowsIngest, OpusBitrate, AACBitrate, GraceDuration,
+// BFramesPolicy, WHEP.IsEnabled, Forward.AudioCodec). Parse fills the
+// defaults in, so a parsed Config shows the effective values.
 type Route struct {
 	// Path is an exact stream path or a pattern. Segments are separated by
 	// "/"; a segment "{name}" matches any one segment and a final
@@ -95,8 +108,69 @@ type Route struct {
 	// PublishKey, when set, must be presented by publishers (for RTMP as
 	// the stream name's query: "name?key=SECRET").
 	PublishKey string `yaml:"publish_key"`
+	// ReadKey, when set, must be presented by RTMP play and SRT read
+	// clients. Same characters as PublishKey.
+	ReadKey string `yaml:"read_key"`
+	// Passphrase, when set, is the SRT AES passphrase that SRT publishers
+	// and readers of this route must use: 10-79 characters, SRT's rule.
+	// "" means no encryption.
+	Passphrase string `yaml:"passphrase"`
 	WHEP       WHEP   `yaml:"whep"`
+	// Audio sets the bitrates of the audio the bridge transcodes.
+	Audio Audio `yaml:"audio"`
+	// Grace is how long readers stay connected for a publisher that went
+	// away to come back, 0s-5m. It is a pointer so that "not set" (nil,
+	// meaning DefaultGrace) differs from an explicit 0s (no grace: readers
+	// are ended as soon as the publisher leaves); use GraceDuration to read it.
+	Grace *time.Duration `yaml:"grace"`
+	// BFrames says what WebRTC readers get from an H.264 source with
+	// B-frames: BFramesReencode, BFramesPassthrough or BFramesReject.
+	// "" means BFramesReencode; use BFramesPolicy to read it.
+	BFrames string `yaml:"bframes"`
+	// Pull, when set, is a URL the bridge pulls this route's stream from
+	// instead of waiting for a publisher. Its scheme is srt, rtmp, rtmps,
+	// whep+http or whep+https (for whep+, the URL without "whep+" is the
+	// WHEP endpoint). Only routes with an exact path (no variables) can pull.
+	Pull string `yaml:"pull"`
+	// PullToken is the bearer token sent to a whep+http(s) Pull endpoint.
+	PullToken string `yaml:"pull_token"`
+	// OnDemand makes the bridge pull only while the stream has readers;
+	// false pulls as long as the route is loaded. Only with Pull.
+	OnDemand bool `yaml:"on_demand"`
+	// Forward lists remote targets this route's streams are pushed to.
+	Forward []Forward `yaml:"forward"`
 }
+
+// B-frame policies (Route.BFrames).
+const (
+	// BFramesReencode re-encodes the video without B-frames for WebRTC
+	// readers; RTMP and SRT readers get the original. The default.
+	BFramesReencode = "reencode"
+	// BFramesPassthrough sends the video as it is.
+	BFramesPassthrough = "passthrough"
+	// BFramesReject refuses WebRTC readers of a stream with B-frames.
+	BFramesReject = "reject"
+)
+
+var bframesPolicies = []string{BFramesReencode, BFramesPassthrough, BFramesReject}
+
+// Defaults for Route fields whose zero value means "not set".
+const (
+	DefaultOpusBitrate = 128000           // Audio.OpusBitrate, bit/s
+	DefaultAACBitrate  = 128000           // Audio.AACBitrate, bit/s
+	DefaultGrace       = 10 * time.Second // Route.Grace
+)
+
+// Limits checked by Validate.
+const (
+	minOpusBitrate = 6000   // libopus's minimum
+	maxOpusBitrate = 510000 // libopus's maximum
+	minAACBitrate  = 32000  // below this AAC-LC stereo is unusable
+	maxAACBitrate  = 320000 // AAC-LC stereo gains nothing above this
+	maxGrace       = 5 * time.Minute
+	minPassphrase  = 10 // SRT's passphrase length limits (SRTO_PASSPHRASE)
+	maxPassphrase  = 79
+)
 
 // AllowsIngest reports whether publishers using protocol may publish on r.
 // A nil Ingest list allows every protocol.
@@ -108,10 +182,165 @@ func (r *Route) AllowsIngest(protocol string) bool {
 	return slices.Contains(list, protocol)
 }
 
-// String describes the route without its publish key or WHEP token.
-func (r Route) String() string {
-	return fmt.Sprintf("{path=%q ingest=%v publish_key=%s whep=%v}", r.Path, r.Ingest, redact(r.PublishKey), r.WHEP)
+// OpusBitrate is the bitrate in bit/s of Opus made from AAC; 0 in Audio
+// means DefaultOpusBitrate.
+func (r *Route) OpusBitrate() int {
+	if r.Audio.OpusBitrate == 0 {
+		return DefaultOpusBitrate
+	}
+	return r.Audio.OpusBitrate
 }
+
+// AACBitrate is the bitrate in bit/s of AAC made from Opus; 0 in Audio
+// means DefaultAACBitrate.
+func (r *Route) AACBitrate() int {
+	if r.Audio.AACBitrate == 0 {
+		return DefaultAACBitrate
+	}
+	return r.Audio.AACBitrate
+}
+
+// GraceDuration is how long readers wait for a publisher to come back: a nil
+// Grace means DefaultGrace, an explicit 0 means no grace.
+func (r *Route) GraceDuration() time.Duration {
+	if r.Grace == nil {
+		return DefaultGrace
+	}
+	return *r.Grace
+}
+
+// BFramesPolicy is one of the BFrames constants; "" means BFramesReencode.
+func (r *Route) BFramesPolicy() string {
+	if r.BFrames == "" {
+		return BFramesReencode
+	}
+	return r.BFrames
+}
+
+// String describes the route with every secret redacted: keys, passphrase,
+// tokens, and the secrets inside URLs (see RedactURL). Values with defaults
+// are shown as effective. Pull settings and forward targets are shown only
+// when set.
+func (r Route) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{path=%q ingest=%v publish_key=%s read_key=%s passphrase=%s whep=%v audio={opus_bitrate=%d aac_bitrate=%d} grace=%s bframes=%s",
+		r.Path, r.Ingest, redact(r.PublishKey), redact(r.ReadKey), redact(r.Passphrase), r.WHEP,
+		r.OpusBitrate(), r.AACBitrate(), r.GraceDuration(), r.BFramesPolicy())
+	if r.Pull != "" || r.PullToken != "" || r.OnDemand {
+		fmt.Fprintf(&b, " pull=%q pull_token=%s on_demand=%t", RedactURL(r.Pull), redact(r.PullToken), r.OnDemand)
+	}
+	if len(r.Forward) > 0 {
+		fmt.Fprintf(&b, " forward=%v", r.Forward)
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
+// LogValue makes slog print the redacted String form, also with handlers
+// (like JSON) that would otherwise marshal every field, secrets included.
+func (r Route) LogValue() slog.Value { return slog.StringValue(r.String()) }
+
+// Audio sets the bitrates of transcoded audio. Zero means the default.
+type Audio struct {
+	// OpusBitrate (bit/s, 6000-510000) of Opus made from AAC, for WebRTC
+	// readers and WHIP targets. Default DefaultOpusBitrate.
+	OpusBitrate int `yaml:"opus_bitrate"`
+	// AACBitrate (bit/s, 32000-320000) of AAC made from Opus, for RTMP and
+	// SRT readers and targets. Default DefaultAACBitrate.
+	AACBitrate int `yaml:"aac_bitrate"`
+}
+
+// Forward target kinds (Forward.Kind).
+const (
+	ForwardWHIP = "whip"
+	ForwardRTMP = "rtmp"
+	ForwardSRT  = "srt"
+)
+
+// Audio codecs an SRT forward target can be sent (Forward.Audio).
+const (
+	// AudioAAC transcodes Opus to AAC, what SRT receivers expect. The default.
+	AudioAAC = "aac"
+	// AudioOpus sends Opus in MPEG-TS as it is.
+	AudioOpus = "opus"
+)
+
+var forwardAudioCodecs = []string{AudioAAC, AudioOpus}
+
+// Forward is one remote target a route's streams are pushed to. Exactly one
+// of WHIP, RTMP and SRT is set.
+type Forward struct {
+	// WHIP is a WHIP endpoint, http:// or https://.
+	WHIP string `yaml:"whip"`
+	// RTMP is an rtmp:// or rtmps:// URL ending in the app and stream
+	// (key): "rtmp://a.rtmp.youtube.com/live2/STREAMKEY".
+	RTMP string `yaml:"rtmp"`
+	// SRT is an srt://host:port URL, the bridge being the caller; its query
+	// carries the SRT options (streamid, passphrase, ...).
+	SRT string `yaml:"srt"`
+	// Token is the bearer token for a WHIP target. Only with WHIP.
+	Token string `yaml:"token"`
+	// Audio is AudioAAC or AudioOpus, for an SRT target only; "" means
+	// AudioAAC. Use AudioCodec to read it.
+	Audio string `yaml:"audio"`
+}
+
+// Kind is ForwardWHIP, ForwardRTMP or ForwardSRT: the first of WHIP, RTMP
+// and SRT that is set, or "" if none is (which Validate reports).
+func (f Forward) Kind() string {
+	switch {
+	case f.WHIP != "":
+		return ForwardWHIP
+	case f.RTMP != "":
+		return ForwardRTMP
+	case f.SRT != "":
+		return ForwardSRT
+	}
+	return ""
+}
+
+// URL is the target URL of Kind. It may hold secrets: log RedactURL(f.URL()).
+func (f Forward) URL() string {
+	switch f.Kind() {
+	case ForwardWHIP:
+		return f.WHIP
+	case ForwardRTMP:
+		return f.RTMP
+	case ForwardSRT:
+		return f.SRT
+	}
+	return ""
+}
+
+// AudioCodec is the audio codec sent to an SRT target: Audio, or AudioAAC
+// when it is "". It is meaningless for other kinds.
+func (f Forward) AudioCodec() string {
+	if f.Audio == "" {
+		return AudioAAC
+	}
+	return f.Audio
+}
+
+// String describes the target with its URL redacted (see RedactURL) and
+// without its token.
+func (f Forward) String() string {
+	var parts []string
+	for _, t := range []struct{ key, url string }{{ForwardWHIP, f.WHIP}, {ForwardRTMP, f.RTMP}, {ForwardSRT, f.SRT}} {
+		if t.url != "" {
+			parts = append(parts, fmt.Sprintf("%s=%q", t.key, RedactURL(t.url)))
+		}
+	}
+	if f.Token != "" {
+		parts = append(parts, "token="+redact(f.Token))
+	}
+	if f.Kind() == ForwardSRT || f.Audio != "" {
+		parts = append(parts, "audio="+f.AudioCodec())
+	}
+	return "{" + strings.Join(parts, " ") + "}"
+}
+
+// LogValue makes slog print the redacted String form.
+func (f Forward) LogValue() slog.Value { return slog.StringValue(f.String()) }
 
 // WHEP configures playback of a route's streams over WHEP.
 type WHEP struct {
@@ -130,10 +359,13 @@ func (w WHEP) String() string {
 	return fmt.Sprintf("{enabled=%t token=%s}", w.IsEnabled(), redact(w.Token))
 }
 
+// LogValue makes slog print the redacted String form.
+func (w WHEP) LogValue() slog.Value { return slog.StringValue(w.String()) }
+
 // String describes the configuration on one line with every secret redacted.
 func (c *Config) String() string {
-	return fmt.Sprintf("listen={http=%q rtmp=%q webrtc_udp=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} routes=%v",
-		c.Listen.HTTP, c.Listen.RTMP, c.Listen.WebRTCUDP,
+	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} routes=%v",
+		c.Listen.HTTP, c.Listen.RTMP, c.Listen.SRT, c.Listen.WebRTCUDP,
 		c.WebRTC.ICEServers, c.WebRTC.NAT1To1, c.WebRTC.Interfaces, c.Routes)
 }
 
@@ -161,9 +393,10 @@ func (c *Config) Match(path string) (*Route, bool) {
 }
 
 // Default returns the embedded default configuration: listeners on :8080
-// (HTTP), :1935 (RTMP) and :8189 (WebRTC UDP), no ICE servers, and a single
-// route "{path...}" open to every ingest protocol with WHEP enabled and no
-// keys or tokens. Each call returns a fresh copy the caller may modify.
+// (HTTP), :1935 (RTMP), :8890 (SRT) and :8189 (WebRTC UDP), no ICE servers,
+// and a single route "{path...}" open to every ingest protocol with WHEP
+// enabled, no keys, passphrase or tokens, no pull or forward targets, and the
+// route defaults below (see Parse). Each call returns a fresh copy the caller may modify.
 func Default() *Config {
 	c, err := parse("default.yaml", defaultYAML, &Config{})
 	if err != nil {
@@ -187,9 +420,15 @@ func Load(filename string) (*Config, error) {
 //
 // Defaults: keys missing under listen and webrtc keep the values of
 // Default(); routes are never defaulted, so a file without routes fails
-// validation (nothing could be published). Within a route, a missing ingest
-// list means every protocol and a missing whep.enabled means true. A key
-// present with an empty (null) value counts as missing.
+// validation (nothing could be published). Within a route, a missing key
+// gets its default: ingest every protocol, whep.enabled true,
+// audio.opus_bitrate DefaultOpusBitrate, audio.aac_bitrate
+// DefaultAACBitrate, grace DefaultGrace, bframes BFramesReencode, and
+// forward[].audio AudioAAC on srt targets. A key present with an empty
+// (null) value counts as missing. A key written with the zero value that
+// stands for "not set" in Go (opus_bitrate: 0, bframes: "") is an error, not
+// the default: the writer asked for a value that is out of range.
+// "grace: 0s" is valid and means no grace.
 //
 // The returned error joins every problem found (errors.Join); each one is an
 // *Error. Decoding problems are reported without validating, since a value
@@ -206,24 +445,47 @@ func parse(filename string, data []byte, base *Config) (*Config, error) {
 	if err := d.decodeDocument(data, base); err != nil {
 		return nil, err
 	}
-	applyDefaults(base)
-	if err := base.Validate(); err != nil {
+	applyDefaults(base, d.set)
+	v := validator{set: d.set}
+	if err := v.config(base); err != nil {
 		return nil, d.locate(err)
 	}
 	return base, nil
 }
 
 // applyDefaults fills per-route values that were left out, so callers see the
-// effective settings when they inspect or log a parsed Config.
-func applyDefaults(c *Config) {
+// effective settings when they inspect or log a parsed Config. set holds the
+// key paths written with a value; a zero value written explicitly is left for
+// validation to report.
+func applyDefaults(c *Config, set map[string]bool) {
 	for i := range c.Routes {
 		r := &c.Routes[i]
+		path := fmt.Sprintf("routes[%d]", i)
 		if r.Ingest == nil {
 			r.Ingest = append([]string(nil), ingestProtocols...)
 		}
 		if r.WHEP.Enabled == nil {
 			enabled := true
 			r.WHEP.Enabled = &enabled
+		}
+		if !set[path+".audio.opus_bitrate"] {
+			r.Audio.OpusBitrate = DefaultOpusBitrate
+		}
+		if !set[path+".audio.aac_bitrate"] {
+			r.Audio.AACBitrate = DefaultAACBitrate
+		}
+		if r.Grace == nil {
+			grace := DefaultGrace
+			r.Grace = &grace
+		}
+		if !set[path+".bframes"] {
+			r.BFrames = BFramesReencode
+		}
+		for j := range r.Forward {
+			f := &r.Forward[j]
+			if f.Kind() == ForwardSRT && !set[fmt.Sprintf("%s.forward[%d].audio", path, j)] {
+				f.Audio = AudioAAC
+			}
 		}
 	}
 }

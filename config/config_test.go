@@ -8,11 +8,12 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefault(t *testing.T) {
 	c := Default()
-	want := Listen{HTTP: ":8080", RTMP: ":1935", WebRTCUDP: ":8189"}
+	want := Listen{HTTP: ":8080", RTMP: ":1935", SRT: ":8890", WebRTCUDP: ":8189"}
 	if c.Listen != want {
 		t.Errorf("Listen = %+v, want %+v", c.Listen, want)
 	}
@@ -46,8 +47,8 @@ func TestExampleFile(t *testing.T) {
 	if len(c.WebRTC.ICEServers) != 2 || c.WebRTC.ICEServers[1].Username != "bridge" {
 		t.Errorf("ICEServers = %v", c.WebRTC.ICEServers)
 	}
-	if len(c.Routes) != 2 {
-		t.Fatalf("got %d routes, want 2", len(c.Routes))
+	if len(c.Routes) != 3 {
+		t.Fatalf("got %d routes, want 3", len(c.Routes))
 	}
 	r, ok := c.Match("private/studio")
 	if !ok || r.Path != "private/{name}" || r.PublishKey == "" || r.WHEP.Token == "" || !r.WHEP.IsEnabled() {
@@ -58,6 +59,21 @@ func TestExampleFile(t *testing.T) {
 	}
 	if _, ok := c.Match("other/x"); ok {
 		t.Error("other/x matched a route")
+	}
+	if c.Listen.SRT != ":8890" {
+		t.Errorf("Listen.SRT = %q", c.Listen.SRT)
+	}
+	r, ok = c.Match("cams/lobby")
+	if !ok || !strings.HasPrefix(r.Pull, "srt://") || !r.OnDemand || r.GraceDuration() != DefaultGrace ||
+		r.OpusBitrate() != DefaultOpusBitrate || r.BFramesPolicy() != BFramesReencode {
+		t.Fatalf("Match(cams/lobby) = %v, %v", r, ok)
+	}
+	var kinds []string
+	for _, f := range r.Forward {
+		kinds = append(kinds, f.Kind()+"/"+f.Audio)
+	}
+	if want := []string{"whip/", "rtmp/", "srt/aac"}; !reflect.DeepEqual(kinds, want) {
+		t.Errorf("forward kinds/audio = %q, want %q", kinds, want)
 	}
 }
 
@@ -192,7 +208,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "empty key",
 			yaml: "listen:\n  \"\": x\n",
-			want: []string{`c.yaml:2: listen."": unknown key (expected one of http, rtmp, webrtc_udp)`},
+			want: []string{`c.yaml:2: listen."": unknown key (expected one of http, rtmp, srt, webrtc_udp)`},
 		},
 		{
 			name: "top level not a mapping",
@@ -364,14 +380,19 @@ func TestValidateIsPure(t *testing.T) {
 	if !strings.HasPrefix(err.Error(), `listen.rtmp: ":8080" collides with listen.http`) {
 		t.Errorf("err = %v", err)
 	}
-	// Nil Ingest and WHEP.Enabled are valid and mean the defaults.
+	// Nil Ingest and WHEP.Enabled, zero bitrates, nil Grace, empty BFrames
+	// and Forward.Audio are valid and mean the defaults.
 	ok := Default()
 	ok.Routes[0].Ingest, ok.Routes[0].WHEP.Enabled = nil, nil
+	ok.Routes[0].Audio, ok.Routes[0].Grace, ok.Routes[0].BFrames = Audio{}, nil, ""
+	ok.Routes[0].Forward = []Forward{{SRT: "srt://r.example:9000"}}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("Validate with unset optional fields: %v", err)
 	}
-	if !ok.Routes[0].AllowsIngest(IngestSRT) || !ok.Routes[0].WHEP.IsEnabled() {
-		t.Error("unset optional fields do not mean the defaults")
+	r := &ok.Routes[0]
+	if !r.AllowsIngest(IngestSRT) || !r.WHEP.IsEnabled() || r.OpusBitrate() != 128000 || r.AACBitrate() != 128000 ||
+		r.GraceDuration() != 10*time.Second || r.BFramesPolicy() != "reencode" || r.Forward[0].AudioCodec() != "aac" {
+		t.Errorf("unset optional fields do not mean the defaults: %v", r)
 	}
 }
 
@@ -477,12 +498,22 @@ func TestSecretsNotPrinted(t *testing.T) {
 	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "cfg", c)
 	slog.New(slog.NewTextHandler(&logged, nil)).Info("config", "cfg", *c)
 	out := fmt.Sprintf("%v %+v %s %v %v", c, *c, c, c.Routes, c.WebRTC) + logged.String()
-	for _, secret := range []string{"change-me", "s3cret-publish-key", "s3cret-viewer-token"} {
+	secrets := []string{"change-me", "s3cret-publish-key", "s3cret-viewer-token", "s3cret-cam-passphrase",
+		"s3cret-whip-token", "s3cret-stream-key", "s3cret-streamid-pass", "s3cret-srt-passphrase"}
+	raw, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(raw), "s3cret"); n != len(secrets)-1 {
+		t.Errorf("config.yaml has %d s3cret values; list them all here (got %d)", n, len(secrets)-1)
+	}
+	for _, secret := range secrets {
 		if strings.Contains(out, secret) {
 			t.Errorf("%q printed in %s", secret, out)
 		}
 	}
-	if !strings.Contains(out, "<redacted>") || !strings.Contains(out, "private/{name}") {
+	if !strings.Contains(out, "<redacted>") || !strings.Contains(out, "private/{name}") ||
+		!strings.Contains(out, "rtmps://a.rtmps.youtube.com/live2/<redacted>") {
 		t.Errorf("unexpected output %s", out)
 	}
 }
@@ -505,6 +536,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("routes:\n  - &r {path: a}\n  - <<: *r\n"))
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte("webrtc:\n  nat_1to1: &x [a, b]\n  interfaces: *x\nroutes: [{path: \"{p...}\"}]\n"))
+	f.Add([]byte("routes:\n  - path: a/b\n    grace: 0s\n    bframes: reject\n    audio: {opus_bitrate: 6000, aac_bitrate: 0}\n" +
+		"    pull: \"whep+https://u:p@h.example/whep/x?token=t\"\n    pull_token: abc\n    on_demand: true\n" +
+		"    forward:\n      - {srt: \"srt://[::1]:9000?streamid=#!::r=a,s=pw\", audio: opus}\n      - {rtmp: \"rtmp://h/app/key\", whip: \"http://h\"}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.yaml", data)
 		if (c == nil) == (err == nil) {

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -28,8 +29,9 @@ const maxNodes = 1 << 16
 // enough for it to be decoded.
 type decoder struct {
 	file   string
-	lines  map[string]int // key path -> line of its key or sequence item
-	budget int            // nodes left to visit, see maxNodes
+	lines  map[string]int  // key path -> line of its key or sequence item
+	set    map[string]bool // key paths written with a value (not null)
+	budget int             // nodes left to visit, see maxNodes
 	errs   []error
 }
 
@@ -37,6 +39,7 @@ func newDecoder(file string) *decoder {
 	return &decoder{
 		file:   file,
 		lines:  map[string]int{},
+		set:    map[string]bool{},
 		budget: maxNodes,
 	}
 }
@@ -108,6 +111,19 @@ func (d *decoder) value(n *yaml.Node, path string, v reflect.Value) {
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return
 	}
+	d.set[path] = true
+	if v.Type() == durationType {
+		// yaml.v3 would take a bare number of nanoseconds; a unit is
+		// required instead, so "grace: 10" is an error, not 10ns. "0" is
+		// the one number time.ParseDuration accepts without a unit.
+		t, err := time.ParseDuration(n.Value)
+		if n.Kind != yaml.ScalarNode || err != nil {
+			d.failf(n, path, `expected a duration such as "10s" or "1m30s", got %s`, describe(n))
+			return
+		}
+		v.SetInt(int64(t))
+		return
+	}
 	switch v.Kind() {
 	case reflect.Pointer:
 		p := reflect.New(v.Type().Elem())
@@ -132,8 +148,16 @@ func (d *decoder) value(n *yaml.Node, path string, v reflect.Value) {
 			return
 		}
 		v.SetBool(b)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		// Only integers: yaml.v3 would truncate "1.5" to 1.
+		var i int64
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil || v.OverflowInt(i) {
+			d.failf(n, path, "expected a whole number, got %s", describe(n))
+			return
+		}
+		v.SetInt(i)
 	default:
-		// Numbers, durations and the like: let yaml.v3 convert the scalar.
+		// Anything else: let yaml.v3 convert the scalar.
 		if n.Kind != yaml.ScalarNode || n.Decode(v.Addr().Interface()) != nil {
 			d.failf(n, path, "expected a %s, got %s", v.Type(), describe(n))
 		}
@@ -195,6 +219,8 @@ func (d *decoder) sequence(n *yaml.Node, path string, v reflect.Value) {
 	}
 	v.Set(s)
 }
+
+var durationType = reflect.TypeFor[time.Duration]()
 
 // yamlFields maps a struct's yaml key names to field indexes.
 func yamlFields(t reflect.Type) map[string]int {

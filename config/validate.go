@@ -17,16 +17,31 @@ import (
 // tokens) never appear in its messages.
 //
 // Unset optional values are valid and mean their defaults: a nil
-// Route.Ingest allows every protocol and a nil WHEP.Enabled means enabled.
+// Route.Ingest allows every protocol, a nil WHEP.Enabled means enabled, zero
+// Audio bitrates, a nil Grace, an empty BFrames and an empty Forward.Audio
+// mean the defaults Parse would fill in (see the Route accessors).
+//
+// URLs are checked offline (scheme, host, port, the parts each protocol
+// needs) and printed redacted (RedactURL) in messages.
 func (c *Config) Validate() error {
 	var v validator
+	return v.config(c)
+}
+
+type validator struct {
+	// set holds the key paths written with a value in the file being
+	// parsed; nil for a Config built in Go. A zero value that means "not
+	// set" in Go is an error when it was written out.
+	set  map[string]bool
+	errs []error
+}
+
+func (v *validator) config(c *Config) error {
 	v.listen(&c.Listen)
 	v.webrtc(&c.WebRTC)
 	v.routes(c.Routes)
 	return errors.Join(v.errs...)
 }
-
-type validator struct{ errs []error }
 
 func (v *validator) addf(path, format string, args ...any) {
 	v.errs = append(v.errs, &Error{Path: path, Msg: fmt.Sprintf(format, args...)})
@@ -41,6 +56,7 @@ func (v *validator) listen(l *Listen) {
 	for _, a := range []bound{
 		{path: "listen.http", addr: l.HTTP, network: "TCP"},
 		{path: "listen.rtmp", addr: l.RTMP, network: "TCP"},
+		{path: "listen.srt", addr: l.SRT, network: "UDP"},
 		{path: "listen.webrtc_udp", addr: l.WebRTCUDP, network: "UDP"},
 	} {
 		host, port, good := splitListen(a.addr)
@@ -219,11 +235,117 @@ func (v *validator) routes(routes []Route) {
 			v.unreachable(routes, patterns, i)
 		}
 		v.ingest(path+".ingest", r.Ingest)
-		if r.PublishKey != "" && strings.Trim(r.PublishKey, unreserved) != "" {
-			v.addf(path+".publish_key", `contains characters other than letters, digits and "-._~" (expected a key that needs no escaping in RTMP URLs and SRT stream IDs)`)
+		v.key(path+".publish_key", r.PublishKey)
+		v.key(path+".read_key", r.ReadKey)
+		if n := len(r.Passphrase); n > 0 && (n < minPassphrase || n > maxPassphrase) {
+			v.addf(path+".passphrase", `is not %d-%d characters long (SRT's limit; expected such a passphrase, or "" for no encryption)`, minPassphrase, maxPassphrase)
 		}
-		if r.WHEP.Token != "" && !isBearerToken(r.WHEP.Token) {
-			v.addf(path+".whep.token", `is not a valid bearer token (expected letters, digits and "-._~+/", optionally ending in "=")`)
+		v.token(path+".whep.token", r.WHEP.Token)
+		v.bitrate(path+".audio.opus_bitrate", r.Audio.OpusBitrate, minOpusBitrate, maxOpusBitrate)
+		v.bitrate(path+".audio.aac_bitrate", r.Audio.AACBitrate, minAACBitrate, maxAACBitrate)
+		if g := r.Grace; g != nil && (*g < 0 || *g > maxGrace) {
+			v.addf(path+".grace", "%s is out of range (expected 0s-5m)", g)
+		}
+		if (r.BFrames != "" || v.set[path+".bframes"]) && !slices.Contains(bframesPolicies, r.BFrames) {
+			v.addf(path+".bframes", "%q is not a B-frame policy (expected reencode, passthrough or reject)", r.BFrames)
+		}
+		v.pull(path, r, patterns[i])
+		for j := range r.Forward {
+			v.forward(fmt.Sprintf("%s.forward[%d]", path, j), r.Forward, j)
+		}
+	}
+}
+
+// key checks a publish or read key.
+func (v *validator) key(path, key string) {
+	if key != "" && strings.Trim(key, unreserved) != "" {
+		v.addf(path, `contains characters other than letters, digits and "-._~" (expected a key that needs no escaping in RTMP URLs and SRT stream IDs)`)
+	}
+}
+
+func (v *validator) token(path, token string) {
+	if token != "" && !isBearerToken(token) {
+		v.addf(path, `is not a valid bearer token (expected letters, digits and "-._~+/", optionally ending in "=")`)
+	}
+}
+
+// bitrate checks a bit/s value; 0 means the default unless it was written.
+func (v *validator) bitrate(path string, b, lo, hi int) {
+	if (b != 0 || v.set[path]) && (b < lo || b > hi) {
+		v.addf(path, "%d is out of range (expected %d-%d bit/s)", b, lo, hi)
+	}
+}
+
+// pull checks a route's pull settings; p is its parsed path, nil if invalid.
+func (v *validator) pull(path string, r *Route, p pattern) {
+	if r.Pull == "" {
+		if r.PullToken != "" {
+			v.addf(path+".pull_token", "set without pull (expected pull_token only with a whep+http:// or whep+https:// pull)")
+		}
+		if r.OnDemand {
+			v.addf(path+".on_demand", "true without pull (on_demand only applies to routes that pull)")
+		}
+		return
+	}
+	if err := checkURL(r.Pull, pullSchemes); err != nil {
+		v.addf(path+".pull", "%q %v", urlInMessage(r.Pull, pullSchemes), err)
+	}
+	if p != nil && slices.ContainsFunc(p, func(s segment) bool { return s.kind != literal }) {
+		v.addf(path+".pull", "set on %q, whose path has variables (expected an exact path such as \"live/cam1\": a route pulls one stream)", r.Path)
+	}
+	if r.PullToken != "" {
+		u, _ := splitURL(r.Pull)
+		if scheme := strings.ToLower(u.scheme); scheme != "whep+http" && scheme != "whep+https" {
+			v.addf(path+".pull_token", "set, but pull is not a whep+http:// or whep+https:// URL (expected pull_token only with WHEP pulls)")
+		}
+		v.token(path+".pull_token", r.PullToken)
+	}
+}
+
+// forward checks list[i] of a route's forward targets.
+func (v *validator) forward(path string, list []Forward, i int) {
+	f := &list[i]
+	var kinds []string
+	for _, t := range []struct{ kind, url string }{{ForwardWHIP, f.WHIP}, {ForwardRTMP, f.RTMP}, {ForwardSRT, f.SRT}} {
+		if t.url != "" {
+			kinds = append(kinds, t.kind)
+		}
+	}
+	switch len(kinds) {
+	case 0:
+		v.addf(path, "no target (expected exactly one of whip, rtmp or srt)")
+		return
+	case 1:
+	default:
+		list := strings.Join(kinds[:len(kinds)-1], ", ") + " and " + kinds[len(kinds)-1]
+		v.addf(path, "has %s (expected exactly one of whip, rtmp or srt)", list)
+		return
+	}
+	kind := kinds[0]
+	schemes := map[string][]string{ForwardWHIP: whipSchemes, ForwardRTMP: rtmpSchemes, ForwardSRT: srtSchemes}[kind]
+	if err := checkURL(f.URL(), schemes); err != nil {
+		v.addf(path+"."+kind, "%q %v", urlInMessage(f.URL(), schemes), err)
+	} else {
+		for j := range i {
+			if list[j].Kind() == kind && list[j].URL() == f.URL() {
+				v.addf(path+"."+kind, "the same target as %s[%d] (expected each target once)", strings.TrimSuffix(path, fmt.Sprintf("[%d]", i)), j)
+				break
+			}
+		}
+	}
+	if f.Token != "" {
+		if kind != ForwardWHIP {
+			v.addf(path+".token", "set on %s target (expected token only with whip: the bearer token of the WHIP endpoint)", withArticle(kind))
+		} else {
+			v.token(path+".token", f.Token)
+		}
+	}
+	if f.Audio != "" || v.set[path+".audio"] {
+		switch {
+		case kind != ForwardSRT:
+			v.addf(path+".audio", "set on %s target (expected audio only with srt: the codec SRT receivers get)", withArticle(kind))
+		case !slices.Contains(forwardAudioCodecs, f.Audio):
+			v.addf(path+".audio", "%q is not an audio codec for SRT targets (expected aac or opus)", f.Audio)
 		}
 	}
 }
@@ -267,4 +389,13 @@ const unreserved = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 func isBearerToken(s string) bool {
 	body := strings.TrimRight(s, "=")
 	return body != "" && strings.Trim(body, unreserved+"+/") == ""
+}
+
+// withArticle puts "a" or "an" before a forward kind, as it is read aloud:
+// "a whip", "an rtmp", "an srt".
+func withArticle(kind string) string {
+	if kind == ForwardWHIP {
+		return "a " + kind
+	}
+	return "an " + kind
 }
