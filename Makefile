@@ -14,9 +14,13 @@ build:
 run: build
 	./$(BIN) $(ARGS)
 
-# Unit, integration and end-to-end tests (the e2e ones run ffmpeg).
-test: lint
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+# Unit, integration and end-to-end tests (the e2e ones run ffmpeg and
+# headless Chromium through playwright-core).
+test: lint test/browser/node_modules/playwright-core
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+test/browser/node_modules/playwright-core: test/browser/package-lock.json
+	npm ci --prefix test/browser --no-audit --no-fund
 
 lint:
 	$(GO) vet $(PKGS)

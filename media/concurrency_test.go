@@ -139,7 +139,7 @@ func TestConcurrentReadersAndProcessors(t *testing.T) {
 	// Lookups run alongside.
 	workers.Go(func() {
 		for range rounds * 10 {
-			if got, ok := reg.Get("live/busy"); !ok || got != s {
+			if got, ok := reg.Get("live/busy"); !ok || got != s.Stream {
 				t.Error("Get lost the stream")
 				return
 			}
@@ -225,4 +225,139 @@ func TestNoGoroutinesStarted(t *testing.T) {
 		r.Close()
 	}
 	check("release and Close")
+}
+
+// TestConcurrentRepublishJoinsAndBackfill: publishers come and go on one
+// path within the grace while readers join from the GOP cache, ask for
+// keyframes, and processors are added (backfilling the cache) and
+// released. A processor never runs concurrently with itself nor after its
+// Close, every reader sees each track's timestamps increase across the
+// takeovers, and nothing deadlocks or leaks.
+func TestConcurrentRepublishJoinsAndBackfill(t *testing.T) {
+	checkGoroutines := goroutineBaseline(t)
+	reg := graceRegistry(time.Minute)
+	first, err := reg.Publish("live/churn", "pub 0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := first.Stream
+	if err := first.SetTracks(&Track{Codec: H264{}}, &Track{Codec: Opus{Channels: 2}}); err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	var writer sync.WaitGroup
+	var written, takeovers atomic.Int64
+	writer.Go(func() {
+		p := first
+		for n := 1; ; n++ {
+			tracks := p.Tracks()
+			for i := range 200 { // each publisher's clock starts at 0
+				select {
+				case <-stop:
+					p.Close()
+					return
+				default:
+				}
+				if i%2 == 0 {
+					p.Write(vunit(tracks[0], i, i%30 == 0))
+				} else {
+					p.Write(aunit(tracks[1], i))
+				}
+				written.Add(1)
+				if i%64 == 0 {
+					runtime.Gosched()
+				}
+			}
+			p.Close()
+			next, err := reg.Publish("live/churn", fmt.Sprint("pub ", n))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := next.SetTracks(&Track{Codec: H264{}}, &Track{Codec: Opus{Channels: 2}}); err != nil {
+				t.Error(err)
+				return
+			}
+			takeovers.Add(1)
+			p = next
+		}
+	})
+
+	var procsMu sync.Mutex
+	var procs []*raceProc
+	var workers sync.WaitGroup
+	const rounds = 60
+	for w := range 6 {
+		workers.Go(func() {
+			for i := range rounds {
+				// Processors first, as egress does, then a joining reader.
+				var releases []func()
+				for track := range 2 {
+					releases = append(releases, s.AddProcessor(track, fmt.Sprint("p", rand.IntN(2)), func() Processor {
+						p := &raceProc{t: t}
+						procsMu.Lock()
+						procs = append(procs, p)
+						procsMu.Unlock()
+						return p
+					}))
+				}
+				r, err := s.NewReader(ReaderOptions{Name: fmt.Sprintf("reader %d.%d", w, i), QueueSize: 1 + rand.IntN(64), StartAtKeyframe: i%2 == 0})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+				last := map[int]time.Duration{}
+				for j := range rand.IntN(80) {
+					u, err := r.Read(ctx)
+					if err != nil {
+						break
+					}
+					_ = u.DTS // set by processors, also in backfill copies
+					if !r.Cached() {
+						if l, ok := last[u.Track.ID]; ok && u.PTS <= l {
+							t.Errorf("reader %d.%d: track %d PTS %v after %v", w, i, u.Track.ID, u.PTS, l)
+						}
+						last[u.Track.ID] = u.PTS
+					}
+					if j%10 == 5 {
+						r.RequestKeyframe(0)
+						clear(last) // a replay goes back to the keyframe
+					}
+				}
+				cancel()
+				r.Close()
+				for _, release := range releases {
+					release()
+				}
+			}
+		})
+	}
+	workers.Wait()
+	close(stop)
+	writer.Wait()
+
+	if written.Load() == 0 || takeovers.Load() == 0 {
+		t.Fatalf("%d units written, %d takeovers", written.Load(), takeovers.Load())
+	}
+	procsMu.Lock()
+	for i, p := range procs {
+		if n := p.closed.Load(); n != 1 {
+			t.Errorf("processor %d closed %d times, expected once", i, n)
+		}
+	}
+	procsMu.Unlock()
+	t.Logf("%d units written, %d takeovers, %d processors", written.Load(), takeovers.Load(), len(procs))
+	// The last publisher left; end the stream now rather than wait.
+	reg.SetGrace(nil)
+	if st, ok := reg.Get("live/churn"); ok {
+		p, err := reg.Publish("live/churn", "closer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		<-st.Done()
+	}
+	checkGoroutines()
 }

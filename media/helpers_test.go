@@ -12,8 +12,9 @@ import (
 // quietLog discards the hub's logs; tests that check logging make their own.
 var quietLog = slog.New(slog.DiscardHandler)
 
-// newTestStream publishes "live/test" with an H.264 and an AAC track.
-func newTestStream(t testing.TB) (*Stream, *Track, *Track) {
+// newTestStream publishes "live/test" with an H.264 and an AAC track. The
+// registry gives no grace: Close ends the stream.
+func newTestStream(t testing.TB) (*Publication, *Track, *Track) {
 	t.Helper()
 	reg := NewRegistry(quietLog)
 	s, err := reg.Publish("live/test", "test")
@@ -29,7 +30,7 @@ func newTestStream(t testing.TB) (*Stream, *Track, *Track) {
 	return s, video, audio
 }
 
-func newTestReader(t testing.TB, s *Stream, size int) *Reader {
+func newTestReader(t testing.TB, s *Publication, size int) *Reader {
 	t.Helper()
 	r, err := s.NewReader(ReaderOptions{Name: t.Name(), QueueSize: size})
 	if err != nil {

@@ -12,22 +12,32 @@ import (
 // Reader receives a stream's units through a bounded queue. Writes never
 // wait for it: when the queue is full the unit is dropped and counted, and if
 // it was video, that track is skipped up to its next keyframe so the
-// reader's decoder never sees a broken reference chain. Read is for one
-// goroutine; Close, Dropped and SkipToKeyframe are safe from any.
+// reader's decoder never sees a broken reference chain. Read and Cached are
+// for one goroutine; Close, Dropped, SkipToKeyframe and RequestKeyframe are
+// safe from any.
 type Reader struct {
 	stream  *Stream
 	name    string
 	dropped atomic.Uint64
 
-	mu      sync.Mutex
-	buf     []*Unit     // ring, guarded by mu
-	head, n int         // guarded by mu
-	skip    []skipState // guarded by mu: per track ID, video only
-	joinAll bool        // guarded by mu: SkipToKeyframe was called; applies to tracks skip does not cover yet
-	err     error       // guarded by mu: set when the reader ends
-	notify  chan struct{}
+	mu       sync.Mutex
+	buf      []entry     // ring, guarded by mu
+	head, n  int         // guarded by mu
+	skip     []skipState // guarded by mu: per track ID, video only
+	joinAll  bool        // guarded by mu: SkipToKeyframe was called; applies to tracks skip does not cover yet
+	replayed []uint64    // guarded by mu: per track ID, the GOP generation last replayed
+	err      error       // guarded by mu: set when the reader ends
+	notify   chan struct{}
 
 	drops dropReport // guarded by mu
+
+	lastCached bool // owned by the goroutine calling Read
+}
+
+// entry is one queued unit; cached marks one that came from the GOP cache.
+type entry struct {
+	u      *Unit
+	cached bool
 }
 
 // skipState says whether a reader is skipping a video track to its next
@@ -94,7 +104,7 @@ func (r *Reader) push(u *Unit, clk *clock) {
 	if i >= len(r.buf) {
 		i -= len(r.buf)
 	}
-	r.buf[i] = u
+	r.buf[i] = entry{u: u}
 	r.n++
 	r.mu.Unlock()
 	select {
@@ -139,23 +149,25 @@ func (r *Reader) dropLocked(counted bool, clk *clock) {
 	}
 }
 
-// Read returns the next unit, waiting for one. Once the publisher has left it
-// returns the units still queued, then ErrStreamEnded (wrapped). After Close
-// it returns ErrReaderClosed (wrapped). If ctx ends first it returns the
-// context's error.
+// Read returns the next unit, waiting for one. Once the stream has ended it
+// returns the units still queued, then ErrStreamEnded (wrapped), or
+// ErrIncompatibleRepublish (wrapped) when a publisher with other codecs
+// took the stream over. After Close it returns ErrReaderClosed (wrapped).
+// If ctx ends first it returns the context's error.
 func (r *Reader) Read(ctx context.Context) (*Unit, error) {
 	for {
 		r.mu.Lock()
 		if r.n > 0 {
-			u := r.buf[r.head]
-			r.buf[r.head] = nil
+			e := r.buf[r.head]
+			r.buf[r.head] = entry{}
 			r.head++
 			if r.head == len(r.buf) {
 				r.head = 0
 			}
 			r.n--
 			r.mu.Unlock()
-			return u, nil
+			r.lastCached = e.cached
+			return e.u, nil
 		}
 		if r.err != nil {
 			err := r.err
@@ -167,6 +179,88 @@ func (r *Reader) Read(ctx context.Context) (*Unit, error) {
 		case <-r.notify:
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+	}
+}
+
+// Cached reports whether the unit Read returned last came from the GOP
+// cache (see ReaderOptions.StartAtKeyframe and RequestKeyframe) rather
+// than live from the publisher. Call it from the goroutine calling Read.
+func (r *Reader) Cached() bool { return r.lastCached }
+
+// RequestKeyframe asks for a keyframe of video track for this reader, e.g.
+// for its viewer's RTCP PLI or FIR. When the publisher takes keyframe
+// requests (an RTP publisher), the request goes upstream through
+// Stream.RequestKeyframe, merged with other readers' and rate-limited, and
+// the keyframe arrives live. Otherwise (RTMP and SRT publishers cannot be
+// asked, and a stream waiting for its publisher has nobody to ask) it is
+// answered from the GOP cache: the track's units still queued for the
+// reader are replaced, in front of the queue, by the track's cached GOP,
+// from its keyframe up to the last unit written, marked Cached. Each
+// reader gets that at most once per cached GOP, so a viewer on a lossy
+// link is not sent the same GOP again and again; it returns false when
+// nothing was done (no GOP cached, already replayed, or no room in the
+// queue): the reader then gets the next keyframe like everyone else.
+func (r *Reader) RequestKeyframe(track int) bool {
+	if r.stream.RequestKeyframe(track) {
+		return true
+	}
+	return r.replay(track)
+}
+
+// replay puts the cached GOP of track in front of the reader's queue (see
+// RequestKeyframe).
+func (r *Reader) replay(track int) bool {
+	s := r.stream
+	s.wmu.Lock() // no Write changes the cache or pushes meanwhile
+	defer s.wmu.Unlock()
+	units, gen, ok := s.gop.gopOf(track)
+	if !ok {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return false
+	}
+	if track >= len(r.replayed) {
+		r.replayed = append(r.replayed, make([]uint64, track+1-len(r.replayed))...)
+	}
+	if r.replayed[track] == gen {
+		return false
+	}
+	kept := make([]entry, 0, r.n+len(units))
+	for _, u := range units {
+		kept = append(kept, entry{u: u, cached: true})
+	}
+	for i := range r.n {
+		if e := r.buf[(r.head+i)%len(r.buf)]; e.u.Track.ID != track {
+			kept = append(kept, e)
+		}
+	}
+	if len(kept) > len(r.buf) {
+		return false
+	}
+	r.replayed[track] = gen
+	clear(r.buf)
+	copy(r.buf, kept)
+	r.head, r.n = 0, len(kept)
+	*r.skipState(track) = noSkip
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// skipVideo makes each video track of tracks skip to its next keyframe
+// (a new publisher took the stream over).
+func (r *Reader) skipVideo(tracks []*Track) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, t := range tracks {
+		if st := r.skipState(t.ID); t.IsVideo() && *st == noSkip {
+			*st = skipJoin
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,22 +16,32 @@ var (
 	// ErrPublisherExists is returned (wrapped) by Registry.Publish when the
 	// path already has a publisher.
 	ErrPublisherExists = errors.New("stream already has a publisher")
-	// ErrStreamEnded is returned (wrapped) by Reader.Read once the publisher
-	// has left and the reader's queue is empty, and by Stream.NewReader on a
+	// ErrStreamEnded is returned (wrapped) by Reader.Read once the stream
+	// has ended (its publisher left and no new one came within the grace
+	// period) and the reader's queue is empty, and by Stream.NewReader on a
 	// stream that has ended.
 	ErrStreamEnded = errors.New("stream ended")
 	// ErrReaderClosed is returned (wrapped) by Reader.Read after Reader.Close.
 	ErrReaderClosed = errors.New("reader closed")
+	// ErrIncompatibleRepublish is returned (wrapped) by Reader.Read, after
+	// the units already queued, when a new publisher took the stream over
+	// with tracks the reader cannot continue with (other codecs, or another
+	// number of tracks). The error says what was published and what the
+	// reader had.
+	ErrIncompatibleRepublish = errors.New("republished with incompatible codecs")
 )
 
 // Registry holds the live streams, keyed by path ("live/test"). The zero
 // value is not usable; create one with NewRegistry. Safe for concurrent use.
-// The package starts no goroutines: all work happens in its callers'.
+// The package starts no goroutines: all work happens in its callers' (and
+// in the timer that ends a stream whose grace period ran out).
 type Registry struct {
 	log *slog.Logger
+	now func() time.Time // time.Now; tests replace it
 
 	mu      sync.Mutex
-	streams map[string]*Stream // guarded by mu
+	streams map[string]*Stream             // guarded by mu
+	grace   func(path string) time.Duration // guarded by mu; nil: no grace
 }
 
 // NewRegistry returns an empty registry that logs to log (slog.Default if nil).
@@ -38,19 +49,60 @@ func NewRegistry(log *slog.Logger) *Registry {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Registry{log: log, streams: make(map[string]*Stream)}
+	return &Registry{log: log, now: time.Now, streams: make(map[string]*Stream)}
+}
+
+// SetGrace sets how long a stream outlives its publisher, per path: when a
+// publisher leaves (Publication.Close), grace(path) is asked, and for that
+// long the stream keeps its readers, waiting for a new publisher of the
+// same path to take it over (see Publication). Zero or less ends the
+// stream at once. grace is called without the registry's locks held, on
+// the goroutine of the leaving publisher; it may be changed at any time
+// (e.g. on a config reload). Until SetGrace is called, or with nil, there
+// is no grace period.
+//
+// The policy lives here rather than in each ingest adapter so that the
+// adapters need not know the routes: cmd/bridge passes the routes' grace
+// (config.Route.GraceDuration, 10 s unless a route sets it).
+func (r *Registry) SetGrace(grace func(path string) time.Duration) {
+	r.mu.Lock()
+	r.grace = grace
+	r.mu.Unlock()
+}
+
+func (r *Registry) graceFor(path string) time.Duration {
+	r.mu.Lock()
+	grace := r.grace
+	r.mu.Unlock()
+	if grace == nil {
+		return 0
+	}
+	return grace(path)
 }
 
 // Publish claims path for a new publisher described by publisher (a peer
-// address or similar, for logs). The stream is registered at once, so a
-// second publisher is refused with ErrPublisherExists, but readers see it
-// only after SetTracks. The publisher must call Close when it leaves; the
-// path can then be published again.
-func (r *Registry) Publish(path, publisher string) (*Stream, error) {
+// address or similar, for logs) and returns its Publication. The path is
+// claimed at once, so a second publisher is refused with
+// ErrPublisherExists while this one is attached, but readers see the
+// stream only after SetTracks.
+//
+// When the path's stream is in its grace period (its publisher left less
+// than the grace ago), the new publication takes that stream over: readers
+// stay attached and continue with the new publisher's units once it has
+// called SetTracks (see Publication for what "compatible" means).
+func (r *Registry) Publish(path, publisher string) (*Publication, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if old, ok := r.streams[path]; ok {
-		return nil, fmt.Errorf("publish %q from %s: %w (%s)", path, publisher, ErrPublisherExists, old.publisher)
+	if s, ok := r.streams[path]; ok {
+		p, err := s.attach(publisher)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, ErrStreamEnded) {
+			return nil, err
+		}
+		// The stream ended a moment ago and is leaving the registry:
+		// start a new one.
 	}
 	s := &Stream{
 		path:      path,
@@ -60,11 +112,14 @@ func (r *Registry) Publish(path, publisher string) (*Stream, error) {
 		ready:     make(chan struct{}),
 		done:      make(chan struct{}),
 	}
+	p := &Publication{Stream: s, peer: publisher}
+	s.cur = p
 	r.streams[path] = s
-	return s, nil
+	return p, nil
 }
 
-// Get returns the stream published at path, if any (ready or not).
+// Get returns the stream published at path, if any (ready or not, and
+// also while it waits for a publisher to come back).
 func (r *Registry) Get(path string) (*Stream, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -96,55 +151,77 @@ func (r *Registry) remove(s *Stream) {
 
 // A Processor transforms the units of one track on the write side, once for
 // every reader, before fan-out (e.g. RTP packetization). It runs on the
-// publisher's goroutine, inside Stream.Write, and may set fields of the unit
-// it is given. Process must not call the release function of any processor
-// of its stream (that waits for Write to finish).
+// publisher's goroutine, inside Publication.Write, and may set fields of
+// the unit it is given. When it is created while the stream has a GOP
+// cached, it also runs once over (copies of) the cached units of its track,
+// on the goroutine calling Stream.AddProcessor (see there). It never runs
+// concurrently with itself. Process must not call methods of its stream
+// nor modify the bytes of a unit's payload in place (it may replace the
+// fields: the same payload may be shared by a cached copy).
 //
 // A processor that also has a Close() or Close() error method is closed by
-// the hub once the last reference to it is released and no Write is still
-// running it.
+// the hub once the last reference to it is released (or a new publisher
+// replaced it, see AddProcessor) and no Write is still running it.
 type Processor interface {
 	Process(u *Unit) error
 }
 
-// Stream is one published stream: its tracks, its readers and the write
-// side processors. Write and SetTracks are called by the single publisher;
-// everything else is safe for concurrent use.
+// Stream is one published stream: its tracks, its readers, the write side
+// processors and the cached GOP. It lives from the first Publish of its path
+// until its publisher has left and no new one came within the grace
+// period; the publishers attached to it meanwhile each have a Publication,
+// the only way to write to it. Everything on Stream is safe for concurrent
+// use.
 type Stream struct {
-	path      string
-	publisher string
-	registry  *Registry
-	log       *slog.Logger
+	path     string
+	registry *Registry
+	log      *slog.Logger
 
-	tracks    atomic.Pointer[[]*Track]
-	ready     chan struct{} // closed by SetTracks
-	readyOnce sync.Once
-	done      chan struct{} // closed by Close
-	closed    atomic.Bool   // set by Close, before done is closed
-	closeOnce sync.Once
+	tracks atomic.Pointer[[]*Track]
+	ready  chan struct{} // closed by the first SetTracks
+	done   chan struct{} // closed when the stream ends
+	closed atomic.Bool   // set when the stream ends, before done is closed
 
 	readers atomic.Pointer[[]*Reader] // copy-on-write snapshot, read per unit without locks
 
+	// wmu serialises the write path: Write (timestamps, processors, GOP
+	// cache, fan-out) and everything that must see it stand still: a
+	// processor's creation and backfill, a new reader's snapshot of the
+	// GOP cache, a takeover. Lock order: wmu, then mu, then a Reader's mu.
+	wmu    sync.Mutex
+	writer *Publication    // guarded by wmu: the publication whose units are taken
+	gop    gopCache        // guarded by wmu
+	last   []time.Duration // guarded by wmu: per track, the latest PTS or DTS written; noTime if none
+
 	mu         sync.Mutex
+	cur        *Publication // guarded by mu: the attached publication; nil while waiting for one
+	publisher  string       // guarded by mu: description of cur, or of the last one
+	hadTracks  bool         // guarded by mu: some publication declared tracks
+	graceTimer *time.Timer  // guarded by mu: ends the stream when the grace runs out
+	graceUntil time.Time    // guarded by mu: when the grace runs out
+	graceGen   uint64       // guarded by mu: invalidates a timer that fires late
 	processors []*procEntry // guarded by mu; in the order they were added
 	// procs is the snapshot Write runs: procs[trackID] lists that track's
 	// processors in the order of processors. Replaced, never modified.
-	procs atomic.Pointer[[][]*procEntry]
-	// procRun is read-locked by Write while it runs processors; a release
-	// write-locks it once to wait until no Write runs the released one.
-	procRun sync.RWMutex
+	procs  atomic.Pointer[[][]*procEntry]
+	kfLast []time.Time // guarded by mu: per track, when a keyframe request last went upstream
 
 	invalid errorCounter // units discarded by Write: not of this stream's tracks
 
 	origin atomic.Int64 // wall clock of PTS 0 in Unix ns, set by the first Write
 }
 
+// noTime marks "no timestamp yet" in Stream.last.
+const noTime = time.Duration(math.MinInt64)
+
 type procEntry struct {
-	track int
-	name  string
-	p     Processor
-	refs  int // guarded by Stream.mu
-	errs  errorCounter
+	track   int
+	name    string
+	newProc func() Processor
+	p       Processor // guarded by Stream.wmu (read by Write), replaced under wmu and mu
+	refs    int       // guarded by Stream.mu
+	removed bool      // guarded by Stream.mu: no longer in Stream.processors
+	errs    errorCounter
 }
 
 // errorCounter counts a recurring problem and says when to log it: the
@@ -175,11 +252,18 @@ func (c *errorCounter) add() (since, total uint64, log bool) {
 // Path returns the stream's path.
 func (s *Stream) Path() string { return s.path }
 
-// Publisher returns the description of the publisher given to Publish.
-func (s *Stream) Publisher() string { return s.publisher }
+// Publisher returns the description given to Publish by the current
+// publisher, or by the last one while the stream waits for a new one.
+func (s *Stream) Publisher() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.publisher
+}
 
-// Tracks returns the stream's tracks, or nil before SetTracks. The slice
-// must not be modified.
+// Tracks returns the stream's tracks, or nil before the first SetTracks.
+// A compatible republish replaces them with the new publisher's tracks
+// (same IDs and codec kinds; parameters may differ), an incompatible one
+// with whatever it declared. The slice must not be modified.
 func (s *Stream) Tracks() []*Track {
 	if t := s.tracks.Load(); t != nil {
 		return *t
@@ -190,87 +274,16 @@ func (s *Stream) Tracks() []*Track {
 // Ready is closed once the tracks are known.
 func (s *Stream) Ready() <-chan struct{} { return s.ready }
 
-// Done is closed when the publisher has left.
+// Done is closed when the stream has ended: its publisher left and no new
+// one came within the grace period.
 func (s *Stream) Done() <-chan struct{} { return s.done }
-
-// SetTracks declares the stream's codecs and makes the stream visible to
-// readers. It succeeds once; track IDs are set to their index. Every track
-// must be distinct and have a codec.
-func (s *Stream) SetTracks(tracks ...*Track) error {
-	if len(tracks) == 0 {
-		return fmt.Errorf("stream %q: no tracks", s.path)
-	}
-	for i, t := range tracks {
-		if t == nil || t.Codec == nil {
-			return fmt.Errorf("stream %q: track %d has no codec", s.path, i)
-		}
-		if j := slices.Index(tracks[:i], t); j >= 0 {
-			return fmt.Errorf("stream %q: track %d is track %d again", s.path, i, j)
-		}
-	}
-	tracks = slices.Clone(tracks)
-	set := false
-	s.readyOnce.Do(func() {
-		for i, t := range tracks {
-			t.ID = i
-		}
-		s.tracks.Store(&tracks)
-		close(s.ready)
-		set = true
-	})
-	if !set {
-		return fmt.Errorf("stream %q: tracks already set", s.path)
-	}
-	names := make([]string, len(tracks))
-	for i, t := range tracks {
-		names[i] = t.Codec.Name()
-	}
-	s.log.Info("stream ready", "tracks", names, "peer", s.publisher)
-	return nil
-}
-
-// Write runs the track's processors on u, in the order they were created
-// (see AddProcessor), and hands u to every reader. It never blocks on a reader: a full reader drops
-// the unit and counts it. A processor's error is counted (and logged at most
-// once a second); the unit still goes to the next processor and the readers.
-// Units of a track that is not one of the stream's tracks (so every unit
-// before SetTracks) and units written after Close are discarded.
-func (s *Stream) Write(u *Unit) {
-	if s.closed.Load() {
-		return
-	}
-	if u == nil || u.Track == nil || !s.ownsTrack(u.Track) {
-		if since, total, log := s.invalid.add(); log {
-			s.log.Warn("unit discarded: not of a track of this stream", "discarded", since, "total", total)
-		}
-		return
-	}
-	if s.origin.Load() == 0 {
-		s.origin.Store(time.Now().Add(-u.PTS).UnixNano())
-	}
-	s.procRun.RLock()
-	if ps := s.procs.Load(); ps != nil && u.Track.ID < len(*ps) {
-		for _, e := range (*ps)[u.Track.ID] {
-			if err := e.p.Process(u); err != nil {
-				if since, total, log := e.errs.add(); log {
-					s.log.Warn("processor failed", "track", u.Track.ID, "processor", e.name, "err", err, "errors", since, "total", total)
-				}
-			}
-		}
-	}
-	s.procRun.RUnlock()
-	if rs := s.readers.Load(); rs != nil {
-		var clk clock
-		for _, r := range *rs {
-			r.push(u, &clk)
-		}
-	}
-}
 
 // Origin returns the wall-clock time of PTS 0 on the stream clock, as
 // observed when the first unit was written (zero before that). Readers use
 // it to put every track's media time on one wall clock, e.g. for RTCP
-// sender reports that let receivers lip-sync.
+// sender reports that let receivers lip-sync. It does not change when a
+// new publisher takes the stream over: the hub maps the new publisher's
+// timestamps onto the same clock (see Publication.Write).
 func (s *Stream) Origin() time.Time {
 	if ns := s.origin.Load(); ns != 0 {
 		return time.Unix(0, ns)
@@ -288,16 +301,35 @@ func (s *Stream) ownsTrack(t *Track) bool {
 // name on the same track. Processors of one track run in the order they
 // were created; one released by all its callers and added again runs last.
 //
+// A new processor first runs over the GOP cached for instant joins (see
+// ReaderOptions.StartAtKeyframe), before AddProcessor returns: over a copy
+// of each cached unit of its track, in write order, and the copies replace
+// the cached units, so a reader created afterwards gets the cached GOP with
+// the processor's output (e.g. u.RTP) like live units. Readers that already
+// hold the original units keep them unchanged (nothing they can see is
+// modified). Add the processors a reader needs before creating the reader.
+// Until the backfill is done, Write waits: creating a processor holds up
+// the publisher for the time its run over the cache takes (a transcoder
+// over a few seconds of audio: tens of milliseconds, once per processor).
+//
+// When a new publisher takes the stream over with compatible tracks, every
+// processor is closed and made again by its newProc, so that a stateful
+// processor never mixes two publishers' units and sees the new track
+// parameters. newProc should therefore look its track up with
+// s.Tracks()[track] rather than keep a *Track of its own.
+//
 // The returned release function drops the caller's reference and may be
 // called more than once. When the last reference is released the processor
 // is removed, and release returns only once no Write is running it (and
 // after closing it, if it has a Close method): after that it is never
 // called again.
 //
-// newProc is called with the stream's lock held and must not call methods of
-// the stream. If it returns nil, that is logged, nothing is added and
-// release does nothing.
+// newProc is called with the stream's locks held and must not call methods
+// of the stream other than Tracks. If it returns nil, that is logged,
+// nothing is added and release does nothing.
 func (s *Stream) AddProcessor(track int, name string, newProc func() Processor) (release func()) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := slices.IndexFunc(s.processors, func(e *procEntry) bool { return e.track == track && e.name == name })
@@ -310,7 +342,8 @@ func (s *Stream) AddProcessor(track int, name string, newProc func() Processor) 
 			s.log.Error("processor not added: its constructor returned nil", "track", track, "processor", name)
 			return func() {}
 		}
-		e = &procEntry{track: track, name: name, p: p}
+		e = &procEntry{track: track, name: name, newProc: newProc, p: p}
+		s.backfillLocked(e)
 		s.processors = append(s.processors, e)
 		s.publishProcessorsLocked()
 	}
@@ -319,11 +352,35 @@ func (s *Stream) AddProcessor(track int, name string, newProc func() Processor) 
 	return func() { once.Do(func() { s.releaseProcessor(e) }) }
 }
 
+// backfillLocked runs a new processor over copies of the cached units of
+// its track and puts the copies in the cache. Called with wmu and mu held.
+func (s *Stream) backfillLocked(e *procEntry) {
+	for i, u := range s.gop.units {
+		if u.Track.ID != e.track {
+			continue
+		}
+		c := *u
+		s.process(e, &c)
+		s.gop.units[i] = &c
+	}
+}
+
+// process runs one processor on u, counting and logging its failures.
+// Called with wmu held.
+func (s *Stream) process(e *procEntry, u *Unit) {
+	if err := e.p.Process(u); err != nil {
+		if since, total, log := e.errs.add(); log {
+			s.log.Warn("processor failed", "track", u.Track.ID, "processor", e.name, "err", err, "errors", since, "total", total)
+		}
+	}
+}
+
 func (s *Stream) releaseProcessor(e *procEntry) {
 	s.mu.Lock()
 	e.refs--
-	last := e.refs == 0
+	last := e.refs == 0 && !e.removed
 	if last {
+		e.removed = true
 		s.processors = slices.DeleteFunc(s.processors, func(o *procEntry) bool { return o == e })
 		s.publishProcessorsLocked()
 	}
@@ -331,12 +388,17 @@ func (s *Stream) releaseProcessor(e *procEntry) {
 	if !last {
 		return
 	}
-	// A Write that loaded the old snapshot holds procRun for reading until
-	// it is done with it; taking the write lock waits for that Write (the
-	// empty critical section is the point).
-	s.procRun.Lock()
-	s.procRun.Unlock()
-	switch c := e.p.(type) {
+	// A Write that loaded the old snapshot holds wmu until it is done with
+	// it; taking wmu waits for that Write. Nothing replaces e.p any more:
+	// e is out of the list a takeover walks.
+	s.wmu.Lock()
+	p := e.p
+	s.wmu.Unlock()
+	s.closeProcessor(e, p)
+}
+
+func (s *Stream) closeProcessor(e *procEntry, p Processor) {
+	switch c := p.(type) {
 	case interface{ Close() }:
 		c.Close()
 	case interface{ Close() error }:
@@ -344,6 +406,28 @@ func (s *Stream) releaseProcessor(e *procEntry) {
 			s.log.Warn("processor close failed", "track", e.track, "processor", e.name, "err", err)
 		}
 	}
+}
+
+// renewProcessorsLocked replaces every processor by a new one from its
+// constructor (a compatible takeover), or, if keep is false, removes them
+// all (an incompatible one: their readers are gone). Called with wmu and mu
+// held, so no Write runs them.
+func (s *Stream) renewProcessorsLocked(keep bool) {
+	kept := s.processors[:0]
+	for _, e := range s.processors {
+		s.closeProcessor(e, e.p)
+		if keep {
+			if e.p = e.newProc(); e.p != nil {
+				kept = append(kept, e)
+				continue
+			}
+			s.log.Error("processor removed: its constructor returned nil for the new publisher's track", "track", e.track, "processor", e.name)
+		}
+		e.removed = true
+	}
+	clear(s.processors[len(kept):])
+	s.processors = kept
+	s.publishProcessorsLocked()
 }
 
 func (s *Stream) publishProcessorsLocked() {
@@ -379,13 +463,32 @@ type ReaderOptions struct {
 	Name string
 	// QueueSize bounds the units queued for the reader; 0 means 512 (about
 	// 6.7 s of 30 fps video with 48 kHz AAC, which together make about 77
-	// units a second).
+	// units a second). With StartAtKeyframe, the cached units come on top.
 	QueueSize int
+	// StartAtKeyframe makes the reader start where a decoder can: each
+	// video track at its last keyframe. When the stream has the current
+	// GOP of a video track cached (the units since its last IDR, which
+	// starts with SPS and PPS; see gopCache for the bounds), the reader's
+	// queue starts with that GOP at once: every unit written since that
+	// IDR, video and audio, in write order, with their original
+	// timestamps, followed by the live units with no gap and no duplicate.
+	// Reader.Cached tells those cached units apart. A video track with no
+	// GOP cached (none yet, or the GOP outgrew the cache) is skipped up to
+	// its next keyframe, as with SkipToKeyframe; audio then starts live.
+	//
+	// The hub does not pace the cached units: how to present them is the
+	// reader's business, because it depends on the receiver. A player that
+	// buffers (RTMP, SRT) can take them as they are and catch up; a
+	// WebRTC receiver anchors its playout clock on the first RTP timestamp
+	// it receives, so original timestamps would make it play the whole GOP
+	// out in real time, behind live by the GOP's age (see egress/whep for
+	// what it does instead).
+	StartAtKeyframe bool
 }
 
-// NewReader attaches a reader that receives every unit written from now on.
-// It fails with ErrStreamEnded if the stream has ended. The caller must
-// Close it.
+// NewReader attaches a reader that receives every unit written from now on
+// (and, with StartAtKeyframe, the cached GOP first). It fails with
+// ErrStreamEnded if the stream has ended. The caller must Close it.
 func (s *Stream) NewReader(opts ReaderOptions) (*Reader, error) {
 	size := opts.QueueSize
 	if size <= 0 {
@@ -394,17 +497,34 @@ func (s *Stream) NewReader(opts ReaderOptions) (*Reader, error) {
 	r := &Reader{
 		stream: s,
 		name:   opts.Name,
-		buf:    make([]*Unit, size),
 		notify: make(chan struct{}, 1),
 	}
-	if ts := s.Tracks(); ts != nil {
-		r.skip = make([]skipState, len(ts))
-	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
 		return nil, fmt.Errorf("stream %q: %w", s.path, ErrStreamEnded)
 	}
+	ts := s.Tracks()
+	if ts != nil {
+		r.skip = make([]skipState, len(ts))
+	}
+	var backlog []*Unit
+	if opts.StartAtKeyframe {
+		r.joinAll = true
+		for i, t := range ts {
+			if t.IsVideo() {
+				r.skip[i] = skipJoin
+			}
+		}
+		backlog = s.gop.join(func(track int) { r.skip[track] = noSkip })
+	}
+	r.buf = make([]entry, size+len(backlog))
+	for i, u := range backlog {
+		r.buf[i] = entry{u: u, cached: true}
+	}
+	r.n = len(backlog)
 	var next []*Reader
 	if old := s.readers.Load(); old != nil {
 		next = make([]*Reader, 0, len(*old)+1)
@@ -431,23 +551,38 @@ func (s *Stream) removeReader(r *Reader) {
 	s.readers.Store(&next)
 }
 
-// Close ends the stream: it leaves the registry, later Writes are discarded,
-// and every reader's Read returns the units already queued for it, then
-// ErrStreamEnded. Safe to call more than once.
-func (s *Stream) Close() {
-	s.closeOnce.Do(func() {
-		s.registry.remove(s)
-		s.mu.Lock()
-		s.closed.Store(true)
-		close(s.done)
-		rs := s.readers.Load()
-		s.readers.Store(nil)
+// KeyframeRequestInterval is the shortest time between two keyframe
+// requests forwarded to a publisher for the same track: requests within it
+// (every viewer of a stream asks after the same loss) are merged into the
+// one already sent.
+const KeyframeRequestInterval = 500 * time.Millisecond
+
+// RequestKeyframe asks the publisher for a keyframe on track, e.g. for a
+// viewer's RTCP PLI or FIR. It reports whether a request is on its way
+// upstream: forwarded now to the callback the publisher registered with
+// Publication.OnKeyframeRequest, or merged into one forwarded less than
+// KeyframeRequestInterval ago. The callback runs on the caller's goroutine,
+// at most once per KeyframeRequestInterval per track.
+//
+// It reports false when the publisher takes no requests: an RTMP or SRT
+// encoder cannot be asked for a keyframe, and a stream waiting for its
+// publisher to come back has nobody to ask. Those requests are answered
+// from the GOP cache instead, per reader: see Reader.RequestKeyframe.
+func (s *Stream) RequestKeyframe(track int) bool {
+	s.mu.Lock()
+	p := s.cur
+	if p == nil || p.onKeyframe == nil || track < 0 || track >= len(s.kfLast) {
 		s.mu.Unlock()
-		if rs != nil {
-			for _, r := range *rs {
-				r.end(ErrStreamEnded)
-			}
-		}
-		s.log.Info("stream ended", "peer", s.publisher)
-	})
+		return false
+	}
+	now := s.registry.now()
+	if last := s.kfLast[track]; !last.IsZero() && now.Sub(last) < KeyframeRequestInterval {
+		s.mu.Unlock()
+		return true
+	}
+	s.kfLast[track] = now
+	f := p.onKeyframe
+	s.mu.Unlock()
+	f(track)
+	return true
 }

@@ -26,7 +26,7 @@ func TestPublishTwiceRefused(t *testing.T) {
 
 	// The first stream is unaffected: still registered, not ended, and
 	// still delivering.
-	if got, ok := reg.Get("live/a"); !ok || got != first {
+	if got, ok := reg.Get("live/a"); !ok || got != first.Stream {
 		t.Fatalf("Get after the refused Publish = %p, %v; expected the first stream %p", got, ok, first)
 	}
 	select {
@@ -66,7 +66,7 @@ func TestPublishAgainAfterClose(t *testing.T) {
 	defer second.Close()
 	// Closing the old stream again must not unregister the new one.
 	first.Close()
-	if s, ok := reg.Get("live/a"); !ok || s != second {
+	if s, ok := reg.Get("live/a"); !ok || s != second.Stream {
 		t.Fatalf("Get = %p, %v; expected the second stream %p", s, ok, second)
 	}
 	if _, err := reg.Publish("live/a", "three"); !errors.Is(err, ErrPublisherExists) {
@@ -76,7 +76,7 @@ func TestPublishAgainAfterClose(t *testing.T) {
 
 func TestPathsListsReadyStreamsSorted(t *testing.T) {
 	reg := NewRegistry(quietLog)
-	var streams []*Stream
+	var streams []*Publication
 	for _, p := range []string{"live/c", "live/a", "live/pending", "live/b"} {
 		s, err := reg.Publish(p, "test")
 		if err != nil {

@@ -77,7 +77,7 @@ type Track struct {
 // IsVideo reports whether the track carries video.
 func (t *Track) IsVideo() bool {
 	_, ok := t.Codec.(H264)
-	return ok
+	return ok || isH265(t.Codec)
 }
 
 func (t *Track) String() string { return fmt.Sprintf("track %d (%s)", t.ID, t.Codec.Name()) }

@@ -20,6 +20,8 @@ import (
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
+	"github.com/wishbridge/bridge/transcode"
+	"github.com/wishbridge/bridge/web"
 )
 
 // Bridge is one running bridge: its listeners, the hub and the adapters.
@@ -49,8 +51,8 @@ type Options struct {
 
 // Start opens every listener (so a bind error is reported before anything
 // runs), builds the adapters and starts serving.
-func Start(cfg *config.Config, opts Options, log *slog.Logger) (b *Bridge, err error) {
-	b = &Bridge{log: log, registry: media.NewRegistry(log)}
+func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err error) {
+	b := &Bridge{log: log, registry: media.NewRegistry(log)}
 	b.cfg.Store(cfg)
 	defer func() {
 		if err != nil {
@@ -90,9 +92,20 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (b *Bridge, err e
 		Engine:    b.engine,
 		Sessions:  b.sessions,
 		Authorize: b.authorizeWHEP,
-		Log:       log,
+		OpusBitrate: func(path string) int {
+			if r, ok := b.cfg.Load().Match(path); ok {
+				return r.OpusBitrate()
+			}
+			return 0
+		},
+		Log: log,
 	}).Register(mux)
-	mux.HandleFunc("GET /{$}", b.serveIndex)
+	audioNote := ""
+	if !transcode.CanTranscodeAudio() {
+		audioNote = "This build cannot transcode audio (built without cgo/FFmpeg): AAC sources play without sound."
+		log.Warn("built without FFmpeg: AAC audio will not reach WebRTC viewers (Opus sources pass through)")
+	}
+	web.New(web.Config{Streams: b.registry.Paths, AudioNote: audioNote, RTMPPort: b.rtmpLn.Addr().(*net.TCPAddr).Port}).Register(mux)
 	b.httpSrv = &http.Server{
 		Handler:           rtc.CORS(mux),
 		ReadHeaderTimeout: 10 * time.Second,

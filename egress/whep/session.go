@@ -150,7 +150,11 @@ func (s *session) addTracks(off *offer) error {
 					continue
 				}
 				ot.proc = "opus"
-				ot.newProc = func() media.Processor { return transcode.NewAACToOpus(t, s.h.cfg.OpusBitrate) }
+				bitrate := 0
+				if f := s.h.cfg.OpusBitrate; f != nil {
+					bitrate = f(s.stream.Path())
+				}
+				ot.newProc = func() media.Processor { return transcode.NewAACToOpus(t, bitrate) }
 			}
 			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
 		default:

@@ -32,9 +32,9 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// ConnectTimeout bounds ICE+DTLS after the answer; 0 means 20 s.
 	ConnectTimeout time.Duration
-	// OpusBitrate is the bitrate of Opus transcoded from AAC, bit/s; 0
-	// means transcode.DefaultOpusBitrate.
-	OpusBitrate int
+	// OpusBitrate returns the bitrate (bit/s) of Opus transcoded from AAC
+	// for the stream at path; nil or 0 means transcode.DefaultOpusBitrate.
+	OpusBitrate func(path string) int
 }
 
 // Handler serves POST /whep/{path...}. Session resources (DELETE/PATCH)

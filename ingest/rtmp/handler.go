@@ -81,7 +81,7 @@ type handler struct {
 	buf    bytes.Buffer // scratch for reading payloads
 
 	// Publishing state.
-	stream     *media.Stream
+	stream     *media.Publication
 	pubID      uint32 // message stream id of the publish
 	started    time.Time
 	ended      bool
@@ -255,13 +255,17 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 	h.c.publishing.Store(true)
 	h.log.Info("rtmp publish", "type", cmd.PublishingType)
 	if h.srv.onPublish != nil {
-		h.srv.onPublish(st)
+		h.srv.onPublish(st.Stream)
 	}
 	return nil
 }
 
-// OnPlay refuses: the RTMP server only ingests for now.
+// OnPlay serves a play request through Config.Play (play.go), or refuses
+// it when there is no Play hook.
 func (h *handler) OnPlay(ctx *gortmp.StreamContext, _ uint32, cmd *message.NetStreamPlay) error {
+	if h.srv.play != nil {
+		return h.play(ctx.StreamID, cmd)
+	}
 	const desc = "play is not supported yet: this server only accepts publishing"
 	_ = h.sendStatus(ctx.StreamID, message.NetStreamOnStatusLevelError, message.NetStreamOnStatusCodePlayFailed, desc)
 	path, _, err := streamPath(h.rawApp, cmd.StreamName)

@@ -22,8 +22,9 @@
 //
 // # What is accepted
 //
-// Only publishing; a play request is refused with NetStream.Play.Failed
-// "play is not supported yet". One publish per connection. Video must be
+// Publishing, and playing when Config.Play is set (see PlayWriter);
+// without it a play request is refused with NetStream.Play.Failed "play is
+// not supported yet". One publish or play per connection. Video must be
 // H.264 in legacy FLV framing (codec id 7); any other video codec, and
 // Enhanced RTMP (the ex-header bit), close the connection with a log line
 // saying why. Audio must be AAC; other audio formats are logged once and
@@ -78,6 +79,7 @@
 package rtmp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -105,6 +107,9 @@ type Config struct {
 	// Close waits for it). Required: a nil Authorize refuses every
 	// publish.
 	Authorize ingest.Authorizer
+	// Play, when set, serves play requests (see PlayWriter); nil refuses
+	// every play with NetStream.Play.Failed.
+	Play func(ctx context.Context, req PlayRequest, w PlayWriter) error
 	// Log receives connection and stream events; nil means slog.Default().
 	Log *slog.Logger
 }
@@ -145,6 +150,7 @@ type Server struct {
 	// onPublish, if set, is called with each accepted stream before any of
 	// its units is written (tests attach readers there).
 	onPublish func(*media.Stream)
+	play      func(context.Context, PlayRequest, PlayWriter) error
 
 	mu        sync.Mutex
 	closed    bool               // guarded by mu
@@ -169,6 +175,7 @@ func NewServer(cfg Config) *Server {
 		}
 	}
 	return &Server{
+		play:         cfg.Play,
 		reg:          cfg.Registry,
 		auth:         auth,
 		log:          log,

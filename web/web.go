@@ -1,0 +1,222 @@
+// Package web serves the bridge's built-in pages: an index of the live
+// streams and a browser player that watches a stream over WHEP. Everything
+// is embedded in the binary (plain HTML, CSS and JavaScript, no CDN, no
+// framework) and same-origin with the WHEP endpoint, so the pages run under
+// a strict Content-Security-Policy.
+package web
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"html/template"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+//go:embed templates/*.html
+var templatesFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// contentSecurityPolicy allows nothing but this origin: scripts and styles
+// come from /static/, the player only talks to /whep/ and /sessions/, and
+// the video plays a MediaStream. No inline script or style anywhere.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; " +
+	"img-src 'self' data:; media-src blob: 'self'; connect-src 'self'; " +
+	"object-src 'none'; base-uri 'none'; form-action 'self'"
+
+// Config configures a Handler.
+type Config struct {
+	// Streams returns the paths of the live streams (required).
+	Streams func() []string
+	// AudioNote, when non-empty, is shown on the player page (e.g. "this
+	// build cannot transcode AAC audio; AAC sources play without sound").
+	AudioNote string
+	// RTMPPort is the port shown in the index's publish hint; 0 means 1935.
+	RTMPPort int
+}
+
+// Handler serves the pages. Create it with New.
+type Handler struct {
+	cfg    Config
+	index  *template.Template
+	watch  *template.Template
+	static map[string]staticFile // by name under static/
+}
+
+type staticFile struct {
+	body        []byte
+	contentType string
+	etag        string
+}
+
+// staticTypes are the content types of the files we ship; a file with any
+// other extension is not served.
+var staticTypes = map[string]string{
+	".js":  "text/javascript; charset=utf-8",
+	".css": "text/css; charset=utf-8",
+	".svg": "image/svg+xml",
+}
+
+var templates = template.Must(template.ParseFS(templatesFS, "templates/*.html"))
+
+// New returns a Handler for cfg.
+func New(cfg Config) *Handler {
+	if cfg.Streams == nil {
+		cfg.Streams = func() []string { return nil }
+	}
+	if cfg.RTMPPort <= 0 {
+		cfg.RTMPPort = 1935
+	}
+	h := &Handler{
+		cfg:    cfg,
+		index:  templates.Lookup("index.html"),
+		watch:  templates.Lookup("watch.html"),
+		static: make(map[string]staticFile),
+	}
+	err := fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		ct, ok := staticTypes[path.Ext(p)]
+		if !ok {
+			return nil
+		}
+		body, err := staticFS.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(body)
+		h.static[strings.TrimPrefix(p, "static/")] = staticFile{
+			body:        body,
+			contentType: ct,
+			etag:        `"` + hex.EncodeToString(sum[:8]) + `"`,
+		}
+		return nil
+	})
+	if err != nil {
+		panic("web: embedded static files: " + err.Error()) // cannot happen: the FS is compiled in
+	}
+	return h
+}
+
+// Register adds the pages to mux: GET / (index), GET /watch/{path...}
+// (player) and GET /static/{file...} (scripts and styles).
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /{$}", h.serveIndex)
+	mux.HandleFunc("GET /watch/{path...}", h.serveWatch)
+	mux.HandleFunc("GET /static/{file...}", h.serveStatic)
+}
+
+// pageHeaders sets the headers every HTML page carries. no-referrer keeps
+// a ?token= in the page URL from leaking to other sites.
+func pageHeaders(w http.ResponseWriter) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/html; charset=utf-8")
+	hdr.Set("Content-Security-Policy", contentSecurityPolicy)
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("Referrer-Policy", "no-referrer")
+	hdr.Set("Cache-Control", "no-store")
+}
+
+type indexStream struct {
+	Path     string // as published, e.g. "live/test"
+	WatchURL string // relative link to the player
+	WHEPURL  string // absolute WHEP endpoint
+}
+
+type indexData struct {
+	Streams       []indexStream
+	PublishServer string // rtmp://HOST:PORT/live: the stream key goes after it
+}
+
+func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
+	paths := slices.Clone(h.cfg.Streams())
+	slices.Sort(paths)
+	base := baseURL(r)
+	d := indexData{PublishServer: "rtmp://" + net.JoinHostPort(hostname(r), strconv.Itoa(h.cfg.RTMPPort)) + "/live"}
+	for _, p := range paths {
+		esc := escapePath(p)
+		d.Streams = append(d.Streams, indexStream{Path: p, WatchURL: "/watch/" + esc, WHEPURL: base + "/whep/" + esc})
+	}
+	pageHeaders(w)
+	_ = h.index.Execute(w, d)
+}
+
+type watchData struct {
+	Path      string
+	WHEPURL   string // same-origin endpoint the player POSTs its offer to
+	AudioNote string
+}
+
+func (h *Handler) serveWatch(w http.ResponseWriter, r *http.Request) {
+	p := strings.Trim(r.PathValue("path"), "/")
+	if p == "" {
+		http.Redirect(w, r, "/", http.StatusFound)
+		return
+	}
+	pageHeaders(w)
+	_ = h.watch.Execute(w, watchData{Path: p, WHEPURL: "/whep/" + escapePath(p), AudioNote: h.cfg.AudioNote})
+}
+
+func (h *Handler) serveStatic(w http.ResponseWriter, r *http.Request) {
+	f, ok := h.static[r.PathValue("file")]
+	if !ok {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		http.NotFound(w, r)
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", f.contentType)
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	// Revalidate every time (cheap with the ETag), so a new binary's
+	// scripts are never mixed with an old page.
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("ETag", f.etag)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
+}
+
+// escapePath percent-encodes each segment of a stream path, keeping the
+// slashes: "live/a b" -> "live/a%20b".
+func escapePath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
+// baseURL is scheme://host of the request, as rtc.Location builds session
+// URLs.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	host := r.Host
+	if host == "" {
+		host = "HOST"
+	}
+	return scheme + "://" + host
+}
+
+// hostname is the request's host without its port ("HOST" if unknown).
+func hostname(r *http.Request) string {
+	if r.Host == "" {
+		return "HOST"
+	}
+	if h, _, err := net.SplitHostPort(r.Host); err == nil {
+		return h
+	}
+	return strings.Trim(r.Host, "[]")
+}
