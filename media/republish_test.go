@@ -30,7 +30,9 @@ func publishTracks(t *testing.T, reg *Registry, path, who string, tracks ...*Tra
 }
 
 func h264Track() *Track { return &Track{Codec: H264{SPS: testSPS, PPS: testPPS}} }
-func aacTrack() *Track  { return &Track{Codec: AAC{Config: []byte{0x11, 0x90}, SampleRate: 48000, Channels: 2}} }
+func aacTrack() *Track {
+	return &Track{Codec: AAC{Config: []byte{0x11, 0x90}, SampleRate: 48000, Channels: 2}}
+}
 
 // expectOpen fails if s has ended.
 func expectOpen(t *testing.T, s *Stream) {
@@ -237,6 +239,20 @@ func TestGraceNotExtended(t *testing.T) {
 		t.Errorf("grace until %v (timer %v) after a publisher without tracks left, expected %v", s.graceUntil, s.graceTimer != nil, until)
 	}
 	s.mu.Unlock()
+
+	// A shorter grace (a reload, a shutdown) applies when the next one leaves.
+	reg.SetGrace(func(string) time.Duration { return 0 })
+	q, err = reg.Publish("live/x", "four")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	select {
+	case <-s.Done():
+	default:
+		t.Fatal("stream still waiting after the grace became 0")
+	}
+	reg.SetGrace(func(string) time.Duration { return time.Hour })
 
 	lone, err := reg.Publish("live/never", "three")
 	if err != nil {

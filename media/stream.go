@@ -40,7 +40,7 @@ type Registry struct {
 	now func() time.Time // time.Now; tests replace it
 
 	mu      sync.Mutex
-	streams map[string]*Stream             // guarded by mu
+	streams map[string]*Stream              // guarded by mu
 	grace   func(path string) time.Duration // guarded by mu; nil: no grace
 }
 

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -100,8 +102,17 @@ func New(s Settings) (*Engine, error) {
 // from the stream clock instead.
 func interceptors(m *webrtc.MediaEngine) (*interceptor.Registry, error) {
 	reg := &interceptor.Registry{}
-	if err := webrtc.ConfigureNack(m, reg); err != nil {
+	// pion NACKs a lost packet every 100 ms until it leaves the window
+	// unless told otherwise; three tries cover a lost retransmission.
+	if err := webrtc.ConfigureNackWithOptions(m, reg, []nack.GeneratorOption{nack.GeneratorMaxNacksPerPacket(3)}); err != nil {
 		return nil, err
+	}
+	// The mid header extension lets offers without a=ssrc lines be matched
+	// to their transceivers (RFC 8843).
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.SDESMidURI}, kind); err != nil {
+			return nil, err
+		}
 	}
 	rr, err := report.NewReceiverInterceptor()
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/wishbridge/bridge/egress/whep"
 	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/ingest/rtmp"
+	"github.com/wishbridge/bridge/ingest/whip"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
@@ -99,6 +100,13 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			return 0
 		},
 		Log: log,
+	}).Register(mux)
+	whip.NewHandler(whip.Config{
+		Registry:  b.registry,
+		Engine:    b.engine,
+		Sessions:  b.sessions,
+		Authorize: b.authorizePublish,
+		Log:       log,
 	}).Register(mux)
 	audioNote := ""
 	if !transcode.CanTranscodeAudio() {

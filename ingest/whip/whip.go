@@ -1,0 +1,185 @@
+// Package whip serves WHIP (RFC 9725): a publisher POSTs an SDP offer to
+// /whip/{path} and its PeerConnection's H.264 and Opus tracks are published
+// at path in the hub.
+//
+// Each unit written carries the RTP packets as they arrived (header
+// extensions and padding stripped, timestamps moved to the stream clock),
+// which WHEP viewers get without depacketizing; video units also carry the
+// access unit as NAL units (reassembled from FU-A/STAP-A, normalised by
+// transcode.H264Normalizer) for readers that need frames. A video unit
+// whose packets were not all received carries no NAL units, and neither do
+// the units after it up to the next IDR; the publisher is asked for one.
+//
+// The session resource (DELETE /sessions/{id}) is served by the shared
+// rtc.Sessions table.
+//
+// Refusals, each with a text/plain reason:
+//
+//	400  the body is not an SDP offer, or it offers neither H.264
+//	     (packetization-mode=1; Baseline, Main or High) nor Opus to send
+//	     (RFC 9725 leaves the code to the server; 400 says "fix the request")
+//	401  ingest.ErrBadKey, with WWW-Authenticate: Bearer
+//	403  ingest.ErrProtocolNotAllowed, or any other refusal of Authorize
+//	404  ingest.ErrNoRoute, or no path
+//	409  the path already has a publisher (media.ErrPublisherExists)
+//	413  the offer is larger than rtc.MaxSDPSize
+//	415  Content-Type is not application/sdp
+//	503  the sessions table is full, with Retry-After
+package whip
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/rtc"
+)
+
+// Config configures a Handler. Registry, Engine and Sessions are required.
+type Config struct {
+	Registry *media.Registry
+	Engine   *rtc.Engine
+	Sessions *rtc.Sessions
+	// Authorize admits publishers: it gets Protocol "whip", the path, the
+	// bearer token as Key ("" if none) and the peer's address. Nil refuses
+	// everyone.
+	Authorize ingest.Authorizer
+	Log       *slog.Logger
+}
+
+// Handler serves POST /whip/{path...}.
+type Handler struct {
+	cfg Config
+	log *slog.Logger
+	// idleTimeout ends a session that received no RTP for that long (or
+	// never connected); trackWait is how long after the first packet the
+	// stream waits for the other expected track before it is declared
+	// without it. NewHandler sets them; tests shorten them.
+	idleTimeout time.Duration
+	trackWait   time.Duration
+}
+
+// Timing defaults.
+const (
+	defaultIdleTimeout = 10 * time.Second
+	// Browsers send a keyframe first and answer a PLI within a few frames;
+	// 3 s leaves room for a slow encoder without holding viewers long.
+	defaultTrackWait = 3 * time.Second
+	// retryAfter is the Retry-After of a 503 at the session limit, seconds.
+	retryAfter = "10"
+)
+
+// NewHandler returns a WHIP handler.
+func NewHandler(cfg Config) *Handler {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Handler{
+		cfg:         cfg,
+		log:         cfg.Log.With("component", "whip"),
+		idleTimeout: defaultIdleTimeout,
+		trackWait:   defaultTrackWait,
+	}
+}
+
+// Register adds the WHIP endpoint to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /whip/{path...}", h.servePost)
+}
+
+func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
+	path := r.PathValue("path")
+	log := h.log.With("stream", path, "peer", r.RemoteAddr)
+	s, answer, err := h.newSession(w, r, path, log)
+	if err != nil {
+		var he *rtc.Error
+		if errors.As(err, &he) {
+			log.Info("publish refused", "status", he.Status, "reason", he.Msg)
+		} else {
+			log.Error("publish failed", "err", err)
+		}
+		if errors.Is(err, rtc.ErrFull) {
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		rtc.WriteError(w, err)
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/sdp")
+	hdr.Set("Location", rtc.Location(r, s.id))
+	hdr.Set("ETag", `"1"`)
+	for _, l := range rtc.LinkHeaders(h.cfg.Engine.ICEServers()) {
+		hdr.Add("Link", l)
+	}
+	w.WriteHeader(http.StatusCreated)
+	_, _ = w.Write([]byte(answer))
+}
+
+// newSession admits the publisher, claims the path and answers the offer.
+// The session is running and in the sessions table when it returns.
+func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (*session, string, error) {
+	if path == "" {
+		return nil, "", rtc.Errorf(http.StatusNotFound, "no stream path: publish to /whip/<path>")
+	}
+	if err := h.authorize(r, path, log); err != nil {
+		return nil, "", err
+	}
+	raw, err := rtc.ReadSDP(w, r)
+	if err != nil {
+		return nil, "", err
+	}
+	off, err := checkOffer(raw)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := h.cfg.Sessions.Reserve()
+	if err != nil {
+		return nil, "", err
+	}
+	pub, err := publish(h.cfg.Registry, path, "whip "+r.RemoteAddr)
+	if err != nil {
+		h.cfg.Sessions.Remove(id)
+		if errors.Is(err, media.ErrPublisherExists) {
+			return nil, "", rtc.Errorf(http.StatusConflict, "stream %q already has a publisher", path)
+		}
+		return nil, "", err
+	}
+	s, answer, err := startSession(h, pub, off, raw, id, log.With("session", id[:8]))
+	if err != nil {
+		pub.close()
+		h.cfg.Sessions.Remove(id)
+		return nil, "", err
+	}
+	h.cfg.Sessions.Set(id, s)
+	s.start()
+	s.log.Info("publish session created", "video", s.expectVideo, "audio", s.expectAudio)
+	return s, answer, nil
+}
+
+// authorize asks the admission policy and turns its refusal into the
+// HTTP error for the client. The token is never logged.
+func (h *Handler) authorize(r *http.Request, path string, log *slog.Logger) error {
+	if h.cfg.Authorize == nil {
+		return rtc.Errorf(http.StatusForbidden, "publishing is not enabled on this server")
+	}
+	token := rtc.BearerToken(r)
+	err := h.cfg.Authorize(ingest.Request{Protocol: "whip", Path: path, Key: token, Remote: r.RemoteAddr})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ingest.ErrBadKey):
+		if token == "" {
+			return rtc.Errorf(http.StatusUnauthorized, "publishing at %q needs a bearer token (Authorization: Bearer ...)", path)
+		}
+		return rtc.Errorf(http.StatusUnauthorized, "wrong bearer token for %q", path)
+	case errors.Is(err, ingest.ErrNoRoute):
+		return rtc.Errorf(http.StatusNotFound, "no route accepts publishing at %q", path)
+	case errors.Is(err, ingest.ErrProtocolNotAllowed):
+		return rtc.Errorf(http.StatusForbidden, "the route for %q does not accept WHIP publishing", path)
+	}
+	log.Info("publish refused by policy", "err", err)
+	return rtc.Errorf(http.StatusForbidden, "publishing at %q refused", path)
+}
