@@ -34,32 +34,8 @@ func TestRTMPAACToWHEPOpus(t *testing.T) {
 		t.Fatalf("got %d Opus packets in %d video frames, want ~50/s", len(audio), len(aus))
 	}
 
-	// Decode the Opus packets onto one timeline.
-	dec, err := av.NewDecoder("opus", nil, 48000, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
 	base := audio[0].ts
-	var left, right []float32
-	for _, p := range audio {
-		frames, err := dec.Decode(p.payload, int64(p.ts-base))
-		if err != nil {
-			t.Fatalf("decode Opus at ts %d: %v", p.ts, err)
-		}
-		for _, f := range frames {
-			if f.Channels != 2 || f.SampleRate != 48000 {
-				t.Fatalf("decoded %d ch at %d Hz, want stereo 48 kHz", f.Channels, f.SampleRate)
-			}
-			at := int(f.PTS)
-			for len(left) < at+f.Samples {
-				left, right = append(left, 0), append(right, 0)
-			}
-			for i := 0; i < f.Samples; i++ {
-				left[at+i], right[at+i] = f.PCM[2*i], f.PCM[2*i+1]
-			}
-		}
-	}
+	left, right := decodeOpus(t, audio)
 
 	onsets := beepOnsets(left)
 	if len(onsets) < 3 {
