@@ -287,7 +287,7 @@ func TestConcurrentRepublishJoinsAndBackfill(t *testing.T) {
 	var procsMu sync.Mutex
 	var procs []*raceProc
 	var workers sync.WaitGroup
-	const rounds = 60
+	const rounds = 200
 	for w := range 6 {
 		workers.Go(func() {
 			for i := range rounds {

@@ -36,8 +36,9 @@ import (
 // If no publisher has declared tracks when the grace runs out, the stream
 // ends: readers get ErrStreamEnded and the path leaves the registry. A
 // publisher that attached during the grace and leaves before SetTracks
-// does not extend it. A stream whose only publisher never declared tracks
-// ends as soon as it leaves.
+// does not extend it (but if the registry's grace for the path has become
+// shorter meanwhile, the shorter one applies). A stream whose only
+// publisher never declared tracks ends as soon as it leaves.
 type Publication struct {
 	*Stream
 	peer string // the publisher's description given to Publish
@@ -72,7 +73,7 @@ func (s *Stream) attach(publisher string) (*Publication, error) {
 	p := &Publication{Stream: s, peer: publisher}
 	s.cur = p
 	s.publisher = publisher
-	s.log.Info("publisher is back within the grace period", "peer", publisher, "left", time.Until(s.graceUntil).Round(time.Millisecond).String())
+	s.log.Info("publisher is back within the grace period", "peer", publisher, "grace_left", time.Until(s.graceUntil).Round(time.Millisecond).String())
 	return p, nil
 }
 
@@ -205,10 +206,14 @@ func codecNames(tracks []*Track) string {
 // the time that passed: the new publisher's first unit is put at the
 // wall-clock time it was written (Origin plus the time elapsed), then, if
 // needed, later still, so that each track's first unit comes after that
-// track's last one (1 ms or more). A receiver thus sees what it would see
-// from one publisher that paused: its jitter buffer and playout delay
-// estimates are not disturbed, and sender reports built from Origin stay
-// right.
+// track's last one (1 ms or more). The timestamps of packets the
+// publisher put in u.RTP move by the same amount. A receiver thus sees what
+// it would see from one publisher that paused: its jitter buffer and
+// playout delay estimates are not disturbed, and sender reports built from
+// Origin stay right. (Continuing at the last timestamp plus one frame
+// instead would make the first frames after a reconnect look late by the
+// whole pause, which a receiver takes as network jitter and answers with
+// more playout delay, or, for audio, discards as too late.)
 func (p *Publication) Write(u *Unit) {
 	s := p.Stream
 	s.wmu.Lock()
@@ -256,9 +261,28 @@ func (p *Publication) retime(u *Unit) {
 			p.off = max(p.off, last+time.Millisecond-u.DTS, last+time.Millisecond-u.PTS)
 		}
 	}
-	u.PTS += p.off
-	u.DTS += p.off
+	if p.off != 0 {
+		u.PTS += p.off
+		u.DTS += p.off
+		if len(u.RTP) > 0 { // an RTP publisher's packets, on the stream clock too
+			d := uint32(clockTicks(p.off, u.Track.Codec.ClockRate()))
+			for _, pkt := range u.RTP {
+				pkt.Timestamp += d
+			}
+		}
+	}
 	s.last[id] = max(s.last[id], u.PTS, u.DTS)
+}
+
+// clockTicks returns d on a clock of rate ticks per second, rounded to the
+// nearest tick, without overflowing for any Duration.
+func clockTicks(d time.Duration, rate int) int64 {
+	secs, rem := int64(d/time.Second), int64(d%time.Second)
+	if rem < 0 {
+		secs--
+		rem += int64(time.Second)
+	}
+	return secs*int64(rate) + (rem*int64(rate)+int64(time.Second)/2)/int64(time.Second)
 }
 
 // Close ends the publication: later Writes are discarded and, after the
@@ -288,8 +312,8 @@ func (p *Publication) Close() {
 	}
 	s.cur = nil
 	now := time.Now()
-	if p.declared {
-		s.graceUntil = now.Add(grace)
+	if p.declared || now.Add(grace).Before(s.graceUntil) {
+		s.graceUntil = now.Add(grace) // a shorter policy (a reload, a shutdown) applies at once
 	}
 	wait := s.graceUntil.Sub(now)
 	if !s.hadTracks || wait <= 0 {

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pion/rtp"
 )
 
 // graceRegistry returns a registry giving every path grace.
@@ -384,5 +386,35 @@ func TestBlockedReaderSurvivesRepublish(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("blocked reader got nothing from the new publisher")
+	}
+}
+
+// TestRepublishShiftsRTP: an RTP publisher's packets (WHIP) move with the
+// unit's timestamps onto the stream clock.
+func TestRepublishShiftsRTP(t *testing.T) {
+	reg := graceRegistry(time.Minute)
+	first := publishTracks(t, reg, "live/rtp", "one", &Track{Codec: Opus{Channels: 2}})
+	a := first.Tracks()[0]
+	old := aunit(a, 1000)
+	first.Write(old)
+	first.Close()
+	second, err := reg.Publish("live/rtp", "two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	b := &Track{Codec: Opus{Channels: 2}}
+	if err := second.SetTracks(b); err != nil {
+		t.Fatal(err)
+	}
+	u := aunit(b, 0)
+	u.RTP = []*rtp.Packet{{Header: rtp.Header{Timestamp: 0}}, {Header: rtp.Header{Timestamp: 960}}}
+	second.Write(u)
+	if u.PTS <= old.PTS {
+		t.Fatalf("PTS %v after %v", u.PTS, old.PTS)
+	}
+	want := uint32(clockTicks(u.PTS, 48000))
+	if got := u.RTP[0].Timestamp; got != want || u.RTP[1].Timestamp != want+960 {
+		t.Fatalf("packet timestamps %d, %d; expected %d (the shifted PTS at 48 kHz) and 960 more", got, u.RTP[1].Timestamp, want)
 	}
 }

@@ -1,7 +1,10 @@
 // Package media is the hub: the common track abstraction every ingest adapter
 // writes to and every egress adapter reads from. It knows codecs and their
-// parameters, access units with timestamps, a registry of named streams and
-// fan-out to readers with bounded queues. It imports no protocol package.
+// parameters, access units with timestamps, a registry of named streams,
+// fan-out to readers with bounded queues, the current GOP of each video
+// track for readers that join (ReaderOptions.StartAtKeyframe), and the rule
+// that readers outlive a publisher's reconnect (Publication). It imports no
+// protocol package.
 package media
 
 import (
@@ -83,8 +86,10 @@ func (t *Track) IsVideo() bool {
 func (t *Track) String() string { return fmt.Sprintf("track %d (%s)", t.ID, t.Codec.Name()) }
 
 // Unit is one access unit: a video frame or an audio frame. A unit handed to
-// Stream.Write is shared by every reader and must not be modified afterwards
-// (processors run before fan-out and are the only exception).
+// Publication.Write is shared by every reader and must not be modified
+// afterwards (the hub, which puts a new publisher's timestamps on the
+// stream clock, and processors run before fan-out and are the only
+// exceptions).
 type Unit struct {
 	Track *Track
 	// PTS and DTS are on the stream's clock: time since an arbitrary origin
@@ -106,6 +111,10 @@ type Unit struct {
 	// RTP holds the unit packetized for WebRTC. It is filled once per track
 	// by a processor (see Stream.AddProcessor) or by an RTP ingest, and shared
 	// by every reader: readers copy a packet's header before changing it and
-	// never change the payload.
+	// never change the payload. Packet timestamps are on the stream clock
+	// at the codec's clock rate: the unit's PTS in ticks for its first
+	// sample (a transcoder's packets may start a little before or after).
+	// A unit from the GOP cache may be a copy of the one written (see
+	// AddProcessor); its RTP is then the processors' output for the copy.
 	RTP []*rtp.Packet
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/wishbridge/bridge/egress/whep"
 	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/ingest/rtmp"
+	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
@@ -36,12 +37,14 @@ type Bridge struct {
 	sessions *rtc.Sessions
 	httpSrv  *http.Server
 	rtmpSrv  *rtmp.Server
+	srtSrv   *srt.Server
 
 	httpLn net.Listener
 	rtmpLn net.Listener
 	udp    net.PacketConn
 
-	wg sync.WaitGroup
+	closing atomic.Bool // set by Close: publishers leaving now get no grace
+	wg      sync.WaitGroup
 }
 
 // Options are process-level knobs that are not part of the YAML config.
@@ -55,6 +58,17 @@ type Options struct {
 func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err error) {
 	b := &Bridge{log: log, registry: media.NewRegistry(log)}
 	b.cfg.Store(cfg)
+	// Viewers stay for the route's grace while a publisher reconnects,
+	// except at shutdown.
+	b.registry.SetGrace(func(path string) time.Duration {
+		if b.closing.Load() {
+			return 0
+		}
+		if r, ok := b.cfg.Load().Match(path); ok {
+			return r.GraceDuration()
+		}
+		return 0
+	})
 	defer func() {
 		if err != nil {
 			b.closeListeners()
@@ -125,9 +139,26 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	}
 	b.rtmpSrv = rtmp.NewServer(rtmp.Config{Registry: b.registry, Authorize: b.authorizePublish, Log: log})
 
+	b.srtSrv = srt.NewServer(srt.Config{
+		Registry:  b.registry,
+		Authorize: b.authorizePublish,
+		Passphrase: func(path string) string {
+			if r, ok := b.cfg.Load().Match(path); ok {
+				return r.Passphrase
+			}
+			return ""
+		},
+		Log: log,
+	})
+	if err := b.srtSrv.Listen(cfg.Listen.SRT); err != nil {
+		return nil, fmt.Errorf("listen srt %s: %w", cfg.Listen.SRT, err)
+	}
+
 	b.serve("http", func() error { return b.httpSrv.Serve(b.httpLn) })
+	b.serve("srt", b.srtSrv.Serve)
 	b.serve("rtmp", func() error { return b.rtmpSrv.Serve(b.rtmpLn) })
-	log.Info("bridge started", "http", b.httpLn.Addr().String(), "rtmp", b.rtmpLn.Addr().String(), "webrtc_udp", b.udp.LocalAddr().String())
+	log.Info("bridge started", "http", b.httpLn.Addr().String(), "rtmp", b.rtmpLn.Addr().String(),
+		"srt", b.srtSrv.Addr().String(), "webrtc_udp", b.udp.LocalAddr().String())
 	return b, nil
 }
 
@@ -145,12 +176,15 @@ func (b *Bridge) serve(name string, f func() error) {
 func (b *Bridge) HTTPAddr() net.Addr { return b.httpLn.Addr() }
 func (b *Bridge) RTMPAddr() net.Addr { return b.rtmpLn.Addr() }
 func (b *Bridge) UDPAddr() net.Addr  { return b.udp.LocalAddr() }
+func (b *Bridge) SRTAddr() net.Addr  { return b.srtSrv.Addr() }
 
 // Close shuts down in order: stop accepting, end publishers (their streams
 // end their readers), end viewer sessions, then release the UDP port.
 func (b *Bridge) Close(ctx context.Context) error {
+	b.closing.Store(true)
 	err := b.httpSrv.Shutdown(ctx)
 	_ = b.rtmpSrv.Close()
+	_ = b.srtSrv.Close()
 	b.sessions.CloseAll("server shutting down")
 	_ = b.engine.Close()
 	b.wg.Wait()

@@ -134,7 +134,7 @@ func chooseH264(codecs []offeredCodec, sps []byte) (string, error) {
 		r := 2
 		if p, err := hex.DecodeString(fmtpParam(c.fmtp, "profile-level-id")); err == nil && len(p) == 3 {
 			switch {
-			case p[0] == src[0] && p[1] == src[1]:
+			case profileClass([2]byte{p[0], p[1]}) == profileClass(src):
 				r = 0
 			case decodes(p[0], src):
 				r = 1
@@ -153,6 +153,16 @@ func profileOf(sps []byte) [2]byte {
 		return [2]byte{0x42, 0xe0}
 	}
 	return [2]byte{sps[1], sps[2]}
+}
+
+// profileClass names an H.264 profile as RFC 6184 table 5 does: profile_idc,
+// except that Baseline with constraint_set1 is Constrained Baseline
+// whatever the other flags say (x264 writes 42c0, browsers offer 42e0).
+func profileClass(p [2]byte) int {
+	if p[0] == 0x42 && p[1]&0x40 != 0 {
+		return 0x142
+	}
+	return int(p[0])
 }
 
 // decodes reports whether a decoder of profile_idc dec can decode a stream

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -29,8 +31,9 @@ const gatherTimeout = 5 * time.Second
 
 // outTrack is one hub track sent to one viewer.
 type outTrack struct {
-	src   *media.Track
-	local *webrtc.TrackLocalStaticRTP
+	src    *media.Track
+	local  *webrtc.TrackLocalStaticRTP
+	sender *webrtc.RTPSender
 	// proc names the hub processor that fills the units' RTP packets for
 	// this track ("rtp": packetize as is; "opus": transcode AAC), and
 	// newProc makes it.
@@ -38,11 +41,17 @@ type outTrack struct {
 	newProc func() media.Processor
 	rate    int // RTP clock rate of what is sent
 	// Per-viewer rewriting: consecutive sequence numbers (so a unit the
-	// reader dropped is not NACKed in vain) and a random timestamp origin
-	// (RFC 3550 5.1).
-	seq      uint16
-	tsOffset uint32
-	report   rtc.SenderReporter
+	// reader dropped is not NACKed in vain, and a publisher's reconnect
+	// leaves no jump) and timestamps from a random origin (RFC 3550 5.1),
+	// cached units squeezed (see rtpClock). Timestamps need no re-basing
+	// across a publisher's reconnect: the hub keeps the stream clock
+	// continuous (media.Publication.Write).
+	seq    uint16
+	clock  rtpClock
+	report rtc.SenderReporter
+	// keyframeRequests counts the PLI/FIR the viewer sent (its RTCP
+	// goroutine adds, run reads for the stats).
+	keyframeRequests atomic.Uint64
 }
 
 // session is one viewer. Its run goroutine owns the reader and the
@@ -61,6 +70,9 @@ type session struct {
 	connOnce  sync.Once
 	done      chan struct{}
 	started   time.Time
+	// reader is set by run once it reads; the RTCP goroutines use it to
+	// ask for keyframes.
+	reader atomic.Pointer[media.Reader]
 }
 
 func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id string, log *slog.Logger) (*session, string, error) {
@@ -112,10 +124,8 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 			s.cancel(errors.New("connection closed"))
 		}
 	})
-	for _, t := range pc.GetTransceivers() {
-		if sender := t.Sender(); sender != nil && sender.Track() != nil {
-			go drainRTCP(sender)
-		}
+	for _, ot := range s.tracks {
+		go s.readRTCP(ot)
 	}
 	go s.run()
 	ok = true
@@ -126,8 +136,11 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 // addTracks attaches one local track per hub track the offer can receive.
 func (s *session) addTracks(off *offer) error {
 	for _, t := range s.stream.Tracks() {
-		ot := &outTrack{src: t, proc: "rtp", seq: uint16(rand.Uint32()), tsOffset: rand.Uint32()}
-		ot.newProc = func() media.Processor { return transcode.NewRTPPacketizer(t, rtpMTU) }
+		ot := &outTrack{src: t, proc: "rtp", seq: uint16(rand.Uint32()), clock: rtpClock{offset: rand.Uint32()}}
+		// The hub makes processors again for a new publisher's tracks
+		// (same IDs): look the track up rather than keep t.
+		id := t.ID
+		ot.newProc = func() media.Processor { return transcode.NewRTPPacketizer(s.stream.Tracks()[id], rtpMTU) }
 		var cap webrtc.RTPCodecCapability
 		switch c := t.Codec.(type) {
 		case media.H264:
@@ -154,7 +167,7 @@ func (s *session) addTracks(off *offer) error {
 				if f := s.h.cfg.OpusBitrate; f != nil {
 					bitrate = f(s.stream.Path())
 				}
-				ot.newProc = func() media.Processor { return transcode.NewAACToOpus(t, bitrate) }
+				ot.newProc = func() media.Processor { return transcode.NewAACToOpus(s.stream.Tracks()[id], bitrate) }
 			}
 			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
 		default:
@@ -188,6 +201,7 @@ func (s *session) addTracks(off *offer) error {
 			ot.report.SSRC = uint32(enc[0].SSRC)
 		}
 		ot.local = local
+		ot.sender = sender
 		s.tracks = append(s.tracks, ot)
 	}
 	if len(s.tracks) == 0 {
@@ -196,14 +210,57 @@ func (s *session) addTracks(off *offer) error {
 	return nil
 }
 
-// drainRTCP reads RTCP so the interceptors (NACK responder, reports) see it;
-// it ends when the PeerConnection closes.
-func drainRTCP(sender *webrtc.RTPSender) {
-	buf := make([]byte, 1500)
+// negotiated reports whether tracks still have the codecs the session was
+// negotiated for, under the same IDs.
+func (s *session) negotiated(tracks []*media.Track) bool {
+	for _, ot := range s.tracks {
+		id := ot.src.ID
+		if id >= len(tracks) || tracks[id].Codec.Name() != ot.src.Codec.Name() {
+			return false
+		}
+	}
+	return true
+}
+
+func describeTracks(tracks []*media.Track) string {
+	names := make([]string, len(tracks))
+	for i, t := range tracks {
+		names[i] = t.Codec.Name()
+	}
+	return strings.Join(names, " ")
+}
+
+// readRTCP reads the RTCP the viewer sends about ot, so the interceptors
+// (NACK responder, reports) see it, and passes its keyframe requests (PLI,
+// FIR) on to the hub; it ends when the PeerConnection closes.
+func (s *session) readRTCP(ot *outTrack) {
 	for {
-		if _, _, err := sender.Read(buf); err != nil {
+		pkts, _, err := ot.sender.ReadRTCP()
+		if err != nil {
 			return
 		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				ot.keyframeRequests.Add(1)
+				s.requestKeyframe(ot)
+			}
+		}
+	}
+}
+
+// requestKeyframe asks the hub for a keyframe of ot's track: forwarded to
+// an RTP publisher (merged with the other viewers', at most one per
+// media.KeyframeRequestInterval), or, for RTMP and SRT sources, which
+// cannot be asked, answered from the GOP cache for this viewer alone
+// (media.Reader.RequestKeyframe: at most once per GOP). Before the viewer
+// reads, nothing is done: its first video unit is a keyframe anyway.
+func (s *session) requestKeyframe(ot *outTrack) {
+	if !ot.src.IsVideo() {
+		return
+	}
+	if r := s.reader.Load(); r != nil {
+		r.RequestKeyframe(ot.src.ID)
 	}
 }
 
@@ -229,41 +286,73 @@ func (s *session) forward() string {
 	case <-timer.C:
 		return fmt.Sprintf("ICE/DTLS did not complete within %v", s.h.cfg.ConnectTimeout)
 	}
-	reader, err := s.stream.NewReader(media.ReaderOptions{Name: "whep " + s.id[:8]})
-	if err != nil {
-		return err.Error()
-	}
-	defer reader.Close()
-	// Start at a keyframe: a decoder can do nothing with what comes before.
-	reader.SkipToKeyframe()
+	// Processors first: made now, they run over the cached GOP too, so
+	// the reader created next gets it packetized.
 	byTrack := make(map[int]*outTrack, len(s.tracks))
 	for _, ot := range s.tracks {
 		defer s.stream.AddProcessor(ot.src.ID, ot.proc, ot.newProc)()
 		byTrack[ot.src.ID] = ot
 	}
+	// Start at the last keyframe, from the GOP cache: the viewer gets a
+	// picture at once, whatever the source's GOP length.
+	reader, err := s.stream.NewReader(media.ReaderOptions{Name: "whep " + s.id[:8], StartAtKeyframe: true})
+	if err != nil {
+		return err.Error()
+	}
+	defer reader.Close()
+	// A publisher with other codecs may have taken the stream over since
+	// the offer was answered (later ones end the reader).
+	if now := s.stream.Tracks(); !s.negotiated(now) {
+		reason := fmt.Sprintf("the stream was republished with other codecs (%s) since the viewer's offer was answered", describeTracks(now))
+		s.log.Warn("viewer cannot continue", "reason", reason)
+		return reason
+	}
+	s.reader.Store(reader)
 	s.log.Info("viewer connected")
-	var sent uint64
-	defer func() { s.log.Debug("viewer stats", "packets", sent, "dropped_units", reader.Dropped()) }()
+	var sent, cachedUnits uint64
+	defer func() {
+		var kf uint64
+		for _, ot := range s.tracks {
+			kf += ot.keyframeRequests.Load()
+		}
+		s.log.Debug("viewer stats", "packets", sent, "cached_units", cachedUnits, "dropped_units", reader.Dropped(), "keyframe_requests", kf)
+	}()
 	for {
 		u, err := reader.Read(s.ctx)
 		if err != nil {
-			if errors.Is(err, media.ErrStreamEnded) {
+			switch {
+			case errors.Is(err, media.ErrStreamEnded):
 				return "stream ended"
+			case errors.Is(err, media.ErrIncompatibleRepublish):
+				s.log.Warn("viewer cannot continue: the stream was republished with other codecs", "err", err)
+				return err.Error()
 			}
 			if c := context.Cause(s.ctx); c != nil {
 				return c.Error()
 			}
 			return err.Error()
 		}
+		cached := reader.Cached()
 		ot := byTrack[u.Track.ID]
-		if ot == nil || u.RTP == nil {
-			continue // a track this viewer doesn't take, or a unit from before the processor started
+		if ot == nil || len(u.RTP) == 0 {
+			continue // a track this viewer doesn't take, or nothing to send (a processor failed)
 		}
+		if cached && !ot.src.IsVideo() {
+			// Cached audio is not sent: a burst of seconds of audio
+			// would sit in the receiver's jitter buffer (NetEq) as
+			// latency until time-stretched away. Audio starts live;
+			// lip sync comes from the sender reports.
+			continue
+		}
+		if cached {
+			cachedUnits++
+		}
+		adj := ot.clock.adjust(u.RTP[0].Timestamp, cached)
 		unitTS := uint32(transcode.ClockTicks(u.PTS, ot.rate))
 		for _, p := range u.RTP {
 			out := rtp.Packet{Header: p.Header, Payload: p.Payload}
 			out.SequenceNumber = ot.seq
-			out.Timestamp = p.Timestamp + ot.tsOffset
+			out.Timestamp = p.Timestamp + adj
 			ot.seq++
 			if err := ot.local.WriteRTP(&out); err != nil {
 				return fmt.Sprintf("write: %v", err)
@@ -273,6 +362,11 @@ func (s *session) forward() string {
 			// relative to the unit's (they differ for transcoded audio).
 			pts := u.PTS + time.Duration(int32(p.Timestamp-unitTS))*time.Second/time.Duration(ot.rate)
 			ot.report.OnPacket(out.Timestamp, s.stream.Origin().Add(pts), len(out.Payload))
+		}
+		if cached {
+			// A squeezed cached unit's timestamp does not map to its
+			// PTS: report once a live unit has set the mapping again.
+			continue
 		}
 		if sr := ot.report.Report(time.Now()); sr != nil {
 			if err := s.pc.WriteRTCP([]rtcp.Packet{sr}); err != nil {

@@ -1,0 +1,489 @@
+// Package srt is the SRT publish ingest: encoders and contribution links
+// send MPEG-TS over SRT (caller mode) to the bridge's listener, and each
+// published stream becomes a media.Stream in the hub. It is built on
+// github.com/datarhei/gosrt (transport, handshake, encryption) and
+// mediacommon's MPEG-TS reader (demux).
+//
+// # Admission
+//
+// Every connection request is decided before it is accepted, from its
+// streamid (see ParseStreamID for the grammar), its encryption and the
+// peer's address. The order is: parse the streamid, refuse any mode but
+// publish, ask Config.Authorize (protocol "srt", the path, the key, the
+// peer), check the passphrase the path requires (Config.Passphrase), then
+// claim the path in the registry. A refusal sends an SRT rejection reason
+// to the caller and logs one line naming the peer, the path and the reason;
+// the key is never logged. (libsrt 1.5 callers such as ffmpeg log the
+// reason's name for the 10xx codes, "Unknown or erroneous" for 14xx, and
+// fail with "Input/output error".)
+//
+//	1400 REJX_BAD_REQUEST   streamid cannot be parsed (or is empty: HSv4 callers)
+//	1401 REJX_UNAUTHORIZED  missing or wrong key (ingest.ErrBadKey)
+//	1403 REJX_FORBIDDEN     protocol not allowed on the route, or any other Authorize error
+//	1404 REJX_NOTFOUND      no route for the path (ingest.ErrNoRoute)
+//	1405 REJX_BAD_MODE      read (m=request, "read:") or an unknown mode
+//	1409 REJX_CONFLICT      the path already has a publisher (media.ErrPublisherExists)
+//	1500 REJX_ISE           registry failure
+//	1010 REJ_BADSECRET      wrong passphrase
+//	1011 REJ_UNSECURE       passphrase required but the caller does not encrypt,
+//	                        or the caller encrypts and the path has no passphrase
+//	1007 REJ_CLOSE          the server is shutting down
+//
+// 1409 is the value of SRT_REJX_CONFLICT in libsrt's access_control.h;
+// gosrt v0.11.0 names 1407 REJX_CONFLICT, which libsrt does not use.
+//
+// # Transport
+//
+// Live mode only (gosrt's only mode), payload size 1316 bytes (7 TS packets;
+// what ffmpeg's pkt_size=1316 sends), receiver latency Config.Latency
+// (120 ms by default; the larger of ours and the caller's wins). A publisher
+// whose MPEG-TS program (PAT and PMT, and the first ADTS header of an AAC
+// track) has not arrived 10 s after the accept is closed, and so is one
+// that sends no MPEG-TS packet for 10 s (bytes that are not TS packets do
+// not count); gosrt itself drops a peer it hears nothing from (not even
+// keepalives) for 5 s.
+//
+// # Demux
+//
+// The MPEG-TS program (PMT) names the tracks; the first H.264 or H.265
+// track and the first AAC (ADTS) or Opus track are used, others are logged
+// once and ignored. The tracks are declared (media.Publication.SetTracks)
+// once each is ready: audio at its first PES (its parameters come from the
+// first ADTS header or the Opus descriptor of the PMT), video at its first
+// keyframe (H.264 IDR, H.265 IRAP) with its parameter sets. A track that
+// sends nothing within 2 s of the PMT, or video without a usable keyframe
+// within 10 s, is left out (logged; its units are dropped from then on).
+// Until the declaration the units are kept (bounded) and written right
+// after it. The stream starts at the first video frame: audio from before
+// it is dropped, including audio the muxer interleaves after it.
+//
+// Timestamps come from the PES headers through one mediacommon TimeDecoder
+// for all tracks (33-bit wrap), are converted from 90 kHz to time.Duration
+// and put on one origin: stream time 0 is the earliest DTS among the units
+// written at the declaration (the first video frame's, when there is
+// video). AAC units are one raw frame each, 1024 samples apart within a
+// PES; Opus units one packet each, advanced by each packet's duration (20
+// ms when its TOC is unusable). H.264 goes through transcode.H264Normalizer;
+// H.265 through the same rules (no AUD or filler, VPS/SPS/PPS taken out and
+// put back, current, in front of every IRAP).
+//
+// Transport errors are counted, not fatal: continuity-counter gaps (which
+// is how SRT's too-late packet drop shows), packets flagged with a transport
+// error, garbage between packets and PES that do not parse. They are
+// logged at most once a second per stream with the count since the last
+// line, and the total is in the summary when the publish ends. After an
+// error on the video PID, or one that cannot be attributed to a PID, video
+// is dropped until the next keyframe; audio carries on. The demuxer is fed
+// one TS packet at a time, so an error is seen just before the demuxer
+// handles the packet that carries it and the resync starts at the right
+// frame. One PES (or table) above 9 MiB closes the connection: the demuxer
+// would buffer it whole.
+package srt
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	gosrt "github.com/datarhei/gosrt"
+
+	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/media"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Registry receives the published streams.
+	Registry *media.Registry
+	// Authorize decides every publish; it is called with Protocol "srt",
+	// the stream path, the key (s= or key= of the streamid) and the peer
+	// address, before the connection is accepted, on a goroutine of its
+	// own. Required: a nil Authorize refuses every publish.
+	Authorize ingest.Authorizer
+	// Passphrase returns the passphrase a path requires ("" = none). It is
+	// called after Authorize allowed the publish, before the accept. nil
+	// means no path has one. libsrt accepts passphrases of 10 to 79
+	// bytes.
+	Passphrase func(path string) string
+	// Latency is the SRT receiver latency; 0 means 120 ms.
+	Latency time.Duration
+	// Log receives connection and stream events; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// Defaults for what the Config does not expose.
+const (
+	defaultLatency      = 120 * time.Millisecond
+	defaultSetupTimeout = 10 * time.Second
+	defaultIdleTimeout  = 10 * time.Second
+	defaultTrackWait    = 2 * time.Second
+	defaultKeyframeWait = 10 * time.Second
+	payloadSize         = 1316 // 7 TS packets
+)
+
+// Reject reasons beyond gosrt's constants.
+const (
+	// rejConflict is SRT_REJX_CONFLICT of libsrt's access_control.h.
+	rejConflict gosrt.RejectionReason = 1409
+)
+
+// Reasons a connection ends.
+var (
+	errShutdown   = errors.New("server shutting down")
+	errPeerClosed = errors.New("connection closed by the peer (or no packet from it for 5 s)")
+)
+
+// Server accepts SRT publishers and turns each publish into a stream in the
+// registry. Create it with NewServer, then Listen and Serve; Close may be
+// called from any goroutine.
+type Server struct {
+	reg        *media.Registry
+	auth       ingest.Authorizer
+	passphrase func(string) string
+	latency    time.Duration
+	log        *slog.Logger
+
+	// Tunables, fixed before Listen (tests shorten them).
+	setupTimeout time.Duration // from the accept to the MPEG-TS program (PAT, PMT)
+	idleTimeout  time.Duration // no MPEG-TS packet from a publisher
+	trackWait    time.Duration // a PMT track that sends nothing
+	keyframeWait time.Duration // video without a usable keyframe
+	// onPublish, if set, is called with each accepted stream before any of
+	// its units is written (tests attach readers there).
+	onPublish func(*media.Stream)
+
+	mu        sync.Mutex
+	ln        gosrt.Listener        // guarded by mu
+	closed    bool                  // guarded by mu
+	serving   bool                  // guarded by mu
+	pubs      map[string]*publisher // guarded by mu: by path
+	serveDone chan struct{}         // closed when Serve returns
+	wg        sync.WaitGroup        // one per connection request being handled
+}
+
+// NewServer returns a server for cfg. It does not listen; call Listen.
+func NewServer(cfg Config) *Server {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	auth := cfg.Authorize
+	if auth == nil {
+		auth = func(ingest.Request) error {
+			return errors.New("no authorizer configured")
+		}
+	}
+	latency := cfg.Latency
+	if latency <= 0 {
+		latency = defaultLatency
+	}
+	return &Server{
+		reg:          cfg.Registry,
+		auth:         auth,
+		passphrase:   cfg.Passphrase,
+		latency:      latency,
+		log:          log,
+		setupTimeout: defaultSetupTimeout,
+		idleTimeout:  defaultIdleTimeout,
+		trackWait:    defaultTrackWait,
+		keyframeWait: defaultKeyframeWait,
+		pubs:         make(map[string]*publisher),
+		serveDone:    make(chan struct{}),
+	}
+}
+
+// listenConfig is the gosrt configuration of the listener.
+func (s *Server) listenConfig() gosrt.Config {
+	c := gosrt.DefaultConfig()
+	c.Latency = s.latency // Validate copies it to the receiver and peer latency
+	c.PayloadSize = payloadSize
+	return c
+}
+
+// Listen binds the UDP socket, so that an address in use is reported
+// before serving starts.
+func (s *Server) Listen(addr string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return errors.New("srt: listen: server closed")
+	case s.ln != nil:
+		return errors.New("srt: listen: already listening")
+	}
+	// gosrt binds with SO_REUSEADDR, which on Linux lets a second UDP
+	// socket share the port silently (and steal its packets). Binding it
+	// once without the option first makes "address in use" an error.
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" && port != "" {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("srt: listen on %s: %w", addr, err)
+		}
+		pc.Close()
+	}
+	ln, err := gosrt.Listen("srt", addr, s.listenConfig())
+	if err != nil {
+		return fmt.Errorf("srt: listen on %s: %w", addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr returns the listener's address, or nil before Listen.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Serve handles connection requests until Close, then returns nil. It
+// returns an error if Listen was not called, if called twice, or if the
+// socket fails (the listener is closed then).
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return nil
+	case s.ln == nil:
+		s.mu.Unlock()
+		return errors.New("srt: Serve called before Listen")
+	case s.serving:
+		s.mu.Unlock()
+		return errors.New("srt: Serve called twice")
+	}
+	s.serving = true
+	ln := s.ln
+	s.mu.Unlock()
+	defer close(s.serveDone)
+
+	for {
+		req, err := ln.Accept2()
+		if err != nil {
+			if s.isClosed() {
+				return nil
+			}
+			ln.Close()
+			return fmt.Errorf("srt: accept: %w", err)
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			req.Reject(gosrt.REJ_CLOSE)
+			continue // Accept2 returns the listener's error next
+		}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.handle(req)
+	}
+}
+
+// Close stops listening, ends every publisher (their streams end) and waits
+// until every connection has been torn down and Serve has returned. It
+// returns nil; calling it again only waits.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	first := !s.closed
+	s.closed = true
+	ln := s.ln
+	serving := s.serving
+	pubs := make([]*publisher, 0, len(s.pubs))
+	for _, p := range s.pubs {
+		pubs = append(pubs, p)
+	}
+	s.mu.Unlock()
+
+	if first {
+		for _, p := range pubs {
+			p.stop(errShutdown)
+		}
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	s.wg.Wait()
+	if serving {
+		<-s.serveDone
+	}
+	return nil
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Stats are one publisher's SRT connection statistics (from gosrt's
+// Conn.Stats), for metrics.
+type Stats struct {
+	// Peer is the publisher's address.
+	Peer string
+	// Since is when the connection was accepted.
+	Since time.Time
+	// RTT is the smoothed round-trip time.
+	RTT time.Duration
+	// PacketsReceived counts data packets received, retransmissions
+	// included.
+	PacketsReceived uint64
+	// PacketsLost counts data packets found missing by the receiver (most
+	// are recovered by retransmission).
+	PacketsLost uint64
+	// PacketsRetransmitted counts retransmitted data packets received.
+	PacketsRetransmitted uint64
+	// PacketsDropped counts data packets given up on: too late to be
+	// delivered within the latency.
+	PacketsDropped uint64
+	// BytesReceived counts bytes received, headers included (as gosrt
+	// counts them).
+	BytesReceived uint64
+	// ReceiveRate is the payload receive rate over the last second, in
+	// bits per second.
+	ReceiveRate float64
+	// DemuxErrors counts MPEG-TS errors (continuity gaps, corrupt
+	// packets, unparsable PES).
+	DemuxErrors uint64
+}
+
+// Stats returns the statistics of the connection publishing path, if any.
+func (s *Server) Stats(path string) (Stats, bool) {
+	s.mu.Lock()
+	p := s.pubs[path]
+	s.mu.Unlock()
+	if p == nil {
+		return Stats{}, false
+	}
+	var st gosrt.Statistics
+	p.conn.Stats(&st)
+	return Stats{
+		Peer:                 p.peer,
+		Since:                p.started,
+		RTT:                  time.Duration(st.Instantaneous.MsRTT * float64(time.Millisecond)),
+		PacketsReceived:      st.Accumulated.PktRecv,
+		PacketsLost:          st.Accumulated.PktRecvLoss,
+		PacketsRetransmitted: st.Accumulated.PktRecvRetrans,
+		PacketsDropped:       st.Accumulated.PktRecvDrop,
+		BytesReceived:        st.Accumulated.ByteRecv,
+		ReceiveRate:          st.Instantaneous.MbpsRecvRate * 1024 * 1024, // gosrt's "Mbps" are 2^20 bit/s
+		DemuxErrors:          p.demuxErrors.Load(),
+	}, true
+}
+
+// refusal is an admission decision against a request.
+type refusal struct {
+	code   gosrt.RejectionReason
+	reason string
+}
+
+// handle admits or refuses one connection request and, once accepted, runs
+// the publisher until it ends.
+func (s *Server) handle(req gosrt.ConnRequest) {
+	defer s.wg.Done()
+	peer := req.RemoteAddr().String()
+	log := s.log.With("peer", peer)
+
+	st, ref := s.admit(req, peer, log)
+	if ref != nil {
+		req.Reject(ref.code)
+		return
+	}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		req.Reject(gosrt.REJ_CLOSE)
+		st.Close()
+		log.Info("srt connection refused", "stream", st.Path(), "code", int(gosrt.REJ_CLOSE), "reason", errShutdown.Error())
+		return
+	}
+	conn, err := req.Accept()
+	if err != nil {
+		s.mu.Unlock()
+		st.Close()
+		log.Warn("srt accept failed", "stream", st.Path(), "reason", err.Error())
+		return
+	}
+	p := newPublisher(s, conn, st, peer, log.With("stream", st.Path()))
+	s.pubs[st.Path()] = p
+	s.mu.Unlock()
+
+	p.run()
+
+	s.mu.Lock()
+	if s.pubs[st.Path()] == p {
+		delete(s.pubs, st.Path())
+	}
+	s.mu.Unlock()
+}
+
+// admit applies the admission policy (see the package doc). On success the
+// path is claimed in the registry and the stream is returned; a refusal
+// has been logged.
+func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*media.Publication, *refusal) {
+	refuse := func(path string, code gosrt.RejectionReason, reason string) *refusal {
+		args := []any{"code", int(code), "reason", reason}
+		if path != "" {
+			args = append([]any{"stream", path}, args...)
+		}
+		log.Warn("srt connection refused", args...)
+		return &refusal{code: code, reason: reason}
+	}
+
+	id, err := ParseStreamID(req.StreamId())
+	if err != nil {
+		code := gosrt.REJX_BAD_REQUEST
+		if errors.Is(err, ErrUnsupportedMode) {
+			code = gosrt.REJX_BAD_MODE
+		}
+		if req.Version() == 4 {
+			err = fmt.Errorf("%w (HSv4 caller: it cannot send a streamid)", err)
+		}
+		return nil, refuse("", code, err.Error())
+	}
+	log.Info("srt connect", "stream", id.Path, "mode", id.Mode.String(), "encrypted", req.IsEncrypted())
+	if id.Mode != ModePublish {
+		return nil, refuse(id.Path, gosrt.REJX_BAD_MODE, fmt.Sprintf("mode %s is not supported yet: this listener only accepts publishing (m=publish or publish:)", id.Mode))
+	}
+
+	areq := ingest.Request{Protocol: "srt", Path: id.Path, Key: id.Key, Remote: peer}
+	if err := s.auth(areq); err != nil {
+		code := gosrt.REJX_FORBIDDEN
+		switch {
+		case errors.Is(err, ingest.ErrBadKey):
+			code = gosrt.REJX_UNAUTHORIZED
+		case errors.Is(err, ingest.ErrNoRoute):
+			code = gosrt.REJX_NOTFOUND
+		}
+		return nil, refuse(id.Path, code, err.Error())
+	}
+
+	want := ""
+	if s.passphrase != nil {
+		want = s.passphrase(id.Path)
+	}
+	switch {
+	case want != "" && !req.IsEncrypted():
+		return nil, refuse(id.Path, gosrt.REJ_UNSECURE, "the stream requires encryption: the caller set no passphrase")
+	case want == "" && req.IsEncrypted():
+		return nil, refuse(id.Path, gosrt.REJ_UNSECURE, "the caller encrypts but the stream has no passphrase")
+	case want != "":
+		if err := req.SetPassphrase(want); err != nil {
+			return nil, refuse(id.Path, gosrt.REJ_BADSECRET, "wrong passphrase")
+		}
+	}
+
+	st, err := s.reg.Publish(id.Path, peer)
+	if err != nil {
+		if errors.Is(err, media.ErrPublisherExists) {
+			return nil, refuse(id.Path, rejConflict, fmt.Sprintf("stream %q already has a publisher", id.Path))
+		}
+		return nil, refuse(id.Path, gosrt.REJX_ISE, err.Error())
+	}
+	return st, nil
+}
