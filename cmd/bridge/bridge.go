@@ -113,6 +113,12 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			}
 			return 0
 		},
+		BFrames: func(path string) string {
+			if r, ok := b.cfg.Load().Match(path); ok {
+				return r.BFramesPolicy()
+			}
+			return config.BFramesReencode
+		},
 		Log: log,
 	}).Register(mux)
 	whip.NewHandler(whip.Config{

@@ -147,7 +147,11 @@ func (s *session) addTracks(off *offer) error {
 			if !off.hasVideo {
 				return rtc.Errorf(http.StatusBadRequest, "offer has no video section that can receive the stream's H264 video")
 			}
-			fmtp, err := chooseH264(off.video, c.SPS)
+			sps, err := s.videoPolicy(ot, c.SPS)
+			if err != nil {
+				return err
+			}
+			fmtp, err := chooseH264(off.video, sps)
 			if err != nil {
 				return err
 			}
@@ -230,6 +234,45 @@ func describeTracks(tracks []*media.Track) string {
 	return strings.Join(names, " ")
 }
 
+// videoPolicy applies the route's B-frame policy to an H.264 track: WebRTC
+// decoders cannot reorder frames, so a source with B-frames is re-encoded
+// (once per track, shared by every viewer), passed through as is, or
+// refused. It returns the SPS whose profile the answer must carry.
+func (s *session) videoPolicy(ot *outTrack, sps []byte) ([]byte, error) {
+	has, why := transcode.DetectBFrames(s.stream, ot.src.ID)
+	if !has {
+		return sps, nil
+	}
+	policy := "reencode"
+	if f := s.h.cfg.BFrames; f != nil {
+		policy = f(s.stream.Path())
+	}
+	// Log the decision once per stream, not once per viewer.
+	_, logged := s.h.bframesLogged.LoadOrStore(s.stream, true)
+	log := s.log
+	if logged {
+		log = slog.New(slog.DiscardHandler)
+	} else {
+		go func(st *media.Stream) { <-st.Done(); s.h.bframesLogged.Delete(st) }(s.stream)
+	}
+	switch {
+	case policy == "reject":
+		return nil, rtc.Errorf(http.StatusNotAcceptable,
+			"stream %q has B-frames (%s), which WebRTC players cannot show: set the publisher's encoder to bframes=0 (OBS x264 options: bframes=0; ffmpeg: -bf 0)", s.stream.Path(), why)
+	case policy == "passthrough":
+		log.Info("B-frames passed through as the route asks; some players will stutter", "reason", why)
+		return sps, nil
+	case !transcode.CanReencodeVideo():
+		log.Warn("B-frames passed through: this build cannot re-encode video (needs cgo with FFmpeg and libx264)", "reason", why)
+		return sps, nil
+	}
+	log.Info("B-frames: video re-encoded to Constrained Baseline for WebRTC viewers", "reason", why)
+	id := ot.src.ID
+	ot.proc = "rtp-reencode"
+	ot.newProc = func() media.Processor { return transcode.NewH264Reencoder(s.stream.Tracks()[id], rtpMTU) }
+	return []byte{0x67, 0x42, 0xc0, 0x1f}, nil
+}
+
 // readRTCP reads the RTCP the viewer sends about ot, so the interceptors
 // (NACK responder, reports) see it, and passes its keyframe requests (PLI,
 // FIR) on to the hub; it ends when the PeerConnection closes.
@@ -257,6 +300,11 @@ func (s *session) readRTCP(ot *outTrack) {
 // reads, nothing is done: its first video unit is a keyframe anyway.
 func (s *session) requestKeyframe(ot *outTrack) {
 	if !ot.src.IsVideo() {
+		return
+	}
+	// A forced IDR from the shared re-encoder is cheaper for the viewer
+	// than a replay of the whole cached GOP.
+	if ot.proc == "rtp-reencode" && transcode.RequestReencodedKeyframe(s.stream.Tracks()[ot.src.ID]) {
 		return
 	}
 	if r := s.reader.Load(); r != nil {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/wishbridge/bridge/media"
@@ -35,6 +36,9 @@ type Config struct {
 	// OpusBitrate returns the bitrate (bit/s) of Opus transcoded from AAC
 	// for the stream at path; nil or 0 means transcode.DefaultOpusBitrate.
 	OpusBitrate func(path string) int
+	// BFrames returns the route's B-frame policy for path: "reencode"
+	// (also when nil), "passthrough" or "reject".
+	BFrames func(path string) string
 }
 
 // Handler serves POST /whep/{path...}. Session resources (DELETE/PATCH)
@@ -42,6 +46,9 @@ type Config struct {
 type Handler struct {
 	cfg Config
 	log *slog.Logger
+	// bframesLogged holds the live streams whose B-frame decision was
+	// logged; an entry goes when its stream ends.
+	bframesLogged sync.Map // *media.Stream -> bool
 }
 
 // NewHandler returns a WHEP handler.
