@@ -15,6 +15,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/config"
+	egressrtmp "github.com/wishbridge/bridge/egress/rtmp"
 	"github.com/wishbridge/bridge/egress/whep"
 	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/ingest/rtmp"
@@ -38,6 +39,12 @@ type Bridge struct {
 	httpSrv  *http.Server
 	rtmpSrv  *rtmp.Server
 	srtSrv   *srt.Server
+	// aac shares one Opus -> AAC transcode per stream among every RTMP/SRT
+	// egress that needs it.
+	aac *transcode.AACViews
+	fwd forwards
+	// stopForwards ends the forward manager and its runners.
+	stopForwards context.CancelFunc
 
 	httpLn net.Listener
 	rtmpLn net.Listener
@@ -143,7 +150,8 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	b.rtmpSrv = rtmp.NewServer(rtmp.Config{Registry: b.registry, Authorize: b.authorizePublish, Log: log})
+	b.aac = transcode.NewAACViews(log)
+	b.rtmpSrv = rtmp.NewServer(rtmp.Config{Registry: b.registry, Authorize: b.authorizePublish, Play: b.playRTMP, Log: log})
 
 	b.srtSrv = srt.NewServer(srt.Config{
 		Registry:  b.registry,
@@ -162,6 +170,10 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 
 	b.serve("http", func() error { return b.httpSrv.Serve(b.httpLn) })
 	b.serve("srt", b.srtSrv.Serve)
+	fctx, cancel := context.WithCancel(context.Background())
+	b.stopForwards = cancel
+	b.fwd.b = b
+	b.serve("forwards", func() error { b.fwd.run(fctx); return nil })
 	b.serve("rtmp", func() error { return b.rtmpSrv.Serve(b.rtmpLn) })
 	log.Info("bridge started", "http", b.httpLn.Addr().String(), "rtmp", b.rtmpLn.Addr().String(),
 		"srt", b.srtSrv.Addr().String(), "webrtc_udp", b.udp.LocalAddr().String())
@@ -187,10 +199,13 @@ func (b *Bridge) SRTAddr() net.Addr  { return b.srtSrv.Addr() }
 // Close shuts down in order: stop accepting, end publishers (their streams
 // end their readers), end viewer sessions, then release the UDP port.
 func (b *Bridge) Close(ctx context.Context) error {
-	b.closing.Store(true)
+	if b.closing.Swap(true) {
+		return nil // already closed (or closing)
+	}
 	err := b.httpSrv.Shutdown(ctx)
 	_ = b.rtmpSrv.Close()
 	_ = b.srtSrv.Close()
+	b.stopForwards()
 	b.sessions.CloseAll("server shutting down")
 	_ = b.engine.Close()
 	b.wg.Wait()
@@ -208,6 +223,24 @@ func (b *Bridge) closeListeners() {
 	if b.udp != nil {
 		_ = b.udp.Close()
 	}
+}
+
+// playRTMP serves RTMP play on the bridge's RTMP port, for any stream
+// whatever its ingest; a route's read_key guards it.
+func (b *Bridge) playRTMP(ctx context.Context, req rtmp.PlayRequest, w rtmp.PlayWriter) error {
+	route, ok := b.cfg.Load().Match(req.Path)
+	if !ok {
+		return ingest.ErrNoRoute
+	}
+	if route.ReadKey != "" && !secretEqual(req.Key, route.ReadKey) {
+		return ingest.ErrBadKey
+	}
+	st, ok := b.registry.Get(req.Path)
+	if !ok {
+		return fmt.Errorf("play %q: %w", req.Path, rtmp.ErrStreamNotFound)
+	}
+	return egressrtmp.Play(ctx, w, st, egressrtmp.PlayOptions{Name: "rtmp play " + req.Remote,
+		AACBitrate: route.AACBitrate(), AAC: b.aac, Log: b.log})
 }
 
 // authorizePublish is the admission policy for every ingest adapter.

@@ -76,6 +76,7 @@ const (
 type playWriter struct {
 	h        *handler
 	streamID uint32
+	path     string
 	started  bool
 }
 
@@ -92,6 +93,7 @@ func (w *playWriter) WriteMessage(typeID uint8, ts uint32, payload []byte) error
 		if err := h.sendStatus(w.streamID, message.NetStreamOnStatusLevelStatus, message.NetStreamOnStatusCodePlayStart, "Started playing."); err != nil {
 			return err
 		}
+		h.log.Info("rtmp play started", "stream", w.path)
 	}
 	switch typeID {
 	case 8:
@@ -147,7 +149,7 @@ func (h *handler) play(streamID uint32, cmd *message.NetStreamPlay) error {
 		case <-ctx.Done():
 		}
 	}()
-	w := &playWriter{h: h, streamID: streamID}
+	w := &playWriter{h: h, streamID: streamID, path: path}
 	started := time.Now()
 	err := h.srv.play(ctx, PlayRequest{Path: path, Key: key, Remote: h.c.peer}, w)
 	cancel()

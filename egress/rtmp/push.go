@@ -1,0 +1,278 @@
+// Package rtmp is the RTMP egress: it pushes a stream to a remote RTMP or
+// RTMPS server (YouTube/Twitch-style ingest; Pusher) and serves RTMP
+// players on the bridge's own RTMP port (Play, behind the ingest server's
+// play hook). Both send the same FLV stream:
+//
+//   - onMetaData (as "@setDataFrame" when pushing): width, height and
+//     frame rate from the SPS, audio sample rate and channels, codec ids 7
+//     (H.264) and 10 (AAC);
+//   - the AVC sequence header (an AVCDecoderConfigurationRecord built from
+//     the SPS and PPS in front of the first IDR) and the AAC sequence header
+//     (the track's AudioSpecificConfig), at timestamp 0;
+//   - then FLV tags from a keyframe on: the cached GOP first (the stream's
+//     last keyframe and what followed, so a push or a player starts at
+//     once), then live. Video tags carry the NAL units with 4-byte lengths,
+//     the keyframe flag on IDRs and the composition time PTS - DTS (so
+//     B-frames keep their order); audio tags carry raw AAC frames.
+//     Timestamps are milliseconds from the first tag's DTS, never
+//     decreasing per track. Audio from before the first keyframe is not
+//     sent. New parameter sets (in front of an IDR) or a new
+//     AudioSpecificConfig (a new publisher took the stream over) are sent
+//     as new sequence headers before the unit that uses them.
+//
+// RTMP carries H.264 and AAC only. Opus audio (WHIP and some SRT sources)
+// is transcoded to AAC-LC 48 kHz stereo through a transcode.AACViews: once
+// per stream however many targets and players need it (see
+// transcode/opus_aac.go). H.265 video and other tracks are left out, with
+// a log line.
+//
+// A pusher or player is an ordinary media.Reader of the stream: when it
+// is slow its queue drops (and skips to the next keyframe); the publisher,
+// the other readers and the other targets never wait for it.
+package rtmp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/transcode"
+)
+
+// redactURL hides the stream key (the last path segment) and other secrets
+// of a target URL for logs and errors.
+func redactURL(raw string) string { return config.RedactURL(raw) }
+
+// PushConfig configures a Pusher.
+type PushConfig struct {
+	// Registry holds the stream to push.
+	Registry *media.Registry
+	// Path is the stream's path ("live/test").
+	Path string
+	// URL is the target: rtmp://host[:port]/app/key or rtmps://...
+	// (default ports 1935 and 443). The last path segment, with the
+	// URL's query, is the stream name published; the rest of the path is
+	// the application. It is never logged unredacted.
+	URL string
+	// AACBitrate is the bitrate (bit/s) of AAC made from Opus audio; 0
+	// means transcode.DefaultAACBitrate.
+	AACBitrate int
+	// AAC shares the Opus -> AAC transcode of a stream with the other
+	// egresses that need it. nil gives the pusher a transcoder of its own.
+	AAC *transcode.AACViews
+	// TLSConfig is used for rtmps:// targets; nil verifies the server's
+	// certificate against the system's roots for the URL's host.
+	TLSConfig *tls.Config
+	// Log receives the pusher's events; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// Reconnect policy.
+const (
+	minBackoff = time.Second
+	maxBackoff = 30 * time.Second
+	// backoffReset is how long a push must have run for the next failure
+	// to be retried after minBackoff again.
+	backoffReset = time.Minute
+	// pollInterval is how often a pusher looks for its stream while it
+	// is not published.
+	pollInterval = 250 * time.Millisecond
+)
+
+// Pusher pushes one stream to one RTMP target for as long as it runs:
+// whenever the stream is published it connects, publishes and sends the
+// stream. When the target refuses or fails (connect, handshake, publish
+// refused, a write or the server ending it) it logs why and tries again
+// after a wait that starts at 1 s and doubles up to 30 s, back to 1 s
+// after a minute of streaming. When the stream ends it unpublishes and
+// waits 1 s before looking for the stream again. While the stream is in
+// its grace period (its publisher reconnecting) the push stays connected
+// and goes on with the new publisher. Create it with NewPusher and call
+// Run.
+type Pusher struct {
+	reg     *media.Registry
+	path    string
+	t       target
+	bitrate int
+	views   *transcode.AACViews
+	log     *slog.Logger
+
+	// Tunables, fixed before Run (tests shorten them).
+	minBackoff, maxBackoff, backoffReset, poll time.Duration
+	// onStreaming, if set, is called each time media starts flowing to
+	// the target (the reader is attached).
+	onStreaming func()
+	// tsOffset is added to every timestamp sent, in ms; chunkSize, if not
+	// 0, replaces outChunkSize.
+	tsOffset  int64
+	chunkSize int
+}
+
+// NewPusher checks cfg and returns its pusher. It fails if the URL is not
+// an RTMP URL with an application and a stream name (the error shows the
+// URL redacted).
+func NewPusher(cfg PushConfig) (*Pusher, error) {
+	t, err := parseTarget(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("rtmp push: %w", err)
+	}
+	if t.tls {
+		t.tlsConfig = &tls.Config{ServerName: t.host}
+		if cfg.TLSConfig != nil {
+			t.tlsConfig = cfg.TLSConfig.Clone()
+			if t.tlsConfig.ServerName == "" {
+				t.tlsConfig.ServerName = t.host
+			}
+		}
+	}
+	if cfg.Registry == nil || cfg.Path == "" {
+		return nil, errors.New("rtmp push: no registry or path")
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("stream", cfg.Path, "target", t.redacted)
+	views := cfg.AAC
+	if views == nil {
+		views = transcode.NewAACViews(log)
+	}
+	return &Pusher{
+		reg: cfg.Registry, path: cfg.Path, t: t, bitrate: cfg.AACBitrate, views: views, log: log,
+		minBackoff: minBackoff, maxBackoff: maxBackoff, backoffReset: backoffReset, poll: pollInterval,
+	}, nil
+}
+
+// Run pushes until ctx ends, then closes the connection to the target
+// (after FCUnpublish and deleteStream) and returns.
+func (p *Pusher) Run(ctx context.Context) {
+	delay := p.minBackoff
+	for {
+		st, err := p.waitStream(ctx)
+		if err != nil {
+			return
+		}
+		streamed, err := p.pushOnce(ctx, st)
+		if ctx.Err() != nil {
+			p.log.Info("rtmp push stopped", "streamed", streamed.Round(time.Millisecond).String())
+			return
+		}
+		if streamed >= p.backoffReset || isStreamEnd(err) {
+			// A minute of streaming, or an end that was the source's, not
+			// the target's: start again from the shortest wait.
+			delay = p.minBackoff
+		}
+		if isStreamEnd(err) {
+			p.log.Info("rtmp push paused: the stream ended", "streamed", streamed.Round(time.Millisecond).String(), "reason", err.Error(), "retry_in", delay.String())
+		} else {
+			p.log.Warn("rtmp push failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", delay.String())
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, p.maxBackoff)
+	}
+}
+
+// waitStream waits until the stream is published with its tracks known.
+func (p *Pusher) waitStream(ctx context.Context) (*media.Stream, error) {
+	logged := false
+	for {
+		if st, ok := p.reg.Get(p.path); ok {
+			err := waitReady(ctx, st)
+			if err == nil {
+				return st, nil
+			}
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			// It ended before it was ready: look again after a while.
+		} else if !logged {
+			p.log.Debug("rtmp push waiting for the stream")
+			logged = true
+		}
+		t := time.NewTimer(p.poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// pushOnce connects, publishes and sends st until something fails. It
+// returns for how long media flowed.
+func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration, error) {
+	c, err := dial(ctx, p.t, p.chunkSize)
+	if err != nil {
+		return 0, err
+	}
+	defer c.close()
+	// When Run is stopped, a write blocked on a stalled target gives up
+	// within a second, and so does the unpublish after it.
+	defer context.AfterFunc(ctx, func() {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		c.w.setTimeout(time.Second)
+	})()
+	src, release := source(st, p.views, p.bitrate, p.log)
+	defer release()
+	out, skipped, err := newFLVOut(src, c.sendMedia, true)
+	if err != nil {
+		c.unpublish()
+		return 0, err
+	}
+	out.tsOffset = p.tsOffset
+	out.aacBitrate = p.bitrate
+	if out.aacBitrate == 0 {
+		out.aacBitrate = transcode.DefaultAACBitrate
+	}
+	if src == st {
+		out.aacBitrate = 0 // not ours to announce
+	}
+	for _, s := range skipped {
+		p.log.Info("track not pushed: RTMP carries H.264 and AAC only", "track", s)
+	}
+	r, err := src.NewReader(media.ReaderOptions{Name: "rtmp push " + p.t.redacted, StartAtKeyframe: true})
+	if err != nil {
+		c.unpublish()
+		return 0, err
+	}
+	defer r.Close()
+
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		cancel(c.readLoop())
+	}()
+	p.log.Info("rtmp push started")
+	if p.onStreaming != nil {
+		p.onStreaming()
+	}
+	started := time.Now()
+	err = out.run(sctx, r)
+	streamed := time.Since(started)
+	if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil && errors.Is(err, context.Canceled) {
+		err = cause // the server's side ended it
+	}
+	if ctx.Err() != nil || isStreamEnd(err) {
+		c.unpublish()
+	}
+	c.close() // ends readLoop
+	<-readDone
+	if err == nil {
+		err = errors.New("push ended")
+	}
+	return streamed, fmt.Errorf("%w (sent %d video and %d audio frames)", err, out.frames[0], out.frames[1])
+}

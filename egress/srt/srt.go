@@ -1,0 +1,449 @@
+// Package srt is the SRT egress: it pushes a stream to a remote SRT
+// listener as the caller (Pusher), and serves the readers the bridge's SRT
+// listener accepts (ServeReader). Both send MPEG-TS (see tsOut): H.264 or
+// H.265 video with an AUD in front of every access unit and SPS/PPS in
+// front of every IDR, PCR on the video PID, AAC in ADTS or Opus, one PES per
+// unit, in SRT payloads of 1316 bytes (7 TS packets; the rest of an access
+// unit's packets leave at its end rather than wait for the next unit).
+//
+// Output starts at a keyframe: the stream's cached GOP first, so a reader
+// or target starts at once, then live. Timestamps are the source's, moved
+// so that the first unit sent is at 1 s.
+//
+// Opus audio (WHIP and some SRT sources) is transcoded to AAC-LC 48 kHz
+// stereo by default (AudioAAC), through a transcode.AACViews shared with
+// the other egresses (once per stream however many need it); AudioOpus
+// sends it as Opus. AAC sources are always sent as AAC.
+//
+// A pusher or reader is an ordinary media.Reader of the stream: when it is
+// slow its queue drops (and skips to the next keyframe); nobody else
+// waits for it.
+package srt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	gosrt "github.com/datarhei/gosrt"
+
+	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/transcode"
+)
+
+// ReaderOptions configures ServeReader.
+type ReaderOptions struct {
+	// Name identifies the reader in logs, e.g. "srt read 10.0.0.5:4000".
+	Name string
+	// Audio is AudioAAC (or "") or AudioOpus: what Opus audio is sent as.
+	Audio string
+	// AACBitrate is the bitrate (bit/s) of AAC made from Opus; 0 means
+	// transcode.DefaultAACBitrate.
+	AACBitrate int
+	// AAC shares the Opus -> AAC transcode of a stream with the other
+	// egresses that need it. nil transcodes for this reader alone.
+	AAC *transcode.AACViews
+	// Log receives the reader's events; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// ServeReader sends st to conn, an accepted SRT connection whose peer
+// asked to read (streamid "read:..." or "#!::...,m=request"), until the
+// stream ends, the peer goes away or ctx ends, and returns why: an error
+// wrapping media.ErrStreamEnded (or media.ErrIncompatibleRepublish) when
+// the stream ended, the connection's error, or ctx's error. It waits for
+// st's tracks if they are not known yet. ServeReader owns conn: it closes
+// it before returning.
+func ServeReader(ctx context.Context, conn gosrt.Conn, st *media.Stream, opts ReaderOptions) error {
+	defer conn.Close()
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	// The peer sends no data; a Read returns when the connection ends
+	// (its shutdown, or 5 s without a keepalive).
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		buf := make([]byte, gosrt.MAX_PAYLOAD_SIZE)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				cancel(errPeerGone)
+				return
+			}
+		}
+	}()
+	defer func() {
+		conn.Close()
+		<-readDone
+	}()
+	if err := waitReady(ctx, st); err != nil {
+		return cause(ctx, err)
+	}
+	views := opts.AAC
+	if views == nil {
+		views = transcode.NewAACViews(log)
+	}
+	src, release := source(st, opts.Audio, views, opts.AACBitrate, log)
+	defer release()
+	out, skipped, err := newTSOut(src, func(b []byte) error {
+		_, err := conn.Write(b)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, s := range skipped {
+		log.Info("track not sent over SRT", "track", s, "reader", opts.Name)
+	}
+	name := opts.Name
+	if name == "" {
+		name = "srt read"
+	}
+	r, err := src.NewReader(media.ReaderOptions{Name: name, StartAtKeyframe: true})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return cause(ctx, out.run(ctx, r))
+}
+
+var errPeerGone = errors.New("the peer closed the connection (or sent nothing for 5 s)")
+
+// cause returns the reason ctx was cancelled with instead of err when err
+// is just the cancellation.
+func cause(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil && errors.Is(err, context.Canceled) {
+		return c
+	}
+	return err
+}
+
+func waitReady(ctx context.Context, st *media.Stream) error {
+	select {
+	case <-st.Ready():
+		return nil
+	case <-st.Done():
+		return fmt.Errorf("stream %q: %w", st.Path(), media.ErrStreamEnded)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func isStreamEnd(err error) bool {
+	return errors.Is(err, media.ErrStreamEnded) || errors.Is(err, media.ErrIncompatibleRepublish)
+}
+
+// PushConfig configures a Pusher.
+type PushConfig struct {
+	// Registry holds the stream to push.
+	Registry *media.Registry
+	// Path is the stream's path ("live/test").
+	Path string
+	// URL is the target: srt://host:port[?options]. Options: streamid
+	// (sent as written after percent-decoding; "#" needs no escaping),
+	// passphrase (10-79 characters), pbkeylen (16, 24 or 32), latency (in
+	// ms, as gosrt and srt-live-transmit read it, not ffmpeg's µs; default
+	// 120). Others are ignored. It is never logged unredacted.
+	URL string
+	// Audio is AudioAAC (or "") or AudioOpus: what Opus audio is sent as.
+	Audio string
+	// AACBitrate is the bitrate (bit/s) of AAC made from Opus; 0 means
+	// transcode.DefaultAACBitrate.
+	AACBitrate int
+	// AAC shares the Opus -> AAC transcode of a stream with the other
+	// egresses that need it. nil gives the pusher a transcoder of its own.
+	AAC *transcode.AACViews
+	// Log receives the pusher's events; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// target is a parsed srt:// push URL.
+type target struct {
+	addr     string
+	cfg      gosrt.Config
+	redacted string
+}
+
+// Defaults of a target.
+const (
+	defaultLatency = 120 * time.Millisecond
+	dialTimeout    = 3 * time.Second
+)
+
+// parseTarget reads srt://host:port?streamid=...&passphrase=...&latency=...
+// The query is split by hand: a streamid in the access control syntax
+// starts with "#", which net/url would take for a fragment.
+func parseTarget(raw string) (target, error) {
+	t := target{redacted: config.RedactURL(raw)}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || !strings.EqualFold(scheme, "srt") {
+		return t, fmt.Errorf("%q is not an srt:// URL", t.redacted)
+	}
+	hostport, query, _ := strings.Cut(rest, "?")
+	hostport = strings.TrimSuffix(hostport, "/")
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil || host == "" {
+		return t, fmt.Errorf("%q: expected srt://host:port (SRT has no default port)", t.redacted)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return t, fmt.Errorf("%q has an invalid port", t.redacted)
+	}
+	t.addr = hostport
+	t.cfg = gosrt.DefaultConfig()
+	t.cfg.Latency = defaultLatency
+	t.cfg.PayloadSize = payloadSize
+	t.cfg.ConnectionTimeout = dialTimeout
+	for p := range strings.SplitSeq(query, "&") {
+		if p == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(p, "=")
+		v = unescape(v)
+		switch strings.ToLower(unescape(k)) {
+		case "streamid":
+			if len(v) > gosrt.MAX_STREAMID_SIZE {
+				return t, fmt.Errorf("%q: streamid is %d bytes, maximum is %d", t.redacted, len(v), gosrt.MAX_STREAMID_SIZE)
+			}
+			t.cfg.StreamId = v
+		case "passphrase":
+			if len(v) < 10 || len(v) > 79 {
+				return t, fmt.Errorf("%q: the passphrase must be 10-79 characters (SRT's limit)", t.redacted)
+			}
+			t.cfg.Passphrase = v
+		case "pbkeylen":
+			n, err := strconv.Atoi(v)
+			if err != nil || (n != 16 && n != 24 && n != 32) {
+				return t, fmt.Errorf("%q: pbkeylen %q is not 16, 24 or 32", t.redacted, v)
+			}
+			t.cfg.PBKeylen = n
+		case "latency":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 60000 {
+				return t, fmt.Errorf("%q: latency %q is not a number of milliseconds (0-60000)", t.redacted, v)
+			}
+			t.cfg.Latency = time.Duration(n) * time.Millisecond
+		}
+	}
+	return t, nil
+}
+
+func unescape(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Reconnect policy (as for RTMP targets).
+const (
+	minBackoff   = time.Second
+	maxBackoff   = 30 * time.Second
+	backoffReset = time.Minute
+	pollInterval = 250 * time.Millisecond
+)
+
+// Pusher pushes one stream to one SRT listener for as long as it runs:
+// whenever the stream is published it connects as the caller and sends the
+// stream. When the listener refuses or the connection fails it logs why
+// and tries again after a wait that starts at 1 s and doubles up to 30 s,
+// back to 1 s after a minute of streaming. When the stream ends it closes
+// the connection and waits 1 s before looking for the stream again. Create
+// it with NewPusher and call Run.
+type Pusher struct {
+	reg     *media.Registry
+	path    string
+	t       target
+	audio   string
+	bitrate int
+	views   *transcode.AACViews
+	log     *slog.Logger
+
+	// Tunables, fixed before Run (tests shorten them).
+	minBackoff, maxBackoff, backoffReset, poll time.Duration
+	// onStreaming, if set, is called each time media starts flowing.
+	onStreaming func()
+}
+
+// NewPusher checks cfg and returns its pusher. It fails if the URL is not
+// a usable srt:// URL (the error shows the URL redacted) or Audio is not
+// AudioAAC, AudioOpus or "".
+func NewPusher(cfg PushConfig) (*Pusher, error) {
+	t, err := parseTarget(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("srt push: %w", err)
+	}
+	if cfg.Registry == nil || cfg.Path == "" {
+		return nil, errors.New("srt push: no registry or path")
+	}
+	switch cfg.Audio {
+	case "", AudioAAC, AudioOpus:
+	default:
+		return nil, fmt.Errorf("srt push: audio %q is not %q or %q", cfg.Audio, AudioAAC, AudioOpus)
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("stream", cfg.Path, "target", t.redacted)
+	views := cfg.AAC
+	if views == nil {
+		views = transcode.NewAACViews(log)
+	}
+	return &Pusher{
+		reg: cfg.Registry, path: cfg.Path, t: t, audio: cfg.Audio, bitrate: cfg.AACBitrate, views: views, log: log,
+		minBackoff: minBackoff, maxBackoff: maxBackoff, backoffReset: backoffReset, poll: pollInterval,
+	}, nil
+}
+
+// Run pushes until ctx ends, then closes the connection and returns. A
+// connection attempt in progress is not interrupted: Run may take up to
+// the SRT connection timeout (3 s) to return.
+func (p *Pusher) Run(ctx context.Context) {
+	delay := p.minBackoff
+	for {
+		st, err := p.waitStream(ctx)
+		if err != nil {
+			return
+		}
+		streamed, err := p.pushOnce(ctx, st)
+		if ctx.Err() != nil {
+			p.log.Info("srt push stopped", "streamed", streamed.Round(time.Millisecond).String())
+			return
+		}
+		if streamed >= p.backoffReset || isStreamEnd(err) {
+			// A minute of streaming, or an end that was the source's, not
+			// the target's: start again from the shortest wait.
+			delay = p.minBackoff
+		}
+		if isStreamEnd(err) {
+			p.log.Info("srt push paused: the stream ended", "streamed", streamed.Round(time.Millisecond).String(), "reason", err.Error(), "retry_in", delay.String())
+		} else {
+			p.log.Warn("srt push failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", delay.String())
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, p.maxBackoff)
+	}
+}
+
+func (p *Pusher) waitStream(ctx context.Context) (*media.Stream, error) {
+	for {
+		if st, ok := p.reg.Get(p.path); ok {
+			err := waitReady(ctx, st)
+			if err == nil {
+				return st, nil
+			}
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			// It ended before it was ready: look again after a while.
+		}
+		t := time.NewTimer(p.poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// pushOnce connects and sends st until something fails; it returns for
+// how long media flowed.
+func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration, error) {
+	dc, err := gosrt.Dial("srt", p.t.addr, p.t.cfg)
+	if err != nil {
+		return 0, fmt.Errorf("connect: %w", err)
+	}
+	conn := &caller{Conn: dc}
+	defer conn.close()
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	src, release := source(st, p.audio, p.views, p.bitrate, p.log)
+	defer release()
+	out, skipped, err := newTSOut(src, func(b []byte) error {
+		if err := conn.write(b); err != nil {
+			return fmt.Errorf("write: the connection is closed (by the listener, or after 5 s without a word from it) or its send queue is full: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range skipped {
+		p.log.Info("track not pushed over SRT", "track", s)
+	}
+	r, err := src.NewReader(media.ReaderOptions{Name: "srt push " + p.t.redacted, StartAtKeyframe: true})
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	p.log.Info("srt push started")
+	if p.onStreaming != nil {
+		p.onStreaming()
+	}
+	started := time.Now()
+	err = out.run(ctx, r)
+	return time.Since(started), fmt.Errorf("%w (sent %d video and %d audio frames)", err, out.frames[0], out.frames[1])
+}
+
+// caller is a connection made by gosrt.Dial.
+//
+// gosrt v0.11.0's dialer has a goroutine that, once the socket is closed,
+// sends its error on an unbuffered channel that only Close (once, right
+// after closing the socket, without waiting) and later Reads and Writes
+// receive from; when it is not there yet for Close, it blocks for ever.
+// close writes nothing a few times after Close to take that error, so the
+// goroutine ends. (Whether Close took it cannot be seen: 200 ms is far
+// more than the goroutine needs to get there.)
+type caller struct {
+	gosrt.Conn
+	drained bool // a Write returned the dialer goroutine's error
+}
+
+func (c *caller) write(b []byte) error {
+	_, err := c.Conn.Write(b)
+	if err != nil && !errors.Is(err, io.EOF) {
+		// io.EOF is the connection's own "closed" or "queue full"; any
+		// other error came from the dialer goroutine.
+		c.drained = true
+	}
+	return err
+}
+
+func (c *caller) close() {
+	c.Conn.Close()
+	for deadline := time.Now().Add(200 * time.Millisecond); !c.drained && time.Now().Before(deadline); {
+		if c.write(nil) == nil {
+			break // cannot happen once closed; do not spin on it
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

@@ -1,0 +1,508 @@
+package whip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/rtc"
+	"github.com/wishbridge/bridge/transcode"
+)
+
+// videoFeedback is the RTCP feedback offered for H.264: the target may
+// NACK lost packets (the engine's responder resends them) and ask for
+// keyframes.
+var videoFeedback = []webrtc.RTCPFeedback{
+	{Type: webrtc.TypeRTCPFBNACK},
+	{Type: webrtc.TypeRTCPFBNACK, Parameter: "pli"},
+	{Type: webrtc.TypeRTCPFBCCM, Parameter: "fir"},
+}
+
+// opusCapability is what the Opus track is offered as.
+var opusCapability = webrtc.RTPCodecCapability{
+	MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
+}
+
+// outTrack is one hub track sent to the target.
+type outTrack struct {
+	src    *media.Track
+	local  *webrtc.TrackLocalStaticRTP
+	tr     *webrtc.RTPTransceiver
+	sender *webrtc.RTPSender
+	mid    string // set once the offer is made
+	// proc names the hub processor that fills the units' RTP packets
+	// ("rtp": packetize as is; "opus": transcode AAC), newProc makes it.
+	proc    string
+	newProc func() media.Processor
+	rate    int // RTP clock rate of what is sent
+	// Rewriting, as for a WHEP viewer (see egress/whep): consecutive
+	// sequence numbers and timestamps from a random origin, cached units
+	// squeezed (rtpClock). Owned by the sending goroutine.
+	seq    uint16
+	clock  rtpClock
+	report rtc.SenderReporter
+
+	keyframeRequests atomic.Uint64 // PLI and FIR received
+}
+
+// session is one WHIP session: a PeerConnection sending one stream to the
+// target, from the offer to the end of the forward.
+type session struct {
+	f      *Forwarder
+	st     *media.Stream
+	log    *slog.Logger
+	pc     *webrtc.PeerConnection
+	tracks []*outTrack
+
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+	connected chan struct{}
+	connOnce  sync.Once
+	wg        sync.WaitGroup // the RTCP readers
+
+	// reader is set once media flows; the RTCP readers ask it for
+	// keyframes.
+	reader atomic.Pointer[media.Reader]
+
+	mu     sync.Mutex
+	lost   *time.Timer // guarded by mu: runs while the connection is disconnected
+	closed bool        // guarded by mu
+}
+
+// forward makes one WHIP session for st and sends the stream until it
+// fails, the stream ends or ctx ends. It returns how long media flowed.
+// Every failure after the POST, and the end, DELETE the remote session.
+func (f *Forwarder) forward(ctx context.Context, st *media.Stream) (time.Duration, error) {
+	s, err := newSession(ctx, f, st)
+	if err != nil {
+		return 0, err
+	}
+	var remote *remoteSession
+	defer func() {
+		// DELETE first: the server then ends the session as asked, rather
+		// than after seeing our PeerConnection close.
+		defer s.close()
+		if remote == nil {
+			return
+		}
+		if err := f.client.delete(context.WithoutCancel(ctx), remote); err != nil {
+			f.log.Warn("cannot end the remote session", "err", err)
+		} else if remote.url != nil {
+			f.log.Debug("remote session ended", "session", remoteName(remote))
+		}
+	}()
+	offer, err := s.offer()
+	if err != nil {
+		return 0, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	answer, remote, err := f.client.post(pctx, offer)
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	if remote.url == nil {
+		f.log.Warn("the endpoint answered without a Location: its session cannot be ended with DELETE")
+	}
+	s.log = s.log.With("session", remoteName(remote))
+	s.log.Debug("remote session created", "etag", remote.etag, "accepts_patch", remote.trickle, "ice_servers", len(f.client.lastICEServers()))
+	if err := s.accept(answer); err != nil {
+		return 0, err
+	}
+	if err := s.waitConnected(f.connectTimeout); err != nil {
+		return 0, err
+	}
+	return s.stream()
+}
+
+// remoteName identifies a remote session in logs: the last path segment of
+// its resource URL, shortened (it may be the session's only secret).
+func remoteName(rs *remoteSession) string {
+	if rs == nil || rs.url == nil {
+		return "?"
+	}
+	p := strings.TrimRight(rs.url.Path, "/")
+	p = p[strings.LastIndexByte(p, '/')+1:]
+	if len(p) > 8 {
+		p = p[:8]
+	}
+	return p
+}
+
+func newSession(ctx context.Context, f *Forwarder, st *media.Stream) (*session, error) {
+	pc, err := f.cfg.Engine.NewPeerConnection()
+	if err != nil {
+		return nil, fmt.Errorf("new peer connection: %w", err)
+	}
+	s := &session{f: f, st: st, log: f.log, pc: pc, connected: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancelCause(ctx)
+	if extra := f.client.lastICEServers(); len(extra) > 0 {
+		c := pc.GetConfiguration()
+		c.ICEServers = append(slices.Clone(c.ICEServers), extra...)
+		if err := pc.SetConfiguration(c); err != nil {
+			f.log.Warn("the ICE servers the endpoint advertised are not used", "err", err)
+		}
+	}
+	if err := s.addTracks(); err != nil {
+		s.close()
+		return nil, err
+	}
+	pc.OnConnectionStateChange(s.onState)
+	return s, nil
+}
+
+// addTracks adds a sendonly transceiver for the stream's first H.264 track
+// and its first Opus or AAC track, each offering exactly the codec sent.
+func (s *session) addTracks() error {
+	var video, audio bool
+	for _, t := range s.st.Tracks() {
+		ot := &outTrack{src: t, proc: "rtp", seq: uint16(rand.Uint32()), clock: rtpClock{offset: rand.Uint32()}}
+		// The hub makes processors again for a new publisher's tracks
+		// (same IDs): look the track up rather than keep t.
+		id := t.ID
+		ot.newProc = func() media.Processor { return transcode.NewRTPPacketizer(s.st.Tracks()[id], rtpMTU) }
+		var cap webrtc.RTPCodecCapability
+		switch c := t.Codec.(type) {
+		case media.H264:
+			if video {
+				s.log.Info("track not forwarded: one video track is sent", "track", t.String())
+				continue
+			}
+			video = true
+			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: h264FMTP(c.SPS), RTCPFeedback: videoFeedback}
+		case media.Opus, media.AAC:
+			if audio {
+				s.log.Info("track not forwarded: one audio track is sent", "track", t.String())
+				continue
+			}
+			if _, ok := c.(media.AAC); ok {
+				if !transcode.CanTranscodeAudio() {
+					s.log.Warn("AAC audio not forwarded: this build cannot transcode it to Opus (built without cgo/FFmpeg)")
+					continue
+				}
+				ot.proc = "opus"
+				bitrate := s.f.cfg.OpusBitrate
+				ot.newProc = func() media.Processor { return transcode.NewAACToOpus(s.st.Tracks()[id], bitrate) }
+			}
+			audio = true
+			cap = opusCapability
+		default:
+			s.log.Info("track not forwarded: WHIP forwarding carries H264 and Opus (AAC is transcoded)", "track", t.String())
+			continue
+		}
+		ot.rate = int(cap.ClockRate)
+		kind := "video"
+		if !t.IsVideo() {
+			kind = "audio"
+		}
+		local, err := webrtc.NewTrackLocalStaticRTP(cap, kind, "bridge")
+		if err != nil {
+			return fmt.Errorf("new %s track: %w", kind, err)
+		}
+		tr, err := s.pc.AddTransceiverFromTrack(local, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			return fmt.Errorf("add %s track: %w", kind, err)
+		}
+		// Offer exactly the format sent: a target answering with another
+		// (VP8, another H.264 profile) could not be sent to.
+		if err := tr.SetCodecPreferences([]webrtc.RTPCodecParameters{{RTPCodecCapability: cap}}); err != nil {
+			return fmt.Errorf("offer %s: %w", cap.MimeType, err)
+		}
+		if enc := tr.Sender().GetParameters().Encodings; len(enc) > 0 {
+			ot.report.SSRC = uint32(enc[0].SSRC)
+		}
+		ot.local, ot.tr, ot.sender = local, tr, tr.Sender()
+		s.tracks = append(s.tracks, ot)
+	}
+	if len(s.tracks) == 0 {
+		return fmt.Errorf("stream has no track WHIP forwarding can send (tracks: %s)", describeTracks(s.st.Tracks()))
+	}
+	return nil
+}
+
+// h264FMTP returns the fmtp line offered for H.264 whose SPS is sps: the
+// stream's profile and level in profile-level-id (constraint flags
+// normalised to the forms WebRTC stacks list: 42e0 for Constrained
+// Baseline, 00 otherwise), packetization-mode 1.
+func h264FMTP(sps []byte) string {
+	profile, iop, level := byte(0x42), byte(0xe0), byte(0x1f)
+	if len(sps) >= 4 {
+		profile, level = sps[1], sps[3]
+		switch {
+		case profile == 0x42 && sps[2]&0x40 != 0: // Constrained Baseline
+			iop = 0xe0
+		case profile == 0x42, profile == 0x4d, profile == 0x64:
+			iop = 0x00
+		default:
+			iop = sps[2]
+		}
+	}
+	return fmt.Sprintf("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=%02x%02x%02x", profile, iop, level)
+}
+
+func describeTracks(tracks []*media.Track) string {
+	names := make([]string, len(tracks))
+	for i, t := range tracks {
+		names[i] = t.Codec.Name()
+	}
+	return "[" + strings.Join(names, " ") + "]"
+}
+
+// offer makes the offer and waits for every candidate to be in it.
+func (s *session) offer() (string, error) {
+	gathered := webrtc.GatheringCompletePromise(s.pc)
+	o, err := s.pc.CreateOffer(nil)
+	if err != nil {
+		return "", fmt.Errorf("create offer: %w", err)
+	}
+	if err := s.pc.SetLocalDescription(o); err != nil {
+		return "", fmt.Errorf("set local description: %w", err)
+	}
+	t := time.NewTimer(s.f.gather)
+	defer t.Stop()
+	select {
+	case <-gathered:
+	case <-t.C:
+		// A STUN or TURN server that does not answer (one the endpoint
+		// advertised may be unreachable from here) must not stop us:
+		// offer the candidates gathered so far.
+		s.log.Warn("ICE gathering incomplete: offering the candidates gathered so far", "waited", s.f.gather.String())
+	case <-s.ctx.Done():
+		return "", context.Cause(s.ctx)
+	}
+	for _, ot := range s.tracks {
+		ot.mid = ot.tr.Mid()
+	}
+	return s.pc.LocalDescription().SDP, nil
+}
+
+// accept applies the answer and keeps the tracks the target accepted.
+func (s *session) accept(answer string) error {
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		return fmt.Errorf("the endpoint's answer cannot be used: %w", err)
+	}
+	receiving, err := receivingMids(answer)
+	if err != nil {
+		return fmt.Errorf("the endpoint's answer cannot be used: %w", err)
+	}
+	kept := s.tracks[:0]
+	for _, ot := range s.tracks {
+		if receiving[ot.mid] {
+			kept = append(kept, ot)
+		} else {
+			s.log.Warn("track not forwarded: the endpoint refused it", "track", ot.src.String())
+		}
+	}
+	clear(s.tracks[len(kept):])
+	s.tracks = kept
+	if len(s.tracks) == 0 {
+		return errors.New("the endpoint's answer accepts none of the offered tracks")
+	}
+	for _, ot := range s.tracks {
+		s.wg.Add(1)
+		go s.readRTCP(ot)
+	}
+	return nil
+}
+
+// receivingMids returns the mids of the answer's media sections that
+// receive: not rejected (port 0) and recvonly or sendrecv (the default).
+func receivingMids(answer string) (map[string]bool, error) {
+	var sd sdp.SessionDescription
+	if err := sd.UnmarshalString(answer); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, md := range sd.MediaDescriptions {
+		mid, _ := md.Attribute("mid")
+		if md.MediaName.Port.Value == 0 {
+			continue
+		}
+		dir := "sendrecv"
+		for _, d := range []string{"sendonly", "recvonly", "inactive", "sendrecv"} {
+			if _, ok := md.Attribute(d); ok {
+				dir = d
+			}
+		}
+		if dir == "recvonly" || dir == "sendrecv" {
+			out[mid] = true
+		}
+	}
+	return out, nil
+}
+
+func (s *session) onState(st webrtc.PeerConnectionState) {
+	switch st {
+	case webrtc.PeerConnectionStateConnected:
+		s.connOnce.Do(func() { close(s.connected) })
+		s.mu.Lock()
+		if s.lost != nil {
+			s.lost.Stop()
+			s.lost = nil
+			s.log.Info("connection to the endpoint is back")
+		}
+		s.mu.Unlock()
+	case webrtc.PeerConnectionStateDisconnected:
+		s.mu.Lock()
+		if !s.closed && s.lost == nil {
+			grace := s.f.disconnectGrace
+			s.lost = time.AfterFunc(grace, func() {
+				s.cancel(fmt.Errorf("connection lost: no answer from the endpoint's ICE agent for %v", grace))
+			})
+			s.log.Info("connection to the endpoint interrupted", "grace", grace.String())
+		}
+		s.mu.Unlock()
+	case webrtc.PeerConnectionStateFailed:
+		s.cancel(errors.New("connection failed (ICE or DTLS)"))
+	case webrtc.PeerConnectionStateClosed:
+		s.cancel(errors.New("connection closed"))
+	}
+}
+
+func (s *session) waitConnected(timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-s.connected:
+		return nil
+	case <-s.ctx.Done():
+		return context.Cause(s.ctx)
+	case <-t.C:
+		return fmt.Errorf("ICE/DTLS did not complete within %v", timeout)
+	}
+}
+
+// readRTCP reads the RTCP the target sends about ot, so the interceptors
+// (NACK responder, reports) see it, and turns its PLI and FIR into
+// keyframe requests; it ends when the PeerConnection closes.
+func (s *session) readRTCP(ot *outTrack) {
+	defer s.wg.Done()
+	for {
+		pkts, _, err := ot.sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				ot.keyframeRequests.Add(1)
+				// Before media flows there is nothing to ask: the first
+				// video unit sent is a keyframe.
+				if r := s.reader.Load(); r != nil && ot.src.IsVideo() {
+					r.RequestKeyframe(ot.src.ID)
+				}
+			}
+		}
+	}
+}
+
+// stream sends the stream from its last keyframe on until the session or
+// the stream ends, and returns how long it did.
+func (s *session) stream() (time.Duration, error) {
+	// Processors first: made now, they run over the cached GOP too, so
+	// the reader created next gets it packetized.
+	byTrack := make(map[int]*outTrack, len(s.tracks))
+	for _, ot := range s.tracks {
+		defer s.st.AddProcessor(ot.src.ID, ot.proc, ot.newProc)()
+		byTrack[ot.src.ID] = ot
+	}
+	reader, err := s.st.NewReader(media.ReaderOptions{Name: "whip forward " + s.f.client.redacted, StartAtKeyframe: true})
+	if err != nil {
+		return 0, err
+	}
+	defer reader.Close()
+	for _, ot := range s.tracks {
+		if now := s.st.Tracks(); ot.src.ID >= len(now) || now[ot.src.ID].Codec.Name() != ot.src.Codec.Name() {
+			return 0, fmt.Errorf("%w: the stream was republished with other codecs (%s) since the offer was made", media.ErrIncompatibleRepublish, describeTracks(now))
+		}
+	}
+	s.reader.Store(reader)
+	s.log.Info("whip forward started", "tracks", len(s.tracks))
+	if s.f.onStreaming != nil {
+		s.f.onStreaming()
+	}
+	started := time.Now()
+	var sent, cachedUnits uint64
+	defer func() {
+		var kf uint64
+		for _, ot := range s.tracks {
+			kf += ot.keyframeRequests.Load()
+		}
+		s.log.Debug("whip forward stats", "packets", sent, "cached_units", cachedUnits, "dropped_units", reader.Dropped(), "keyframe_requests", kf)
+	}()
+	for {
+		u, err := reader.Read(s.ctx)
+		if err != nil {
+			if c := context.Cause(s.ctx); c != nil && !errors.Is(err, media.ErrStreamEnded) && !errors.Is(err, media.ErrIncompatibleRepublish) {
+				err = c
+			}
+			return time.Since(started), err
+		}
+		cached := reader.Cached()
+		ot := byTrack[u.Track.ID]
+		if ot == nil || len(u.RTP) == 0 {
+			continue // a track not sent, or nothing to send (a processor failed)
+		}
+		if cached && !ot.src.IsVideo() {
+			// Cached audio is not sent: a burst of it would sit in the
+			// receiver's jitter buffer as latency. Audio starts live.
+			continue
+		}
+		if cached {
+			cachedUnits++
+		}
+		adj := ot.clock.adjust(u.RTP[0].Timestamp, cached)
+		unitTS := uint32(transcode.ClockTicks(u.PTS, ot.rate))
+		for _, p := range u.RTP {
+			out := rtp.Packet{Header: p.Header, Payload: p.Payload}
+			out.SequenceNumber = ot.seq
+			out.Timestamp = p.Timestamp + adj
+			ot.seq++
+			if err := ot.local.WriteRTP(&out); err != nil {
+				return time.Since(started), fmt.Errorf("write: %w", err)
+			}
+			sent++
+			// The packet's own place on the media clock: its timestamp
+			// relative to the unit's (they differ for transcoded audio).
+			pts := u.PTS + time.Duration(int32(p.Timestamp-unitTS))*time.Second/time.Duration(ot.rate)
+			ot.report.OnPacket(out.Timestamp, s.st.Origin().Add(pts), len(out.Payload))
+		}
+		if cached {
+			// A squeezed cached unit's timestamp does not map to its
+			// PTS: report once a live unit has set the mapping again.
+			continue
+		}
+		if sr := ot.report.Report(time.Now()); sr != nil {
+			if err := s.pc.WriteRTCP([]rtcp.Packet{sr}); err != nil {
+				return time.Since(started), fmt.Errorf("write RTCP: %w", err)
+			}
+		}
+	}
+}
+
+// close ends the PeerConnection and waits for the session's goroutines.
+func (s *session) close() {
+	s.mu.Lock()
+	s.closed = true
+	if s.lost != nil {
+		s.lost.Stop()
+		s.lost = nil
+	}
+	s.mu.Unlock()
+	s.cancel(errors.New("session closed"))
+	_ = s.pc.Close()
+	s.wg.Wait()
+}

@@ -1,0 +1,46 @@
+package whep
+
+// This file is ingest/whip/clock.go as it is; one copy belongs in package
+// transcode or rtc.
+
+import (
+	"time"
+
+	"github.com/wishbridge/bridge/transcode"
+)
+
+// mediaClock turns the RTP timestamps of one received stream into stream
+// time: the 32-bit timestamps are unwrapped, counted from the stream's first
+// one, and offset by when that first packet arrived relative to the
+// session's first packet of any track. The offset is a whole number of
+// ticks, so a stream time converts back to exactly the tick it came from
+// (transcode.RTPTimestamp rounds to the nearest tick). The zero value is not
+// usable: set rate, then call start with the first timestamp.
+type mediaClock struct {
+	rate   int64 // ticks per second
+	last   uint32
+	ext    int64         // ticks of last since the first timestamp
+	offset time.Duration // stream time of the first timestamp
+}
+
+// start makes ts, which arrived at since after the session's first packet,
+// the clock's origin.
+func (c *mediaClock) start(ts uint32, since time.Duration) {
+	c.last, c.ext = ts, 0
+	c.offset = ticksToDuration(transcode.ClockTicks(since, int(c.rate)), c.rate)
+}
+
+// pts returns the stream time of ts. Timestamps within 2^31 ticks (6.6 hours
+// at 90 kHz) of the last one are taken as before or after it, so the clock
+// follows wraps and reordering.
+func (c *mediaClock) pts(ts uint32) time.Duration {
+	c.ext += int64(int32(ts - c.last))
+	c.last = ts
+	return c.offset + ticksToDuration(c.ext, c.rate)
+}
+
+// ticksToDuration converts ticks of a rate-per-second clock to a Duration
+// without overflowing (whole seconds and the rest are scaled separately).
+func ticksToDuration(ticks, rate int64) time.Duration {
+	return time.Duration(ticks/rate)*time.Second + time.Duration(ticks%rate)*time.Second/time.Duration(rate)
+}
