@@ -535,6 +535,15 @@ func (s *Stream) NewReader(opts ReaderOptions) (*Reader, error) {
 	return r, nil
 }
 
+// Readers returns how many readers are attached (e.g. to stop an
+// on-demand pull nobody watches).
+func (s *Stream) Readers() int {
+	if rs := s.readers.Load(); rs != nil {
+		return len(*rs)
+	}
+	return 0
+}
+
 func (s *Stream) removeReader(r *Reader) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

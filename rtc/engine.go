@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -46,6 +47,7 @@ type Engine struct {
 	api        *webrtc.API
 	mux        interface{ Close() error }
 	iceServers []webrtc.ICEServer
+	nat1to1    []netip.Addr // listed first in answers (OrderCandidates)
 }
 
 // New builds the API: default codecs (H.264 in every common profile, Opus,
@@ -90,8 +92,14 @@ func New(s Settings) (*Engine, error) {
 			return nil, fmt.Errorf("rtc: nat_1to1: %w", err)
 		}
 	}
+	var nat []netip.Addr
+	for _, a := range s.NAT1To1 {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			nat = append(nat, ip.Unmap())
+		}
+	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
-	return &Engine{api: api, mux: mux, iceServers: slices.Clone(s.ICEServers)}, nil
+	return &Engine{api: api, mux: mux, iceServers: slices.Clone(s.ICEServers), nat1to1: nat}, nil
 }
 
 // interceptors registers what every peer needs: NACK (generator for what

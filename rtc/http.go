@@ -57,24 +57,30 @@ func WriteError(w http.ResponseWriter, err error) {
 // ReadSDP checks that r carries an application/sdp body of at most
 // MaxSDPSize bytes and returns it.
 func ReadSDP(w http.ResponseWriter, r *http.Request) (string, error) {
+	return readBody(w, r, "application/sdp", MaxSDPSize, "SDP offer")
+}
+
+// readBody checks that r carries a non-empty body of media type mtype and
+// at most limit bytes and returns it: 415, 413 or 400 otherwise.
+func readBody(w http.ResponseWriter, r *http.Request, mtype string, limit int64, what string) (string, error) {
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "application/sdp" {
+	if err != nil || mt != mtype {
 		if ct == "" {
 			ct = "none"
 		}
-		return "", Errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/sdp (got %s)", ct)
+		return "", Errorf(http.StatusUnsupportedMediaType, "Content-Type must be %s (got %s)", mtype, ct)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSDPSize))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return "", Errorf(http.StatusRequestEntityTooLarge, "SDP offer is larger than %d bytes", MaxSDPSize)
+			return "", Errorf(http.StatusRequestEntityTooLarge, "%s is larger than %d bytes", what, limit)
 		}
-		return "", Errorf(http.StatusBadRequest, "reading SDP offer: %v", err)
+		return "", Errorf(http.StatusBadRequest, "reading %s: %v", what, err)
 	}
 	if len(body) == 0 {
-		return "", Errorf(http.StatusBadRequest, "empty SDP offer")
+		return "", Errorf(http.StatusBadRequest, "empty %s", what)
 	}
 	return string(body), nil
 }
@@ -88,28 +94,73 @@ func BearerToken(r *http.Request) string {
 	return ""
 }
 
-// CORS answers preflight requests (never requiring auth: browsers send
-// no credentials on them) and adds the headers WHIP/WHEP clients on other
-// origins need to read our responses.
+// CORS answers OPTIONS (preflights and plain ones alike, never requiring
+// auth: browsers send no credentials on preflights) with 204, the methods
+// the resource allows (Allow, Access-Control-Allow-Methods) and what it
+// accepts: Accept-Post: application/sdp on endpoints (RFC 9725 section 4.2,
+// draft-ietf-wish-whep section 4.2), Accept-Patch:
+// application/trickle-ice-sdpfrag on sessions (RFC 5789 section 3.1). It
+// adds to every response the headers WHIP/WHEP clients on other origins
+// need to read ours.
 func CORS(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")
 		h.Set("Access-Control-Expose-Headers", "Location, ETag, Link, Accept-Post, Accept-Patch, Access-Control-Allow-Methods")
 		if r.Method == http.MethodOptions {
-			h.Set("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
-			h.Set("Access-Control-Max-Age", "86400")
+			methods := endpointMethods
 			if strings.HasPrefix(r.URL.Path, SessionPathPrefix) {
-				h.Set("Accept-Patch", "application/trickle-ice-sdpfrag")
+				methods = sessionMethods
+				h.Set("Accept-Patch", SdpfragType)
 			} else {
 				h.Set("Accept-Post", "application/sdp")
 			}
+			h.Set("Allow", methods)
+			h.Set("Access-Control-Allow-Methods", methods)
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+			h.Set("Access-Control-Max-Age", "86400")
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// The methods WHIP/WHEP endpoints and session resources allow.
+const (
+	endpointMethods = "OPTIONS, GET, HEAD, POST"
+	sessionMethods  = "OPTIONS, GET, HEAD, PATCH, DELETE"
+)
+
+// RegisterEndpoint adds a WHIP or WHEP endpoint under prefix (e.g.
+// "/whep/") to mux: POST prefix{path...} creates sessions with post; GET
+// and HEAD answer 204 without content, for clients and monitors that probe
+// the URL first (WHIP drafts up to -10 reserved GET with a 405; a 2xx is
+// what those probes need). Other methods get 405 with Allow from the
+// ServeMux; OPTIONS is CORS's. No authorization is asked: nothing is
+// revealed, not even whether a stream exists.
+func RegisterEndpoint(mux *http.ServeMux, prefix string, post http.HandlerFunc) {
+	mux.HandleFunc("POST "+prefix+"{path...}", post)
+	mux.HandleFunc("GET "+prefix+"{path...}", serveNoContent)
+}
+
+func serveNoContent(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }
+
+// WriteAnswer answers a WHIP or WHEP POST: 201 Created with the session's
+// absolute Location, its entity-tag (RFC 9725 section 4.3.1), Accept-Patch
+// (trickle ICE and ICE restarts are supported), one Link per ICE server and
+// the SDP answer.
+func WriteAnswer(w http.ResponseWriter, location, etag, answer string, iceServers []webrtc.ICEServer) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/sdp")
+	hdr.Set("Location", location)
+	hdr.Set("ETag", etag)
+	hdr.Set("Accept-Patch", SdpfragType)
+	for _, l := range LinkHeaders(iceServers) {
+		hdr.Add("Link", l)
+	}
+	w.WriteHeader(http.StatusCreated)
+	_, _ = io.WriteString(w, answer)
 }
 
 // LinkHeaders returns one Link header value per ICE server URL, as RFC 9725
@@ -130,11 +181,25 @@ func LinkHeaders(servers []webrtc.ICEServer) []string {
 	return out
 }
 
-// Session is a WHIP or WHEP session resource.
+// Session is a WHIP or WHEP session resource. WHIP and WHEP sessions get
+// everything but Close from an embedded *ICESession.
 type Session interface {
 	// Close ends the session and releases everything it holds; safe to
 	// call more than once and from any goroutine.
 	Close(reason string)
+	// ETag returns the strong entity-tag (quoted) of the session's current
+	// ICE session; it changes with every ICE restart.
+	ETag() string
+	// RemoteICEUfrag returns the client's ice-ufrag in the current ICE
+	// session: a PATCH with another one is an ICE restart.
+	RemoteICEUfrag() string
+	// Trickle adds the client's candidates in frag to the current ICE
+	// session, silently dropping those that cannot be used.
+	Trickle(frag *Sdpfrag) error
+	// RestartICE restarts ICE with the client's new credentials and
+	// candidates in frag, and returns the session's new ones as an sdpfrag
+	// body, and the new entity-tag. On failure the session goes on.
+	RestartICE(frag *Sdpfrag) (answerFrag, etag string, err error)
 }
 
 // Sessions is the table of live session resources, addressed by an
@@ -226,10 +291,13 @@ func Location(r *http.Request, id string) string {
 	return scheme + "://" + r.Host + SessionPathPrefix + id
 }
 
-// Register adds the session resource routes to mux.
+// Register adds the session resource routes to mux: PATCH (trickle ICE,
+// ICE restart), DELETE, and GET/HEAD (204, for clients that probe). Other
+// methods get 405 with Allow from the ServeMux; OPTIONS is CORS's.
 func (t *Sessions) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE "+SessionPathPrefix+"{id}", t.serveDelete)
 	mux.HandleFunc("PATCH "+SessionPathPrefix+"{id}", t.servePatch)
+	mux.HandleFunc("GET "+SessionPathPrefix+"{id}", t.serveGet)
 }
 
 func (t *Sessions) lookup(w http.ResponseWriter, r *http.Request) (Session, bool) {
@@ -243,8 +311,9 @@ func (t *Sessions) lookup(w http.ResponseWriter, r *http.Request) (Session, bool
 	return s, true
 }
 
-// serveDelete ends a session: 200 whatever If-Match says (the client wants
-// it gone).
+// serveDelete ends a session: 200 whatever If-Match says (RFC 9725 section
+// 4.3.1: sessions MUST ignore entity-tags where no ICE session has to be
+// matched, as in DELETE).
 func (t *Sessions) serveDelete(w http.ResponseWriter, r *http.Request) {
 	s, ok := t.lookup(w, r)
 	if !ok {
@@ -254,13 +323,140 @@ func (t *Sessions) serveDelete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// servePatch: trickle ICE and ICE restarts are not supported yet; RFC 9725
-// section 4.3.1 has servers without trickle answer 405 so clients stop
-// trying.
-func (t *Sessions) servePatch(w http.ResponseWriter, r *http.Request) {
-	if _, ok := t.lookup(w, r); !ok {
+// serveGet answers 204 with the current entity-tag for a live session.
+func (t *Sessions) serveGet(w http.ResponseWriter, r *http.Request) {
+	s, ok := t.lookup(w, r)
+	if !ok {
 		return
 	}
-	w.Header().Set("Allow", "DELETE, OPTIONS")
-	WriteError(w, Errorf(http.StatusMethodNotAllowed, "trickle ICE is not supported; send all candidates in the offer"))
+	w.Header().Set("ETag", s.ETag())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// servePatch applies an application/trickle-ice-sdpfrag PATCH (RFC 9725
+// section 4.3, draft-ietf-wish-whep section 4.3):
+//
+//	404  no such session
+//	415  another Content-Type (with Accept-Patch, as RFC 5789 section 2.2 asks)
+//	413  a body over MaxSdpfragSize
+//	412  If-Match names neither the current entity-tag nor "*" (RFC 9725
+//	     section 4.3.1: "412 Precondition Failed" for a non-matching
+//	     entity-tag; checked before the body, RFC 9110 section 13.2.1)
+//	400  the body is not an SDP fragment, or an ICE restart lacks ice-pwd
+//	428  an ICE restart (an ice-ufrag other than the current one) without
+//	     If-Match: RFC 9725 section 4.3.3 has restarts carry If-Match: "*",
+//	     and section 4.3.1 answers a missing entity-tag with "428
+//	     Precondition Required" (RFC 6585 section 3)
+//	200  ICE restarted: the new sdpfrag and, in ETag, the new entity-tag
+//	     (RFC 9725 section 4.3.3); If-Match may be "*" or the current tag
+//	204  candidates trickled, no body and no ETag (RFC 9725 section 4.3.2);
+//	     unusable candidates are dropped silently. A trickle without
+//	     If-Match is accepted although section 4.3.1 says 428: clients
+//	     (whip-whep.js) send them, and the ufrag in the body already ties
+//	     them to the ICE session.
+func (t *Sessions) servePatch(w http.ResponseWriter, r *http.Request) {
+	s, ok := t.lookup(w, r)
+	if !ok {
+		return
+	}
+	w.Header().Set("Accept-Patch", SdpfragType)
+	body, err := readBody(w, r, SdpfragType, MaxSdpfragSize, "SDP fragment")
+	if err != nil {
+		WriteError(w, err)
+		return
+	}
+	present, match := ifMatch(r.Header.Values("If-Match"), s.ETag())
+	if present && !match {
+		WriteError(w, Errorf(http.StatusPreconditionFailed, "If-Match does not name the current ICE session (its entity-tag is %s)", s.ETag()))
+		return
+	}
+	frag, err := ParseSdpfrag(body)
+	if err != nil {
+		WriteError(w, Errorf(http.StatusBadRequest, "malformed SDP fragment: %v", err))
+		return
+	}
+	log := t.log.With("session", shortID(r.PathValue("id")), "peer", r.RemoteAddr)
+	if frag.ICEUfrag != "" && frag.ICEUfrag != s.RemoteICEUfrag() {
+		if !present {
+			WriteError(w, Errorf(http.StatusPreconditionRequired, `new ICE credentials (an ICE restart) need If-Match: "*"`))
+			return
+		}
+		if frag.ICEPwd == "" {
+			WriteError(w, Errorf(http.StatusBadRequest, "an ICE restart needs both a=ice-ufrag and a=ice-pwd"))
+			return
+		}
+		answer, etag, err := s.RestartICE(frag)
+		if err != nil {
+			log.Warn("ICE restart failed", "err", err)
+			WriteError(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", SdpfragType)
+		w.Header().Set("ETag", etag)
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, answer)
+		return
+	}
+	if err := s.Trickle(frag); err != nil {
+		log.Info("trickle refused", "err", err)
+		WriteError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// ifMatch evaluates If-Match header values against the current strong
+// entity-tag etag (quoted), as RFC 9110 section 13.1.1 says: "*" matches, a
+// list matches if one of its entity-tags does by strong comparison (weak
+// tags never do). present is false when there is no If-Match at all; a
+// malformed field does not match.
+func ifMatch(values []string, etag string) (present, match bool) {
+	for _, v := range values {
+		rest := v
+		for {
+			rest = strings.TrimLeft(rest, " \t,")
+			if rest == "" {
+				break
+			}
+			present = true
+			switch {
+			case rest[0] == '*':
+				match = true
+				rest = rest[1:]
+				continue
+			case strings.HasPrefix(rest, "W/\""):
+				rest = rest[2:]
+				end := strings.IndexByte(rest[1:], '"')
+				if end < 0 {
+					return present, match
+				}
+				rest = rest[end+2:]
+				continue
+			case rest[0] == '"':
+				end := strings.IndexByte(rest[1:], '"')
+				if end < 0 {
+					return present, match
+				}
+				if rest[:end+2] == etag {
+					match = true
+				}
+				rest = rest[end+2:]
+				continue
+			}
+			// Not an entity-tag: skip to the next list element.
+			i := strings.IndexByte(rest, ',')
+			if i < 0 {
+				break
+			}
+			rest = rest[i:]
+		}
+	}
+	return present, match
 }

@@ -22,6 +22,7 @@ import (
 func main() {
 	cfgPath := flag.String("config", "", "YAML config file (default: embedded defaults)")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default, never expose it publicly")
 	flag.Parse()
 
 	var level slog.Level
@@ -38,6 +39,9 @@ func main() {
 			fmt.Fprintf(os.Stderr, "bridge: %v\n", err)
 			os.Exit(2)
 		}
+	}
+	if *pprofAddr != "" {
+		go servePprof(*pprofAddr, log)
 	}
 	b, err := Start(cfg, Options{}, log)
 	if err != nil {

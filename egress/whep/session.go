@@ -55,8 +55,10 @@ type outTrack struct {
 }
 
 // session is one viewer. Its run goroutine owns the reader and the
-// outTracks' counters.
+// outTracks' counters. The embedded ICESession makes it an rtc.Session
+// (entity-tag, trickle ICE, ICE restart).
 type session struct {
+	*rtc.ICESession
 	h      *Handler
 	id     string
 	log    *slog.Logger
@@ -112,6 +114,9 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 	case <-time.After(gatherTimeout):
 		return nil, "", fmt.Errorf("ICE gathering did not complete in %v", gatherTimeout)
 	}
+	if s.ICESession, err = h.cfg.Engine.NewICESession(pc, log); err != nil {
+		return nil, "", err
+	}
 
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
@@ -130,7 +135,7 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 	go s.run()
 	ok = true
 	log.Info("viewer session created", "tracks", len(s.tracks))
-	return s, pc.LocalDescription().SDP, nil
+	return s, s.Answer(), nil
 }
 
 // addTracks attaches one local track per hub track the offer can receive.

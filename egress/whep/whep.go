@@ -39,10 +39,14 @@ type Config struct {
 	// BFrames returns the route's B-frame policy for path: "reencode"
 	// (also when nil), "passthrough" or "reject".
 	BFrames func(path string) string
+	// Demand, when set, is called for a path with no stream; it starts the
+	// route's on-demand source if there is one and reports whether it did,
+	// in which case the POST waits (up to ReadyTimeout) for the stream.
+	Demand func(path string) bool
 }
 
-// Handler serves POST /whep/{path...}. Session resources (DELETE/PATCH)
-// are served by the shared rtc.Sessions table.
+// Handler serves POST /whep/{path...}. Session resources (PATCH for trickle
+// ICE and ICE restarts, DELETE) are served by the shared rtc.Sessions table.
 type Handler struct {
 	cfg Config
 	log *slog.Logger
@@ -65,15 +69,16 @@ func NewHandler(cfg Config) *Handler {
 	return &Handler{cfg: cfg, log: cfg.Log.With("component", "whep")}
 }
 
-// Register adds the WHEP endpoint to mux.
+// Register adds the WHEP endpoint to mux: POST creates a viewer session,
+// GET and HEAD answer 204 (rtc.RegisterEndpoint).
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /whep/{path...}", h.servePost)
+	rtc.RegisterEndpoint(mux, "/whep/", h.servePost)
 }
 
 func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 	path := r.PathValue("path")
 	log := h.log.With("stream", path, "peer", r.RemoteAddr)
-	answer, loc, err := h.newSession(w, r, path, log)
+	answer, loc, etag, err := h.newSession(w, r, path, log)
 	if err != nil {
 		var he *rtc.Error
 		if errors.As(err, &he) {
@@ -84,54 +89,61 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 		rtc.WriteError(w, err)
 		return
 	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "application/sdp")
-	hdr.Set("Location", loc)
-	hdr.Set("ETag", `"1"`)
-	for _, l := range rtc.LinkHeaders(h.cfg.Engine.ICEServers()) {
-		hdr.Add("Link", l)
-	}
-	w.WriteHeader(http.StatusCreated)
-	_, _ = w.Write([]byte(answer))
+	rtc.WriteAnswer(w, loc, etag, answer, h.cfg.Engine.ICEServers())
 }
 
-func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (answer, location string, err error) {
+func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (answer, location, etag string, err error) {
 	if err := h.cfg.Authorize(path, rtc.BearerToken(r)); err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	raw, err := rtc.ReadSDP(w, r)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	stream, err := h.waitStream(r.Context(), path)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	off, err := parseOffer(raw)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	id, err := h.cfg.Sessions.Reserve()
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	s, answer, err := startSession(h, stream, off, raw, id, log.With("session", id[:8]))
 	if err != nil {
 		h.cfg.Sessions.Remove(id)
-		return "", "", err
+		return "", "", "", err
 	}
 	h.cfg.Sessions.Set(id, s)
-	return answer, rtc.Location(r, id), nil
+	return answer, rtc.Location(r, id), s.ETag(), nil
 }
 
 // waitStream returns the stream at path once its tracks are known.
 func (h *Handler) waitStream(ctx context.Context, path string) (*media.Stream, error) {
+	t := time.NewTimer(h.cfg.ReadyTimeout)
+	defer t.Stop()
 	s, ok := h.cfg.Registry.Get(path)
+	if !ok && h.cfg.Demand != nil && h.cfg.Demand(path) {
+		// An on-demand source is starting: give it until the deadline.
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for !ok {
+			select {
+			case <-tick.C:
+				s, ok = h.cfg.Registry.Get(path)
+			case <-t.C:
+				return nil, rtc.Errorf(http.StatusNotFound, "the on-demand source of %q did not start within %v", path, h.cfg.ReadyTimeout)
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
 	if !ok {
 		return nil, rtc.Errorf(http.StatusNotFound, "no stream is being published at %q", path)
 	}
-	t := time.NewTimer(h.cfg.ReadyTimeout)
-	defer t.Stop()
 	select {
 	case <-s.Ready():
 		return s, nil

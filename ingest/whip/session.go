@@ -41,8 +41,11 @@ const (
 
 // session is one publisher: a PeerConnection whose tracks are written to
 // one hub stream. Each received track has a goroutine (started by pion's
-// OnTrack) that reads, reassembles and writes; run ends the session.
+// OnTrack) that reads, reassembles and writes; run ends the session. The
+// embedded ICESession makes it an rtc.Session (entity-tag, trickle ICE, ICE
+// restart).
 type session struct {
+	*rtc.ICESession
 	h       *Handler
 	id      string
 	log     *slog.Logger
@@ -137,8 +140,11 @@ func startSession(h *Handler, pub *publisher, off *offer, rawOffer, id string, l
 	case <-time.After(gatherTimeout):
 		return nil, "", fmt.Errorf("ICE gathering did not complete in %v", gatherTimeout)
 	}
+	if s.ICESession, err = h.cfg.Engine.NewICESession(pc, log); err != nil {
+		return nil, "", err
+	}
 	ok = true
-	return s, pc.LocalDescription().SDP, nil
+	return s, s.Answer(), nil
 }
 
 // selectCodecs restricts the answer to what the hub can carry: on the

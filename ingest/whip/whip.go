@@ -10,8 +10,8 @@
 // whose packets were not all received carries no NAL units, and neither do
 // the units after it up to the next IDR; the publisher is asked for one.
 //
-// The session resource (DELETE /sessions/{id}) is served by the shared
-// rtc.Sessions table.
+// The session resource (PATCH /sessions/{id} for trickle ICE and ICE
+// restarts, DELETE) is served by the shared rtc.Sessions table.
 //
 // Refusals, each with a text/plain reason:
 //
@@ -85,9 +85,10 @@ func NewHandler(cfg Config) *Handler {
 	}
 }
 
-// Register adds the WHIP endpoint to mux.
+// Register adds the WHIP endpoint to mux: POST publishes, GET and HEAD
+// answer 204 (rtc.RegisterEndpoint).
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /whip/{path...}", h.servePost)
+	rtc.RegisterEndpoint(mux, "/whip/", h.servePost)
 }
 
 func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
@@ -107,15 +108,7 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 		rtc.WriteError(w, err)
 		return
 	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "application/sdp")
-	hdr.Set("Location", rtc.Location(r, s.id))
-	hdr.Set("ETag", `"1"`)
-	for _, l := range rtc.LinkHeaders(h.cfg.Engine.ICEServers()) {
-		hdr.Add("Link", l)
-	}
-	w.WriteHeader(http.StatusCreated)
-	_, _ = w.Write([]byte(answer))
+	rtc.WriteAnswer(w, rtc.Location(r, s.id), s.ETag(), answer, h.cfg.Engine.ICEServers())
 }
 
 // newSession admits the publisher, claims the path and answers the offer.
