@@ -28,8 +28,13 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# Go benchmarks of the hot paths, then the fan-out run (loadtest against a
+# fresh bridge per viewer count); see docs/BENCHMARKS.md.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchmem ./media ./transcode/... ./cmd/loadtest
+	cmd/loadtest/bench.sh $(BENCH_VIEWERS)
+
+BENCH_VIEWERS ?= 50 100 200 400
 
 clean:
 	rm -rf bin

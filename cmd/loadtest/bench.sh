@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Fan-out benchmark: one bridge, one stream published by loadtest (looped
+# fixture, SEI send-time stamps), then N WHEP viewers for each N given, a
+# fresh bridge per N (so RSS baselines do not carry over). Everything on
+# this machine; ports are chosen to stay out of the way of a running bridge.
+#
+#   cmd/loadtest/bench.sh [N ...]          # default: 50 100 200
+#   PERF=200 cmd/loadtest/bench.sh 200     # also perf-profile the bridge at N=200
+#   BRIDGE=/path/to/bridge cmd/loadtest/bench.sh   # a prebuilt bridge (e.g. another revision)
+#   NICE=-10 cmd/loadtest/bench.sh         # ahead of other work on a shared machine
+#
+# Writes $OUT (default /tmp/loadtest-bench)/nN.json, nN.txt, bridge-nN.log
+# and, with PERF, perf-nN.data and perf-nN.txt.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/loadtest-bench}
+FLV=${FLV:-../shared/media/h264-aac.flv}
+DURATION=${DURATION:-30s}
+RATE=${RATE:-20}
+HTTP_PORT=${HTTP_PORT:-18080}
+RTMP_PORT=${RTMP_PORT:-11935}
+UDP_PORT=${UDP_PORT:-18189}
+SRT_PORT=${SRT_PORT:-18890}
+mkdir -p "$OUT"
+# NICE=-10 runs the bridge and the loadtest ahead of other work on a shared
+# machine (root only).
+run=()
+[ -z "${NICE:-}" ] || run=(nice -n "$NICE")
+
+if [ -n "${BRIDGE:-}" ]; then
+	cp "$BRIDGE" "$OUT/bridge" # a prebuilt bridge binary
+else
+	go build -o "$OUT/bridge" ./cmd/bridge
+fi
+go build -o "$OUT/loadtest" ./cmd/loadtest
+
+cat >"$OUT/bridge.yaml" <<EOF
+listen:
+  http: ":$HTTP_PORT"
+  rtmp: ":$RTMP_PORT"
+  srt: ":$SRT_PORT"
+  webrtc_udp: ":$UDP_PORT"
+routes:
+  - path: "{path...}"
+    ingest: [rtmp, srt, whip]
+    whep:
+      enabled: true
+EOF
+
+bridge_pid=
+cleanup() { [ -n "$bridge_pid" ] && kill "$bridge_pid" 2>/dev/null && wait "$bridge_pid" 2>/dev/null; true; }
+trap cleanup EXIT
+
+[ $# -gt 0 ] || set -- 50 100 200
+for n in "$@"; do
+	"${run[@]}" "$OUT/bridge" -config "$OUT/bridge.yaml" >"$OUT/bridge-n$n.log" 2>&1 &
+	bridge_pid=$!
+	sleep 1
+	"${run[@]}" "$OUT/loadtest" -q \
+		-publish "rtmp://127.0.0.1:$RTMP_PORT/live/bench" -file "$FLV" -loop -sei \
+		-whep "http://127.0.0.1:$HTTP_PORT/whep/live/bench" -n "$n" -rate "$RATE" -duration "$DURATION" \
+		-pid "$bridge_pid" -json "$OUT/n$n.json" >"$OUT/n$n.txt" 2>&1 &
+	lt=$!
+	if [ "${PERF:-}" = "$n" ]; then
+		# warmup 3 s + ramp + settle ~3 s, then 20 s inside the full-load window.
+		sleep $((3 + n / RATE + 5))
+		perf record -e cpu-clock -F 999 -g -p "$bridge_pid" -o "$OUT/perf-n$n.data" -- sleep 20 >/dev/null 2>&1 || true
+		perf report -i "$OUT/perf-n$n.data" --stdio --no-children --sort symbol -g none --percent-limit 0.5 >"$OUT/perf-n$n.txt" 2>/dev/null || true
+	fi
+	wait "$lt" || true
+	cleanup
+	bridge_pid=
+	tail -n 3 "$OUT/n$n.txt"
+done
