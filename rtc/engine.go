@@ -112,7 +112,12 @@ func interceptors(m *webrtc.MediaEngine) (*interceptor.Registry, error) {
 	reg := &interceptor.Registry{}
 	// pion NACKs a lost packet every 100 ms until it leaves the window
 	// unless told otherwise; three tries cover a lost retransmission.
-	if err := webrtc.ConfigureNackWithOptions(m, reg, []nack.GeneratorOption{nack.GeneratorMaxNacksPerPacket(3)}); err != nil {
+	// The responder keeps a copy of every sent packet per viewer for
+	// retransmission: 256 (a power of two, as pion requires) is 4 s of
+	// 600 kbit/s video, far beyond any useful NACK, and a quarter of pion's
+	// default 1024 (about 1.1 MiB less per viewer).
+	if err := webrtc.ConfigureNackWithOptions(m, reg, []nack.GeneratorOption{nack.GeneratorMaxNacksPerPacket(3)},
+		nack.ResponderSize(256)); err != nil {
 		return nil, err
 	}
 	// The mid header extension lets offers without a=ssrc lines be matched
