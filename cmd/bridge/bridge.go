@@ -41,10 +41,11 @@ type Bridge struct {
 	srtSrv   *srt.Server
 	// aac shares one Opus -> AAC transcode per stream among every RTMP/SRT
 	// egress that needs it.
-	aac *transcode.AACViews
-	fwd forwards
-	// stopForwards ends the forward manager and its runners.
-	stopForwards context.CancelFunc
+	aac  *transcode.AACViews
+	fwd  forwards
+	pull pulls
+	// stopOutbound ends the forward manager, the pullers and their runners.
+	stopOutbound context.CancelFunc
 
 	httpLn net.Listener
 	rtmpLn net.Listener
@@ -120,6 +121,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			}
 			return 0
 		},
+		Demand: func(path string) bool { return b.pull.demand(path) },
 		BFrames: func(path string) string {
 			if r, ok := b.cfg.Load().Match(path); ok {
 				return r.BFramesPolicy()
@@ -168,12 +170,15 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		return nil, fmt.Errorf("listen srt %s: %w", cfg.Listen.SRT, err)
 	}
 
+	// Outbound work (pulls, forwards) is ready before any request can ask
+	// for an on-demand pull.
+	fctx, cancel := context.WithCancel(context.Background())
+	b.stopOutbound = cancel
+	b.fwd.b = b
+	b.pull.start(fctx, b)
+	b.serve("forwards", func() error { b.fwd.run(fctx); return nil })
 	b.serve("http", func() error { return b.httpSrv.Serve(b.httpLn) })
 	b.serve("srt", b.srtSrv.Serve)
-	fctx, cancel := context.WithCancel(context.Background())
-	b.stopForwards = cancel
-	b.fwd.b = b
-	b.serve("forwards", func() error { b.fwd.run(fctx); return nil })
 	b.serve("rtmp", func() error { return b.rtmpSrv.Serve(b.rtmpLn) })
 	log.Info("bridge started", "http", b.httpLn.Addr().String(), "rtmp", b.rtmpLn.Addr().String(),
 		"srt", b.srtSrv.Addr().String(), "webrtc_udp", b.udp.LocalAddr().String())
@@ -205,7 +210,8 @@ func (b *Bridge) Close(ctx context.Context) error {
 	err := b.httpSrv.Shutdown(ctx)
 	_ = b.rtmpSrv.Close()
 	_ = b.srtSrv.Close()
-	b.stopForwards()
+	b.stopOutbound()
+	b.pull.wait()
 	b.sessions.CloseAll("server shutting down")
 	_ = b.engine.Close()
 	b.wg.Wait()
@@ -236,6 +242,13 @@ func (b *Bridge) playRTMP(ctx context.Context, req rtmp.PlayRequest, w rtmp.Play
 		return ingest.ErrBadKey
 	}
 	st, ok := b.registry.Get(req.Path)
+	if !ok && b.pull.demand(req.Path) {
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			st, ok = b.registry.Get(req.Path)
+		}
+	}
 	if !ok {
 		return fmt.Errorf("play %q: %w", req.Path, rtmp.ErrStreamNotFound)
 	}
@@ -249,7 +262,8 @@ func (b *Bridge) authorizePublish(req ingest.Request) error {
 	if !ok {
 		return ingest.ErrNoRoute
 	}
-	if !route.AllowsIngest(req.Protocol) {
+	if !route.AllowsIngest(req.Protocol) || route.Pull != "" {
+		// A pull route's stream comes from its source only.
 		return ingest.ErrProtocolNotAllowed
 	}
 	if route.PublishKey != "" && !secretEqual(req.Key, route.PublishKey) {

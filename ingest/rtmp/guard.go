@@ -78,9 +78,12 @@ type chunkGuard struct {
 	skip      int
 	chunkSize uint32
 	// media reports whether audio and video messages may be large (the
-	// peer is an accepted publisher).
-	media   func() bool
-	streams map[int]*guardStream
+	// peer is an accepted publisher, or a server a Puller plays from).
+	media func() bool
+	// aggregates lets aggregate messages be as large as video ones when
+	// media may be: a server a Puller plays from may send them.
+	aggregates bool
+	streams    map[int]*guardStream
 
 	hdr     [3 + 11 + 4]byte // header being collected
 	n       int
@@ -262,6 +265,8 @@ func (g *chunkGuard) limit(typeID byte) uint32 {
 		return maxVideoMessageSize
 	case typeID == msgTypeAudio && g.media():
 		return maxAudioMessageSize
+	case typeID == msgTypeAggregate && g.aggregates && g.media():
+		return maxVideoMessageSize
 	default:
 		return maxCommandMessageSize
 	}

@@ -68,6 +68,9 @@ const (
 // lock; the logrus hook (Fire) runs on that goroutine as well.
 type handler struct {
 	gortmp.DefaultHandler
+	// tagSink makes the units of a publish; its stream is the
+	// publication, nil when not publishing.
+	tagSink
 
 	srv    *Server
 	c      *conn
@@ -81,10 +84,20 @@ type handler struct {
 	buf    bytes.Buffer // scratch for reading payloads
 
 	// Publishing state.
-	stream     *media.Publication
-	pubID      uint32 // message stream id of the publish
-	started    time.Time
-	ended      bool
+	pubID   uint32 // message stream id of the publish
+	started time.Time
+	ended   bool
+}
+
+// tagSink turns one publisher's FLV tags (video, audio, onMetaData) into
+// units of its publication: it declares the tracks and writes the units
+// as the package doc describes. The handler of a publishing connection
+// and the Puller each have one. Not safe for concurrent use.
+type tagSink struct {
+	stream     *media.Publication // nil: tags are ignored
+	log        *slog.Logger
+	configWait time.Duration // waiting for the other track's sequence header
+
 	videoUnits uint64
 	audioUnits uint64
 	dropped    uint64
@@ -117,10 +130,12 @@ var (
 )
 
 func newHandler(s *Server, c *conn) *handler {
+	log := s.log.With("peer", c.peer)
 	return &handler{
-		srv: s,
-		c:   c,
-		log: s.log.With("peer", c.peer),
+		tagSink: tagSink{log: log, configWait: s.configWait},
+		srv:     s,
+		c:       c,
+		log:     log,
 	}
 }
 
@@ -252,6 +267,7 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 	h.pubID = ctx.StreamID
 	h.started = time.Now()
 	h.log = h.log.With("stream", path)
+	h.tagSink.log = h.log
 	h.c.publishing.Store(true)
 	h.log.Info("rtmp publish", "type", cmd.PublishingType)
 	if h.srv.onPublish != nil {
@@ -346,10 +362,16 @@ func (h *handler) endPublish(reason error) {
 
 // OnSetDataFrame reads the announced codecs from onMetaData.
 func (h *handler) OnSetDataFrame(_ uint32, data *message.NetStreamSetDataFrame) error {
+	return h.setErr(h.metadata(data.Payload))
+}
+
+// metadata reads the announced codecs from an onMetaData payload: the
+// AMF0 string "onMetaData" and its properties.
+func (h *tagSink) metadata(payload []byte) error {
 	if h.stream == nil || h.declared {
 		return nil
 	}
-	m, err := parseMetadata(data.Payload)
+	m, err := parseMetadata(payload)
 	if err != nil {
 		h.log.Debug("rtmp metadata ignored", "err", err)
 		return nil
@@ -390,9 +412,18 @@ func (h *handler) OnVideo(ts uint32, payload io.Reader) error {
 	if err != nil {
 		return h.setErr(fmt.Errorf("video: %w", err))
 	}
+	return h.setErr(h.video(ts, data))
+}
+
+// video takes the body of an FLV video tag (VIDEODATA) with its message
+// timestamp; the units keep sub-slices of data.
+func (h *tagSink) video(ts uint32, data []byte) error {
+	if h.stream == nil {
+		return nil
+	}
 	tag, err := parseVideoTag(data)
 	if err != nil {
-		return h.setErr(fmt.Errorf("video tag at %d ms: %w", ts, err))
+		return fmt.Errorf("video tag at %d ms: %w", ts, err)
 	}
 	dts := h.videoTS.unwrap(ts)
 	switch {
@@ -412,7 +443,7 @@ func (h *handler) OnVideo(ts uint32, payload io.Reader) error {
 	}
 	nalus, err := splitNALUs(tag.Data, h.lengthSize)
 	if err != nil {
-		return h.setErr(fmt.Errorf("video tag at %d ms: %w", ts, err))
+		return fmt.Errorf("video tag at %d ms: %w", ts, err)
 	}
 	au, idr := h.norm.Normalize(nalus)
 	if au == nil {
@@ -429,10 +460,10 @@ func (h *handler) OnVideo(ts uint32, payload io.Reader) error {
 	return h.emit(u, len(tag.Data))
 }
 
-func (h *handler) onAVCConfig(b []byte) error {
+func (h *tagSink) onAVCConfig(b []byte) error {
 	cfg, err := parseAVCConfig(b)
 	if err != nil {
-		return h.setErr(fmt.Errorf("AVC sequence header: %w", err))
+		return fmt.Errorf("AVC sequence header: %w", err)
 	}
 	if h.expectVideo == unknown {
 		h.expectVideo = yes
@@ -463,9 +494,18 @@ func (h *handler) OnAudio(ts uint32, payload io.Reader) error {
 	if err != nil {
 		return h.setErr(fmt.Errorf("audio: %w", err))
 	}
+	return h.setErr(h.audio(ts, data))
+}
+
+// audio takes the body of an FLV audio tag (AUDIODATA) with its message
+// timestamp; the units keep sub-slices of data.
+func (h *tagSink) audio(ts uint32, data []byte) error {
+	if h.stream == nil {
+		return nil
+	}
 	tag, err := parseAudioTag(data)
 	if err != nil {
-		return h.setErr(fmt.Errorf("audio tag at %d ms: %w", ts, err))
+		return fmt.Errorf("audio tag at %d ms: %w", ts, err)
 	}
 	if tag.SoundFormat != soundFormatAAC {
 		h.ignoreAudio(fmt.Sprintf("audio format %s (FLV sound format %d) is not supported, only AAC (10)", soundFormatName(tag.SoundFormat), tag.SoundFormat))
@@ -492,7 +532,7 @@ func (h *handler) OnAudio(ts uint32, payload io.Reader) error {
 	return h.emit(u, len(tag.Data))
 }
 
-func (h *handler) onAACConfig(b []byte) error {
+func (h *tagSink) onAACConfig(b []byte) error {
 	cfg, err := parseAACConfig(b)
 	if err != nil {
 		h.ignoreAudio(fmt.Sprintf("AAC sequence header: %v", err))
@@ -524,7 +564,7 @@ func (h *handler) onAACConfig(b []byte) error {
 }
 
 // ignoreAudio stops taking audio from this publisher, logging why once.
-func (h *handler) ignoreAudio(why string) {
+func (h *tagSink) ignoreAudio(why string) {
 	h.expectAudio = no
 	if h.audioIgnored {
 		return
@@ -536,7 +576,7 @@ func (h *handler) ignoreAudio(why string) {
 	h.log.Warn("rtmp audio ignored", "reason", why)
 }
 
-func (h *handler) noteConfig() {
+func (h *tagSink) noteConfig() {
 	if h.firstCfgAt.IsZero() {
 		h.firstCfgAt = time.Now()
 	}
@@ -544,7 +584,7 @@ func (h *handler) noteConfig() {
 
 // maybeDeclare declares the tracks once what is expected has arrived, or
 // once configWait has passed since the first sequence header.
-func (h *handler) maybeDeclare() error {
+func (h *tagSink) maybeDeclare() error {
 	if h.declared || h.stream == nil {
 		return nil
 	}
@@ -554,14 +594,14 @@ func (h *handler) maybeDeclare() error {
 	}
 	complete := (haveV || h.expectVideo == no) && (haveA || h.expectAudio == no)
 	if !complete {
-		if time.Since(h.firstCfgAt) < h.srv.configWait {
+		if time.Since(h.firstCfgAt) < h.configWait {
 			return nil
 		}
 		missing := "audio"
 		if !haveV {
 			missing = "video"
 		}
-		h.log.Info("rtmp declaring tracks without "+missing, "reason", fmt.Sprintf("no %s sequence header within %v of the first one", missing, h.srv.configWait))
+		h.log.Info("rtmp declaring tracks without "+missing, "reason", fmt.Sprintf("no %s sequence header within %v of the first one", missing, h.configWait))
 	}
 	var tracks []*media.Track
 	if haveV {
@@ -571,7 +611,7 @@ func (h *handler) maybeDeclare() error {
 		tracks = append(tracks, h.audioTrack)
 	}
 	if err := h.stream.SetTracks(tracks...); err != nil {
-		return h.setErr(err)
+		return err
 	}
 	h.declared = true
 	pending := h.pending
@@ -584,7 +624,7 @@ func (h *handler) maybeDeclare() error {
 
 // emit writes a unit, or keeps it until the tracks are declared. Video
 // starts at the first IDR.
-func (h *handler) emit(u *media.Unit, size int) error {
+func (h *tagSink) emit(u *media.Unit, size int) error {
 	if !h.declared && (len(h.pending) >= maxPendingUnits || h.pendingBytes+size > maxPendingBytes) {
 		// Tracks still not declared after this much: start over from the
 		// next IDR rather than grow.
@@ -609,7 +649,7 @@ func (h *handler) emit(u *media.Unit, size int) error {
 }
 
 // write1 hands a unit to the hub if its track was declared.
-func (h *handler) write1(u *media.Unit) {
+func (h *tagSink) write1(u *media.Unit) {
 	switch {
 	case u.Track == nil:
 		return

@@ -1,7 +1,8 @@
 // Package rtmp is the RTMP publish ingest: encoders (OBS, ffmpeg, hardware)
 // publish H.264 + AAC over RTMP and each published stream becomes a
 // media.Stream in the hub. It is built on github.com/yutopp/go-rtmp, with
-// one handler per connection.
+// one handler per connection. A Puller (pull.go) plays a stream from a
+// remote RTMP server instead and publishes it the same way.
 //
 // # Stream path and key
 //

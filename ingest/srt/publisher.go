@@ -65,11 +65,28 @@ type esTrack struct {
 	noted   bool // "started after the tracks were declared" was logged
 }
 
-// publisher is one accepted SRT connection: it demuxes MPEG-TS into the
-// hub. run and everything it calls (the mpegts.Reader callbacks included)
-// happen on one goroutine; stop and the counters are safe from any.
+// publisherConfig is what a publisher takes from the Server that accepted
+// its connection, or from the Puller that made it.
+type publisherConfig struct {
+	// what names the publisher in log messages: "publish" ("srt publish
+	// ended") or "pull".
+	what         string
+	latency      time.Duration // for the log
+	setupTimeout time.Duration // from the connection to the MPEG-TS program (PAT, PMT)
+	idleTimeout  time.Duration // no MPEG-TS packet
+	trackWait    time.Duration // a PMT track that sends nothing
+	keyframeWait time.Duration // video without a usable keyframe
+	// onPublish, if set, is called with the stream before any of its
+	// units is written (tests attach readers there).
+	onPublish func(*media.Stream)
+}
+
+// publisher is one SRT connection that sends MPEG-TS (accepted by the
+// Server, or made by a Puller): it demuxes it into the hub. run and
+// everything it calls (the mpegts.Reader callbacks included) happen on one
+// goroutine; stop and the counters are safe from any.
 type publisher struct {
-	srv     *Server
+	cfg     publisherConfig
 	conn    gosrt.Conn
 	stream  *media.Publication
 	peer    string
@@ -115,9 +132,9 @@ type publisher struct {
 	lastErr   error     // the last error counted
 }
 
-func newPublisher(s *Server, conn gosrt.Conn, st *media.Publication, peer string, log *slog.Logger) *publisher {
+func newPublisher(cfg publisherConfig, conn gosrt.Conn, st *media.Publication, peer string, log *slog.Logger) *publisher {
 	p := &publisher{
-		srv:     s,
+		cfg:     cfg,
 		conn:    conn,
 		stream:  st,
 		peer:    peer,
@@ -148,16 +165,16 @@ func (p *publisher) stopReason() error {
 // run demuxes until the connection ends, then ends the stream and logs the
 // summary.
 func (p *publisher) run() {
-	p.log.Info("srt publish", "latency", p.srv.latency)
-	if p.srv.onPublish != nil {
-		p.srv.onPublish(p.stream.Stream)
+	p.log.Info("srt "+p.cfg.what, "latency", p.cfg.latency)
+	if p.cfg.onPublish != nil {
+		p.cfg.onPublish(p.stream.Stream)
 	}
-	p.idle = time.AfterFunc(p.srv.idleTimeout, func() {
-		p.stop(fmt.Errorf("no MPEG-TS packet for %v", p.srv.idleTimeout))
+	p.idle = time.AfterFunc(p.cfg.idleTimeout, func() {
+		p.stop(fmt.Errorf("no MPEG-TS packet for %v", p.cfg.idleTimeout))
 	})
-	setup := time.AfterFunc(p.srv.setupTimeout, func() {
+	setup := time.AfterFunc(p.cfg.setupTimeout, func() {
 		if !p.programRead.Load() {
-			p.stop(fmt.Errorf("no MPEG-TS program (PAT and PMT) within %v", p.srv.setupTimeout))
+			p.stop(fmt.Errorf("no MPEG-TS program (PAT and PMT) within %v", p.cfg.setupTimeout))
 		}
 	})
 	err := p.demux(setup)
@@ -191,7 +208,7 @@ func (p *publisher) run() {
 	if n := len(p.pending); n > 0 {
 		args = append(args, "undeclared_units", n)
 	}
-	p.log.Info("srt publish ended", args...)
+	p.log.Info("srt "+p.cfg.what+" ended", args...)
 }
 
 // demux reads the program, sets up the tracks and hands every access unit
@@ -507,10 +524,10 @@ func (p *publisher) maybeDeclare(now time.Time) error {
 		case ready:
 			anyReady = true
 			continue
-		case !es.gotData && elapsed >= p.srv.trackWait:
-			missing = append(missing, fmt.Sprintf("%s sent nothing within %v", es.kind, p.srv.trackWait))
-		case es.gotData && elapsed >= p.srv.keyframeWait:
-			missing = append(missing, fmt.Sprintf("no %s keyframe with parameter sets within %v", es.kind, p.srv.keyframeWait))
+		case !es.gotData && elapsed >= p.cfg.trackWait:
+			missing = append(missing, fmt.Sprintf("%s sent nothing within %v", es.kind, p.cfg.trackWait))
+		case es.gotData && elapsed >= p.cfg.keyframeWait:
+			missing = append(missing, fmt.Sprintf("no %s keyframe with parameter sets within %v", es.kind, p.cfg.keyframeWait))
 		default:
 			return nil // still waiting for it
 		}
@@ -693,7 +710,7 @@ func (r *tsReader) next() ([]byte, error) {
 		}
 		pkt := r.buf[r.off : r.off+tsPacketSize]
 		r.off += tsPacketSize
-		r.p.idle.Reset(r.p.srv.idleTimeout)
+		r.p.idle.Reset(r.p.cfg.idleTimeout)
 		if r.skipped > 0 {
 			r.p.demuxError(fmt.Errorf("skipped %d bytes that are not MPEG-TS packets", r.skipped), true)
 			r.skipped = 0

@@ -2,7 +2,8 @@
 // send MPEG-TS over SRT (caller mode) to the bridge's listener, and each
 // published stream becomes a media.Stream in the hub. It is built on
 // github.com/datarhei/gosrt (transport, handshake, encryption) and
-// mediacommon's MPEG-TS reader (demux).
+// mediacommon's MPEG-TS reader (demux). A Puller (pull.go) calls a remote
+// SRT listener instead and demuxes what it sends the same way.
 //
 // # Admission
 //
@@ -195,6 +196,19 @@ func NewServer(cfg Config) *Server {
 	}
 }
 
+// publisherConfig is the configuration of an accepted publisher.
+func (s *Server) publisherConfig() publisherConfig {
+	return publisherConfig{
+		what:         "publish",
+		latency:      s.latency,
+		setupTimeout: s.setupTimeout,
+		idleTimeout:  s.idleTimeout,
+		trackWait:    s.trackWait,
+		keyframeWait: s.keyframeWait,
+		onPublish:    s.onPublish,
+	}
+}
+
 // listenConfig is the gosrt configuration of the listener.
 func (s *Server) listenConfig() gosrt.Config {
 	c := gosrt.DefaultConfig()
@@ -320,12 +334,14 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-// Stats are one publisher's SRT connection statistics (from gosrt's
-// Conn.Stats), for metrics.
+// Stats are the statistics of one SRT connection that publishes (from
+// gosrt's Conn.Stats), for metrics: a publisher's (Server.Stats) or a
+// pull's (Puller.Stats).
 type Stats struct {
-	// Peer is the publisher's address.
+	// Peer is the publisher's address (for a pull, the source URL,
+	// redacted).
 	Peer string
-	// Since is when the connection was accepted.
+	// Since is when the connection was accepted (or made).
 	Since time.Time
 	// RTT is the smoothed round-trip time.
 	RTT time.Duration
@@ -359,6 +375,11 @@ func (s *Server) Stats(path string) (Stats, bool) {
 	if p == nil {
 		return Stats{}, false
 	}
+	return p.stats(), true
+}
+
+// stats returns the statistics of the publisher's connection.
+func (p *publisher) stats() Stats {
 	var st gosrt.Statistics
 	p.conn.Stats(&st)
 	return Stats{
@@ -372,7 +393,7 @@ func (s *Server) Stats(path string) (Stats, bool) {
 		BytesReceived:        st.Accumulated.ByteRecv,
 		ReceiveRate:          st.Instantaneous.MbpsRecvRate * 1024 * 1024, // gosrt's "Mbps" are 2^20 bit/s
 		DemuxErrors:          p.demuxErrors.Load(),
-	}, true
+	}
 }
 
 // refusal is an admission decision against a request.
@@ -409,7 +430,7 @@ func (s *Server) handle(req gosrt.ConnRequest) {
 		log.Warn("srt accept failed", "stream", st.Path(), "reason", err.Error())
 		return
 	}
-	p := newPublisher(s, conn, st, peer, log.With("stream", st.Path()))
+	p := newPublisher(s.publisherConfig(), conn, st, peer, log.With("stream", st.Path()))
 	s.pubs[st.Path()] = p
 	s.mu.Unlock()
 

@@ -1,0 +1,805 @@
+package rtmp
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	gortmp "github.com/yutopp/go-rtmp"
+	"github.com/yutopp/go-rtmp/message"
+
+	"github.com/wishbridge/bridge/media"
+)
+
+// pullRig runs a Puller against a source, with a reader attached to the
+// stream before the first unit of each publication.
+type pullRig struct {
+	p    *Puller
+	reg  *media.Registry
+	logs *logBuf
+
+	published chan *media.Stream
+	retries   chan retry
+	cancel    context.CancelFunc
+	done      chan struct{}
+}
+
+type retry struct {
+	at   time.Time
+	wait time.Duration
+	err  error
+}
+
+func newPullRig(t *testing.T, url string, configure func(*Puller)) *pullRig {
+	t.Helper()
+	logs := &logBuf{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	reg := media.NewRegistry(log)
+	reg.SetGrace(func(string) time.Duration { return 10 * time.Second })
+	r := &pullRig{
+		p:         NewPuller(PullConfig{Registry: reg, Path: "pulled/cam", URL: url, Log: log}),
+		reg:       reg,
+		logs:      logs,
+		published: make(chan *media.Stream, 16),
+		retries:   make(chan retry, 1024),
+		done:      make(chan struct{}),
+	}
+	r.p.minBackoff, r.p.maxBackoff = 100*time.Millisecond, 400*time.Millisecond
+	r.p.onPublish = func(st *media.Stream) { r.published <- st }
+	r.p.onRetry = func(wait time.Duration, err error) {
+		select {
+		case r.retries <- retry{time.Now(), wait, err}:
+		default:
+		}
+	}
+	if configure != nil {
+		configure(r.p)
+	}
+	t.Cleanup(func() {
+		r.stop(t)
+		if t.Failed() || os.Getenv("RTMP_TEST_LOGS") != "" {
+			t.Logf("puller log:\n%s", logs.String())
+		}
+	})
+	return r
+}
+
+func (r *pullRig) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		defer close(r.done)
+		r.p.Run(ctx)
+	}()
+}
+
+// stop cancels Run and checks that it returns promptly.
+func (r *pullRig) stop(t *testing.T) {
+	t.Helper()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	select {
+	case <-r.done:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("Run did not return within 2 s of the cancel")
+	}
+}
+
+func (r *pullRig) nextPublish(t *testing.T, timeout time.Duration) *media.Stream {
+	t.Helper()
+	select {
+	case st := <-r.published:
+		return st
+	case <-time.After(timeout):
+		t.Fatalf("nothing published within %v; log:\n%s", timeout, r.logs.String())
+		return nil
+	}
+}
+
+// waitNewLog waits for a log line with every one of subs beyond the first
+// seen such lines, and returns it.
+func (l *logBuf) waitNewLog(t *testing.T, timeout time.Duration, seen int, subs ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if ls := l.lines(subs...); len(ls) > seen {
+			return ls[seen]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new log line with %q within %v; log:\n%s", subs, timeout, l.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// serveFLV starts ffmpeg serving the fixture, looped, to one RTMP player.
+func serveFLV(t *testing.T, url string) *ffmpeg {
+	t.Helper()
+	return startFFmpeg(t, "-re", "-stream_loop", "-1", "-i", fixture("h264-aac.flv"), "-c", "copy", "-f", "flv", "-listen", "1", url)
+}
+
+func (f *ffmpeg) kill(t *testing.T) {
+	t.Helper()
+	_ = f.cmd.Process.Kill()
+	select {
+	case <-f.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ffmpeg did not exit after kill")
+	}
+}
+
+// mediaCheck accumulates what a reader received.
+type mediaCheck struct {
+	video, audio, keys int
+	sps                []byte
+	aac                media.AAC
+	lastDTS            [2]time.Duration
+}
+
+func (m *mediaCheck) add(t *testing.T, u *media.Unit) {
+	t.Helper()
+	k := 1
+	if u.Track.IsVideo() {
+		k = 0
+		m.video++
+		if u.Key {
+			m.keys++
+			if len(u.NALUs) < 2 || h264.NALUType(u.NALUs[0][0]&0x1f) != h264.NALUTypeSPS {
+				t.Fatalf("IDR unit does not start with SPS and PPS")
+			}
+			m.sps = u.NALUs[0]
+		}
+	} else {
+		m.audio++
+		aac, ok := u.Track.Codec.(media.AAC)
+		if !ok {
+			t.Fatalf("audio track is %s, want AAC", u.Track.Codec.Name())
+		}
+		m.aac = aac
+		if len(u.Data) == 0 {
+			t.Fatal("empty audio unit")
+		}
+	}
+	if m.lastDTS[k] != 0 && u.DTS < m.lastDTS[k] {
+		t.Errorf("%s DTS went back from %v to %v", u.Track, m.lastDTS[k], u.DTS)
+	}
+	m.lastDTS[k] = u.DTS
+}
+
+// readUntil reads until cond holds (the stream must not end meanwhile).
+func readUntil(t *testing.T, r *media.Reader, m *mediaCheck, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for !cond() {
+		u, err := r.Read(ctx)
+		if err != nil {
+			t.Fatalf("Read after %d video and %d audio units: %v", m.video, m.audio, err)
+		}
+		m.add(t, u)
+	}
+}
+
+func checkH264AAC(t *testing.T, m *mediaCheck) {
+	t.Helper()
+	var sps h264.SPS
+	if err := sps.Unmarshal(m.sps); err != nil {
+		t.Fatalf("SPS: %v", err)
+	}
+	if w, h := sps.Width(), sps.Height(); w != 640 || h != 360 {
+		t.Errorf("SPS says %dx%d, want 640x360", w, h)
+	}
+	if m.aac.SampleRate != 48000 || m.aac.Channels != 2 {
+		t.Errorf("AAC %d Hz %d channels, want 48000 Hz stereo", m.aac.SampleRate, m.aac.Channels)
+	}
+}
+
+// TestPullFFmpeg pulls from ffmpeg serving RTMP, kills ffmpeg mid-stream
+// and restarts it: the puller reconnects, and a reader attached before the
+// kill reads on across the restart.
+func TestPullFFmpeg(t *testing.T) {
+	baseline := goroutineBaseline(t)
+	url := fmt.Sprintf("rtmp://127.0.0.1:%d/live/src", freeTCPPort(t))
+	f := serveFLV(t, url)
+	rig := newPullRig(t, url, nil)
+	rig.start()
+
+	st := rig.nextPublish(t, 15*time.Second)
+	r, err := st.NewReader(media.ReaderOptions{Name: "test", QueueSize: 8192})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var m mediaCheck
+	readUntil(t, r, &m, 10*time.Second, func() bool { return m.keys >= 2 && m.audio >= 50 })
+	checkH264AAC(t, &m)
+	rig.logs.waitLog(t, time.Second, "rtmp pull playing", "source=rtmp://127.0.0.1:")
+
+	seen := len(rig.logs.lines("rtmp pull failed"))
+	f.kill(t)
+	failed := rig.logs.waitNewLog(t, 15*time.Second, seen, "rtmp pull failed")
+	if !strings.Contains(failed, "closed") && !strings.Contains(failed, "reset") {
+		t.Errorf("failure logged as %q, want the connection closed", failed)
+	}
+	before := m
+	f = serveFLV(t, url)
+	if st2 := rig.nextPublish(t, 15*time.Second); st2 != st {
+		t.Fatalf("the puller's second publication is another stream: readers were not kept")
+	}
+	readUntil(t, r, &m, 10*time.Second, func() bool { return m.keys >= before.keys+2 && m.audio >= before.audio+50 })
+	checkH264AAC(t, &m)
+	rig.logs.waitLog(t, time.Second, "publisher is back within the grace period")
+
+	rig.stop(t)
+	r.Close()
+	f.kill(t)
+	baseline()
+}
+
+// TestPullBackoff points the puller at a closed port: it retries after
+// growing delays up to the cap and stops promptly.
+func TestPullBackoff(t *testing.T) {
+	baseline := goroutineBaseline(t)
+	url := fmt.Sprintf("rtmp://127.0.0.1:%d/live/src", freeTCPPort(t))
+	rig := newPullRig(t, url, func(p *Puller) {
+		p.minBackoff, p.maxBackoff = 20*time.Millisecond, 80*time.Millisecond
+	})
+	rig.start()
+	want := []time.Duration{20, 40, 80, 80, 80}
+	var got []retry
+	for len(got) < len(want) {
+		select {
+		case r := <-rig.retries:
+			got = append(got, r)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d retries", len(got))
+		}
+	}
+	for i, r := range got {
+		if r.wait != want[i]*time.Millisecond {
+			t.Errorf("retry %d waits %v, want %v", i, r.wait, want[i]*time.Millisecond)
+		}
+		if !strings.Contains(r.err.Error(), "connection refused") {
+			t.Errorf("retry %d: error %q, want connection refused", i, r.err)
+		}
+		if i > 0 {
+			if gap := r.at.Sub(got[i-1].at); gap < got[i-1].wait {
+				t.Errorf("retry %d came %v after the previous one, which waited %v", i, gap, got[i-1].wait)
+			}
+		}
+	}
+	rig.logs.waitLog(t, time.Second, "rtmp pull failed", "retry_in=80ms", "source=rtmp://127.0.0.1:")
+	start := time.Now()
+	rig.stop(t)
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("Run took %v to return after the cancel", d)
+	}
+	baseline()
+}
+
+// TestPullStalledServer: a server that accepts and says nothing is given
+// up on after the setup timeout; a cancel during the wait ends Run at once.
+func TestPullStalledServer(t *testing.T) {
+	baseline := goroutineBaseline(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	url := "rtmp://" + ln.Addr().String() + "/live/src"
+
+	rig := newPullRig(t, url, func(p *Puller) { p.setupTimeout = 200 * time.Millisecond })
+	rig.start()
+	select {
+	case r := <-rig.retries:
+		if !strings.Contains(r.err.Error(), "handshake, connect and play not done within 200ms") {
+			t.Errorf("error %q, want the setup timeout", r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no retry")
+	}
+	rig.stop(t)
+
+	rig = newPullRig(t, url, nil) // 10 s setup timeout
+	rig.start()
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	rig.stop(t)
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("Run took %v to return after the cancel", d)
+	}
+	ln.Close()
+	mu.Lock()
+	for _, c := range conns {
+		c.Close()
+	}
+	mu.Unlock()
+	baseline()
+}
+
+// TestPullRefused pulls from this package's server, whose play hook
+// refuses: the puller reports the server's status.
+func TestPullRefused(t *testing.T) {
+	ts := startServer(t, allowAll, func(s *Server) {
+		s.play = func(context.Context, PlayRequest, PlayWriter) error {
+			return fmt.Errorf("nothing here: %w", ErrStreamNotFound)
+		}
+	})
+	rig := newPullRig(t, ts.url("live/src"), nil)
+	rig.start()
+	select {
+	case r := <-rig.retries:
+		if !strings.Contains(r.err.Error(), "NetStream.Play.StreamNotFound") {
+			t.Errorf("error %q, want NetStream.Play.StreamNotFound", r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no retry")
+	}
+}
+
+func TestPullConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  PullConfig
+		want string
+	}{
+		{PullConfig{Path: "a/b", URL: "rtmp://h/app/name"}, "no registry or path"},
+		{PullConfig{Registry: media.NewRegistry(nil), URL: "rtmp://h/app/name"}, "no registry or path"},
+		{PullConfig{Registry: media.NewRegistry(nil), Path: "a/b", URL: "srt://h:1/x"}, "is not an rtmp:// or rtmps:// URL"},
+	} {
+		p := NewPuller(tc.cfg)
+		if p.err == nil || !strings.Contains(p.err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", tc.cfg, p.err, tc.want)
+		}
+	}
+	// Run logs the error and waits for its context.
+	logs := &logBuf{}
+	p := NewPuller(PullConfig{Registry: media.NewRegistry(nil), Path: "a/b", URL: "rtmp://h/onlyapp?key=secret", Log: slog.New(slog.NewTextHandler(logs, nil))})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	p.Run(ctx)
+	if !strings.Contains(logs.String(), "rtmp pull cannot start") || strings.Contains(logs.String(), "secret") {
+		t.Errorf("log:\n%s", logs.String())
+	}
+}
+
+func TestParseSource(t *testing.T) {
+	for _, tc := range []struct {
+		in                     string
+		addr, app, name, tcURL string
+		tls                    bool
+		err                    string
+	}{
+		{in: "rtmp://host/live/cam", addr: "host:1935", app: "live", name: "cam", tcURL: "rtmp://host/live"},
+		{in: "RTMP://host:1936/live/cam?key=k", addr: "host:1936", app: "live", name: "cam?key=k", tcURL: "rtmp://host:1936/live"},
+		{in: "rtmp://host/a/b/c/", addr: "host:1935", app: "a/b", name: "c", tcURL: "rtmp://host/a/b"},
+		{in: "rtmps://host/live/cam", addr: "host:443", app: "live", name: "cam", tcURL: "rtmps://host/live", tls: true},
+		{in: "rtmp://[::1]:1940/live/cam", addr: "[::1]:1940", app: "live", name: "cam", tcURL: "rtmp://[::1]:1940/live"},
+		{in: "rtmp://[::1]/live/cam", addr: "[::1]:1935", app: "live", name: "cam", tcURL: "rtmp://[::1]/live"},
+		{in: "rtmp://host/live", err: "expected rtmp://host[:port]/app/name"},
+		{in: "rtmp://host/", err: "expected rtmp://host[:port]/app/name"},
+		{in: "rtmp://:1935/live/cam", err: "has no host"},
+		{in: "rtmp://host:99999/live/cam", err: "invalid port"},
+		{in: "rtmp://u:p@host/live/cam", err: "user and password"},
+		{in: "http://host/live/cam", err: "not an rtmp://"},
+		{in: "host/live/cam", err: "not an rtmp://"},
+	} {
+		s, err := parseSource(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+			continue
+		}
+		if s.addr != tc.addr || s.app != tc.app || s.name != tc.name || s.tcURL != tc.tcURL || s.tls != tc.tls {
+			t.Errorf("%q: got addr %q app %q name %q tcUrl %q tls %v", tc.in, s.addr, s.app, s.name, s.tcURL, s.tls)
+		}
+	}
+	if _, err := parseSource("rtmp://u:secret@host/live/cam"); err == nil || strings.Contains(err.Error(), "secret") {
+		t.Errorf("error %v shows the password", err)
+	}
+}
+
+// flvTags returns the first n tags of an FLV file, as they are laid out in
+// the file and in an RTMP aggregate message (tag header, body, previous
+// tag size).
+func flvTags(t *testing.T, file string, n int) []byte {
+	t.Helper()
+	b, err := os.ReadFile(fixture(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := int(binary.BigEndian.Uint32(b[5:9])) + 4
+	start := off
+	for i := 0; i < n; i++ {
+		size := int(b[off+1])<<16 | int(b[off+2])<<8 | int(b[off+3])
+		off += 11 + size + 4
+	}
+	return b[start:off]
+}
+
+// TestPullAggregate feeds the fixture's first tags as one aggregate
+// message: they become units with the message's timestamp as origin.
+func TestPullAggregate(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p := NewPuller(PullConfig{Registry: media.NewRegistry(log), Path: "a/b", URL: "rtmp://h/live/x", Log: log})
+	var r *media.Reader
+	p.onPublish = func(st *media.Stream) {
+		var err error
+		if r, err = st.NewReader(media.ReaderOptions{Name: "test", QueueSize: 1024}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &pullSession{p: p, c: &pullConn{}}
+	tags := flvTags(t, "h264-aac.flv", 60)
+	if err := s.aggregate(rtmpMsg{typeID: msgTypeAggregate, ts: 5000, payload: tags}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.aggregate(rtmpMsg{typeID: msgTypeAggregate, ts: 6000, payload: tags[:len(tags)-1]}); err == nil {
+		t.Error("a truncated aggregate message was taken")
+	}
+	if r == nil {
+		t.Fatal("nothing published")
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var m mediaCheck
+	for m.video+m.audio < 40 {
+		u, err := r.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %d units: %v", m.video+m.audio, err)
+		}
+		if m.video+m.audio == 0 && (u.DTS < 5*time.Second || u.DTS > 5100*time.Millisecond) {
+			t.Errorf("first unit at %v, want 5 s and a little", u.DTS)
+		}
+		m.add(t, u)
+	}
+	checkH264AAC(t, &m)
+	s.end(errors.New("test over"))
+}
+
+// TestPullChunkReader writes messages with go-rtmp's chunk streamer (a
+// chunk size change, every header format, extended timestamps) and reads them
+// back through the guard and the puller's reader. A fmt 3 chunk repeating
+// the extended timestamp, as ffmpeg sends it, is read too.
+func TestPullChunkReader(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := &pullConn{nc: a, idle: 5 * time.Second, write: 5 * time.Second, chunkSize: 128, chunks: make(map[int]*chunkIn), playSent: true}
+	c.in = &guardedReader{
+		nc:         a,
+		guard:      newChunkGuard(func() bool { return true }),
+		deadline:   func() time.Time { return time.Now().Add(5 * time.Second) },
+		timeoutErr: func() error { return errors.New("timeout") },
+	}
+	c.br = bufio.NewReader(c.in)
+
+	type sent struct {
+		typeID uint8
+		ts     uint32
+		size   int
+	}
+	msgs := []sent{
+		{msgTypeVideo, 0, 5000}, {msgTypeAudio, 10, 300}, {msgTypeVideo, 33, 5000}, {msgTypeVideo, 66, 100},
+		{msgTypeVideo, 0xfffff0, 400}, {msgTypeVideo, 0x1000020, 7000}, {msgTypeVideo, 0x1000040, 7000},
+		{msgTypeAudio, 0x1000050, 200},
+	}
+	payload := func(i, n int) []byte { return bytes.Repeat([]byte{byte(i + 1)}, n) }
+	errc := make(chan error, 1)
+	go func() {
+		errc <- func() error {
+			if _, err := b.Write(make([]byte, rtmpHandshakeSize)); err != nil {
+				return err
+			}
+			cs := gortmp.NewChunkStreamer(bufio.NewReader(b), bufio.NewWriter(b), nil)
+			defer cs.Close()
+			write := func(csid int, ts uint32, m message.Message) error {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				return cs.Write(ctx, csid, ts, &gortmp.ChunkMessage{StreamID: 1, Message: m})
+			}
+			// Before the first write: go-rtmp's writer goroutine reads
+			// the size without a lock.
+			if err := cs.SelfState().SetChunkSize(1000); err != nil {
+				return err
+			}
+			if err := write(2, 0, &message.SetChunkSize{ChunkSize: 1000}); err != nil {
+				return err
+			}
+			for i, m := range msgs {
+				// One chunk stream: go-rtmp interleaves the chunks of
+				// messages on different ones.
+				var msg message.Message = &message.VideoMessage{Payload: bytes.NewReader(payload(i, m.size))}
+				if m.typeID == msgTypeAudio {
+					msg = &message.AudioMessage{Payload: bytes.NewReader(payload(i, m.size))}
+				}
+				if err := write(6, m.ts, msg); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+	}()
+	if _, err := io.ReadFull(c.br, make([]byte, rtmpHandshakeSize)); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range msgs {
+		m, err := c.next()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if m.typeID != want.typeID || m.ts != want.ts || !bytes.Equal(m.payload, payload(i, want.size)) {
+			t.Fatalf("message %d: type %d ts %#x %d bytes, want type %d ts %#x %d bytes", i, m.typeID, m.ts, len(m.payload), want.typeID, want.ts, want.size)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+
+	// ffmpeg's way: fmt 0 with an extended timestamp, then a fmt 3
+	// continuation repeating it.
+	go func() {
+		body := payload(9, 1500)
+		var w bytes.Buffer
+		w.Write([]byte{0<<6 | 6, 0xff, 0xff, 0xff, 0, 0x05, 0xdc, msgTypeVideo, 1, 0, 0, 0})
+		w.Write([]byte{0x02, 0, 0, 0})
+		w.Write(body[:1000])
+		w.Write([]byte{3<<6 | 6, 0x02, 0, 0, 0})
+		w.Write(body[1000:])
+		_, err := b.Write(w.Bytes())
+		errc <- err
+	}()
+	m, err := c.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ts != 0x02000000 || !bytes.Equal(m.payload, payload(9, 1500)) {
+		t.Fatalf("ffmpeg-style message: ts %#x %d bytes", m.ts, len(m.payload))
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAMFCommandRoundTrip(t *testing.T) {
+	var w amfWriter
+	for _, v := range []any{"onStatus", 0.0, nil, amfObject{{"level", "error"}, {"code", "NetStream.Play.StreamNotFound"}, {"description", "no such stream"}, {"n", 3}, {"ok", true}}} {
+		w.value(v)
+	}
+	cmd, err := parseCommand(w.b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	level, code, desc := cmd.info()
+	if cmd.name != "onStatus" || level != "error" || code != "NetStream.Play.StreamNotFound" || desc != "no such stream" {
+		t.Errorf("got %+v", cmd)
+	}
+	if got := cmd.describe(); got != `NetStream.Play.StreamNotFound ("no such stream")` {
+		t.Errorf("describe: %s", got)
+	}
+	if got := stripSetDataFrame(append([]byte{amf0String, 0, 13}, "@setDataFrame\x02\x00\x0aonMetaData"...)); string(got) != "\x02\x00\x0aonMetaData" {
+		t.Errorf("stripSetDataFrame: %q", got)
+	}
+}
+
+// TestPullOwnServer pulls from this package's server through its play
+// hook, which refuses three times, then plays the fixture's first tags for
+// a while and stops: the puller's delays grow while it is refused, it
+// publishes what was played, and after a play longer than backoffReset it
+// retries after the shortest delay again.
+func TestPullOwnServer(t *testing.T) {
+	tags := flvTags(t, "h264-aac.flv", 120)
+	var mu sync.Mutex
+	plays := 0
+	ts := startServer(t, allowAll, func(s *Server) {
+		s.play = func(ctx context.Context, req PlayRequest, w PlayWriter) error {
+			mu.Lock()
+			plays++
+			n := plays
+			mu.Unlock()
+			if req.Path != "live/src" || req.Key != "k" {
+				return fmt.Errorf("play of %q key %q: %w", req.Path, req.Key, ErrStreamNotFound)
+			}
+			if n <= 3 || n > 4 {
+				return fmt.Errorf("not yet: %w", ErrStreamNotFound)
+			}
+			for b := tags; len(b) > 0; {
+				size := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+				ts := uint32(b[7])<<24 | uint32(b[4])<<16 | uint32(b[5])<<8 | uint32(b[6])
+				if err := w.WriteMessage(b[0], ts, b[11:11+size]); err != nil {
+					return err
+				}
+				b = b[11+size+4:]
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(400 * time.Millisecond):
+			}
+			return nil
+		}
+	})
+	readers := make(chan *media.Reader, 4)
+	rig := newPullRig(t, ts.url("live/src?key=k"), func(p *Puller) {
+		p.minBackoff, p.maxBackoff, p.backoffReset = 20*time.Millisecond, 80*time.Millisecond, 300*time.Millisecond
+		p.onPublish = func(st *media.Stream) {
+			// Before the first unit: the tags come all at once.
+			r, err := st.NewReader(media.ReaderOptions{Name: "test", QueueSize: 1024})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			readers <- r
+		}
+	})
+	rig.start()
+	var r *media.Reader
+	for i, want := range []struct {
+		wait time.Duration
+		err  string
+	}{
+		{20 * time.Millisecond, "NetStream.Play.StreamNotFound"},
+		{40 * time.Millisecond, "NetStream.Play.StreamNotFound"},
+		{80 * time.Millisecond, "NetStream.Play.StreamNotFound"},
+		{20 * time.Millisecond, "the server stopped the stream: NetStream.Play.Stop"},
+		{40 * time.Millisecond, "NetStream.Play.StreamNotFound"},
+	} {
+		if i == 3 {
+			select {
+			case r = <-readers:
+				defer r.Close()
+			case <-time.After(5 * time.Second):
+				t.Fatal("nothing published")
+			}
+		}
+		select {
+		case got := <-rig.retries:
+			if got.wait != want.wait || !strings.Contains(got.err.Error(), want.err) {
+				t.Errorf("retry %d: wait %v after %q, want %v after %q", i, got.wait, got.err, want.wait, want.err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("retry %d did not come", i)
+		}
+	}
+	var m mediaCheck
+	readUntil(t, r, &m, 2*time.Second, func() bool { return m.keys >= 2 && m.video >= 40 && m.audio >= 60 })
+	checkH264AAC(t, &m)
+	rig.logs.waitLog(t, time.Second, "rtmp pull ended", "video_frames=", "reason=\"the server stopped the stream")
+}
+
+// TestPullControl: the client answers a ping and acknowledges what it
+// received at the window the server set.
+func TestPullControl(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := &pullConn{nc: a, idle: 5 * time.Second, write: 5 * time.Second, chunkSize: 128, chunks: make(map[int]*chunkIn), playSent: true}
+	c.in = &guardedReader{
+		nc:         a,
+		guard:      newChunkGuard(func() bool { return true }),
+		deadline:   func() time.Time { return time.Now().Add(5 * time.Second) },
+		timeoutErr: func() error { return errors.New("timeout") },
+	}
+	c.br = bufio.NewReader(c.in)
+	msg := func(csid int, typeID uint8, payload []byte) []byte {
+		h := []byte{byte(csid), 0, 0, 0, 0, 0, byte(len(payload)), typeID, 0, 0, 0, 0}
+		return append(h, payload...)
+	}
+	go func() {
+		var w bytes.Buffer
+		w.Write(make([]byte, rtmpHandshakeSize))
+		w.Write(msg(2, msgTypeWindowAckSize, []byte{0, 0, 0x01, 0xf4})) // 500
+		w.Write(msg(2, msgTypeUserControl, []byte{0, userPingRequest, 0, 0, 0x30, 0x39}))
+		if _, err := b.Write(w.Bytes()); err != nil {
+			return
+		}
+		// One write each: the client counts what each network read brings.
+		for i := 0; i < 6; i++ {
+			if _, err := b.Write(msg(4, msgTypeAudio, bytes.Repeat([]byte{0xaf}, 100))); err != nil {
+				return
+			}
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() {
+		if _, err := io.ReadFull(c.br, make([]byte, rtmpHandshakeSize)); err != nil {
+			errc <- err
+			return
+		}
+		for i := 0; i < 6; i++ {
+			m, err := c.next()
+			if err != nil {
+				errc <- err
+				return
+			}
+			if m.typeID != msgTypeAudio {
+				errc <- fmt.Errorf("message %d is of type %d", i, m.typeID)
+				return
+			}
+		}
+		errc <- nil
+	}()
+	readMsg := func() (uint8, []byte) {
+		t.Helper()
+		h := make([]byte, 12)
+		if _, err := io.ReadFull(b, h); err != nil {
+			t.Fatal(err)
+		}
+		p := make([]byte, int(h[4])<<16|int(h[5])<<8|int(h[6]))
+		if _, err := io.ReadFull(b, p); err != nil {
+			t.Fatal(err)
+		}
+		return h[7], p
+	}
+	// The handshake counts: the first acknowledgement goes out as soon as
+	// the window is known.
+	ack := func() uint32 {
+		t.Helper()
+		typ, p := readMsg()
+		if typ != msgTypeAck || len(p) != 4 {
+			t.Fatalf("expected an acknowledgement, got type %d %x", typ, p)
+		}
+		return binary.BigEndian.Uint32(p)
+	}
+	first := ack()
+	if first < rtmpHandshakeSize {
+		t.Errorf("first acknowledgement of %d bytes", first)
+	}
+	if typ, p := readMsg(); typ != msgTypeUserControl || !bytes.Equal(p, []byte{0, userPingResponse, 0, 0, 0x30, 0x39}) {
+		t.Errorf("answer to the ping: type %d %x", typ, p)
+	}
+	if second := ack(); second-first < 500 || second-first > 600 {
+		t.Errorf("acknowledged %d bytes, then %d", first, second)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

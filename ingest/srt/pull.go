@@ -1,0 +1,498 @@
+package srt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gosrt "github.com/datarhei/gosrt"
+	"github.com/datarhei/gosrt/circular"
+	"github.com/datarhei/gosrt/packet"
+
+	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/media"
+)
+
+// Pull ingest: a Puller calls a remote SRT listener (caller mode), for a
+// route with "pull: srt://host:port?streamid=...&passphrase=..."
+// (config.Route.Pull), and demuxes the MPEG-TS it receives into the hub as
+// an accepted publisher's is (see the package doc, "Demux"; the same
+// timeouts apply: 10 s for the program, 10 s without a TS packet).
+//
+// URL options: streamid (sent as written after percent-decoding; the
+// access-control syntax "#!::r=live/cam,m=request" needs no escaping),
+// passphrase (10-79 characters), pbkeylen (16, 24 or 32) and latency (the
+// receiver latency in milliseconds, as srt-live-transmit reads it, not
+// ffmpeg's microseconds; 120 by default). Others are ignored.
+//
+// Each attempt first sends an SRT induction request from a socket of its
+// own and waits for the answer (10 s at most, resent every 250 ms; a cancel
+// ends the wait at once), then connects with gosrt (3 s for the handshake).
+// The probe is there because gosrt v0.11.0's Dial cannot be interrupted
+// and, when it fails, can leave its socket goroutine blocked for ever (see
+// caller): a source that is down (nothing listens, or the host does not
+// answer) never gets that far. What remains is a listener that answers the
+// induction but refuses the connection (wrong streamid or passphrase):
+// each such attempt may leave one goroutine and its buffers (some 40 KB)
+// behind, at most one per backoff period (30 s once the backoff is at its
+// cap).
+//
+// After a failure the Puller waits and connects again: 1 s, doubling up
+// to 30 s, back to 1 s once a connection has carried media for a minute.
+// Each failure is logged with its reason and the wait, the URL redacted
+// (config.RedactURL). Between two connections the stream waits for its
+// publisher for the registry's grace period (media.Registry.SetGrace), so
+// its readers carry on when the source comes back within it.
+
+// PullConfig configures a Puller. Registry, Path and URL are required.
+type PullConfig struct {
+	Registry *media.Registry
+	// Path is where the stream is published in the hub ("live/cam").
+	Path string
+	// URL is the source: srt://host:port[?streamid=...&passphrase=...&
+	// latency=...]. It is logged redacted (config.RedactURL).
+	URL string
+	// Log receives the puller's events; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// Reconnect policy and timeouts of a Puller.
+const (
+	pullMinBackoff = time.Second
+	pullMaxBackoff = 30 * time.Second
+	// pullBackoffReset is how long media must have flowed for the next
+	// failure to be retried after pullMinBackoff again.
+	pullBackoffReset = time.Minute
+	// pullProbeTimeout bounds the wait for the listener's answer to the
+	// induction request.
+	pullProbeTimeout = 10 * time.Second
+	// pullProbeResend is how often the induction request is resent.
+	pullProbeResend = 250 * time.Millisecond
+	// pullHandshakeTimeout is gosrt's ConnectionTimeout: the handshake
+	// with a listener that has just answered the probe.
+	pullHandshakeTimeout = 3 * time.Second
+	// drainTimeout bounds the wait for gosrt's dialer goroutine after a
+	// close (see caller).
+	drainTimeout = 200 * time.Millisecond
+)
+
+// errPullStopped is why a pull ends when its Run's context ends.
+var errPullStopped = errors.New("pull stopped")
+
+// Puller pulls one SRT stream into the hub. Create it with NewPuller and
+// call Run; Run may be called again after it returned (e.g. to pull on
+// demand: run it while the stream has readers), but not concurrently.
+type Puller struct {
+	reg  *media.Registry
+	path string
+	src  pullSource
+	log  *slog.Logger
+	err  error // a configuration error, reported by Run
+
+	// Tunables, fixed before Run (tests shorten them).
+	minBackoff, maxBackoff, backoffReset time.Duration
+	probeTimeout                         time.Duration
+	pubCfg                               publisherConfig
+	// onRetry, if set, is called before each wait between two attempts.
+	onRetry func(wait time.Duration, err error)
+
+	mu  sync.Mutex
+	cur *publisher // guarded by mu: the connection publishing, if any
+}
+
+// pullSource is a parsed srt:// pull URL.
+type pullSource struct {
+	addr     string
+	cfg      gosrt.Config
+	redacted string
+}
+
+// NewPuller returns a puller for cfg. A bad configuration is reported by
+// Run.
+func NewPuller(cfg PullConfig) *Puller {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &Puller{
+		reg:        cfg.Registry,
+		path:       cfg.Path,
+		log:        log.With("component", "srt pull", "stream", cfg.Path, "source", config.RedactURL(cfg.URL)),
+		minBackoff: pullMinBackoff, maxBackoff: pullMaxBackoff, backoffReset: pullBackoffReset,
+		probeTimeout: pullProbeTimeout,
+		pubCfg: publisherConfig{
+			what:         "pull",
+			setupTimeout: defaultSetupTimeout,
+			idleTimeout:  defaultIdleTimeout,
+			trackWait:    defaultTrackWait,
+			keyframeWait: defaultKeyframeWait,
+		},
+	}
+	switch {
+	case cfg.Registry == nil || cfg.Path == "":
+		p.err = errors.New("srt pull: no registry or path")
+	default:
+		p.src, p.err = parsePullURL(cfg.URL)
+		if p.err != nil {
+			p.err = fmt.Errorf("srt pull: %w", p.err)
+		}
+		p.pubCfg.latency = p.src.cfg.Latency
+	}
+	return p
+}
+
+// parsePullURL reads srt://host:port?streamid=...&passphrase=...&latency=...
+// The query is split by hand: a streamid in the access control syntax
+// starts with "#", which net/url would take for a fragment.
+func parsePullURL(raw string) (pullSource, error) {
+	s := pullSource{redacted: config.RedactURL(raw)}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || !strings.EqualFold(scheme, "srt") {
+		return s, fmt.Errorf("%q is not an srt:// URL", s.redacted)
+	}
+	hostport, query, _ := strings.Cut(rest, "?")
+	hostport = strings.TrimSuffix(hostport, "/")
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil || host == "" {
+		return s, fmt.Errorf("%q: expected srt://host:port (SRT has no default port)", s.redacted)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return s, fmt.Errorf("%q has an invalid port", s.redacted)
+	}
+	s.addr = hostport
+	s.cfg = gosrt.DefaultConfig()
+	s.cfg.Latency = defaultLatency
+	s.cfg.PayloadSize = payloadSize
+	s.cfg.ConnectionTimeout = pullHandshakeTimeout
+	for kv := range strings.SplitSeq(query, "&") {
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		v = unescape(v)
+		switch strings.ToLower(unescape(k)) {
+		case "streamid":
+			if len(v) > gosrt.MAX_STREAMID_SIZE {
+				return s, fmt.Errorf("%q: streamid is %d bytes, maximum is %d", s.redacted, len(v), gosrt.MAX_STREAMID_SIZE)
+			}
+			s.cfg.StreamId = v
+		case "passphrase":
+			if len(v) < 10 || len(v) > 79 {
+				return s, fmt.Errorf("%q: the passphrase must be 10-79 characters (SRT's limit)", s.redacted)
+			}
+			s.cfg.Passphrase = v
+		case "pbkeylen":
+			n, err := strconv.Atoi(v)
+			if err != nil || (n != 16 && n != 24 && n != 32) {
+				return s, fmt.Errorf("%q: pbkeylen %q is not 16, 24 or 32", s.redacted, v)
+			}
+			s.cfg.PBKeylen = n
+		case "latency":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 60000 {
+				return s, fmt.Errorf("%q: latency %q is not a number of milliseconds (0-60000)", s.redacted, v)
+			}
+			s.cfg.Latency = time.Duration(n) * time.Millisecond
+		}
+	}
+	return s, nil
+}
+
+// unescape percent-decodes s, leaving what is not valid percent-encoding
+// as written.
+func unescape(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Run pulls until ctx ends, then closes the connection, leaves the stream
+// (which waits for a publisher for its grace period) and returns. A gosrt
+// handshake in progress is not interrupted: Run may take up to 3 s more
+// to return. With a bad configuration it logs why and waits for ctx.
+func (p *Puller) Run(ctx context.Context) {
+	if p.err != nil {
+		p.log.Error("srt pull cannot start", "err", p.err)
+		<-ctx.Done()
+		return
+	}
+	p.log.Info("srt pull started")
+	delay := p.minBackoff
+	for {
+		streamed, err := p.pull(ctx)
+		if ctx.Err() != nil {
+			p.log.Info("srt pull stopped")
+			return
+		}
+		if streamed >= p.backoffReset {
+			delay = p.minBackoff
+		}
+		p.log.Warn("srt pull failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", delay.String())
+		if p.onRetry != nil {
+			p.onRetry(delay, err)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			p.log.Info("srt pull stopped")
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, p.maxBackoff)
+	}
+}
+
+// Stats returns the statistics of the puller's connection while it
+// publishes.
+func (p *Puller) Stats() (Stats, bool) {
+	p.mu.Lock()
+	cur := p.cur
+	p.mu.Unlock()
+	if cur == nil {
+		return Stats{}, false
+	}
+	return cur.stats(), true
+}
+
+func (p *Puller) setCurrent(pub *publisher) {
+	p.mu.Lock()
+	p.cur = pub
+	p.mu.Unlock()
+}
+
+// pull makes one connection and publishes what it receives until it fails
+// or ctx ends. It returns for how long the connection published.
+func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
+	if err := probe(ctx, p.src.addr, p.probeTimeout); err != nil {
+		return 0, fmt.Errorf("connect: %w", err)
+	}
+	dc, err := gosrt.Dial("srt", p.src.addr, p.src.cfg)
+	if err != nil {
+		return 0, fmt.Errorf("connect: %w", dialError(err))
+	}
+	conn := &caller{Conn: dc}
+	defer conn.drain() // closes it
+	if ctx.Err() != nil {
+		return 0, errPullStopped
+	}
+	st, err := p.reg.Publish(p.path, "srt pull "+p.src.redacted)
+	if err != nil {
+		return 0, err
+	}
+	pub := newPublisher(p.pubCfg, conn, st, p.src.redacted, p.log)
+	p.setCurrent(pub)
+	defer p.setCurrent(nil)
+	stop := context.AfterFunc(ctx, func() { pub.stop(errPullStopped) })
+	defer stop()
+	started := time.Now()
+	pub.run() // closes the connection and the publication
+	return time.Since(started), pub.stopReason()
+}
+
+// rejectNames names the SRT rejection reasons (libsrt's SRT_REJ_* and
+// access_control.h's SRT_REJX_*), with what they mean for a caller.
+var rejectNames = map[uint64]string{
+	1000: "REJ_UNKNOWN", 1001: "REJ_SYSTEM", 1002: "REJ_PEER", 1003: "REJ_RESOURCE",
+	1004: "REJ_ROGUE", 1005: "REJ_BACKLOG", 1006: "REJ_IPE", 1007: "REJ_CLOSE (the listener is closing)",
+	1008: "REJ_VERSION", 1009: "REJ_RDVCOOKIE", 1010: "REJ_BADSECRET (wrong passphrase)",
+	1011: "REJ_UNSECURE (the listener wants a passphrase, or has none and ours is set)",
+	1012: "REJ_MESSAGEAPI", 1013: "REJ_CONGESTION", 1014: "REJ_FILTER", 1015: "REJ_GROUP",
+	1400: "REJX_BAD_REQUEST (bad streamid)", 1401: "REJX_UNAUTHORIZED (missing or wrong key)",
+	1402: "REJX_OVERLOAD", 1403: "REJX_FORBIDDEN", 1404: "REJX_NOTFOUND (no such stream)",
+	1405: "REJX_BAD_MODE (the listener does not serve this mode: read with m=request or read:)",
+	1406: "REJX_UNACCEPTABLE", 1407: "REJX_CONFLICT (as gosrt numbers it)", 1409: "REJX_CONFLICT",
+	1415: "REJX_NOTSUP_MEDIA", 1423: "REJX_LOCKED", 1424: "REJX_FAILED_DEPEND", 1500: "REJX_ISE",
+	1501: "REJX_UNIMPLEMENTED", 1502: "REJX_GW", 1503: "REJX_DOWN", 1505: "REJX_VERSION", 1507: "REJX_NOROOM",
+}
+
+// dialError rewords gosrt's rejection error, whose reason code it prints
+// in base 32 ("connection rejected: REJECT (1bt)" is 1405).
+func dialError(err error) error {
+	msg := err.Error()
+	rest, ok := strings.CutPrefix(msg, "connection rejected: REJECT (")
+	if !ok {
+		return err
+	}
+	code, err2 := strconv.ParseUint(strings.TrimSuffix(rest, ")"), 32, 32)
+	if err2 != nil {
+		return err
+	}
+	name := rejectNames[code]
+	if name == "" {
+		name = "unknown reason"
+	}
+	return fmt.Errorf("the listener refused the connection: %d %s", code, name)
+}
+
+// caller is a connection made by gosrt.Dial.
+//
+// gosrt v0.11.0's dialer has a goroutine that, once the socket is closed,
+// sends its error on an unbuffered channel that only Close (once, right
+// after closing the socket, without waiting) and later Reads and Writes
+// receive from; when it is not there yet for Close, it blocks for ever.
+// drain reads after Close to take that error, so that the goroutine ends.
+// (A Dial that fails closes its dialer itself, with no way to drain it: see
+// the doc of Puller about probe.)
+type caller struct {
+	gosrt.Conn
+
+	mu      sync.Mutex
+	drained bool // guarded by mu: a Read returned the dialer goroutine's error
+}
+
+func (c *caller) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && !errors.Is(err, io.EOF) {
+		// io.EOF is the connection's own "closed"; any other error came
+		// from the dialer goroutine.
+		c.mu.Lock()
+		c.drained = true
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *caller) isDrained() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.drained
+}
+
+// drain closes the connection and takes the dialer goroutine's last error
+// (drainTimeout at most: by then it has long been sent, or taken by Close).
+func (c *caller) drain() {
+	c.Close()
+	b := make([]byte, gosrt.MAX_PAYLOAD_SIZE)
+	for deadline := time.Now().Add(drainTimeout); !c.isDrained() && time.Now().Before(deadline); {
+		if _, err := c.Read(b); err == nil {
+			continue // data the connection had buffered
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// probe sends SRT induction requests to addr from a socket of its own until
+// the listener answers, timeout passes or ctx ends.
+func probe(ctx context.Context, addr string, timeout time.Duration) error {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "udp", addr)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	req, err := inductionRequest(nc.LocalAddr(), nc.RemoteAddr())
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, gosrt.MAX_MSS_SIZE)
+	end := time.Now().Add(timeout)
+	for {
+		if _, err := nc.Write(req); err != nil {
+			return probeErr(err, addr)
+		}
+		wait := time.Now().Add(pullProbeResend)
+		if end.Before(wait) {
+			wait = end
+		}
+		if err := nc.SetReadDeadline(wait); err != nil {
+			return err
+		}
+		for {
+			// After the deadline is set: a cancel before it is seen here,
+			// one after it sets a deadline in the past.
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			n, err := nc.Read(buf)
+			if err == nil {
+				if isHandshake(nc.RemoteAddr(), buf[:n]) {
+					return nil
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				return probeErr(err, addr)
+			}
+			break
+		}
+		if !time.Now().Before(end) {
+			return fmt.Errorf("no answer to the SRT handshake from %s within %v", addr, timeout)
+		}
+	}
+}
+
+func probeErr(err error, addr string) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("nothing listens on %s (connection refused)", addr)
+	}
+	return err
+}
+
+// inductionRequest is the caller's first handshake packet (HSv4
+// induction, SRT RFC draft 4.3.1.1), as gosrt and libsrt send it.
+func inductionRequest(local, remote net.Addr) ([]byte, error) {
+	p := packet.NewPacket(remote)
+	defer p.Decommission()
+	h := p.Header()
+	h.IsControlPacket = true
+	h.ControlType = packet.CTRLTYPE_HANDSHAKE
+	h.DestinationSocketId = 0
+	cif := &packet.CIFHandshake{
+		IsRequest:                   true,
+		Version:                     4,
+		ExtensionField:              2,
+		InitialPacketSequenceNumber: circular.New(0, packet.MAX_SEQUENCENUMBER),
+		MaxTransmissionUnitSize:     gosrt.MAX_MSS_SIZE,
+		MaxFlowWindowSize:           25600,
+		HandshakeType:               packet.HSTYPE_INDUCTION,
+		SRTSocketId:                 uint32(time.Now().UnixNano()) | 1,
+	}
+	cif.PeerIP.FromNetAddr(local)
+	if err := p.MarshalCIF(cif); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := p.Marshal(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// isHandshake reports whether b is an SRT handshake packet.
+func isHandshake(from net.Addr, b []byte) bool {
+	p, err := packet.NewPacketFromData(from, b)
+	if err != nil {
+		return false
+	}
+	defer p.Decommission()
+	h := p.Header()
+	return h.IsControlPacket && h.ControlType == packet.CTRLTYPE_HANDSHAKE
+}
