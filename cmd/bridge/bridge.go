@@ -12,10 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	gosrt "github.com/datarhei/gosrt"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/config"
 	egressrtmp "github.com/wishbridge/bridge/egress/rtmp"
+	egresssrt "github.com/wishbridge/bridge/egress/srt"
 	"github.com/wishbridge/bridge/egress/whep"
 	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/ingest/rtmp"
@@ -164,7 +166,8 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			}
 			return ""
 		},
-		Log: log,
+		Read: &srt.ReadHandler{Admit: b.authorizeRead, Serve: b.serveSRTReader},
+		Log:  log,
 	})
 	if err := b.srtSrv.Listen(cfg.Listen.SRT); err != nil {
 		return nil, fmt.Errorf("listen srt %s: %w", cfg.Listen.SRT, err)
@@ -254,6 +257,43 @@ func (b *Bridge) playRTMP(ctx context.Context, req rtmp.PlayRequest, w rtmp.Play
 	}
 	return egressrtmp.Play(ctx, w, st, egressrtmp.PlayOptions{Name: "rtmp play " + req.Remote,
 		AACBitrate: route.AACBitrate(), AAC: b.aac, Log: b.log})
+}
+
+// authorizeRead admits an RTMP/SRT reader of req.Path: the route's read_key
+// guards it, and the stream must be live.
+func (b *Bridge) authorizeRead(req ingest.Request) error {
+	route, ok := b.cfg.Load().Match(req.Path)
+	if !ok {
+		return ingest.ErrNoRoute
+	}
+	if route.ReadKey != "" && !secretEqual(req.Key, route.ReadKey) {
+		return ingest.ErrBadKey
+	}
+	if _, ok := b.registry.Get(req.Path); !ok && !b.pull.demand(req.Path) {
+		return fmt.Errorf("no stream is being published at %q: %w", req.Path, ingest.ErrNoRoute)
+	}
+	return nil
+}
+
+// serveSRTReader sends a stream as MPEG-TS to an accepted SRT reader.
+func (b *Bridge) serveSRTReader(ctx context.Context, conn gosrt.Conn, req ingest.Request) error {
+	var st *media.Stream
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var ok bool
+		if st, ok = b.registry.Get(req.Path); ok || time.Now().After(deadline) {
+			break
+		}
+	}
+	if st == nil {
+		conn.Close()
+		return fmt.Errorf("stream %q is gone", req.Path)
+	}
+	bitrate := 0
+	if r, ok := b.cfg.Load().Match(req.Path); ok {
+		bitrate = r.AACBitrate()
+	}
+	return egresssrt.ServeReader(ctx, conn, st, egresssrt.ReaderOptions{Name: "srt read " + req.Remote,
+		Audio: egresssrt.AudioAAC, AACBitrate: bitrate, AAC: b.aac, Log: b.log})
 }
 
 // authorizePublish is the admission policy for every ingest adapter.

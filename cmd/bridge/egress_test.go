@@ -129,3 +129,34 @@ func TestWHIPToRTMPForward(t *testing.T) {
 }
 
 var interruptSignal = os.Interrupt // ffmpeg finishes its file on SIGINT
+
+// TestSRTRead: ffmpeg reads an RTMP-published stream from the bridge's SRT
+// port in both streamid forms and gets H.264 and AAC with the tones.
+func TestSRTRead(t *testing.T) {
+	b := startBridge(t, nil)
+	publish(t, "h264-aac.flv", "rtmp://"+b.RTMPAddr().String()+"/live/r")
+	waitStream(t, b, "live/r")
+	for i, sid := range []string{"read:live/r", "#!::r=live/r,m=request"} {
+		out := filepath.Join(t.TempDir(), fmt.Sprintf("read%d.ts", i))
+		cmd := exec.Command(needFFmpeg(t), "-hide_banner", "-loglevel", "error",
+			"-i", fmt.Sprintf("srt://%s?streamid=%s", b.SRTAddr(), sid), "-t", "4", "-c", "copy", "-f", "mpegts", "-y", out)
+		if outb, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("ffmpeg SRT read %q: %v\n%s", sid, err, outb)
+		}
+		info := probe(t, out)
+		if !strings.Contains(info, "codec_name=h264|width=640|height=360") || !strings.Contains(info, "codec_name=aac|sample_rate=48000|channels=2") {
+			t.Errorf("%s: got %s, want H.264 640x360 and AAC 48 kHz stereo", sid, info)
+		}
+		left, right := pcmOf(t, out)
+		if len(left) < 48000*2 {
+			t.Fatalf("%s: only %d samples of audio", sid, len(left))
+		}
+		from := len(left) - 30000
+		if got := dominant(left[from : from+24000]); math.Abs(got-440) > 5 && math.Abs(got-1760) > 5 {
+			t.Errorf("%s: left %.0f Hz, want 440", sid, got)
+		}
+		if got := dominant(right[from : from+24000]); math.Abs(got-660) > 5 {
+			t.Errorf("%s: right %.0f Hz, want 660", sid, got)
+		}
+	}
+}

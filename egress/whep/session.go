@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/rtcp"
-	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/media"
@@ -31,27 +28,15 @@ const gatherTimeout = 5 * time.Second
 
 // outTrack is one hub track sent to one viewer.
 type outTrack struct {
-	src    *media.Track
-	local  *webrtc.TrackLocalStaticRTP
-	sender *webrtc.RTPSender
+	// OutTrack sends the units, rewritten for the viewer, and reads the
+	// viewer's RTCP (see rtc.OutTrack).
+	*rtc.OutTrack
+	src *media.Track
 	// proc names the hub processor that fills the units' RTP packets for
 	// this track ("rtp": packetize as is; "opus": transcode AAC), and
 	// newProc makes it.
 	proc    string
 	newProc func() media.Processor
-	rate    int // RTP clock rate of what is sent
-	// Per-viewer rewriting: consecutive sequence numbers (so a unit the
-	// reader dropped is not NACKed in vain, and a publisher's reconnect
-	// leaves no jump) and timestamps from a random origin (RFC 3550 5.1),
-	// cached units squeezed (see rtpClock). Timestamps need no re-basing
-	// across a publisher's reconnect: the hub keeps the stream clock
-	// continuous (media.Publication.Write).
-	seq    uint16
-	clock  rtpClock
-	report rtc.SenderReporter
-	// keyframeRequests counts the PLI/FIR the viewer sent (its RTCP
-	// goroutine adds, run reads for the stats).
-	keyframeRequests atomic.Uint64
 }
 
 // session is one viewer. Its run goroutine owns the reader and the
@@ -141,7 +126,7 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 // addTracks attaches one local track per hub track the offer can receive.
 func (s *session) addTracks(off *offer) error {
 	for _, t := range s.stream.Tracks() {
-		ot := &outTrack{src: t, proc: "rtp", seq: uint16(rand.Uint32()), clock: rtpClock{offset: rand.Uint32()}}
+		ot := &outTrack{src: t, proc: "rtp"}
 		// The hub makes processors again for a new publisher's tracks
 		// (same IDs): look the track up rather than keep t.
 		id := t.ID
@@ -183,7 +168,6 @@ func (s *session) addTracks(off *offer) error {
 			s.log.Info("track not sent: WHEP cannot carry it yet", "track", t.String())
 			continue
 		}
-		ot.rate = int(cap.ClockRate)
 		kind := "video"
 		if !t.IsVideo() {
 			kind = "audio"
@@ -206,11 +190,7 @@ func (s *session) addTracks(off *offer) error {
 				}
 			}
 		}
-		if enc := sender.GetParameters().Encodings; len(enc) > 0 {
-			ot.report.SSRC = uint32(enc[0].SSRC)
-		}
-		ot.local = local
-		ot.sender = sender
+		ot.OutTrack = rtc.NewOutTrack(s.pc, s.stream, local, sender)
 		s.tracks = append(s.tracks, ot)
 	}
 	if len(s.tracks) == 0 {
@@ -282,19 +262,7 @@ func (s *session) videoPolicy(ot *outTrack, sps []byte) ([]byte, error) {
 // (NACK responder, reports) see it, and passes its keyframe requests (PLI,
 // FIR) on to the hub; it ends when the PeerConnection closes.
 func (s *session) readRTCP(ot *outTrack) {
-	for {
-		pkts, _, err := ot.sender.ReadRTCP()
-		if err != nil {
-			return
-		}
-		for _, p := range pkts {
-			switch p.(type) {
-			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				ot.keyframeRequests.Add(1)
-				s.requestKeyframe(ot)
-			}
-		}
-	}
+	ot.ReadRTCP(func() { s.requestKeyframe(ot) })
 }
 
 // requestKeyframe asks the hub for a keyframe of ot's track: forwarded to
@@ -362,13 +330,12 @@ func (s *session) forward() string {
 	}
 	s.reader.Store(reader)
 	s.log.Info("viewer connected")
-	var sent, cachedUnits uint64
 	defer func() {
-		var kf uint64
+		var st rtc.SendStats
 		for _, ot := range s.tracks {
-			kf += ot.keyframeRequests.Load()
+			st.Add(ot.Stats())
 		}
-		s.log.Debug("viewer stats", "packets", sent, "cached_units", cachedUnits, "dropped_units", reader.Dropped(), "keyframe_requests", kf)
+		s.log.Debug("viewer stats", "packets", st.Packets, "cached_units", st.CachedUnits, "dropped_units", reader.Dropped(), "keyframe_requests", st.KeyframeRequests)
 	}()
 	for {
 		u, err := reader.Read(s.ctx)
@@ -390,41 +357,8 @@ func (s *session) forward() string {
 		if ot == nil || len(u.RTP) == 0 {
 			continue // a track this viewer doesn't take, or nothing to send (a processor failed)
 		}
-		if cached && !ot.src.IsVideo() {
-			// Cached audio is not sent: a burst of seconds of audio
-			// would sit in the receiver's jitter buffer (NetEq) as
-			// latency until time-stretched away. Audio starts live;
-			// lip sync comes from the sender reports.
-			continue
-		}
-		if cached {
-			cachedUnits++
-		}
-		adj := ot.clock.adjust(u.RTP[0].Timestamp, cached)
-		unitTS := uint32(transcode.ClockTicks(u.PTS, ot.rate))
-		for _, p := range u.RTP {
-			out := rtp.Packet{Header: p.Header, Payload: p.Payload}
-			out.SequenceNumber = ot.seq
-			out.Timestamp = p.Timestamp + adj
-			ot.seq++
-			if err := ot.local.WriteRTP(&out); err != nil {
-				return fmt.Sprintf("write: %v", err)
-			}
-			sent++
-			// The packet's own place on the media clock: its timestamp
-			// relative to the unit's (they differ for transcoded audio).
-			pts := u.PTS + time.Duration(int32(p.Timestamp-unitTS))*time.Second/time.Duration(ot.rate)
-			ot.report.OnPacket(out.Timestamp, s.stream.Origin().Add(pts), len(out.Payload))
-		}
-		if cached {
-			// A squeezed cached unit's timestamp does not map to its
-			// PTS: report once a live unit has set the mapping again.
-			continue
-		}
-		if sr := ot.report.Report(time.Now()); sr != nil {
-			if err := s.pc.WriteRTCP([]rtcp.Packet{sr}); err != nil {
-				return fmt.Sprintf("write RTCP: %v", err)
-			}
+		if err := ot.Send(u, cached); err != nil {
+			return err.Error()
 		}
 	}
 }

@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/rtcp"
-	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
@@ -38,24 +35,16 @@ var opusCapability = webrtc.RTPCodecCapability{
 
 // outTrack is one hub track sent to the target.
 type outTrack struct {
-	src    *media.Track
-	local  *webrtc.TrackLocalStaticRTP
-	tr     *webrtc.RTPTransceiver
-	sender *webrtc.RTPSender
-	mid    string // set once the offer is made
+	// OutTrack sends the units, rewritten as for a WHEP viewer, and reads
+	// the target's RTCP (see rtc.OutTrack).
+	*rtc.OutTrack
+	src *media.Track
+	tr  *webrtc.RTPTransceiver
+	mid string // set once the offer is made
 	// proc names the hub processor that fills the units' RTP packets
 	// ("rtp": packetize as is; "opus": transcode AAC), newProc makes it.
 	proc    string
 	newProc func() media.Processor
-	rate    int // RTP clock rate of what is sent
-	// Rewriting, as for a WHEP viewer (see egress/whep): consecutive
-	// sequence numbers and timestamps from a random origin, cached units
-	// squeezed (rtpClock). Owned by the sending goroutine.
-	seq    uint16
-	clock  rtpClock
-	report rtc.SenderReporter
-
-	keyframeRequests atomic.Uint64 // PLI and FIR received
 }
 
 // session is one WHIP session: a PeerConnection sending one stream to the
@@ -90,7 +79,7 @@ func (f *Forwarder) forward(ctx context.Context, st *media.Stream) (time.Duratio
 	if err != nil {
 		return 0, err
 	}
-	var remote *remoteSession
+	var remote *rtc.RemoteSession
 	defer func() {
 		// DELETE first: the server then ends the session as asked, rather
 		// than after seeing our PeerConnection close.
@@ -98,9 +87,9 @@ func (f *Forwarder) forward(ctx context.Context, st *media.Stream) (time.Duratio
 		if remote == nil {
 			return
 		}
-		if err := f.client.delete(context.WithoutCancel(ctx), remote); err != nil {
+		if err := f.client.Delete(context.WithoutCancel(ctx), remote); err != nil {
 			f.log.Warn("cannot end the remote session", "err", err)
-		} else if remote.url != nil {
+		} else if remote.URL != nil {
 			f.log.Debug("remote session ended", "session", remoteName(remote))
 		}
 	}()
@@ -108,17 +97,17 @@ func (f *Forwarder) forward(ctx context.Context, st *media.Stream) (time.Duratio
 	if err != nil {
 		return 0, err
 	}
-	pctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	answer, remote, err := f.client.post(pctx, offer)
+	pctx, cancel := context.WithTimeout(ctx, rtc.PostTimeout)
+	answer, remote, err := f.client.Post(pctx, offer)
 	cancel()
 	if err != nil {
 		return 0, err
 	}
-	if remote.url == nil {
+	if remote.URL == nil {
 		f.log.Warn("the endpoint answered without a Location: its session cannot be ended with DELETE")
 	}
 	s.log = s.log.With("session", remoteName(remote))
-	s.log.Debug("remote session created", "etag", remote.etag, "accepts_patch", remote.trickle, "ice_servers", len(f.client.lastICEServers()))
+	s.log.Debug("remote session created", "etag", remote.ETag, "accepts_patch", remote.Trickle, "ice_servers", len(f.client.LastICEServers()))
 	if err := s.accept(answer); err != nil {
 		return 0, err
 	}
@@ -130,11 +119,11 @@ func (f *Forwarder) forward(ctx context.Context, st *media.Stream) (time.Duratio
 
 // remoteName identifies a remote session in logs: the last path segment of
 // its resource URL, shortened (it may be the session's only secret).
-func remoteName(rs *remoteSession) string {
-	if rs == nil || rs.url == nil {
+func remoteName(rs *rtc.RemoteSession) string {
+	if rs == nil || rs.URL == nil {
 		return "?"
 	}
-	p := strings.TrimRight(rs.url.Path, "/")
+	p := strings.TrimRight(rs.URL.Path, "/")
 	p = p[strings.LastIndexByte(p, '/')+1:]
 	if len(p) > 8 {
 		p = p[:8]
@@ -149,7 +138,7 @@ func newSession(ctx context.Context, f *Forwarder, st *media.Stream) (*session, 
 	}
 	s := &session{f: f, st: st, log: f.log, pc: pc, connected: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
-	if extra := f.client.lastICEServers(); len(extra) > 0 {
+	if extra := f.client.LastICEServers(); len(extra) > 0 {
 		c := pc.GetConfiguration()
 		c.ICEServers = append(slices.Clone(c.ICEServers), extra...)
 		if err := pc.SetConfiguration(c); err != nil {
@@ -169,7 +158,7 @@ func newSession(ctx context.Context, f *Forwarder, st *media.Stream) (*session, 
 func (s *session) addTracks() error {
 	var video, audio bool
 	for _, t := range s.st.Tracks() {
-		ot := &outTrack{src: t, proc: "rtp", seq: uint16(rand.Uint32()), clock: rtpClock{offset: rand.Uint32()}}
+		ot := &outTrack{src: t, proc: "rtp"}
 		// The hub makes processors again for a new publisher's tracks
 		// (same IDs): look the track up rather than keep t.
 		id := t.ID
@@ -203,7 +192,6 @@ func (s *session) addTracks() error {
 			s.log.Info("track not forwarded: WHIP forwarding carries H264 and Opus (AAC is transcoded)", "track", t.String())
 			continue
 		}
-		ot.rate = int(cap.ClockRate)
 		kind := "video"
 		if !t.IsVideo() {
 			kind = "audio"
@@ -221,10 +209,8 @@ func (s *session) addTracks() error {
 		if err := tr.SetCodecPreferences([]webrtc.RTPCodecParameters{{RTPCodecCapability: cap}}); err != nil {
 			return fmt.Errorf("offer %s: %w", cap.MimeType, err)
 		}
-		if enc := tr.Sender().GetParameters().Encodings; len(enc) > 0 {
-			ot.report.SSRC = uint32(enc[0].SSRC)
-		}
-		ot.local, ot.tr, ot.sender = local, tr, tr.Sender()
+		ot.OutTrack = rtc.NewOutTrack(s.pc, s.st, local, tr.Sender())
+		ot.tr = tr
 		s.tracks = append(s.tracks, ot)
 	}
 	if len(s.tracks) == 0 {
@@ -390,23 +376,13 @@ func (s *session) waitConnected(timeout time.Duration) error {
 // keyframe requests; it ends when the PeerConnection closes.
 func (s *session) readRTCP(ot *outTrack) {
 	defer s.wg.Done()
-	for {
-		pkts, _, err := ot.sender.ReadRTCP()
-		if err != nil {
-			return
+	ot.ReadRTCP(func() {
+		// Before media flows there is nothing to ask: the first
+		// video unit sent is a keyframe.
+		if r := s.reader.Load(); r != nil && ot.src.IsVideo() {
+			r.RequestKeyframe(ot.src.ID)
 		}
-		for _, p := range pkts {
-			switch p.(type) {
-			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				ot.keyframeRequests.Add(1)
-				// Before media flows there is nothing to ask: the first
-				// video unit sent is a keyframe.
-				if r := s.reader.Load(); r != nil && ot.src.IsVideo() {
-					r.RequestKeyframe(ot.src.ID)
-				}
-			}
-		}
-	}
+	})
 }
 
 // stream sends the stream from its last keyframe on until the session or
@@ -419,7 +395,7 @@ func (s *session) stream() (time.Duration, error) {
 		defer s.st.AddProcessor(ot.src.ID, ot.proc, ot.newProc)()
 		byTrack[ot.src.ID] = ot
 	}
-	reader, err := s.st.NewReader(media.ReaderOptions{Name: "whip forward " + s.f.client.redacted, StartAtKeyframe: true})
+	reader, err := s.st.NewReader(media.ReaderOptions{Name: "whip forward " + s.f.client.Redacted(), StartAtKeyframe: true})
 	if err != nil {
 		return 0, err
 	}
@@ -435,13 +411,12 @@ func (s *session) stream() (time.Duration, error) {
 		s.f.onStreaming()
 	}
 	started := time.Now()
-	var sent, cachedUnits uint64
 	defer func() {
-		var kf uint64
+		var st rtc.SendStats
 		for _, ot := range s.tracks {
-			kf += ot.keyframeRequests.Load()
+			st.Add(ot.Stats())
 		}
-		s.log.Debug("whip forward stats", "packets", sent, "cached_units", cachedUnits, "dropped_units", reader.Dropped(), "keyframe_requests", kf)
+		s.log.Debug("whip forward stats", "packets", st.Packets, "cached_units", st.CachedUnits, "dropped_units", reader.Dropped(), "keyframe_requests", st.KeyframeRequests)
 	}()
 	for {
 		u, err := reader.Read(s.ctx)
@@ -456,39 +431,8 @@ func (s *session) stream() (time.Duration, error) {
 		if ot == nil || len(u.RTP) == 0 {
 			continue // a track not sent, or nothing to send (a processor failed)
 		}
-		if cached && !ot.src.IsVideo() {
-			// Cached audio is not sent: a burst of it would sit in the
-			// receiver's jitter buffer as latency. Audio starts live.
-			continue
-		}
-		if cached {
-			cachedUnits++
-		}
-		adj := ot.clock.adjust(u.RTP[0].Timestamp, cached)
-		unitTS := uint32(transcode.ClockTicks(u.PTS, ot.rate))
-		for _, p := range u.RTP {
-			out := rtp.Packet{Header: p.Header, Payload: p.Payload}
-			out.SequenceNumber = ot.seq
-			out.Timestamp = p.Timestamp + adj
-			ot.seq++
-			if err := ot.local.WriteRTP(&out); err != nil {
-				return time.Since(started), fmt.Errorf("write: %w", err)
-			}
-			sent++
-			// The packet's own place on the media clock: its timestamp
-			// relative to the unit's (they differ for transcoded audio).
-			pts := u.PTS + time.Duration(int32(p.Timestamp-unitTS))*time.Second/time.Duration(ot.rate)
-			ot.report.OnPacket(out.Timestamp, s.st.Origin().Add(pts), len(out.Payload))
-		}
-		if cached {
-			// A squeezed cached unit's timestamp does not map to its
-			// PTS: report once a live unit has set the mapping again.
-			continue
-		}
-		if sr := ot.report.Report(time.Now()); sr != nil {
-			if err := s.pc.WriteRTCP([]rtcp.Packet{sr}); err != nil {
-				return time.Since(started), fmt.Errorf("write RTCP: %w", err)
-			}
+		if err := ot.Send(u, cached); err != nil {
+			return time.Since(started), err
 		}
 	}
 }

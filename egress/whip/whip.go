@@ -35,7 +35,7 @@
 // shared with WHEP viewers of the same stream; Opus passes through. Like a
 // WHEP viewer, the target gets consecutive sequence numbers and timestamps
 // from a random origin per track, starts at the stream's last keyframe (the
-// cached GOP is sent at once, squeezed, see rtpClock), gets sender reports
+// cached GOP is sent at once, squeezed, see rtc.OutTrack), gets sender reports
 // stamped from the stream clock, and its PLI and FIR become keyframe
 // requests to the publisher (or a replay of the cached GOP for RTMP and
 // SRT sources, which cannot be asked).
@@ -116,7 +116,7 @@ const (
 type Forwarder struct {
 	cfg    Config
 	log    *slog.Logger
-	client *sdpClient
+	client *rtc.Client
 	err    error // a configuration error, reported by Run
 
 	// Tunables, fixed before Run (tests shorten them).
@@ -145,7 +145,7 @@ func NewForwarder(cfg Config) *Forwarder {
 	case cfg.URL == "":
 		f.err = errors.New("whip forward: no target URL")
 	default:
-		f.client, f.err = newSDPClient(cfg.HTTPClient, cfg.URL, cfg.Token)
+		f.client, f.err = rtc.NewClient(cfg.HTTPClient, cfg.URL, cfg.Token)
 	}
 	return f
 }
@@ -158,7 +158,7 @@ func (f *Forwarder) Run(ctx context.Context) {
 		<-ctx.Done()
 		return
 	}
-	defer f.client.close()
+	defer f.client.Close()
 	delay := f.minBackoff
 	for {
 		st, err := f.waitStream(ctx)
@@ -175,7 +175,7 @@ func (f *Forwarder) Run(ctx context.Context) {
 		}
 		wait := delay
 		ended := errors.Is(err, media.ErrStreamEnded)
-		switch ra := retryAfterOf(err); {
+		switch ra := rtc.RetryAfter(err); {
 		case ra > 0:
 			wait = ra
 		case ended:

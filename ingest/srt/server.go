@@ -82,6 +82,7 @@
 package srt
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -111,8 +112,21 @@ type Config struct {
 	Passphrase func(path string) string
 	// Latency is the SRT receiver latency; 0 means 120 ms.
 	Latency time.Duration
+	// Read, when set, serves readers (streamid "read:PATH" or
+	// "#!::r=PATH,m=request"). Read.Admit decides before the accept, like
+	// Authorize (ingest.ErrBadKey: 1401, ingest.ErrNoRoute or no such
+	// stream: 1404); the route's passphrase applies as for publishers.
+	// Read.Serve then owns the accepted connection until the context ends
+	// (at Close) or it returns. nil refuses readers with 1405.
+	Read *ReadHandler
 	// Log receives connection and stream events; nil means slog.Default().
 	Log *slog.Logger
+}
+
+// ReadHandler admits and serves SRT readers; see Config.Read.
+type ReadHandler struct {
+	Admit func(req ingest.Request) error
+	Serve func(ctx context.Context, conn gosrt.Conn, req ingest.Request) error
 }
 
 // Defaults for what the Config does not expose.
@@ -144,8 +158,12 @@ type Server struct {
 	reg        *media.Registry
 	auth       ingest.Authorizer
 	passphrase func(string) string
+	read       *ReadHandler
 	latency    time.Duration
 	log        *slog.Logger
+	// readCtx ends readers at Close.
+	readCtx    context.Context
+	readCancel context.CancelFunc
 
 	// Tunables, fixed before Listen (tests shorten them).
 	setupTimeout time.Duration // from the accept to the MPEG-TS program (PAT, PMT)
@@ -181,10 +199,14 @@ func NewServer(cfg Config) *Server {
 	if latency <= 0 {
 		latency = defaultLatency
 	}
+	readCtx, readCancel := context.WithCancel(context.Background())
 	return &Server{
 		reg:          cfg.Registry,
 		auth:         auth,
 		passphrase:   cfg.Passphrase,
+		read:         cfg.Read,
+		readCtx:      readCtx,
+		readCancel:   readCancel,
 		latency:      latency,
 		log:          log,
 		setupTimeout: defaultSetupTimeout,
@@ -314,6 +336,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 
 	if first {
+		s.readCancel()
 		for _, p := range pubs {
 			p.stop(errShutdown)
 		}
@@ -409,9 +432,13 @@ func (s *Server) handle(req gosrt.ConnRequest) {
 	peer := req.RemoteAddr().String()
 	log := s.log.With("peer", peer)
 
-	st, ref := s.admit(req, peer, log)
+	st, rreq, ref := s.admit(req, peer, log)
 	if ref != nil {
 		req.Reject(ref.code)
+		return
+	}
+	if st == nil {
+		s.serveReader(req, rreq, log)
 		return
 	}
 
@@ -443,10 +470,29 @@ func (s *Server) handle(req gosrt.ConnRequest) {
 	s.mu.Unlock()
 }
 
-// admit applies the admission policy (see the package doc). On success the
-// path is claimed in the registry and the stream is returned; a refusal
-// has been logged.
-func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*media.Publication, *refusal) {
+// serveReader accepts an admitted reader and hands it to Read.Serve.
+func (s *Server) serveReader(req gosrt.ConnRequest, rreq ingest.Request, log *slog.Logger) {
+	log = log.With("stream", rreq.Path)
+	if s.isClosed() {
+		req.Reject(gosrt.REJ_CLOSE)
+		return
+	}
+	conn, err := req.Accept()
+	if err != nil {
+		log.Warn("srt accept failed", "reason", err.Error())
+		return
+	}
+	start := time.Now()
+	log.Info("srt read")
+	err = s.read.Serve(s.readCtx, conn, rreq)
+	log.Info("srt read ended", "duration", time.Since(start).Round(time.Millisecond).String(), "reason", fmt.Sprint(err))
+}
+
+// admit applies the admission policy (see the package doc). A publisher's
+// path is claimed in the registry and its Publication returned; for an
+// admitted reader the Publication is nil and the request is returned. A
+// refusal has been logged.
+func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*media.Publication, ingest.Request, *refusal) {
 	refuse := func(path string, code gosrt.RejectionReason, reason string) *refusal {
 		args := []any{"code", int(code), "reason", reason}
 		if path != "" {
@@ -465,15 +511,20 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 		if req.Version() == 4 {
 			err = fmt.Errorf("%w (HSv4 caller: it cannot send a streamid)", err)
 		}
-		return nil, refuse("", code, err.Error())
+		return nil, ingest.Request{}, refuse("", code, err.Error())
 	}
 	log.Info("srt connect", "stream", id.Path, "mode", id.Mode.String(), "encrypted", req.IsEncrypted())
-	if id.Mode != ModePublish {
-		return nil, refuse(id.Path, gosrt.REJX_BAD_MODE, fmt.Sprintf("mode %s is not supported yet: this listener only accepts publishing (m=publish or publish:)", id.Mode))
+	reading := id.Mode == ModeRead && s.read != nil
+	if id.Mode != ModePublish && !reading {
+		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJX_BAD_MODE, fmt.Sprintf("mode %s is not supported: this listener accepts publishing (m=publish or publish:)", id.Mode))
 	}
 
 	areq := ingest.Request{Protocol: "srt", Path: id.Path, Key: id.Key, Remote: peer}
-	if err := s.auth(areq); err != nil {
+	admit := s.auth
+	if reading {
+		admit = s.read.Admit
+	}
+	if err := admit(areq); err != nil {
 		code := gosrt.REJX_FORBIDDEN
 		switch {
 		case errors.Is(err, ingest.ErrBadKey):
@@ -481,7 +532,7 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 		case errors.Is(err, ingest.ErrNoRoute):
 			code = gosrt.REJX_NOTFOUND
 		}
-		return nil, refuse(id.Path, code, err.Error())
+		return nil, ingest.Request{}, refuse(id.Path, code, err.Error())
 	}
 
 	want := ""
@@ -490,21 +541,24 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 	}
 	switch {
 	case want != "" && !req.IsEncrypted():
-		return nil, refuse(id.Path, gosrt.REJ_UNSECURE, "the stream requires encryption: the caller set no passphrase")
+		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJ_UNSECURE, "the stream requires encryption: the caller set no passphrase")
 	case want == "" && req.IsEncrypted():
-		return nil, refuse(id.Path, gosrt.REJ_UNSECURE, "the caller encrypts but the stream has no passphrase")
+		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJ_UNSECURE, "the caller encrypts but the stream has no passphrase")
 	case want != "":
 		if err := req.SetPassphrase(want); err != nil {
-			return nil, refuse(id.Path, gosrt.REJ_BADSECRET, "wrong passphrase")
+			return nil, ingest.Request{}, refuse(id.Path, gosrt.REJ_BADSECRET, "wrong passphrase")
 		}
 	}
 
+	if reading {
+		return nil, areq, nil
+	}
 	st, err := s.reg.Publish(id.Path, peer)
 	if err != nil {
 		if errors.Is(err, media.ErrPublisherExists) {
-			return nil, refuse(id.Path, rejConflict, fmt.Sprintf("stream %q already has a publisher", id.Path))
+			return nil, ingest.Request{}, refuse(id.Path, rejConflict, fmt.Sprintf("stream %q already has a publisher", id.Path))
 		}
-		return nil, refuse(id.Path, gosrt.REJX_ISE, err.Error())
+		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJX_ISE, err.Error())
 	}
-	return st, nil
+	return st, ingest.Request{}, nil
 }

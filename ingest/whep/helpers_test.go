@@ -30,9 +30,6 @@ import (
 // /work/main beside /work/shared.
 const fixturesDir = "../../../shared/media"
 
-// frameTime is the fixtures' frame duration (30 fps).
-const frameTime = time.Second / 30
-
 // logBuf is a goroutine-safe log sink.
 type logBuf struct {
 	mu sync.Mutex
@@ -403,26 +400,4 @@ func goroutineBaseline(t *testing.T) func() {
 		buf = buf[:runtime.Stack(buf, true)]
 		t.Errorf("goroutines: %d, baseline %d\n%s", n, base, buf)
 	}
-}
-
-func equalNALUs(a, b [][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !bytes.Equal(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func naluTypes(nalus [][]byte) []h264.NALUType {
-	out := make([]h264.NALUType, len(nalus))
-	for i, n := range nalus {
-		if len(n) > 0 {
-			out[i] = h264.NALUType(n[0] & 0x1f)
-		}
-	}
-	return out
 }

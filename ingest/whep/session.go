@@ -21,6 +21,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
 )
 
@@ -78,7 +79,7 @@ func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	var remote *remoteSession
+	var remote *rtc.RemoteSession
 	defer func() {
 		// DELETE first: the server then ends the session as asked, rather
 		// than after seeing our PeerConnection close.
@@ -86,7 +87,7 @@ func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
 		if remote == nil {
 			return
 		}
-		if err := p.client.delete(context.WithoutCancel(ctx), remote); err != nil {
+		if err := p.client.Delete(context.WithoutCancel(ctx), remote); err != nil {
 			p.log.Warn("cannot end the remote session", "err", err)
 		}
 	}()
@@ -94,20 +95,20 @@ func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	pctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	answer, remote, err := p.client.post(pctx, offer)
+	pctx, cancel := context.WithTimeout(ctx, rtc.PostTimeout)
+	answer, remote, err := p.client.Post(pctx, offer)
 	cancel()
 	if err != nil {
 		return 0, err
 	}
-	if remote.url == nil {
+	if remote.URL == nil {
 		p.log.Warn("the server answered without a Location: its session cannot be ended with DELETE")
 	}
-	p.log.Debug("remote session created", "etag", remote.etag, "accepts_patch", remote.trickle, "ice_servers", len(p.client.lastICEServers()))
+	p.log.Debug("remote session created", "etag", remote.ETag, "accepts_patch", remote.Trickle, "ice_servers", len(p.client.LastICEServers()))
 	// The path is claimed once the server has answered, so that while it
 	// is unreachable the stream's readers just wait (the grace period)
 	// rather than see a publisher come and go at every attempt.
-	pub, err := p.cfg.Registry.Publish(p.cfg.Path, "whep pull "+p.client.redacted)
+	pub, err := p.cfg.Registry.Publish(p.cfg.Path, "whep pull "+p.client.Redacted())
 	if err != nil {
 		return 0, err
 	}
@@ -138,7 +139,7 @@ func newSession(ctx context.Context, p *Puller) (*session, error) {
 	}
 	s := &session{p: p, log: p.log, pc: pc, connected: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
-	if extra := p.client.lastICEServers(); len(extra) > 0 {
+	if extra := p.client.LastICEServers(); len(extra) > 0 {
 		c := pc.GetConfiguration()
 		c.ICEServers = append(slices.Clone(c.ICEServers), extra...)
 		if err := pc.SetConfiguration(c); err != nil {
@@ -386,9 +387,9 @@ func (s *session) readPacket(tr *webrtc.TrackRemote, buf []byte) (*rtp.Packet, e
 
 // videoIn is the state of the received video track.
 type videoIn struct {
-	asm   h264Assembler
+	asm   transcode.H264Assembler
 	norm  *transcode.H264Normalizer
-	clock mediaClock
+	clock transcode.MediaClock
 	track *media.Track // nil until the first decodable IDR
 	// needKey is set until a decodable IDR arrives, at the start and after
 	// every damaged unit: until then units carry only their RTP packets.
@@ -399,12 +400,12 @@ func (s *session) receiveVideo(tr *webrtc.TrackRemote) {
 	s.videoSSRC.Store(uint32(tr.SSRC()))
 	v := &videoIn{
 		norm:    transcode.NewH264Normalizer(spropParameterSets(tr.Codec().SDPFmtpLine)),
-		clock:   mediaClock{rate: 90000},
+		clock:   transcode.MediaClock{Rate: 90000},
 		needKey: true,
 	}
 	defer func() {
-		s.stats.late.Add(v.asm.late)
-		s.stats.lost.Add(v.asm.lostPkts)
+		s.stats.late.Add(v.asm.Late())
+		s.stats.lost.Add(v.asm.LostPackets())
 	}()
 	buf := make([]byte, rtpBufSize)
 	for first := true; ; {
@@ -415,22 +416,22 @@ func (s *session) receiveVideo(tr *webrtc.TrackRemote) {
 			return
 		}
 		if first {
-			v.clock.start(p.Timestamp, s.sinceOrigin(time.Now()))
+			v.clock.Start(p.Timestamp, s.sinceOrigin(time.Now()))
 			first = false
 		}
-		v.asm.push(p, func(au *rtpAU) { s.videoUnit(v, au) })
+		v.asm.Push(p, func(au *transcode.RTPAccessUnit) { s.videoUnit(v, au) })
 	}
 }
 
 // videoUnit writes one reassembled access unit: always its RTP packets,
 // and its NAL units when it is whole and decodable.
-func (s *session) videoUnit(v *videoIn, au *rtpAU) {
-	pts := v.clock.pts(au.ts)
-	u := &media.Unit{PTS: pts, DTS: pts, RTP: au.pkts}
-	if au.err != nil {
+func (s *session) videoUnit(v *videoIn, au *transcode.RTPAccessUnit) {
+	pts := v.clock.PTS(au.Timestamp)
+	u := &media.Unit{PTS: pts, DTS: pts, RTP: au.Packets}
+	if au.Err != nil {
 		s.stats.damaged.Add(1)
 		v.needKey = true
-	} else if nalus, idr := v.norm.Normalize(au.nalus); nalus != nil {
+	} else if nalus, idr := v.norm.Normalize(au.NALUs); nalus != nil {
 		key := idr && h264.NALUType(nalus[0][0]&0x1f) == h264.NALUTypeSPS
 		if key || !v.needKey {
 			u.NALUs, u.Key = nalus, key
@@ -461,7 +462,7 @@ func (s *session) receiveAudio(tr *webrtc.TrackRemote) {
 	if channels == 0 {
 		channels = 2 // RFC 7587: the rtpmap of Opus always says 2
 	}
-	clock := mediaClock{rate: 48000}
+	clock := transcode.MediaClock{Rate: 48000}
 	var track *media.Track
 	var next uint16
 	var late uint64
@@ -483,11 +484,11 @@ func (s *session) receiveAudio(tr *webrtc.TrackRemote) {
 			continue // padding
 		}
 		if track == nil {
-			clock.start(p.Timestamp, s.sinceOrigin(time.Now()))
+			clock.Start(p.Timestamp, s.sinceOrigin(time.Now()))
 			track = &media.Track{Codec: media.Opus{Channels: channels}}
 			s.trackReady(track)
 		}
-		pts := clock.pts(p.Timestamp)
+		pts := clock.PTS(p.Timestamp)
 		p.Timestamp = transcode.RTPTimestamp(track, pts)
 		s.deliver(&media.Unit{Track: track, PTS: pts, DTS: pts, Key: true, Data: p.Payload, RTP: []*rtp.Packet{p}})
 	}

@@ -111,7 +111,7 @@ const (
 type Puller struct {
 	cfg    Config
 	log    *slog.Logger
-	client *sdpClient
+	client *rtc.Client
 	err    error // a configuration error, reported by Run
 
 	// Tunables, fixed before Run (tests shorten them).
@@ -139,7 +139,7 @@ func NewPuller(cfg Config) *Puller {
 	case cfg.URL == "":
 		p.err = errors.New("whep pull: no source URL")
 	default:
-		p.client, p.err = newSDPClient(cfg.HTTPClient, endpointURL(cfg.URL), cfg.Token)
+		p.client, p.err = rtc.NewClient(cfg.HTTPClient, endpointURL(cfg.URL), cfg.Token)
 	}
 	return p
 }
@@ -160,7 +160,7 @@ func (p *Puller) Run(ctx context.Context) {
 		<-ctx.Done()
 		return
 	}
-	defer p.client.close()
+	defer p.client.Close()
 	delay := p.minBackoff
 	for {
 		received, err := p.pull(ctx)
@@ -172,7 +172,7 @@ func (p *Puller) Run(ctx context.Context) {
 			delay = p.minBackoff
 		}
 		wait := delay
-		if ra := retryAfterOf(err); ra > 0 {
+		if ra := rtc.RetryAfter(err); ra > 0 {
 			wait = ra
 		}
 		p.log.Warn("whep pull failed", "reason", err.Error(), "received", received.Round(time.Millisecond).String(), "retry_in", wait.String())

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -532,7 +533,7 @@ func (d *idrDropper) NewInterceptor(string) (interceptor.Interceptor, error) {
 
 // drop reports whether to lose the packet.
 func (d *idrDropper) drop(h *rtp.Header, payload []byte) bool {
-	if len(payload) < 2 || payload[0]&0x1f != naluTypeFUA || payload[1]&0x1f != 5 {
+	if len(payload) < 2 || h264.NALUType(payload[0]&0x1f) != h264.NALUTypeFUA || payload[1]&0x1f != 5 {
 		return false
 	}
 	d.mu.Lock()

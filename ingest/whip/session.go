@@ -350,9 +350,9 @@ func (s *session) readPacket(tr *webrtc.TrackRemote, buf []byte) (*rtp.Packet, e
 
 // videoIn is the state of the received video track.
 type videoIn struct {
-	asm   h264Assembler
+	asm   transcode.H264Assembler
 	norm  *transcode.H264Normalizer
-	clock mediaClock
+	clock transcode.MediaClock
 	track *media.Track // nil until the first decodable IDR
 	// needKey is set until a decodable IDR arrives, at the start and after
 	// every damaged unit: until then units carry only their RTP packets, so
@@ -364,12 +364,12 @@ func (s *session) receiveVideo(tr *webrtc.TrackRemote) {
 	s.videoSSRC.Store(uint32(tr.SSRC()))
 	v := &videoIn{
 		norm:    transcode.NewH264Normalizer(spropParameterSets(tr.Codec().SDPFmtpLine)),
-		clock:   mediaClock{rate: 90000},
+		clock:   transcode.MediaClock{Rate: 90000},
 		needKey: true,
 	}
 	defer func() {
-		s.stats.late.Add(v.asm.late)
-		s.stats.lost.Add(v.asm.lostPkts)
+		s.stats.late.Add(v.asm.Late())
+		s.stats.lost.Add(v.asm.LostPackets())
 	}()
 	buf := make([]byte, rtpBufSize)
 	for first := true; ; {
@@ -380,23 +380,23 @@ func (s *session) receiveVideo(tr *webrtc.TrackRemote) {
 			return
 		}
 		if first {
-			v.clock.start(p.Timestamp, s.sinceOrigin(time.Now()))
+			v.clock.Start(p.Timestamp, s.sinceOrigin(time.Now()))
 			first = false
 		}
-		v.asm.push(p, func(au *rtpAU) { s.videoUnit(v, au) })
+		v.asm.Push(p, func(au *transcode.RTPAccessUnit) { s.videoUnit(v, au) })
 	}
 }
 
 // videoUnit writes one reassembled video access unit: always its RTP
 // packets (WebRTC viewers get them as they came, and recover from a loss
 // themselves), and its NAL units when it is whole and decodable.
-func (s *session) videoUnit(v *videoIn, au *rtpAU) {
-	pts := v.clock.pts(au.ts)
-	u := &media.Unit{PTS: pts, DTS: pts, RTP: au.pkts}
-	if au.err != nil {
+func (s *session) videoUnit(v *videoIn, au *transcode.RTPAccessUnit) {
+	pts := v.clock.PTS(au.Timestamp)
+	u := &media.Unit{PTS: pts, DTS: pts, RTP: au.Packets}
+	if au.Err != nil {
 		s.stats.damaged.Add(1)
 		v.needKey = true
-	} else if nalus, idr := v.norm.Normalize(au.nalus); nalus != nil {
+	} else if nalus, idr := v.norm.Normalize(au.NALUs); nalus != nil {
 		// An IDR is decodable once the parameter sets are known: the
 		// normalizer then puts them in front.
 		key := idr && h264.NALUType(nalus[0][0]&0x1f) == h264.NALUTypeSPS
@@ -429,7 +429,7 @@ func (s *session) receiveAudio(tr *webrtc.TrackRemote) {
 	if channels == 0 {
 		channels = 2 // RFC 7587: the rtpmap of Opus always says 2
 	}
-	clock := mediaClock{rate: 48000}
+	clock := transcode.MediaClock{Rate: 48000}
 	var track *media.Track
 	var next uint16
 	var late uint64
@@ -451,11 +451,11 @@ func (s *session) receiveAudio(tr *webrtc.TrackRemote) {
 			continue // padding
 		}
 		if track == nil {
-			clock.start(p.Timestamp, s.sinceOrigin(time.Now()))
+			clock.Start(p.Timestamp, s.sinceOrigin(time.Now()))
 			track = &media.Track{Codec: media.Opus{Channels: channels}}
 			s.trackReady(track)
 		}
-		pts := clock.pts(p.Timestamp)
+		pts := clock.PTS(p.Timestamp)
 		p.Timestamp = transcode.RTPTimestamp(track, pts)
 		s.deliver(&media.Unit{Track: track, PTS: pts, DTS: pts, Key: true, Data: p.Payload, RTP: []*rtp.Packet{p}})
 	}

@@ -1,4 +1,4 @@
-package whip
+package transcode
 
 import (
 	"bytes"
@@ -11,7 +11,6 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/wishbridge/bridge/media"
-	"github.com/wishbridge/bridge/transcode"
 )
 
 // Stand-ins for NAL units; only the header byte matters to the assembler.
@@ -22,13 +21,16 @@ var (
 	tP   = []byte{0x41, 0x9a, 0x02, 0x04}
 )
 
+// frameTime is the frame duration of the packetized units (30 fps).
+const frameTime = time.Second / 30
+
 // packetize makes the RTP packets of access units with the transcode
 // packetizer (STAP-A for SPS+PPS, FU-A above mtu), on consecutive
 // timestamps, sequence numbers from seq0.
 func packetize(t *testing.T, seq0 uint16, aus ...[][]byte) [][]*rtp.Packet {
 	t.Helper()
 	tr := &media.Track{Codec: media.H264{SPS: tSPS, PPS: tPPS}}
-	p := transcode.NewRTPPacketizer(tr, 120)
+	p := NewRTPPacketizer(tr, 120)
 	var out [][]*rtp.Packet
 	seq := seq0
 	for i, au := range aus {
@@ -45,13 +47,13 @@ func packetize(t *testing.T, seq0 uint16, aus ...[][]byte) [][]*rtp.Packet {
 	return out
 }
 
-type collected struct{ aus []*rtpAU }
+type collected struct{ aus []*RTPAccessUnit }
 
-func (c *collected) emit(au *rtpAU) { c.aus = append(c.aus, au) }
+func (c *collected) emit(au *RTPAccessUnit) { c.aus = append(c.aus, au) }
 
-func feed(a *h264Assembler, c *collected, pkts ...*rtp.Packet) {
+func feed(a *H264Assembler, c *collected, pkts ...*rtp.Packet) {
 	for _, p := range pkts {
-		a.push(p, c.emit)
+		a.Push(p, c.emit)
 	}
 }
 
@@ -61,28 +63,28 @@ func without(pkts []*rtp.Packet, i int) []*rtp.Packet {
 	return slices.Delete(slices.Clone(pkts), i, i+1)
 }
 
-func TestAssemblerWhole(t *testing.T) {
+func TestH264AssemblerWhole(t *testing.T) {
 	aus := [][][]byte{{tSPS, tPPS, tIDR}, {tP}, {tP, tP}}
 	for _, seq0 := range []uint16{1000, 65530} { // and across the wrap
 		pk := packetize(t, seq0, aus...)
 		if len(pk[0]) < 4 {
 			t.Fatalf("IDR unit made %d packets, expected STAP-A and several FU-A", len(pk[0]))
 		}
-		var a h264Assembler
+		var a H264Assembler
 		var c collected
 		feed(&a, &c, flat(pk...)...)
 		if len(c.aus) != 3 {
 			t.Fatalf("seq0 %d: %d units, expected 3", seq0, len(c.aus))
 		}
 		for i, au := range c.aus {
-			if au.err != nil || !equalNALUs(au.nalus, aus[i]) || len(au.pkts) != len(pk[i]) {
-				t.Errorf("seq0 %d unit %d: err %v, NALUs %v, %d packets", seq0, i, au.err, naluTypes(au.nalus), len(au.pkts))
+			if au.Err != nil || !equalNALUs(au.NALUs, aus[i]) || len(au.Packets) != len(pk[i]) {
+				t.Errorf("seq0 %d unit %d: err %v, NALUs %v, %d packets", seq0, i, au.Err, naluTypes(au.NALUs), len(au.Packets))
 			}
 		}
 	}
 }
 
-func TestAssemblerLoss(t *testing.T) {
+func TestH264AssemblerLoss(t *testing.T) {
 	pk := packetize(t, 100, [][]byte{tSPS, tPPS, tIDR}, [][]byte{tP}, [][]byte{tP}, [][]byte{tP})
 	idr := pk[0]
 	last := len(idr) - 1
@@ -101,14 +103,14 @@ func TestAssemblerLoss(t *testing.T) {
 		{"whole unit", flat(pk[0], pk[2], pk[3]), []bool{false, true, false}, "before its first"},
 	}
 	for _, tc := range cases {
-		var a h264Assembler
+		var a H264Assembler
 		var c collected
 		feed(&a, &c, tc.pkts...)
 		var got []bool
 		for _, au := range c.aus {
-			got = append(got, au.err != nil)
-			if (au.err != nil) != (au.nalus == nil) {
-				t.Errorf("%s: err %v with %d NAL units", tc.name, au.err, len(au.nalus))
+			got = append(got, au.Err != nil)
+			if (au.Err != nil) != (au.NALUs == nil) {
+				t.Errorf("%s: err %v with %d NAL units", tc.name, au.Err, len(au.NALUs))
 			}
 		}
 		if !slices.Equal(got, tc.damaged) {
@@ -116,9 +118,9 @@ func TestAssemblerLoss(t *testing.T) {
 			continue
 		}
 		for _, au := range c.aus {
-			if au.err != nil {
-				if !strings.Contains(au.err.Error(), tc.err) {
-					t.Errorf("%s: err %q, expected %q", tc.name, au.err, tc.err)
+			if au.Err != nil {
+				if !strings.Contains(au.Err.Error(), tc.err) {
+					t.Errorf("%s: err %q, expected %q", tc.name, au.Err, tc.err)
 				}
 				break
 			}
@@ -126,37 +128,37 @@ func TestAssemblerLoss(t *testing.T) {
 	}
 }
 
-func TestAssemblerReorderLateDuplicate(t *testing.T) {
+func TestH264AssemblerReorderLateDuplicate(t *testing.T) {
 	pk := packetize(t, 7, [][]byte{tSPS, tPPS, tIDR}, [][]byte{tP}, [][]byte{tP})
 	idr := pk[0]
 
 	// Swapped within the unit: put back in order, whole.
 	swapped := slices.Clone(idr)
 	swapped[1], swapped[2] = swapped[2], swapped[1]
-	var a h264Assembler
+	var a H264Assembler
 	var c collected
 	feed(&a, &c, flat(swapped, pk[1])...)
-	if len(c.aus) != 2 || c.aus[0].err != nil || !equalNALUs(c.aus[0].nalus, [][]byte{tSPS, tPPS, tIDR}) {
-		t.Fatalf("reordered unit: %d units, first err %v", len(c.aus), c.aus[0].err)
+	if len(c.aus) != 2 || c.aus[0].Err != nil || !equalNALUs(c.aus[0].NALUs, [][]byte{tSPS, tPPS, tIDR}) {
+		t.Fatalf("reordered unit: %d units, first err %v", len(c.aus), c.aus[0].Err)
 	}
 
 	// Head reordered after the second packet (a unit before it, so the
 	// gap shows): whole.
-	a, c = h264Assembler{}, collected{}
+	a, c = H264Assembler{}, collected{}
 	feed(&a, &c, pk[1]...)
 	late := packetize(t, pk[1][len(pk[1])-1].SequenceNumber+1, [][]byte{tSPS, tPPS, tIDR})[0]
 	feed(&a, &c, flat(late[1:2], late[0:1], late[2:])...)
-	if len(c.aus) != 2 || c.aus[1].err != nil {
-		t.Fatalf("unit with its head late: %d units, err %v", len(c.aus), c.aus[len(c.aus)-1].err)
+	if len(c.aus) != 2 || c.aus[1].Err != nil {
+		t.Fatalf("unit with its head late: %d units, err %v", len(c.aus), c.aus[len(c.aus)-1].Err)
 	}
 
 	// A retransmission after the unit was emitted: dropped and counted; a
 	// duplicate too.
-	a, c = h264Assembler{}, collected{}
+	a, c = H264Assembler{}, collected{}
 	feed(&a, &c, flat(without(idr, 3), pk[1])...)
 	feed(&a, &c, idr[3], pk[1][0])
 	feed(&a, &c, pk[2]...)
-	if len(c.aus) != 3 || c.aus[0].err == nil || c.aus[1].err != nil || c.aus[2].err != nil {
+	if len(c.aus) != 3 || c.aus[0].Err == nil || c.aus[1].Err != nil || c.aus[2].Err != nil {
 		t.Fatalf("late packet: %d units", len(c.aus))
 	}
 	if a.late != 2 {
@@ -164,7 +166,7 @@ func TestAssemblerReorderLateDuplicate(t *testing.T) {
 	}
 }
 
-func TestAssemblerPaddingAndNoMarker(t *testing.T) {
+func TestH264AssemblerPaddingAndNoMarker(t *testing.T) {
 	pk := packetize(t, 500, [][]byte{tP}, [][]byte{tP}, [][]byte{tP})
 	pad := func(seq uint16, ts uint32) *rtp.Packet {
 		return &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, Padding: true}}
@@ -173,16 +175,16 @@ func TestAssemblerPaddingAndNoMarker(t *testing.T) {
 	// damages nothing.
 	p0, p1, p2 := pk[0][0], pk[1][0], pk[2][0]
 	p1.SequenceNumber, p2.SequenceNumber = p0.SequenceNumber+3, p0.SequenceNumber+4
-	var a h264Assembler
+	var a H264Assembler
 	var c collected
 	feed(&a, &c, p0, pad(p0.SequenceNumber+1, p0.Timestamp), pad(p0.SequenceNumber+2, p0.Timestamp), p1, p2)
-	if len(c.aus) != 3 || c.aus[1].err != nil || c.aus[2].err != nil {
-		t.Fatalf("with padding: %d units, errors %v %v", len(c.aus), c.aus[1].err, c.aus[2].err)
+	if len(c.aus) != 3 || c.aus[1].Err != nil || c.aus[2].Err != nil {
+		t.Fatalf("with padding: %d units, errors %v %v", len(c.aus), c.aus[1].Err, c.aus[2].Err)
 	}
 	// A lost packet before padding is blamed on the next unit.
-	a, c = h264Assembler{}, collected{}
+	a, c = H264Assembler{}, collected{}
 	feed(&a, &c, p0, pad(p0.SequenceNumber+2, p0.Timestamp), p1)
-	if len(c.aus) != 2 || c.aus[1].err == nil {
+	if len(c.aus) != 2 || c.aus[1].Err == nil {
 		t.Fatalf("loss before padding not seen")
 	}
 
@@ -192,14 +194,14 @@ func TestAssemblerPaddingAndNoMarker(t *testing.T) {
 	for _, g := range q {
 		g[len(g)-1].Marker = false
 	}
-	a, c = h264Assembler{}, collected{}
+	a, c = H264Assembler{}, collected{}
 	feed(&a, &c, flat(q...)...)
-	if len(c.aus) != 2 || c.aus[0].err != nil || c.aus[1].err != nil {
+	if len(c.aus) != 2 || c.aus[0].Err != nil || c.aus[1].Err != nil {
 		t.Fatalf("no markers: %d units (the last one waits)", len(c.aus))
 	}
 }
 
-func TestDepacketizeErrors(t *testing.T) {
+func TestDepacketizeH264Errors(t *testing.T) {
 	pkt := func(payloads ...[]byte) []*rtp.Packet {
 		var out []*rtp.Packet
 		for i, p := range payloads {
@@ -230,11 +232,11 @@ func TestDepacketizeErrors(t *testing.T) {
 	}
 }
 
-// FuzzAssembler feeds arbitrary packets (2-byte sequence number, 1-byte
+// FuzzH264Assembler feeds arbitrary packets (2-byte sequence number, 1-byte
 // timestamp step, 1-byte flags, 2-byte payload length, payload) and checks
 // the invariants: no panic, units in order with their packets, NAL units
 // only for whole units, none empty.
-func FuzzAssembler(f *testing.F) {
+func FuzzH264Assembler(f *testing.F) {
 	enc := func(seq uint16, step, flags byte, payload []byte) []byte {
 		b := binary.BigEndian.AppendUint16(nil, seq)
 		b = append(b, step, flags)
@@ -245,30 +247,30 @@ func FuzzAssembler(f *testing.F) {
 	f.Add(slices.Concat(enc(1, 0, 0, []byte{28, 0x85, 1}), enc(2, 0, 0, []byte{28, 0x05, 2}), enc(3, 0, 1, []byte{28, 0x45, 3})))
 	f.Add(slices.Concat(enc(65535, 1, 1, []byte{0x41}), enc(1, 1, 1, []byte{0x41}), enc(0, 0, 1, []byte{0x41})))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var a h264Assembler
+		var a H264Assembler
 		ts := uint32(0)
-		var units []*rtpAU
+		var units []*RTPAccessUnit
 		for len(data) >= 6 {
 			seq, step, flags := binary.BigEndian.Uint16(data), data[2], data[3]
 			n := min(int(binary.BigEndian.Uint16(data[4:])), len(data)-6)
 			ts += uint32(step)
 			p := &rtp.Packet{Header: rtp.Header{SequenceNumber: seq, Timestamp: ts, Marker: flags&1 != 0}, Payload: data[6 : 6+n]}
 			data = data[6+n:]
-			a.push(p, func(au *rtpAU) { units = append(units, au) })
+			a.Push(p, func(au *RTPAccessUnit) { units = append(units, au) })
 		}
 		for _, au := range units {
-			if len(au.pkts) == 0 {
+			if len(au.Packets) == 0 {
 				t.Fatal("unit without packets")
 			}
-			for _, p := range au.pkts {
-				if p.Timestamp != au.ts || len(p.Payload) == 0 {
-					t.Fatalf("unit %d has a packet of timestamp %d, payload %d bytes", au.ts, p.Timestamp, len(p.Payload))
+			for _, p := range au.Packets {
+				if p.Timestamp != au.Timestamp || len(p.Payload) == 0 {
+					t.Fatalf("unit %d has a packet of timestamp %d, payload %d bytes", au.Timestamp, p.Timestamp, len(p.Payload))
 				}
 			}
-			if (au.err == nil) != (len(au.nalus) > 0) {
-				t.Fatalf("unit with error %v has %d NAL units", au.err, len(au.nalus))
+			if (au.Err == nil) != (len(au.NALUs) > 0) {
+				t.Fatalf("unit with error %v has %d NAL units", au.Err, len(au.NALUs))
 			}
-			for _, n := range au.nalus {
+			for _, n := range au.NALUs {
 				if len(n) == 0 {
 					t.Fatal("empty NAL unit")
 				}
@@ -278,24 +280,24 @@ func FuzzAssembler(f *testing.F) {
 }
 
 func TestMediaClock(t *testing.T) {
-	c := mediaClock{rate: 90000}
-	c.start(0xffffff00, 10*time.Millisecond+3) // offset rounds to a whole tick
-	if got := c.pts(0xffffff00); got != 10*time.Millisecond {
+	c := MediaClock{Rate: 90000}
+	c.Start(0xffffff00, 10*time.Millisecond+3) // offset rounds to a whole tick
+	if got := c.PTS(0xffffff00); got != 10*time.Millisecond {
 		t.Errorf("first pts %v", got)
 	}
-	if got := c.pts(0x00000100 - 56); got != 10*time.Millisecond+time.Duration(456)*time.Second/90000 {
+	if got := c.PTS(0x00000100 - 56); got != 10*time.Millisecond+time.Duration(456)*time.Second/90000 {
 		t.Errorf("after the wrap: %v", got)
 	}
-	if got := c.pts(0xffffff00 - 90000); got != 10*time.Millisecond-time.Second {
+	if got := c.PTS(0xffffff00 - 90000); got != 10*time.Millisecond-time.Second {
 		t.Errorf("reordered before the start: %v", got)
 	}
 	// Round trip through the transcode packetizer's conversion.
 	tr := &media.Track{Codec: media.H264{}}
-	c.start(1234, 333333333)
+	c.Start(1234, 333333333)
 	for _, ts := range []uint32{1234, 1234 + 3000, 1234 + 2999, 1234 + 90000*3600} {
-		back := transcode.RTPTimestamp(tr, c.pts(ts))
-		if want := uint32(transcode.ClockTicks(333333333, 90000)) + ts - 1234; back != want {
-			t.Errorf("ts %d -> %v -> %d, expected %d", ts, c.pts(ts), back, want)
+		back := RTPTimestamp(tr, c.PTS(ts))
+		if want := uint32(ClockTicks(333333333, 90000)) + ts - 1234; back != want {
+			t.Errorf("ts %d -> %v -> %d, expected %d", ts, c.PTS(ts), back, want)
 		}
 	}
 }

@@ -1,6 +1,9 @@
-package whip
+package rtc
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // sent applies c to a sequence of units given as (source timestamp,
 // cached) and returns the timestamps sent.
@@ -20,23 +23,11 @@ type u = struct {
 	cached bool
 }
 
-func equal(a, b []uint32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func TestRTPClockLive(t *testing.T) {
 	c := &rtpClock{offset: 1000}
 	// Live units keep their spacing and order, B-frames included.
 	got := sent(c, u{0, false}, u{9000, false}, u{3000, false}, u{6000, false})
-	if want := []uint32{1000, 10000, 4000, 7000}; !equal(got, want) {
+	if want := []uint32{1000, 10000, 4000, 7000}; !slices.Equal(got, want) {
 		t.Fatalf("sent %v, expected %v", got, want)
 	}
 }
@@ -81,7 +72,7 @@ func TestRTPClockReplay(t *testing.T) {
 		u{9000, false}, u{12000, false}, // live goes on
 	)
 	want := []uint32{500, 3500, 6500, 6501, 6502, 6503, 9500, 12500}
-	if !equal(got, want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("sent %v, expected %v", got, want)
 	}
 	// A replay longer than the gap to the next frame pushes live later,
@@ -107,7 +98,7 @@ func TestRTPClockReplay(t *testing.T) {
 // offset.
 func TestRTPClockNoCache(t *testing.T) {
 	c := &rtpClock{offset: 7}
-	if got := sent(c, u{100, false}, u{200, false}); !equal(got, []uint32{107, 207}) {
+	if got := sent(c, u{100, false}, u{200, false}); !slices.Equal(got, []uint32{107, 207}) {
 		t.Fatalf("sent %v", got)
 	}
 }

@@ -1,4 +1,4 @@
-package whep
+package rtc
 
 // rtpClock rewrites the RTP timestamps of one track for one viewer. Live
 // units keep their spacing: a packet's timestamp plus an offset (random at

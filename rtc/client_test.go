@@ -1,7 +1,4 @@
-package whep
-
-// The tests of client.go; kept identical, but for the package clause, in
-// egress/whip and ingest/whep.
+package rtc
 
 import (
 	"context"
@@ -86,7 +83,7 @@ func TestParseRetryAfter(t *testing.T) {
 }
 
 func TestSendsToken(t *testing.T) {
-	c, err := newSDPClient(nil, "https://whip.example.com/whip/x", "tok")
+	c, err := NewClient(nil, "https://whip.example.com/whip/x", "tok")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,9 +108,9 @@ func TestSendsToken(t *testing.T) {
 	}
 }
 
-func TestNewSDPClientErrorsHideSecrets(t *testing.T) {
+func TestNewClientErrorsHideSecrets(t *testing.T) {
 	for _, raw := range []string{"ftp://host/x?token=SECRET", "http://user:SECRET@[::1/x", "http:///x?token=SECRET"} {
-		_, err := newSDPClient(nil, raw, "")
+		_, err := NewClient(nil, raw, "")
 		if err == nil {
 			t.Errorf("%q accepted", raw)
 			continue
@@ -149,19 +146,19 @@ func TestPostAnswer(t *testing.T) {
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	c, err := newSDPClient(nil, srv.URL+"/whip/a", "tok")
+	c, err := NewClient(nil, srv.URL+"/whip/a", "tok")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.close()
-	answer, rs, err := c.post(context.Background(), "v=0\r\n")
+	defer c.Close()
+	answer, rs, err := c.Post(context.Background(), "v=0\r\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if answer != "v=0\r\n" || rs.url.String() != srv.URL+"/b/s/123" || rs.etag != `"xyz"` || !rs.trickle {
-		t.Errorf("answer %q, session %+v (url %s)", answer, rs, rs.url)
+	if answer != "v=0\r\n" || rs.URL.String() != srv.URL+"/b/s/123" || rs.ETag != `"xyz"` || !rs.Trickle {
+		t.Errorf("answer %q, session %+v (url %s)", answer, rs, rs.URL)
 	}
-	if got := c.lastICEServers(); len(got) != 2 || got[1].Username != "u" {
+	if got := c.LastICEServers(); len(got) != 2 || got[1].Username != "u" {
 		t.Errorf("ICE servers %+v", got)
 	}
 }
@@ -175,8 +172,8 @@ func TestPostRedirectLimit(t *testing.T) {
 		w.WriteHeader(http.StatusPermanentRedirect)
 	}))
 	defer srv.Close()
-	c, _ := newSDPClient(srv.Client(), srv.URL+"/loop", "")
-	_, _, err := c.post(context.Background(), "v=0\r\n")
+	c, _ := NewClient(srv.Client(), srv.URL+"/loop", "")
+	_, _, err := c.Post(context.Background(), "v=0\r\n")
 	if err == nil || !strings.Contains(err.Error(), "redirects") || n != maxRedirects+1 {
 		t.Errorf("after %d requests: %v", n, err)
 	}
@@ -191,9 +188,9 @@ func TestRefusal(t *testing.T) {
 		_, _ = w.Write([]byte("busy; your token secret-xyz is fine\n" + strings.Repeat("x", 2*maxErrorBody)))
 	}))
 	defer srv.Close()
-	c, _ := newSDPClient(nil, srv.URL+"/whip/a?token=in-url", "secret-xyz")
-	defer c.close()
-	_, _, err := c.post(context.Background(), "v=0\r\n")
+	c, _ := NewClient(nil, srv.URL+"/whip/a?token=in-url", "secret-xyz")
+	defer c.Close()
+	_, _, err := c.Post(context.Background(), "v=0\r\n")
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -201,8 +198,8 @@ func TestRefusal(t *testing.T) {
 	if strings.Contains(msg, "secret-xyz") || strings.Contains(msg, "in-url") {
 		t.Errorf("error shows a secret: %s", msg)
 	}
-	if !strings.Contains(msg, "503 Service Unavailable: busy; your token <redacted> is fine") || retryAfterOf(err) != 7*time.Second {
-		t.Errorf("error %q, Retry-After %v", msg, retryAfterOf(err))
+	if !strings.Contains(msg, "503 Service Unavailable: busy; your token <redacted> is fine") || RetryAfter(err) != 7*time.Second {
+		t.Errorf("error %q, Retry-After %v", msg, RetryAfter(err))
 	}
 	if len(msg) > maxErrorBody+200 {
 		t.Errorf("error of %d bytes", len(msg))

@@ -1,11 +1,8 @@
-package whep
+package rtc
 
 // The HTTP side of a WHIP (RFC 9725) or WHEP (draft-ietf-wish-whep) client:
 // both POST an SDP offer to an endpoint and get a session resource back.
-//
-// This file is kept identical, but for the package clause, in egress/whip
-// and ingest/whep, which may not import each other; it belongs in package
-// rtc (see the lead's notes).
+// egress/whip (forwarding) and ingest/whep (pulling) use it.
 
 import (
 	"context"
@@ -23,16 +20,15 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/config"
-	"github.com/wishbridge/bridge/rtc"
 )
 
 const (
 	// maxRedirects bounds the 307/308 redirects followed for one POST.
 	maxRedirects = 5
-	// requestTimeout bounds one POST, redirects included: the endpoint
+	// PostTimeout bounds one POST, redirects included: the endpoint
 	// gathers its candidates before it answers, which takes milliseconds
 	// to seconds.
-	requestTimeout = 15 * time.Second
+	PostTimeout = 15 * time.Second
 	// deleteTimeout bounds the DELETE of a session resource.
 	deleteTimeout = 5 * time.Second
 	// maxErrorBody is how much of a refusal's body goes into the error.
@@ -41,9 +37,9 @@ const (
 	maxRetryAfter = 10 * time.Minute
 )
 
-// sdpClient POSTs offers to one endpoint and DELETEs the sessions it made.
+// Client POSTs offers to one endpoint and DELETEs the sessions it made.
 // Safe for concurrent use.
-type sdpClient struct {
+type Client struct {
 	hc       *http.Client
 	own      *http.Transport // the transport we made (nil: the caller's client's)
 	endpoint *url.URL
@@ -54,16 +50,16 @@ type sdpClient struct {
 	iceServers []webrtc.ICEServer // guarded by mu: from the last 201's Link headers
 }
 
-// remoteSession is a session resource on the server.
-type remoteSession struct {
-	// url is the resource (the 201's Location resolved against the URL
+// RemoteSession is a session resource on the server.
+type RemoteSession struct {
+	// URL is the resource (the 201's Location resolved against the URL
 	// that answered); nil if the server sent none, in which case the
 	// session cannot be deleted.
-	url  *url.URL
-	etag string
-	// trickle reports whether the server accepts trickle ICE
+	URL  *url.URL
+	ETag string
+	// Trickle reports whether the server accepts trickle ICE
 	// (Accept-Patch: application/trickle-ice-sdpfrag).
-	trickle bool
+	Trickle bool
 }
 
 // statusError is an endpoint's refusal.
@@ -85,9 +81,9 @@ func (e *statusError) Error() string {
 	return s
 }
 
-// retryAfterOf returns the Retry-After of a refusal in err (503, 429 or
+// RetryAfter returns the Retry-After of a refusal in err (503, 429 or
 // any other status that carried one), or 0.
-func retryAfterOf(err error) time.Duration {
+func RetryAfter(err error) time.Duration {
 	var se *statusError
 	if errors.As(err, &se) {
 		return se.retryAfter
@@ -95,10 +91,10 @@ func retryAfterOf(err error) time.Duration {
 	return 0
 }
 
-// newSDPClient checks endpoint (an http:// or https:// URL) and returns a
+// NewClient checks endpoint (an http:// or https:// URL) and returns a
 // client for it. hc nil means a client of our own, whose idle connections
-// close releases. Errors never quote the URL unredacted.
-func newSDPClient(hc *http.Client, endpoint, token string) (*sdpClient, error) {
+// Close releases. Errors never quote the URL unredacted.
+func NewClient(hc *http.Client, endpoint, token string) (*Client, error) {
 	redacted := config.RedactURL(endpoint)
 	u, err := url.Parse(endpoint)
 	if err != nil {
@@ -110,7 +106,7 @@ func newSDPClient(hc *http.Client, endpoint, token string) (*sdpClient, error) {
 	if u.Host == "" {
 		return nil, fmt.Errorf("%s has no host", redacted)
 	}
-	c := &sdpClient{endpoint: u, redacted: redacted, token: token}
+	c := &Client{endpoint: u, redacted: redacted, token: token}
 	if hc == nil {
 		c.own = http.DefaultTransport.(*http.Transport).Clone()
 		c.hc = &http.Client{Transport: c.own}
@@ -118,23 +114,26 @@ func newSDPClient(hc *http.Client, endpoint, token string) (*sdpClient, error) {
 		cp := *hc
 		c.hc = &cp
 	}
-	// Redirects are followed by post itself: net/http would turn a 301 or
+	// Redirects are followed by Post itself: net/http would turn a 301 or
 	// 302 into a GET, and drop the token for another host silently.
 	c.hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return c, nil
 }
 
-// close releases the idle connections of a client of our own.
-func (c *sdpClient) close() {
+// Close releases the idle connections of a client of our own.
+func (c *Client) Close() {
 	if c.own != nil {
 		c.own.CloseIdleConnections()
 	}
 }
 
-// lastICEServers returns the ICE servers the endpoint advertised in the
+// Redacted returns the endpoint for logs and errors.
+func (c *Client) Redacted() string { return c.redacted }
+
+// LastICEServers returns the ICE servers the endpoint advertised in the
 // Link headers of its last 201 (RFC 9725 section 4.6), for the next
 // PeerConnection.
-func (c *sdpClient) lastICEServers() []webrtc.ICEServer {
+func (c *Client) LastICEServers() []webrtc.ICEServer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.iceServers
@@ -144,7 +143,7 @@ func (c *sdpClient) lastICEServers() []webrtc.ICEServer {
 // host or one of its subdomains (a load balancer's redirect to a media
 // node), never from https down to http. This is net/http's rule for
 // redirects, applied to DELETE as well.
-func (c *sdpClient) sendsToken(u *url.URL) bool {
+func (c *Client) sendsToken(u *url.URL) bool {
 	if c.token == "" {
 		return false
 	}
@@ -155,16 +154,16 @@ func (c *sdpClient) sendsToken(u *url.URL) bool {
 	return h == o || strings.HasSuffix(h, "."+o)
 }
 
-func (c *sdpClient) authorize(req *http.Request) {
+func (c *Client) authorize(req *http.Request) {
 	if c.sendsToken(req.URL) {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 }
 
-// post sends offer to the endpoint, following up to maxRedirects 307 and
+// Post sends offer to the endpoint, following up to maxRedirects 307 and
 // 308 redirects with the same method and body, and returns the answer and
 // the session resource. A refusal is a *statusError.
-func (c *sdpClient) post(ctx context.Context, offer string) (string, *remoteSession, error) {
+func (c *Client) Post(ctx context.Context, offer string) (string, *RemoteSession, error) {
 	target := c.endpoint
 	for redirects := 0; ; redirects++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target.String(), strings.NewReader(offer))
@@ -207,7 +206,7 @@ func (c *sdpClient) post(ctx context.Context, offer string) (string, *remoteSess
 }
 
 // readAnswer reads a 201's SDP answer and the session it describes.
-func (c *sdpClient) readAnswer(resp *http.Response, from *url.URL) (string, *remoteSession, error) {
+func (c *Client) readAnswer(resp *http.Response, from *url.URL) (string, *RemoteSession, error) {
 	defer resp.Body.Close()
 	where := config.RedactURL(from.String())
 	if ct := resp.Header.Get("Content-Type"); ct != "" {
@@ -215,26 +214,26 @@ func (c *sdpClient) readAnswer(resp *http.Response, from *url.URL) (string, *rem
 			return "", nil, fmt.Errorf("%s answered %d with Content-Type %q, expected application/sdp", where, resp.StatusCode, ct)
 		}
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, rtc.MaxSDPSize+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxSDPSize+1))
 	if err != nil {
 		return "", nil, fmt.Errorf("%s: reading the answer: %w", where, err)
 	}
-	if len(body) > rtc.MaxSDPSize {
-		return "", nil, fmt.Errorf("%s: the answer is larger than %d bytes", where, rtc.MaxSDPSize)
+	if len(body) > MaxSDPSize {
+		return "", nil, fmt.Errorf("%s: the answer is larger than %d bytes", where, MaxSDPSize)
 	}
 	if len(body) == 0 {
 		return "", nil, fmt.Errorf("%s answered %d with no SDP", where, resp.StatusCode)
 	}
-	rs := &remoteSession{etag: resp.Header.Get("ETag")}
+	rs := &RemoteSession{ETag: resp.Header.Get("ETag")}
 	if loc := resp.Header.Get("Location"); loc != "" {
 		if u, err := from.Parse(loc); err == nil {
-			rs.url = u
+			rs.URL = u
 		}
 	}
 	for _, v := range resp.Header.Values("Accept-Patch") {
 		for _, t := range strings.Split(v, ",") {
 			if mt, _, err := mime.ParseMediaType(strings.TrimSpace(t)); err == nil && mt == "application/trickle-ice-sdpfrag" {
-				rs.trickle = true
+				rs.Trickle = true
 			}
 		}
 	}
@@ -248,7 +247,7 @@ func (c *sdpClient) readAnswer(resp *http.Response, from *url.URL) (string, *rem
 // refusal turns a failed response into a *statusError. The start of its
 // body goes into the message, with the token taken out should the server
 // quote it.
-func (c *sdpClient) refusal(resp *http.Response, from *url.URL) error {
+func (c *Client) refusal(resp *http.Response, from *url.URL) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -264,28 +263,28 @@ func (c *sdpClient) refusal(resp *http.Response, from *url.URL) error {
 	}
 }
 
-// delete ends the session resource rs on the server. A 404 means it is
+// Delete ends the session resource rs on the server. A 404 means it is
 // gone already, which is what was wanted.
-func (c *sdpClient) delete(ctx context.Context, rs *remoteSession) error {
-	if rs == nil || rs.url == nil {
+func (c *Client) Delete(ctx context.Context, rs *RemoteSession) error {
+	if rs == nil || rs.URL == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, deleteTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, rs.url.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, rs.URL.String(), nil)
 	if err != nil {
-		return fmt.Errorf("DELETE %s: %w", config.RedactURL(rs.url.String()), unwrapURLError(err))
+		return fmt.Errorf("DELETE %s: %w", config.RedactURL(rs.URL.String()), unwrapURLError(err))
 	}
 	c.authorize(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("DELETE %s: %w", config.RedactURL(rs.url.String()), unwrapURLError(err))
+		return fmt.Errorf("DELETE %s: %w", config.RedactURL(rs.URL.String()), unwrapURLError(err))
 	}
 	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusNotFound {
 		drain(resp)
 		return nil
 	}
-	return c.refusal(resp, rs.url)
+	return c.refusal(resp, rs.URL)
 }
 
 // drain reads what is left of a small body and closes it, so the

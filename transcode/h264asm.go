@@ -1,4 +1,4 @@
-package whip
+package transcode
 
 import (
 	"errors"
@@ -15,22 +15,15 @@ import (
 // frame) in packets of at least 1 KiB of payload.
 const maxAUPackets = h264.MaxAccessUnitSize / 1024
 
-// RFC 6184 section 5.4: payload structures of packetization-mode 1 besides
-// single NAL unit packets (types 1-23).
-const (
-	naluTypeSTAPA = 24
-	naluTypeFUA   = 28
-)
-
-// rtpAU is one access unit as it arrived: the packets that share one RTP
-// timestamp, in sequence order, and, if none is missing and they
+// RTPAccessUnit is one access unit as it arrived: the packets that share
+// one RTP timestamp, in sequence order, and, if none is missing and they
 // depacketize, the NAL units.
-type rtpAU struct {
-	ts   uint32
-	pkts []*rtp.Packet
-	// nalus is nil when the unit is damaged (err says why).
-	nalus [][]byte
-	err   error
+type RTPAccessUnit struct {
+	Timestamp uint32
+	Packets   []*rtp.Packet
+	// NALUs is nil when the unit is damaged (Err says why).
+	NALUs [][]byte
+	Err   error
 }
 
 // Why an access unit could not be reassembled.
@@ -40,7 +33,7 @@ var (
 	errTooLarge = fmt.Errorf("more than %d packets", maxAUPackets)
 )
 
-// h264Assembler groups the RTP packets of an H.264 stream (RFC 6184,
+// H264Assembler groups the RTP packets of an H.264 stream (RFC 6184,
 // packetization-mode 1) into access units and depacketizes the complete
 // ones. It never waits for anything: a unit is emitted when its marker
 // packet arrives (or when a packet of the next unit does), so a unit with a
@@ -48,7 +41,7 @@ var (
 // a late packet (retransmitted or reordered after its unit was emitted) is
 // dropped and counted. Packets reordered within the unit being collected
 // are put back in order. One per track, used by the track's goroutine.
-type h264Assembler struct {
+type H264Assembler struct {
 	started bool
 	next    uint16 // sequence number expected next (highest seen + 1)
 
@@ -62,9 +55,9 @@ type h264Assembler struct {
 	lostPkts uint64 // sequence numbers skipped
 }
 
-// push adds p, whose payload the assembler keeps, and calls emit for each
+// Push adds p, whose payload the assembler keeps, and calls emit for each
 // unit it completes (at most two).
-func (a *h264Assembler) push(p *rtp.Packet, emit func(*rtpAU)) {
+func (a *H264Assembler) Push(p *rtp.Packet, emit func(*RTPAccessUnit)) {
 	if !a.started {
 		a.started, a.next = true, p.SequenceNumber
 	}
@@ -124,7 +117,7 @@ func (a *h264Assembler) push(p *rtp.Packet, emit func(*rtpAU)) {
 
 // insertLate puts a packet that arrived out of order into the unit being
 // collected, if it belongs there and is not a duplicate.
-func (a *h264Assembler) insertLate(p *rtp.Packet) bool {
+func (a *H264Assembler) insertLate(p *rtp.Packet) bool {
 	if int16(p.SequenceNumber-a.curHead) < 0 {
 		return false
 	}
@@ -139,30 +132,37 @@ func (a *h264Assembler) insertLate(p *rtp.Packet) bool {
 }
 
 // flush emits the unit being collected.
-func (a *h264Assembler) flush(emit func(*rtpAU)) {
-	au := &rtpAU{ts: a.curTS, pkts: a.curPkts}
+func (a *H264Assembler) flush(emit func(*RTPAccessUnit)) {
+	au := &RTPAccessUnit{Timestamp: a.curTS, Packets: a.curPkts}
 	a.open, a.curPkts = false, nil
 	switch {
-	case au.pkts[0].SequenceNumber != a.curHead:
-		au.err = errLostHead
+	case au.Packets[0].SequenceNumber != a.curHead:
+		au.Err = errLostHead
 	case a.curLoss != nil:
-		au.err = a.curLoss
-	case len(au.pkts) >= maxAUPackets:
-		au.err = errTooLarge
+		au.Err = a.curLoss
+	case len(au.Packets) >= maxAUPackets:
+		au.Err = errTooLarge
 	}
-	if au.err == nil {
-		for i := 1; i < len(au.pkts); i++ {
-			if au.pkts[i].SequenceNumber != au.pkts[i-1].SequenceNumber+1 {
-				au.err = fmt.Errorf("packet lost after sequence number %d", au.pkts[i-1].SequenceNumber)
+	if au.Err == nil {
+		for i := 1; i < len(au.Packets); i++ {
+			if au.Packets[i].SequenceNumber != au.Packets[i-1].SequenceNumber+1 {
+				au.Err = fmt.Errorf("packet lost after sequence number %d", au.Packets[i-1].SequenceNumber)
 				break
 			}
 		}
 	}
-	if au.err == nil {
-		au.nalus, au.err = depacketizeH264(au.pkts)
+	if au.Err == nil {
+		au.NALUs, au.Err = depacketizeH264(au.Packets)
 	}
 	emit(au)
 }
+
+// Late returns how many packets were dropped for arriving after their unit
+// was emitted.
+func (a *H264Assembler) Late() uint64 { return a.late }
+
+// LostPackets returns how many sequence numbers were skipped.
+func (a *H264Assembler) LostPackets() uint64 { return a.lostPkts }
 
 // depacketizeH264 returns the NAL units of the payloads of one complete
 // access unit (RFC 6184 packetization-mode 1: single NAL unit packets,

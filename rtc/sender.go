@@ -1,0 +1,149 @@
+package rtc
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/transcode"
+)
+
+// OutTrack sends the units of one hub track to one peer (a WHEP viewer, a
+// WHIP target) on a local track: their RTP packets, as the hub's processor
+// made them, rewritten for the peer, and RTCP sender reports. Send and
+// Stats are used by one goroutine, ReadRTCP by another.
+type OutTrack struct {
+	pc     *webrtc.PeerConnection
+	stream *media.Stream
+	local  *webrtc.TrackLocalStaticRTP
+	sender *webrtc.RTPSender
+	video  bool
+	rate   int // RTP clock rate of what is sent
+	// Per-peer rewriting: consecutive sequence numbers (so a unit the
+	// reader dropped is not NACKed in vain, and a publisher's reconnect
+	// leaves no jump) and timestamps from a random origin (RFC 3550 5.1),
+	// cached units squeezed (see rtpClock). Timestamps need no re-basing
+	// across a publisher's reconnect: the hub keeps the stream clock
+	// continuous (media.Publication.Write).
+	seq    uint16
+	clock  rtpClock
+	report SenderReporter
+
+	stats SendStats // Packets and CachedUnits
+	// keyframeRequests counts the PLI/FIR the peer sent (ReadRTCP adds,
+	// Stats reads).
+	keyframeRequests atomic.Uint64
+}
+
+// SendStats counts what OutTracks sent, for a session's stats.
+type SendStats struct {
+	Packets          uint64 // RTP packets sent
+	CachedUnits      uint64 // units sent from the GOP cache
+	KeyframeRequests uint64 // PLI and FIR received
+}
+
+// Add adds o's counts to s.
+func (s *SendStats) Add(o SendStats) {
+	s.Packets += o.Packets
+	s.CachedUnits += o.CachedUnits
+	s.KeyframeRequests += o.KeyframeRequests
+}
+
+// NewOutTrack returns an OutTrack that sends units of stream on local,
+// which sender sends on pc, with sender reports stamped from the stream
+// clock (media.Stream.Origin).
+func NewOutTrack(pc *webrtc.PeerConnection, stream *media.Stream, local *webrtc.TrackLocalStaticRTP, sender *webrtc.RTPSender) *OutTrack {
+	t := &OutTrack{
+		pc:     pc,
+		stream: stream,
+		local:  local,
+		sender: sender,
+		video:  local.Kind() == webrtc.RTPCodecTypeVideo,
+		rate:   int(local.Codec().ClockRate),
+		seq:    uint16(rand.Uint32()),
+		clock:  rtpClock{offset: rand.Uint32()},
+	}
+	if enc := sender.GetParameters().Encodings; len(enc) > 0 {
+		t.report.SSRC = uint32(enc[0].SSRC)
+	}
+	return t
+}
+
+// Send sends the RTP packets of u, a unit of the track; cached says u came
+// from the hub's GOP cache (media.Reader.Cached). A sender report follows
+// when one is due.
+func (t *OutTrack) Send(u *media.Unit, cached bool) error {
+	if len(u.RTP) == 0 {
+		return nil // nothing to send (a processor failed)
+	}
+	if cached && !t.video {
+		// Cached audio is not sent: a burst of seconds of audio
+		// would sit in the receiver's jitter buffer (NetEq) as
+		// latency until time-stretched away. Audio starts live;
+		// lip sync comes from the sender reports.
+		return nil
+	}
+	if cached {
+		t.stats.CachedUnits++
+	}
+	adj := t.clock.adjust(u.RTP[0].Timestamp, cached)
+	unitTS := uint32(transcode.ClockTicks(u.PTS, t.rate))
+	for _, p := range u.RTP {
+		out := rtp.Packet{Header: p.Header, Payload: p.Payload}
+		out.SequenceNumber = t.seq
+		out.Timestamp = p.Timestamp + adj
+		t.seq++
+		if err := t.local.WriteRTP(&out); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		t.stats.Packets++
+		// The packet's own place on the media clock: its timestamp
+		// relative to the unit's (they differ for transcoded audio).
+		pts := u.PTS + time.Duration(int32(p.Timestamp-unitTS))*time.Second/time.Duration(t.rate)
+		t.report.OnPacket(out.Timestamp, t.stream.Origin().Add(pts), len(out.Payload))
+	}
+	if cached {
+		// A squeezed cached unit's timestamp does not map to its
+		// PTS: report once a live unit has set the mapping again.
+		return nil
+	}
+	if sr := t.report.Report(time.Now()); sr != nil {
+		if err := t.pc.WriteRTCP([]rtcp.Packet{sr}); err != nil {
+			return fmt.Errorf("write RTCP: %w", err)
+		}
+	}
+	return nil
+}
+
+// ReadRTCP reads the RTCP the peer sends about the track, so the
+// interceptors (NACK responder, reports) see it, and calls
+// onKeyframeRequest for each keyframe request (PLI, FIR); it returns when
+// the PeerConnection closes.
+func (t *OutTrack) ReadRTCP(onKeyframeRequest func()) {
+	for {
+		pkts, _, err := t.sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				t.keyframeRequests.Add(1)
+				onKeyframeRequest()
+			}
+		}
+	}
+}
+
+// Stats returns what the track sent and the keyframe requests it got.
+func (t *OutTrack) Stats() SendStats {
+	st := t.stats
+	st.KeyframeRequests = t.keyframeRequests.Load()
+	return st
+}
