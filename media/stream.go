@@ -141,6 +141,27 @@ func (r *Registry) Paths() []string {
 	return out
 }
 
+// EndWaiting ends every stream that is waiting for a publisher to come
+// back (at shutdown, after the publishers have left): their readers get
+// ErrStreamEnded now instead of when the grace expires.
+func (r *Registry) EndWaiting() {
+	r.mu.Lock()
+	all := make([]*Stream, 0, len(r.streams))
+	for _, s := range r.streams {
+		all = append(all, s)
+	}
+	r.mu.Unlock()
+	for _, s := range all {
+		s.mu.Lock()
+		if s.cur != nil || s.closed.Load() {
+			s.mu.Unlock()
+			continue
+		}
+		s.log.Info("stream ended: the server is shutting down")
+		s.endLocked()
+	}
+}
+
 func (r *Registry) remove(s *Stream) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

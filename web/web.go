@@ -1,8 +1,9 @@
 // Package web serves the bridge's built-in pages: an index of the live
-// streams and a browser player that watches a stream over WHEP. Everything
+// streams, a browser player that watches a stream over WHEP, and a page
+// that publishes the browser's camera and microphone over WHIP. Everything
 // is embedded in the binary (plain HTML, CSS and JavaScript, no CDN, no
-// framework) and same-origin with the WHEP endpoint, so the pages run under
-// a strict Content-Security-Policy.
+// framework) and same-origin with the WHIP and WHEP endpoints, so the pages
+// run under a strict Content-Security-Policy.
 package web
 
 import (
@@ -29,8 +30,9 @@ var templatesFS embed.FS
 var staticFS embed.FS
 
 // contentSecurityPolicy allows nothing but this origin: scripts and styles
-// come from /static/, the player only talks to /whep/ and /sessions/, and
-// the video plays a MediaStream. No inline script or style anywhere.
+// come from /static/, the pages only talk to /whep/, /whip/ and
+// /sessions/, and the videos play MediaStreams. No inline script or style
+// anywhere.
 const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; " +
 	"img-src 'self' data:; media-src blob: 'self'; connect-src 'self'; " +
 	"object-src 'none'; base-uri 'none'; form-action 'self'"
@@ -48,10 +50,11 @@ type Config struct {
 
 // Handler serves the pages. Create it with New.
 type Handler struct {
-	cfg    Config
-	index  *template.Template
-	watch  *template.Template
-	static map[string]staticFile // by name under static/
+	cfg     Config
+	index   *template.Template
+	watch   *template.Template
+	publish *template.Template
+	static  map[string]staticFile // by name under static/
 }
 
 type staticFile struct {
@@ -79,10 +82,11 @@ func New(cfg Config) *Handler {
 		cfg.RTMPPort = 1935
 	}
 	h := &Handler{
-		cfg:    cfg,
-		index:  templates.Lookup("index.html"),
-		watch:  templates.Lookup("watch.html"),
-		static: make(map[string]staticFile),
+		cfg:     cfg,
+		index:   templates.Lookup("index.html"),
+		watch:   templates.Lookup("watch.html"),
+		publish: templates.Lookup("publish.html"),
+		static:  make(map[string]staticFile),
 	}
 	err := fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -111,10 +115,12 @@ func New(cfg Config) *Handler {
 }
 
 // Register adds the pages to mux: GET / (index), GET /watch/{path...}
-// (player) and GET /static/{file...} (scripts and styles).
+// (player), GET /publish/{path...} (camera publisher) and
+// GET /static/{file...} (scripts and styles).
 func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", h.serveIndex)
 	mux.HandleFunc("GET /watch/{path...}", h.serveWatch)
+	mux.HandleFunc("GET /publish/{path...}", h.servePublish)
 	mux.HandleFunc("GET /static/{file...}", h.serveStatic)
 }
 
@@ -167,6 +173,55 @@ func (h *Handler) serveWatch(w http.ResponseWriter, r *http.Request) {
 	}
 	pageHeaders(w)
 	_ = h.watch.Execute(w, watchData{Path: p, WHEPURL: "/whep/" + escapePath(p), AudioNote: h.cfg.AudioNote})
+}
+
+type publishData struct {
+	Path     string
+	WHIPURL  string // same-origin endpoint the page POSTs its offer to
+	WHIPAbs  string // the same, absolute, for OBS and other WHIP clients
+	WatchURL string // relative link to the player
+}
+
+// servePublish serves the publish page. The index's form arrives as
+// /publish/?path=P[&token=T] and is redirected to /publish/P[?token=T].
+func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
+	p := strings.Trim(r.PathValue("path"), "/")
+	if p == "" {
+		q := r.URL.Query()
+		target := "/"
+		if fp := cleanPath(q.Get("path")); fp != "" {
+			target = "/publish/" + escapePath(fp)
+			if tok := q.Get("token"); tok != "" {
+				target += "?" + url.Values{"token": {tok}}.Encode()
+			}
+		}
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		http.Redirect(w, r, target, http.StatusFound)
+		return
+	}
+	pageHeaders(w)
+	// The page may use this origin's camera and microphone; nothing it
+	// embeds may.
+	w.Header().Set("Permissions-Policy", "camera=(self), microphone=(self)")
+	esc := escapePath(p)
+	_ = h.publish.Execute(w, publishData{
+		Path:     p,
+		WHIPURL:  "/whip/" + esc,
+		WHIPAbs:  baseURL(r) + "/whip/" + esc,
+		WatchURL: "/watch/" + esc,
+	})
+}
+
+// cleanPath turns what a user typed as a stream path into one: no
+// surrounding blanks or slashes, no empty, "." or ".." segments.
+func cleanPath(p string) string {
+	var segs []string
+	for s := range strings.SplitSeq(strings.TrimSpace(p), "/") {
+		if s = strings.TrimSpace(s); s != "" && s != "." && s != ".." {
+			segs = append(segs, s)
+		}
+	}
+	return strings.Join(segs, "/")
 }
 
 func (h *Handler) serveStatic(w http.ResponseWriter, r *http.Request) {

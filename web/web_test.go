@@ -186,6 +186,10 @@ func TestStatic(t *testing.T) {
 		{"/static/whep.js", "text/javascript; charset=utf-8", "export class WHEPSession"},
 		{"/static/player.js", "text/javascript; charset=utf-8", "window.whepStats"},
 		{"/static/style.css", "text/css; charset=utf-8", "#unmute"},
+		{"/static/wish.js", "text/javascript; charset=utf-8", "export class WISHSession"},
+		{"/static/whip.js", "text/javascript; charset=utf-8", "export class WHIPSession"},
+		{"/static/publisher.js", "text/javascript; charset=utf-8", "window.whipStats"},
+		{"/static/index.js", "text/javascript; charset=utf-8", "dataset.refresh"},
 	} {
 		resp, body := get(t, srv.URL+tc.path, nil)
 		if resp.StatusCode != http.StatusOK {
@@ -221,7 +225,7 @@ func TestStatic(t *testing.T) {
 
 func TestMethods(t *testing.T) {
 	srv := newServer(t, Config{})
-	for _, p := range []string{"/", "/watch/live/test", "/static/whep.js"} {
+	for _, p := range []string{"/", "/watch/live/test", "/publish/live/test", "/static/whep.js"} {
 		resp, err := http.Post(srv.URL+p, "text/plain", strings.NewReader("x"))
 		if err != nil {
 			t.Fatal(err)
@@ -239,5 +243,109 @@ func TestMethods(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("HEAD /watch/live/test: %d", resp.StatusCode)
+	}
+}
+
+func TestIndexHasPublishForm(t *testing.T) {
+	for _, streams := range [][]string{nil, {"live/test"}} {
+		srv := newServer(t, Config{Streams: func() []string { return streams }})
+		_, body := get(t, srv.URL+"/", nil)
+		for _, want := range []string{
+			`<form class="publish-form" action="/publish/" method="get">`,
+			`name="path"`,
+			`name="token"`,
+			`src="/static/index.js"`,
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("index (streams %v) lacks %q:\n%s", streams, want, body)
+			}
+		}
+		// Only the empty index refreshes, and only without JavaScript by
+		// meta refresh (index.js spares a form being filled in).
+		refresh := strings.Contains(body, `data-refresh="5"`)
+		meta := strings.Contains(body, `<noscript><meta http-equiv="refresh" content="5"></noscript>`)
+		if want := streams == nil; refresh != want || meta != want {
+			t.Errorf("index (streams %v): data-refresh %v, noscript meta refresh %v, want %v", streams, refresh, meta, want)
+		}
+		if strings.Contains(body, "<script>") || strings.Contains(body, "oninput") {
+			t.Errorf("index has inline script:\n%s", body)
+		}
+	}
+}
+
+func TestPublishPage(t *testing.T) {
+	srv := newServer(t, Config{})
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/publish/live/cam", nil)
+	req.Host = "media.example.com:8080"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(b)
+	checkPageHeaders(t, resp)
+	if pp := resp.Header.Get("Permissions-Policy"); pp != "camera=(self), microphone=(self)" {
+		t.Errorf("Permissions-Policy %q", pp)
+	}
+	for _, want := range []string{
+		`data-path="live/cam"`,
+		`data-whip="/whip/live/cam"`,
+		`data-state="idle"`,
+		`<video id="preview" autoplay playsinline muted>`,
+		`<button id="start" type="button" disabled>Start</button>`,
+		`<button id="stop" type="button" hidden>Stop</button>`,
+		`src="/static/publisher.js"`,
+		`href="/watch/live/cam"`,
+		`<code>http://media.example.com:8080/whip/live/cam</code>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("publish page lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "<script>") || strings.Contains(body, "onclick") {
+		t.Errorf("publish page has inline script (the CSP forbids it):\n%s", body)
+	}
+}
+
+func TestPublishPageEscapesPath(t *testing.T) {
+	srv := newServer(t, Config{})
+	resp, body := get(t, srv.URL+"/publish/live/%3Cscript%3Ealert(1)%3C/script%3E%22x%20y", nil)
+	checkPageHeaders(t, resp)
+	if strings.Contains(body, "<script>alert") || strings.Contains(body, `"x y"`) {
+		t.Fatalf("path not escaped:\n%s", body)
+	}
+	for _, want := range []string{
+		`data-path="live/&lt;script&gt;alert(1)&lt;/script&gt;&#34;x y"`,
+		`data-whip="/whip/live/%3Cscript%3Ealert%281%29%3C/script%3E%22x%20y"`,
+		`href="/watch/live/%3Cscript%3Ealert%281%29%3C/script%3E%22x%20y"`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("publish page lacks %q:\n%s", want, body)
+		}
+	}
+}
+
+// The index's form submits /publish/?path=...&token=...; the server sends
+// the browser on to the page for that path.
+func TestPublishFormRedirects(t *testing.T) {
+	srv := newServer(t, Config{})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct{ query, want string }{
+		{"?path=live%2Fcam&token=", "/publish/live/cam"},
+		{"?path=+%2Flive%2F%2Fmy+cam%2F+", "/publish/live/my%20cam"},
+		{"?path=live%2Fcam&token=s%26cret", "/publish/live/cam?token=s%26cret"},
+		{"?path=..%2F.%2Flive", "/publish/live"},
+		{"?path=", "/"},
+		{"", "/"},
+	} {
+		resp, err := client.Get(srv.URL + "/publish/" + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != tc.want {
+			t.Errorf("GET /publish/%s: %d Location %q, want 302 to %q", tc.query, resp.StatusCode, resp.Header.Get("Location"), tc.want)
+		}
 	}
 }

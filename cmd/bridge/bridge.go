@@ -215,6 +215,7 @@ func (b *Bridge) Close(ctx context.Context) error {
 	_ = b.srtSrv.Close()
 	b.stopOutbound()
 	b.pull.wait()
+	b.registry.EndWaiting() // publishers are gone: no grace at shutdown
 	b.sessions.CloseAll("server shutting down")
 	_ = b.engine.Close()
 	b.wg.Wait()

@@ -21,7 +21,8 @@
 //
 // Environment: CHROMIUM (browser binary, default /usr/bin/chromium),
 // WATCH_TIMEOUT_MS (how long to wait for playback, default 45000),
-// WANT_WIDTH / WANT_HEIGHT (expected video size, default 640x360).
+// WANT_WIDTH / WANT_HEIGHT (expected video size, default 640x360; 0x0
+// accepts any size, for sources whose encoder adapts it).
 'use strict';
 const { chromium } = require('playwright-core');
 const fs = require('fs');
@@ -161,7 +162,11 @@ async function main(url) {
     });
     const problems = [];
     if (au.muted || au.button !== 'Mute') problems.push(`the unmute button did not unmute (muted ${au.muted}, label "${au.button}")`);
-    if (b.w !== wantWidth || b.h !== wantHeight) problems.push(`video is ${b.w}x${b.h}, want ${wantWidth}x${wantHeight}`);
+    if (wantWidth || wantHeight) {
+      if (b.w !== wantWidth || b.h !== wantHeight) problems.push(`video is ${b.w}x${b.h}, want ${wantWidth}x${wantHeight}`);
+    } else if (!(b.w > 0 && b.h > 0)) {
+      problems.push(`video is ${b.w}x${b.h}, want a picture`);
+    }
     if (!(b.t > a.t)) problems.push(`video.currentTime did not advance (${a.t} -> ${b.t})`);
     if (b.paused) problems.push('video element is paused');
     if (result.pageErrors.length) problems.push(`page errors: ${result.pageErrors.join('; ')}`);
