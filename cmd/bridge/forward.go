@@ -59,6 +59,7 @@ func (f *forwards) scan(ctx context.Context) {
 	cfg := f.b.cfg.Load()
 	now := time.Now()
 	live := f.b.registry.Paths()
+	wanted := make(map[string]bool)
 	for i := range cfg.Routes {
 		r := &cfg.Routes[i]
 		if len(r.Forward) == 0 {
@@ -78,6 +79,7 @@ func (f *forwards) scan(ctx context.Context) {
 		for _, path := range paths {
 			for _, target := range r.Forward {
 				key := path + "\x00" + target.Kind() + "\x00" + target.URL()
+				wanted[key] = true
 				if run, ok := f.running[key]; ok {
 					run.lastSeen = now
 					continue
@@ -100,9 +102,12 @@ func (f *forwards) scan(ctx context.Context) {
 			}
 		}
 	}
-	// Stop forwards of pattern-route paths that have not been live for a while.
+	// Stop forwards a reloaded config no longer has, and those of
+	// pattern-route paths that have not been live for a while.
 	for key, run := range f.running {
-		if !run.exact && now.Sub(run.lastSeen) > forwardIdle {
+		removed := run.exact && !wanted[key]
+		stale := !run.exact && now.Sub(run.lastSeen) > forwardIdle
+		if removed || stale {
 			run.cancel()
 			delete(f.running, key)
 		}

@@ -49,8 +49,27 @@ func main() {
 		os.Exit(1)
 	}
 
+	// SIGHUP reloads the config file; a file that does not parse or
+	// validate is logged and the running config stays.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	<-ctx.Done()
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			if *cfgPath == "" {
+				log.Info("SIGHUP: running on the embedded defaults, nothing to reload")
+				continue
+			}
+			next, err := config.Load(*cfgPath)
+			if err != nil {
+				log.Error("config reload failed; keeping the running config", "err", err)
+				continue
+			}
+			b.Reload(next)
+		case <-ctx.Done():
+		}
+	}
 	stop()
 	log.Info("shutting down (signal again to force)")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

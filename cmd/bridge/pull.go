@@ -25,14 +25,40 @@ type pulls struct {
 	wg  sync.WaitGroup
 
 	mu      sync.Mutex
-	running map[string]context.CancelFunc // guarded by mu; by path
+	running map[string]*pullRun // guarded by mu; by path
+}
+
+type pullRun struct {
+	url    string
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func (p *pulls) start(ctx context.Context, b *Bridge) {
-	p.b, p.ctx, p.running = b, ctx, make(map[string]context.CancelFunc)
-	for i := range b.cfg.Load().Routes {
-		r := &b.cfg.Load().Routes[i]
-		if r.Pull != "" && !r.OnDemand {
+	p.b, p.ctx, p.running = b, ctx, make(map[string]*pullRun)
+	p.reconcile()
+}
+
+// reconcile makes the running pulls match the current config: pulls whose
+// route is gone or changed stop (and are waited for, so a replacement can
+// publish the path), and routes that pull from start get their puller.
+func (p *pulls) reconcile() {
+	cfg := p.b.cfg.Load()
+	p.mu.Lock()
+	var stopped []*pullRun
+	for path, run := range p.running {
+		if r, ok := cfg.Match(path); !ok || r.Path != path || r.Pull != run.url {
+			run.cancel()
+			stopped = append(stopped, run)
+			delete(p.running, path)
+		}
+	}
+	p.mu.Unlock()
+	for _, run := range stopped {
+		<-run.done
+	}
+	for i := range cfg.Routes {
+		if r := &cfg.Routes[i]; r.Pull != "" && !r.OnDemand {
 			p.run(r, false)
 		}
 	}
@@ -70,23 +96,28 @@ func (p *pulls) run(r *config.Route, onDemand bool) {
 		return
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
-	p.running[r.Path] = cancel
+	pr := &pullRun{url: r.Pull, cancel: cancel, done: make(chan struct{})}
+	p.running[r.Path] = pr
 	p.b.log.Info("pull started", "stream", r.Path, "source", config.RedactURL(r.Pull), "on_demand", onDemand)
 	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
+		defer close(pr.done)
 		run(ctx)
 	}()
+	path := r.Path
 	go func() {
 		defer p.wg.Done()
 		defer cancel()
 		if onDemand {
-			p.stopWhenIdle(ctx, r.Path)
+			p.stopWhenIdle(ctx, path)
 		} else {
 			<-ctx.Done()
 		}
 		p.mu.Lock()
-		delete(p.running, r.Path)
+		if p.running[path] == pr {
+			delete(p.running, path)
+		}
 		p.mu.Unlock()
 	}()
 }

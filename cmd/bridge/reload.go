@@ -1,0 +1,29 @@
+package main
+
+import (
+	"reflect"
+
+	"github.com/wishbridge/bridge/config"
+)
+
+// Reload swaps in a new configuration, Caddy-style: the caller parsed and
+// validated it (a bad file never gets here, and the old config keeps
+// running); an unchanged config is a no-op; routes, keys, tokens, grace,
+// audio and B-frame policies take effect for the next request; forwards and
+// pulls that changed are stopped and started, the others keep running.
+// Listeners and WebRTC settings cannot change without a restart: a change
+// there is logged and left for the next start.
+func (b *Bridge) Reload(next *config.Config) {
+	old := b.cfg.Load()
+	if reflect.DeepEqual(old, next) {
+		b.log.Info("config reloaded: unchanged")
+		return
+	}
+	if !reflect.DeepEqual(old.Listen, next.Listen) || !reflect.DeepEqual(old.WebRTC, next.WebRTC) {
+		b.log.Warn("config reload: listen and webrtc changes need a restart; keeping the running ones")
+		next.Listen, next.WebRTC = old.Listen, old.WebRTC
+	}
+	b.cfg.Store(next)
+	b.pull.reconcile() // forwards follow on their next scan
+	b.log.Info("config reloaded", "routes", len(next.Routes))
+}
