@@ -48,6 +48,10 @@ func WriteError(w http.ResponseWriter, err error) {
 	if he.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="bridge"`)
 	}
+	if he.Status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		// A full server: clients back off instead of hammering it.
+		w.Header().Set("Retry-After", "10")
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(he.Status)

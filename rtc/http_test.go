@@ -53,6 +53,11 @@ func TestWriteError(t *testing.T) {
 		t.Errorf("401: %d %v %q", w.Code, w.Header(), w.Body)
 	}
 	w = httptest.NewRecorder()
+	WriteError(w, ErrFull)
+	if w.Code != 503 || w.Header().Get("Retry-After") == "" {
+		t.Errorf("503 without Retry-After: %v", w.Header())
+	}
+	w = httptest.NewRecorder()
 	WriteError(w, errors.New("secret internals"))
 	if w.Code != 500 || strings.Contains(w.Body.String(), "secret") {
 		t.Errorf("plain error leaked or wrong status: %d %q", w.Code, w.Body)
