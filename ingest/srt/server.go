@@ -516,7 +516,7 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 	log.Info("srt connect", "stream", id.Path, "mode", id.Mode.String(), "encrypted", req.IsEncrypted())
 	reading := id.Mode == ModeRead && s.read != nil
 	if id.Mode != ModePublish && !reading {
-		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJX_BAD_MODE, fmt.Sprintf("mode %s is not supported: this listener accepts publishing (m=publish or publish:)", id.Mode))
+		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJX_BAD_MODE, fmt.Sprintf("mode %s is not supported yet: this listener accepts publishing (m=publish or publish:)", id.Mode))
 	}
 
 	areq := ingest.Request{Protocol: "srt", Path: id.Path, Key: id.Key, Remote: peer}

@@ -96,14 +96,6 @@ const (
 	// gatherTimeout bounds the wait for ICE gathering; after it the offer
 	// goes with the candidates gathered so far.
 	gatherTimeout = 5 * time.Second
-	// pliInterval is the least time between two keyframe requests sent to
-	// the server.
-	pliInterval = 500 * time.Millisecond
-	// maxPendingUnits bounds the units kept while the tracks are not
-	// declared yet (trackWait of audio and video).
-	maxPendingUnits = 512
-	// rtpBufSize is the read buffer of a track: pion's receive MTU.
-	rtpBufSize = 1500
 )
 
 // Puller pulls one WHEP stream into the hub. Create it with NewPuller and

@@ -4,13 +4,10 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/media"
 )
@@ -236,30 +233,6 @@ func TestEndpointURL(t *testing.T) {
 	p := NewPuller(Config{Registry: media.NewRegistry(nil), Engine: nil, Path: "x", URL: "whep://h/x"})
 	if p.err == nil {
 		t.Errorf("a puller without an engine is accepted")
-	}
-}
-
-func TestKeepCodecs(t *testing.T) {
-	h := func(pt uint8, fmtp string) webrtc.RTPCodecParameters {
-		return webrtc.RTPCodecParameters{PayloadType: webrtc.PayloadType(pt), RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp}}
-	}
-	rtx := func(pt uint8, apt int) webrtc.RTPCodecParameters {
-		return webrtc.RTPCodecParameters{PayloadType: webrtc.PayloadType(pt), RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeRTX, ClockRate: 90000, SDPFmtpLine: "apt=" + strconv.Itoa(apt)}}
-	}
-	vp8 := webrtc.RTPCodecParameters{PayloadType: 96, RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}}
-	in := []webrtc.RTPCodecParameters{
-		vp8, rtx(97, 96),
-		h(102, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"), rtx(103, 102),
-		h(104, "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f"), rtx(105, 104),
-		h(112, "packetization-mode=1;profile-level-id=64001f"),
-		h(113, "packetization-mode=1;profile-level-id=f4001f"), // High 4:4:4
-	}
-	var got []uint8
-	for _, c := range keepCodecs(in) {
-		got = append(got, uint8(c.PayloadType))
-	}
-	if want := []uint8{102, 112, 103}; string(got) != string(want) {
-		t.Errorf("kept %v, expected %v", got, want)
 	}
 }
 

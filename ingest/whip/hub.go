@@ -3,9 +3,9 @@ package whip
 import "github.com/wishbridge/bridge/media"
 
 // publisher is everything this package asks of the hub, in one place so a
-// change of the hub's publisher API touches only this file. The session
-// calls it with its mutex held, so the hub sees one publisher call at a
-// time however many tracks the peer sends.
+// change of the hub's publisher API touches only this file. It is the
+// session's rtpin.Publication, which calls it with its mutex held, so the
+// hub sees one publisher call at a time however many tracks the peer sends.
 type publisher struct {
 	pub *media.Publication
 }
@@ -26,11 +26,11 @@ func (p *publisher) onKeyframeRequest(f func()) {
 	p.pub.OnKeyframeRequest(func(int) { f() })
 }
 
-// setTracks declares the tracks and makes the stream visible to readers.
-func (p *publisher) setTracks(tracks ...*media.Track) error { return p.pub.SetTracks(tracks...) }
+// SetTracks declares the tracks and makes the stream visible to readers.
+func (p *publisher) SetTracks(tracks ...*media.Track) error { return p.pub.SetTracks(tracks...) }
 
-// write hands a unit of a declared track to the readers.
-func (p *publisher) write(u *media.Unit) { p.pub.Write(u) }
+// Write hands a unit of a declared track to the readers.
+func (p *publisher) Write(u *media.Unit) { p.pub.Write(u) }
 
 // close leaves the stream: it ends (readers get what is queued, then
 // media.ErrStreamEnded) unless a publisher comes back within the grace

@@ -1,17 +1,14 @@
 package whip
 
 import (
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/sdp/v3"
-	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/ingest/rtpin"
 	"github.com/wishbridge/bridge/rtc"
 )
 
@@ -114,78 +111,14 @@ func sectionCodecs(md *sdp.MediaDescription) []offeredCodec {
 	return out
 }
 
-// acceptableVideo reports whether c is H.264 the hub can carry:
-// packetization-mode 1 (single NAL units, STAP-A, FU-A; mode 0 cannot carry
-// a frame larger than one packet) in the Baseline, Main or High profile
-// (constraint flags and level do not matter; no profile-level-id means
-// Baseline, RFC 6184 section 8.1).
+// acceptableVideo reports whether c is H.264 the hub can carry (see
+// rtpin.AcceptableH264).
 func acceptableVideo(c offeredCodec) bool {
-	if !strings.EqualFold(c.name, "H264") || fmtpParam(c.fmtp, "packetization-mode") != "1" {
-		return false
-	}
-	plid := fmtpParam(c.fmtp, "profile-level-id")
-	if plid == "" {
-		return true
-	}
-	b, err := hex.DecodeString(plid)
-	if err != nil || len(b) != 3 {
-		return false
-	}
-	switch b[0] {
-	case 0x42, 0x4d, 0x64: // Baseline, Main, High
-		return true
-	}
-	return false
+	return strings.EqualFold(c.name, "H264") && rtpin.AcceptableH264(c.fmtp)
 }
 
 // acceptableAudio reports whether c is Opus.
 func acceptableAudio(c offeredCodec) bool { return strings.EqualFold(c.name, "opus") }
-
-// acceptableCodec is acceptableVideo or acceptableAudio for a codec pion
-// negotiated.
-func acceptableCodec(c webrtc.RTPCodecParameters) bool {
-	name := c.MimeType[strings.IndexByte(c.MimeType, '/')+1:]
-	oc := offeredCodec{name: name, fmtp: c.SDPFmtpLine}
-	return acceptableVideo(oc) || acceptableAudio(oc)
-}
-
-// fmtpParam returns the value of key in an fmtp line ("a=1;b=2").
-func fmtpParam(fmtp, key string) string {
-	for _, kv := range strings.Split(fmtp, ";") {
-		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
-		if strings.EqualFold(k, key) {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-// spropParameterSets returns the SPS and PPS of an H.264 fmtp line's
-// sprop-parameter-sets (RFC 6184 section 8.1: base64 NAL units separated by
-// commas), or nil for those it does not carry or that do not decode.
-func spropParameterSets(fmtp string) (sps, pps []byte) {
-	v := fmtpParam(fmtp, "sprop-parameter-sets")
-	if v == "" {
-		return nil, nil
-	}
-	for _, part := range strings.Split(v, ",") {
-		nalu, err := base64.StdEncoding.DecodeString(strings.TrimSpace(part))
-		if err != nil || len(nalu) == 0 {
-			continue
-		}
-		switch h264.NALUType(nalu[0] & 0x1f) {
-		case h264.NALUTypeSPS:
-			if sps == nil {
-				sps = nalu
-			}
-		case h264.NALUTypePPS:
-			if pps == nil {
-				pps = nalu
-			}
-		}
-	}
-	return sps, pps
-}
 
 func appendNames(names []string, codecs []offeredCodec) []string {
 	for _, c := range codecs {
@@ -199,7 +132,7 @@ func appendNames(names []string, codecs []offeredCodec) []string {
 		n := c.name
 		if strings.EqualFold(n, "H264") {
 			n = fmt.Sprintf("H264 (packetization-mode=%s, profile-level-id=%s)",
-				orNone(fmtpParam(c.fmtp, "packetization-mode")), orNone(fmtpParam(c.fmtp, "profile-level-id")))
+				orNone(rtpin.FmtpParam(c.fmtp, "packetization-mode")), orNone(rtpin.FmtpParam(c.fmtp, "profile-level-id")))
 		}
 		if !slices.Contains(names, n) {
 			names = append(names, n)

@@ -1,12 +1,9 @@
 package whip
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 	"testing"
-
-	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -76,38 +73,6 @@ func TestCheckOffer(t *testing.T) {
 	}
 }
 
-func TestKeepCodecs(t *testing.T) {
-	h264 := func(pt webrtc.PayloadType, fmtp string) webrtc.RTPCodecParameters {
-		return webrtc.RTPCodecParameters{PayloadType: pt, RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, SDPFmtpLine: fmtp}}
-	}
-	rtx := func(pt webrtc.PayloadType, apt string) webrtc.RTPCodecParameters {
-		return webrtc.RTPCodecParameters{PayloadType: pt, RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeRTX, SDPFmtpLine: "apt=" + apt}}
-	}
-	vp8 := webrtc.RTPCodecParameters{PayloadType: 96, RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8}}
-	in := []webrtc.RTPCodecParameters{vp8, rtx(97, "96"), h264(102, "packetization-mode=1;profile-level-id=42001f"), rtx(103, "102"),
-		h264(104, "packetization-mode=0;profile-level-id=42001f"), rtx(105, "104")}
-	var got []webrtc.PayloadType
-	for _, c := range keepCodecs(in) {
-		got = append(got, c.PayloadType)
-	}
-	if len(got) != 2 || got[0] != 102 || got[1] != 103 {
-		t.Errorf("kept %v, expected [102 103]", got)
-	}
-}
-
-func TestSpropParameterSets(t *testing.T) {
-	sps, pps := spropParameterSets("packetization-mode=1;sprop-parameter-sets=Z0LAH9kA,aM48gA==;profile-level-id=42c01f")
-	if !bytes.Equal(sps, []byte{0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00}) || !bytes.Equal(pps, []byte{0x68, 0xce, 0x3c, 0x80}) {
-		t.Errorf("sps %x pps %x", sps, pps)
-	}
-	if sps, pps := spropParameterSets("packetization-mode=1;sprop-parameter-sets=!!!,aM48gA=="); sps != nil || pps == nil {
-		t.Errorf("bad base64: sps %x pps %x", sps, pps)
-	}
-	if sps, pps := spropParameterSets("packetization-mode=1"); sps != nil || pps != nil {
-		t.Errorf("none: sps %x pps %x", sps, pps)
-	}
-}
-
 // FuzzCheckOffer: any body gives an offer with a section or a 400, never
 // a panic.
 func FuzzCheckOffer(f *testing.F) {
@@ -126,6 +91,5 @@ func FuzzCheckOffer(f *testing.F) {
 		if !off.hasVideo && !off.hasAudio {
 			t.Fatal("accepted an offer with nothing to receive")
 		}
-		spropParameterSets(raw)
 	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
+	"github.com/wishbridge/bridge/ingest/rtpin"
 	hub "github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
@@ -517,7 +518,7 @@ func TestPacketLoss(t *testing.T) {
 		t.Fatal("no keyframe request reached the publisher")
 	}
 	for i := 1; i < len(plis); i++ {
-		if d := plis[i].Sub(plis[i-1]); d < pliInterval-50*time.Millisecond {
+		if d := plis[i].Sub(plis[i-1]); d < rtpin.PLIInterval-50*time.Millisecond {
 			t.Errorf("keyframe requests %v apart", d)
 		}
 	}
