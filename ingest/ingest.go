@@ -31,6 +31,12 @@ func (r Request) String() string {
 // the key.
 type Authorizer func(Request) error
 
+// DenyAll is the Authorizer of an adapter configured with none: it refuses
+// every publish ("no authorizer configured").
+func DenyAll(Request) error {
+	return errors.New("no authorizer configured")
+}
+
 // Reasons a publish is refused.
 var (
 	ErrNoRoute            = errors.New("no route matches the path")

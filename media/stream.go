@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,12 @@ var (
 	// reader had.
 	ErrIncompatibleRepublish = errors.New("republished with incompatible codecs")
 )
+
+// IsStreamEnd reports whether err means the stream (not a reader's
+// connection) ended: it wraps ErrStreamEnded or ErrIncompatibleRepublish.
+func IsStreamEnd(err error) bool {
+	return errors.Is(err, ErrStreamEnded) || errors.Is(err, ErrIncompatibleRepublish)
+}
 
 // Registry holds the live streams, keyed by path ("live/test"). The zero
 // value is not usable; create one with NewRegistry. Safe for concurrent use.
@@ -125,6 +132,34 @@ func (r *Registry) Get(path string) (*Stream, bool) {
 	defer r.mu.Unlock()
 	s, ok := r.streams[path]
 	return s, ok
+}
+
+// WaitReady waits until a stream is published at path with its tracks
+// known and returns it. It looks for the path every poll; a stream that
+// ends before it is ready is looked for again. missing, if set, is called
+// each time the path has no stream. When ctx ends it returns ctx.Err().
+func (r *Registry) WaitReady(ctx context.Context, path string, poll time.Duration, missing func()) (*Stream, error) {
+	for {
+		if st, ok := r.Get(path); ok {
+			err := st.WaitReady(ctx)
+			if err == nil {
+				return st, nil
+			}
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			// It ended before it was ready: look again after a while.
+		} else if missing != nil {
+			missing()
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // Paths returns the paths of streams whose tracks are known, sorted.
@@ -298,6 +333,19 @@ func (s *Stream) Ready() <-chan struct{} { return s.ready }
 // Done is closed when the stream has ended: its publisher left and no new
 // one came within the grace period.
 func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// WaitReady waits until the tracks are known (it returns nil), the stream
+// has ended (an error wrapping ErrStreamEnded) or ctx ends (ctx.Err()).
+func (s *Stream) WaitReady(ctx context.Context) error {
+	select {
+	case <-s.Ready():
+		return nil
+	case <-s.Done():
+		return fmt.Errorf("stream %q: %w", s.Path(), ErrStreamEnded)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Origin returns the wall-clock time of PTS 0 on the stream clock, as
 // observed when the first unit was written (zero before that). Readers use

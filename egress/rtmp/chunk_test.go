@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -167,8 +168,8 @@ func TestParseTarget(t *testing.T) {
 }
 
 func TestAVCRecord(t *testing.T) {
-	m := readFLV(t, "h264-bframes-aac.flv")
-	c := m.video.Codec.(media.H264)
+	m := testkit.ReadFLV(t, "h264-bframes-aac.flv")
+	c := m.Video.Codec.(media.H264)
 	rec, err := avcRecord(c.SPS, c.PPS)
 	if err != nil {
 		t.Fatal(err)
@@ -186,25 +187,25 @@ func TestAVCRecord(t *testing.T) {
 // the first message of each chunk stream has an extended timestamp and
 // spans several chunks. ffmpeg must keep every frame.
 func TestPushExtendedTimestamps(t *testing.T) {
-	log, _ := testLog(t)
-	m := readFLV(t, "h264-aac.flv")
+	log, _ := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	reg := media.NewRegistry(log)
-	port := freePort(t)
+	port := testkit.FreeTCPPort(t)
 	file := filepath.Join(t.TempDir(), "out.flv")
 	ff := listenFFmpeg(t, port, file)
 	p, streaming, stop := startPusher(t, PushConfig{Registry: reg, URL: fmt.Sprintf("rtmp://127.0.0.1:%d/live/out", port), Log: log})
 	p.tsOffset, p.chunkSize = 0x1000000, 128
-	pub := publish(t, reg, "live/test", m)
-	waitStreaming(t, streaming, 10*time.Second)
-	sent := until(m.units, 3*time.Second)
-	feed(context.Background(), pub, sent, 2, 0)
+	pub := testkit.Publish(t, reg, "live/test", m)
+	testkit.WaitStreaming(t, streaming, 10*time.Second)
+	sent := testkit.Until(m.Units, 3*time.Second)
+	testkit.Feed(context.Background(), pub, sent, 2, 0)
 	pub.Close()
-	if err := ff.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+	if err := ff.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 	}
 	stop()
-	pr := ffprobe(t, file)
-	pr.checkAVC(t)
+	pr := testkit.FFprobe(t, file)
+	pr.CheckAVC(t)
 	video := 0
 	for _, u := range sent {
 		if u.Track.IsVideo() {
@@ -216,7 +217,7 @@ func TestPushExtendedTimestamps(t *testing.T) {
 			t.Errorf("ffmpeg recorded %s video frames, sent %d", s.NbFrames, video)
 		}
 	}
-	if d := pr.duration(t); d < 2500*time.Millisecond {
+	if d := pr.Duration(t); d < 2500*time.Millisecond {
 		t.Errorf("recorded %v, sent 3 s", d)
 	}
 }

@@ -44,7 +44,7 @@ func Play(ctx context.Context, w MessageWriter, st *media.Stream, opts PlayOptio
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := waitReady(ctx, st); err != nil {
+	if err := st.WaitReady(ctx); err != nil {
 		return err
 	}
 	views := opts.AAC

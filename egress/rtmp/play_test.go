@@ -13,6 +13,7 @@ import (
 
 	"github.com/wishbridge/bridge/ingest"
 	ingestrtmp "github.com/wishbridge/bridge/ingest/rtmp"
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -66,83 +67,83 @@ func waitStream(t *testing.T, reg *media.Registry, path string, timeout time.Dur
 // TestPlayFFmpeg publishes the fixture with ffmpeg to the RTMP ingest and
 // plays it with ffmpeg from the same port.
 func TestPlayFFmpeg(t *testing.T) {
-	t.Cleanup(goroutineBaseline(t)) // after the server's cleanup
-	log, logs := testLog(t)
+	t.Cleanup(testkit.GoroutineBaseline(t, 10*time.Second)) // after the server's cleanup
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
 	reg := media.NewRegistry(log)
 	addr := startIngest(t, reg, transcode.NewAACViews(log), log)
-	pub := startFFmpeg(t, "-re", "-i", fixture("h264-aac.flv"), "-t", "8", "-c", "copy", "-f", "flv", "rtmp://"+addr+"/live/test")
+	pub := testkit.StartFFmpeg(t, "-y", "-re", "-i", testkit.Fixture("h264-aac.flv"), "-t", "8", "-c", "copy", "-f", "flv", "rtmp://"+addr+"/live/test")
 	waitStream(t, reg, "live/test", 10*time.Second)
 	time.Sleep(1500 * time.Millisecond) // a GOP in the cache: the player starts with it
 
 	file := filepath.Join(t.TempDir(), "out.flv")
-	player := startFFmpeg(t, "-i", "rtmp://"+addr+"/live/test", "-t", "3", "-c", "copy", file)
-	if err := player.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("player: %v\n%s", err, player.stderr.String())
+	player := testkit.StartFFmpeg(t, "-y", "-i", "rtmp://"+addr+"/live/test", "-t", "3", "-c", "copy", file)
+	if err := player.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("player: %v\n%s", err, player.Stderr.String())
 	}
-	p := ffprobe(t, file)
-	p.checkAVC(t)
-	if d := p.duration(t); d < 2500*time.Millisecond || d > 3500*time.Millisecond {
+	p := testkit.FFprobe(t, file)
+	p.CheckAVC(t)
+	if d := p.Duration(t); d < 2500*time.Millisecond || d > 3500*time.Millisecond {
 		t.Errorf("played %v, want about 3 s", d)
 	}
-	left, right := decodeAudio(t, file)
-	checkTones(t, left, right, 48000*13/10, 24000)
-	checkSync(t, p, left, 2)
-	pub.kill()
+	left, right := testkit.DecodeAudio(t, file)
+	testkit.CheckTones(t, left, right, 48000*13/10, 24000)
+	testkit.CheckSync(t, p, left, 2)
+	pub.Kill()
 	deadline := time.Now().Add(5 * time.Second)
-	for logs.count("rtmp play ended", "stream=live/test") == 0 && time.Now().Before(deadline) {
+	for logs.Count("rtmp play ended", "stream=live/test") == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if logs.count("rtmp play ended", "stream=live/test") == 0 {
+	if logs.Count("rtmp play ended", "stream=live/test") == 0 {
 		t.Error("no \"rtmp play ended\" log line")
 	}
 }
 
 // TestPlayOpusSource plays a stream with Opus audio: the player gets AAC.
 func TestPlayOpusSource(t *testing.T) {
-	log, _ := testLog(t)
-	m := withOpus(t, readFLV(t, "h264-aac.flv"))
+	log, _ := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.WithOpus(t, testkit.ReadFLV(t, "h264-aac.flv"))
 	reg := media.NewRegistry(log)
 	addr := startIngest(t, reg, transcode.NewAACViews(log), log)
-	src := publish(t, reg, "live/test", m)
+	src := testkit.Publish(t, reg, "live/test", m)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fed := make(chan struct{})
 	go func() {
 		defer close(fed)
-		feed(ctx, src, m.units, 1, 0)
+		testkit.Feed(ctx, src, m.Units, 1, 0)
 		src.Close()
 	}()
 	time.Sleep(1200 * time.Millisecond)
 	file := filepath.Join(t.TempDir(), "out.flv")
-	player := startFFmpeg(t, "-i", "rtmp://"+addr+"/live/test", "-t", "4", "-c", "copy", file)
-	if err := player.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("player: %v\n%s", err, player.stderr.String())
+	player := testkit.StartFFmpeg(t, "-y", "-i", "rtmp://"+addr+"/live/test", "-t", "4", "-c", "copy", file)
+	if err := player.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("player: %v\n%s", err, player.Stderr.String())
 	}
 	cancel()
 	<-fed
-	p := ffprobe(t, file)
-	p.checkAVC(t)
-	left, right := decodeAudio(t, file)
-	checkTones(t, left, right, 48000*13/10, 24000)
-	checkSync(t, p, left, 3)
+	p := testkit.FFprobe(t, file)
+	p.CheckAVC(t)
+	left, right := testkit.DecodeAudio(t, file)
+	testkit.CheckTones(t, left, right, 48000*13/10, 24000)
+	testkit.CheckSync(t, p, left, 3)
 }
 
 // TestPlayNotFound: playing a path nobody publishes is refused with the
 // reason.
 func TestPlayNotFound(t *testing.T) {
-	log, logs := testLog(t)
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
 	reg := media.NewRegistry(log)
 	addr := startIngest(t, reg, transcode.NewAACViews(log), log)
-	player := startFFmpeg(t, "-i", "rtmp://"+addr+"/live/nobody", "-t", "1", "-f", "null", "-")
-	err := player.wait(t, 20*time.Second)
+	player := testkit.StartFFmpeg(t, "-y", "-i", "rtmp://"+addr+"/live/nobody", "-t", "1", "-f", "null", "-")
+	err := player.Wait(t, 20*time.Second)
 	var ee interface{ ExitCode() int }
 	if !errors.As(err, &ee) {
 		t.Fatalf("player exited with %v, want a failure", err)
 	}
-	if !strings.Contains(player.stderr.String(), `stream "live/nobody" not found`) {
-		t.Errorf("player's stderr does not give the reason:\n%s", player.stderr.String())
+	if !strings.Contains(player.Stderr.String(), `stream "live/nobody" not found`) {
+		t.Errorf("player's stderr does not give the reason:\n%s", player.Stderr.String())
 	}
-	if logs.count("rtmp play refused", "stream=live/nobody", "stream not found") != 1 {
+	if logs.Count("rtmp play refused", "stream=live/nobody", "stream not found") != 1 {
 		t.Errorf("no refusal log line")
 	}
 }
@@ -150,30 +151,30 @@ func TestPlayNotFound(t *testing.T) {
 // TestPlayStreamEnds: when the stream ends the player is told
 // (NetStream.Play.Stop) and ffmpeg finishes its recording cleanly.
 func TestPlayStreamEnds(t *testing.T) {
-	t.Cleanup(goroutineBaseline(t))
-	log, logs := testLog(t)
-	m := readFLV(t, "h264-aac.flv")
+	t.Cleanup(testkit.GoroutineBaseline(t, 10*time.Second))
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	reg := media.NewRegistry(log)
 	addr := startIngest(t, reg, transcode.NewAACViews(log), log)
-	src := publish(t, reg, "live/test", m)
+	src := testkit.Publish(t, reg, "live/test", m)
 	file := filepath.Join(t.TempDir(), "out.flv")
-	player := startFFmpeg(t, "-i", "rtmp://"+addr+"/live/test", "-c", "copy", file)
+	player := testkit.StartFFmpeg(t, "-y", "-i", "rtmp://"+addr+"/live/test", "-c", "copy", file)
 	deadline := time.Now().Add(10 * time.Second)
-	for logs.count("rtmp connect") == 0 && time.Now().Before(deadline) {
+	for logs.Count("rtmp connect") == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond) // play sent: the reader is attached
-	feed(context.Background(), src, until(m.units, 3*time.Second), 2, 0)
+	testkit.Feed(context.Background(), src, testkit.Until(m.Units, 3*time.Second), 2, 0)
 	src.Close()
-	if err := player.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("player: %v\n%s", err, player.stderr.String())
+	if err := player.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("player: %v\n%s", err, player.Stderr.String())
 	}
-	p := ffprobe(t, file)
-	p.checkAVC(t)
-	if d := p.duration(t); d < 2500*time.Millisecond {
+	p := testkit.FFprobe(t, file)
+	p.CheckAVC(t)
+	if d := p.Duration(t); d < 2500*time.Millisecond {
 		t.Errorf("played %v of 3 s", d)
 	}
-	if logs.count("rtmp play ended", "stream ended") != 1 {
+	if logs.Count("rtmp play ended", "stream ended") != 1 {
 		t.Error("no \"rtmp play ended\" log line with the reason")
 	}
 }
@@ -181,9 +182,9 @@ func TestPlayStreamEnds(t *testing.T) {
 // TestPlayServerClose: closing the server ends a play at once, even with no
 // media flowing.
 func TestPlayServerClose(t *testing.T) {
-	t.Cleanup(goroutineBaseline(t))
-	log, logs := testLog(t)
-	m := readFLV(t, "h264-aac.flv")
+	t.Cleanup(testkit.GoroutineBaseline(t, 10*time.Second))
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	reg := media.NewRegistry(log)
 	srv := ingestrtmp.NewServer(ingestrtmp.Config{
 		Registry:  reg,
@@ -202,15 +203,15 @@ func TestPlayServerClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
-	src := publish(t, reg, "live/test", m)
+	src := testkit.Publish(t, reg, "live/test", m)
 	defer src.Close()
-	feed(context.Background(), src, until(m.units, time.Second+time.Second/2), 4, 0) // a GOP in the cache, then nothing
-	player := startFFmpeg(t, "-i", "rtmp://"+ln.Addr().String()+"/live/test", "-f", "null", "-")
+	testkit.Feed(context.Background(), src, testkit.Until(m.Units, time.Second+time.Second/2), 4, 0) // a GOP in the cache, then nothing
+	player := testkit.StartFFmpeg(t, "-y", "-i", "rtmp://"+ln.Addr().String()+"/live/test", "-f", "null", "-")
 	deadline := time.Now().Add(10 * time.Second)
-	for logs.count("rtmp play started") == 0 && time.Now().Before(deadline) {
+	for logs.Count("rtmp play started") == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if logs.count("rtmp play started") == 0 {
+	if logs.Count("rtmp play started") == 0 {
 		t.Fatal("the play did not start")
 	}
 	closed := make(chan struct{})
@@ -223,5 +224,5 @@ func TestPlayServerClose(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not return within 5 s of a play")
 	}
-	player.wait(t, 10*time.Second)
+	player.Wait(t, 10*time.Second)
 }

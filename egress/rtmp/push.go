@@ -40,6 +40,8 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/backoff"
+	"github.com/wishbridge/bridge/internal/pushloop"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -74,11 +76,11 @@ type PushConfig struct {
 
 // Reconnect policy.
 const (
-	minBackoff = time.Second
-	maxBackoff = 30 * time.Second
+	minBackoff = backoff.DefaultMin
+	maxBackoff = backoff.DefaultMax
 	// backoffReset is how long a push must have run for the next failure
 	// to be retried after minBackoff again.
-	backoffReset = time.Minute
+	backoffReset = backoff.DefaultReset
 	// pollInterval is how often a pusher looks for its stream while it
 	// is not published.
 	pollInterval = 250 * time.Millisecond
@@ -151,63 +153,26 @@ func NewPusher(cfg PushConfig) (*Pusher, error) {
 // Run pushes until ctx ends, then closes the connection to the target
 // (after FCUnpublish and deleteStream) and returns.
 func (p *Pusher) Run(ctx context.Context) {
-	delay := p.minBackoff
-	for {
-		st, err := p.waitStream(ctx)
-		if err != nil {
-			return
-		}
-		streamed, err := p.pushOnce(ctx, st)
-		if ctx.Err() != nil {
-			p.log.Info("rtmp push stopped", "streamed", streamed.Round(time.Millisecond).String())
-			return
-		}
-		if streamed >= p.backoffReset || isStreamEnd(err) {
-			// A minute of streaming, or an end that was the source's, not
-			// the target's: start again from the shortest wait.
-			delay = p.minBackoff
-		}
-		if isStreamEnd(err) {
-			p.log.Info("rtmp push paused: the stream ended", "streamed", streamed.Round(time.Millisecond).String(), "reason", err.Error(), "retry_in", delay.String())
-		} else {
-			p.log.Warn("rtmp push failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", delay.String())
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		delay = min(2*delay, p.maxBackoff)
-	}
+	pushloop.Loop{
+		Name: "rtmp push",
+		Log:  p.log,
+		Backoff: func() *backoff.Backoff {
+			return backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
+		},
+		WaitStream: p.waitStream,
+		PushOnce:   p.pushOnce,
+	}.Run(ctx)
 }
 
 // waitStream waits until the stream is published with its tracks known.
 func (p *Pusher) waitStream(ctx context.Context) (*media.Stream, error) {
 	logged := false
-	for {
-		if st, ok := p.reg.Get(p.path); ok {
-			err := waitReady(ctx, st)
-			if err == nil {
-				return st, nil
-			}
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			// It ended before it was ready: look again after a while.
-		} else if !logged {
+	return p.reg.WaitReady(ctx, p.path, p.poll, func() {
+		if !logged {
 			p.log.Debug("rtmp push waiting for the stream")
 			logged = true
 		}
-		t := time.NewTimer(p.poll)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // pushOnce connects, publishes and sends st until something fails. It
@@ -266,7 +231,7 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 	if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil && errors.Is(err, context.Canceled) {
 		err = cause // the server's side ended it
 	}
-	if ctx.Err() != nil || isStreamEnd(err) {
+	if ctx.Err() != nil || media.IsStreamEnd(err) {
 		c.unpublish()
 	}
 	c.close() // ends readLoop

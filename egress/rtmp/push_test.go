@@ -19,6 +19,7 @@ import (
 
 	"github.com/wishbridge/bridge/ingest"
 	ingestrtmp "github.com/wishbridge/bridge/ingest/rtmp"
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -37,65 +38,42 @@ func startPusher(t *testing.T, cfg PushConfig) (p *Pusher, streaming chan struct
 	p.minBackoff, p.poll = 100*time.Millisecond, 20*time.Millisecond
 	streaming = make(chan struct{}, 16)
 	p.onStreaming = func() { streaming <- struct{}{} }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.Run(ctx)
-	}()
-	stop = func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("Run did not return 10 s after ctx was cancelled")
-		}
-	}
-	t.Cleanup(stop)
+	stop = testkit.RunUntilStopped(t, p.Run)
 	return p, streaming, stop
-}
-
-func waitStreaming(t *testing.T, streaming chan struct{}, timeout time.Duration) {
-	t.Helper()
-	select {
-	case <-streaming:
-	case <-time.After(timeout):
-		t.Fatalf("the pusher did not start streaming within %v", timeout)
-	}
 }
 
 // TestPushFFmpeg pushes 4 s of the H.264 + AAC fixture to ffmpeg acting as
 // an RTMP server and checks what it recorded.
 func TestPushFFmpeg(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
-	log, logs := testLog(t)
-	m := readFLV(t, "h264-aac.flv")
+	checkGoroutines := testkit.GoroutineBaseline(t, 10*time.Second)
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	reg := media.NewRegistry(log)
-	port := freePort(t)
+	port := testkit.FreeTCPPort(t)
 	file := filepath.Join(t.TempDir(), "out.flv")
 	ff := listenFFmpeg(t, port, file)
 	_, streaming, stop := startPusher(t, PushConfig{Registry: reg, URL: fmt.Sprintf("rtmp://127.0.0.1:%d/live/out", port), Log: log})
 
-	pub := publish(t, reg, "live/test", m)
-	waitStreaming(t, streaming, 10*time.Second)
-	sent := until(m.units, 4*time.Second)
-	feed(context.Background(), pub, sent, 1, 0)
+	pub := testkit.Publish(t, reg, "live/test", m)
+	testkit.WaitStreaming(t, streaming, 10*time.Second)
+	sent := testkit.Until(m.Units, 4*time.Second)
+	testkit.Feed(context.Background(), pub, sent, 1, 0)
 	pub.Close()
-	if err := ff.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+	if err := ff.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 	}
 	stop()
 
-	p := ffprobe(t, file)
-	p.checkAVC(t)
+	p := testkit.FFprobe(t, file)
+	p.CheckAVC(t)
 	want := sent[len(sent)-1].DTS - sent[0].DTS
-	if got := p.duration(t); got < want-500*time.Millisecond || got > want+500*time.Millisecond {
+	if got := p.Duration(t); got < want-500*time.Millisecond || got > want+500*time.Millisecond {
 		t.Errorf("recorded duration %v, sent %v", got, want)
 	}
-	if n := logs.count("rtmp push started", "target=rtmp://127.0.0.1:"); n != 1 {
+	if n := logs.Count("rtmp push started", "target=rtmp://127.0.0.1:"); n != 1 {
 		t.Errorf("%d \"rtmp push started\" log lines, want 1", n)
 	}
-	if n := logs.count("live/out"); n != 0 {
+	if n := logs.Count("live/out"); n != 0 {
 		t.Errorf("the stream key appears in %d log lines", n)
 	}
 	checkGoroutines()
@@ -106,17 +84,17 @@ func TestPushFFmpeg(t *testing.T) {
 // have AAC that decodes to the fixture's tones, and the audio was
 // transcoded once.
 func TestPushOpusSource(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
-	log, logs := testLog(t)
-	m := withOpus(t, readFLV(t, "h264-aac.flv"))
+	checkGoroutines := testkit.GoroutineBaseline(t, 10*time.Second)
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.WithOpus(t, testkit.ReadFLV(t, "h264-aac.flv"))
 	reg := media.NewRegistry(log)
 	views := transcode.NewAACViews(log)
 	var files []string
-	var ffs []*proc
+	var ffs []*testkit.Proc
 	var streams []chan struct{}
 	var stops []func()
 	for range 2 {
-		port := freePort(t)
+		port := testkit.FreeTCPPort(t)
 		file := filepath.Join(t.TempDir(), "out.flv")
 		files = append(files, file)
 		ffs = append(ffs, listenFFmpeg(t, port, file))
@@ -124,35 +102,35 @@ func TestPushOpusSource(t *testing.T) {
 		streams = append(streams, streaming)
 		stops = append(stops, stop)
 	}
-	pub := publish(t, reg, "live/test", m)
+	pub := testkit.Publish(t, reg, "live/test", m)
 	for _, s := range streams {
-		waitStreaming(t, s, 10*time.Second)
+		testkit.WaitStreaming(t, s, 10*time.Second)
 	}
-	sent := until(m.units, 4*time.Second)
-	feed(context.Background(), pub, sent, 1, 0)
+	sent := testkit.Until(m.Units, 4*time.Second)
+	testkit.Feed(context.Background(), pub, sent, 1, 0)
 	pub.Close()
 	for i, ff := range ffs {
-		if err := ff.wait(t, 20*time.Second); err != nil {
-			t.Fatalf("ffmpeg %d: %v\n%s", i, err, ff.stderr.String())
+		if err := ff.Wait(t, 20*time.Second); err != nil {
+			t.Fatalf("ffmpeg %d: %v\n%s", i, err, ff.Stderr.String())
 		}
 	}
 	for _, stop := range stops {
 		stop()
 	}
 	for _, file := range files {
-		p := ffprobe(t, file)
-		p.checkAVC(t)
-		left, right := decodeAudio(t, file)
+		p := testkit.FFprobe(t, file)
+		p.CheckAVC(t)
+		left, right := testkit.DecodeAudio(t, file)
 		// Away from the 1760 Hz beeps at each second's start.
 		for _, sec := range []float64{1.3, 2.3, 3.3} {
-			checkTones(t, left, right, int(sec*48000), 24000)
+			testkit.CheckTones(t, left, right, int(sec*48000), 24000)
 		}
-		checkSync(t, p, left, 3)
+		testkit.CheckSync(t, p, left, 3)
 	}
-	if n := logs.count("aac view started"); n != 1 {
+	if n := logs.Count("aac view started"); n != 1 {
 		t.Errorf("%d AAC views started for 2 targets, want 1", n)
 	}
-	if n := logs.count("aac view stopped"); n != 1 {
+	if n := logs.Count("aac view stopped"); n != 1 {
 		t.Errorf("%d AAC views stopped, want 1", n)
 	}
 	checkGoroutines()
@@ -163,14 +141,14 @@ func TestPushOpusSource(t *testing.T) {
 // with what was sent: every frame, with the same DTS steps and the same
 // PTS - DTS (composition time), and the audio.
 func TestPushBFramesToIngest(t *testing.T) {
-	t.Cleanup(goroutineBaseline(t))
-	log, _ := testLog(t)
-	m := readFLV(t, "h264-bframes-aac.flv")
+	t.Cleanup(testkit.GoroutineBaseline(t, 10*time.Second))
+	log, _ := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-bframes-aac.flv")
 	srcReg, dstReg := media.NewRegistry(log), media.NewRegistry(log)
 	addr := startIngest(t, dstReg, transcode.NewAACViews(log), log)
 	_, streaming, stop := startPusher(t, PushConfig{Registry: srcReg, URL: "rtmp://" + addr + "/live/out?key=secret", Log: log})
-	pub := publish(t, srcReg, "live/test", m)
-	waitStreaming(t, streaming, 10*time.Second)
+	pub := testkit.Publish(t, srcReg, "live/test", m)
+	testkit.WaitStreaming(t, streaming, 10*time.Second)
 	dst, ok := dstReg.Get("live/out")
 	if !ok {
 		t.Fatal("the push is not published on the ingest")
@@ -180,8 +158,8 @@ func TestPushBFramesToIngest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	sent := until(m.units, 3*time.Second)
-	feed(context.Background(), pub, sent, 4, 0)
+	sent := testkit.Until(m.Units, 3*time.Second)
+	testkit.Feed(context.Background(), pub, sent, 4, 0)
 	pub.Close()
 	var got []*media.Unit
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -244,48 +222,48 @@ func TestPushBFramesToIngest(t *testing.T) {
 // on the same port: the pusher says why it lost it, reconnects, and the
 // second recording has media.
 func TestPushReconnect(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
-	log, logs := testLog(t)
-	m := readFLV(t, "h264-aac.flv")
+	checkGoroutines := testkit.GoroutineBaseline(t, 10*time.Second)
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	reg := media.NewRegistry(log)
-	port := freePort(t)
+	port := testkit.FreeTCPPort(t)
 	url := fmt.Sprintf("rtmp://127.0.0.1:%d/live/out", port)
 	dir := t.TempDir()
 	ff1 := listenFFmpeg(t, port, filepath.Join(dir, "1.flv"))
 	_, streaming, stop := startPusher(t, PushConfig{Registry: reg, URL: url, Log: log})
-	pub := publish(t, reg, "live/test", m)
+	pub := testkit.Publish(t, reg, "live/test", m)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fed := make(chan struct{})
 	go func() {
 		defer close(fed)
-		feed(ctx, pub, m.units, 1, 0)
+		testkit.Feed(ctx, pub, m.Units, 1, 0)
 		pub.Close()
 	}()
-	waitStreaming(t, streaming, 10*time.Second)
+	testkit.WaitStreaming(t, streaming, 10*time.Second)
 	time.Sleep(2 * time.Second)
-	ff1.kill()
+	ff1.Kill()
 	file := filepath.Join(dir, "2.flv")
 	ff2 := listenFFmpeg(t, port, file)
-	waitStreaming(t, streaming, 10*time.Second)
+	testkit.WaitStreaming(t, streaming, 10*time.Second)
 	time.Sleep(3 * time.Second)
 	cancel() // the publisher leaves: the stream ends, the push ends cleanly
 	<-fed
-	if err := ff2.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("second ffmpeg: %v\n%s", err, ff2.stderr.String())
+	if err := ff2.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("second ffmpeg: %v\n%s", err, ff2.Stderr.String())
 	}
 	stop()
-	p := ffprobe(t, file)
-	p.checkAVC(t)
-	if d := p.duration(t); d < 2*time.Second {
+	p := testkit.FFprobe(t, file)
+	p.CheckAVC(t)
+	if d := p.Duration(t); d < 2*time.Second {
 		t.Errorf("second recording is %v, want 2 s or more", d)
 	}
-	if n := logs.count("rtmp push failed", "the server closed the connection"); n == 0 {
-		if n := logs.count("rtmp push failed", "reset by peer"); n == 0 {
+	if n := logs.Count("rtmp push failed", "the server closed the connection"); n == 0 {
+		if n := logs.Count("rtmp push failed", "reset by peer"); n == 0 {
 			t.Error("no log line saying why the push failed")
 		}
 	}
-	if n := logs.count("rtmp push started"); n != 2 {
+	if n := logs.Count("rtmp push started"); n != 2 {
 		t.Errorf("%d pushes started, want 2", n)
 	}
 	checkGoroutines()
@@ -294,9 +272,9 @@ func TestPushReconnect(t *testing.T) {
 // TestPushRefused: a target that refuses the publish is retried with
 // backoff, and the log says why.
 func TestPushRefused(t *testing.T) {
-	t.Cleanup(goroutineBaseline(t))
-	log, logs := testLog(t)
-	m := readFLV(t, "h264-aac.flv")
+	t.Cleanup(testkit.GoroutineBaseline(t, 10*time.Second))
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	srcReg, dstReg := media.NewRegistry(log), media.NewRegistry(log)
 	srv := ingestrtmp.NewServer(ingestrtmp.Config{
 		Registry:  dstReg,
@@ -311,16 +289,16 @@ func TestPushRefused(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	p, _, stop := startPusher(t, PushConfig{Registry: srcReg, URL: "rtmp://" + ln.Addr().String() + "/live/out", Log: log})
 	p.maxBackoff = 200 * time.Millisecond
-	publish(t, srcReg, "live/test", m)
+	testkit.Publish(t, srcReg, "live/test", m)
 	deadline := time.Now().Add(10 * time.Second)
-	for logs.count("rtmp push failed", "NetStream.Publish.Unauthorized") < 3 && time.Now().Before(deadline) {
+	for logs.Count("rtmp push failed", "NetStream.Publish.Unauthorized") < 3 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	stop()
-	if n := logs.count("rtmp push failed", "NetStream.Publish.Unauthorized", `publish \"live/<redacted>\" refused`); n < 3 {
+	if n := logs.Count("rtmp push failed", "NetStream.Publish.Unauthorized", `publish \"live/<redacted>\" refused`); n < 3 {
 		t.Errorf("%d refusals logged with the server's reason (key hidden), want 3 or more", n)
 	}
-	if n := logs.count("rtmp push failed", "live/out"); n != 0 {
+	if n := logs.Count("rtmp push failed", "live/out"); n != 0 {
 		t.Errorf("the stream key appears in %d log lines", n)
 	}
 }
@@ -328,8 +306,8 @@ func TestPushRefused(t *testing.T) {
 // TestPushRTMPS pushes over TLS to the RTMP ingest behind a TLS listener
 // with a certificate of its own.
 func TestPushRTMPS(t *testing.T) {
-	t.Cleanup(goroutineBaseline(t))
-	log, _ := testLog(t)
+	t.Cleanup(testkit.GoroutineBaseline(t, 10*time.Second))
+	log, _ := testkit.TestLog(t, "EGRESS_TEST_LOGS")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +332,7 @@ func TestPushRTMPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := readFLV(t, "h264-aac.flv")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	srcReg, dstReg := media.NewRegistry(log), media.NewRegistry(log)
 	srv := ingestrtmp.NewServer(ingestrtmp.Config{Registry: dstReg, Authorize: func(ingest.Request) error { return nil }, Log: log})
 	go srv.Serve(ln)
@@ -363,8 +341,8 @@ func TestPushRTMPS(t *testing.T) {
 	// Without the certificate's root, the push fails verification.
 	_, _, stopBad := startPusher(t, PushConfig{Registry: srcReg, Path: "live/test", URL: "rtmps://" + ln.Addr().String() + "/live/bad", Log: log})
 	_, streaming, stop := startPusher(t, PushConfig{Registry: srcReg, URL: "rtmps://" + ln.Addr().String() + "/live/out", TLSConfig: &tls.Config{RootCAs: roots}, Log: log})
-	pub := publish(t, srcReg, "live/test", m)
-	waitStreaming(t, streaming, 10*time.Second)
+	pub := testkit.Publish(t, srcReg, "live/test", m)
+	testkit.WaitStreaming(t, streaming, 10*time.Second)
 	dst, ok := dstReg.Get("live/out") // published: the push has started
 	if !ok {
 		t.Fatal("the push is not published on the ingest")
@@ -374,7 +352,7 @@ func TestPushRTMPS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	go feed(context.Background(), pub, until(m.units, 2*time.Second), 4, 0)
+	go testkit.Feed(context.Background(), pub, testkit.Until(m.Units, 2*time.Second), 4, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for n := 0; n < 20; n++ {

@@ -3,7 +3,6 @@ package rtmp
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -292,22 +291,4 @@ func source(st *media.Stream, views *transcode.AACViews, bitrate int, log *slog.
 		return st, func() {}
 	}
 	return v, release
-}
-
-// waitReady waits until st's tracks are known.
-func waitReady(ctx context.Context, st *media.Stream) error {
-	select {
-	case <-st.Ready():
-		return nil
-	case <-st.Done():
-		return fmt.Errorf("stream %q: %w", st.Path(), media.ErrStreamEnded)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// isStreamEnd reports whether err means the stream (not the connection)
-// ended.
-func isStreamEnd(err error) bool {
-	return errors.Is(err, media.ErrStreamEnded) || errors.Is(err, media.ErrIncompatibleRepublish)
 }

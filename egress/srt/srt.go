@@ -26,14 +26,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"strconv"
-	"strings"
 	"time"
 
 	gosrt "github.com/datarhei/gosrt"
 
-	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/backoff"
+	"github.com/wishbridge/bridge/internal/pushloop"
+	"github.com/wishbridge/bridge/internal/srtcall"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -86,7 +85,7 @@ func ServeReader(ctx context.Context, conn gosrt.Conn, st *media.Stream, opts Re
 		conn.Close()
 		<-readDone
 	}()
-	if err := waitReady(ctx, st); err != nil {
+	if err := st.WaitReady(ctx); err != nil {
 		return cause(ctx, err)
 	}
 	views := opts.AAC
@@ -128,21 +127,6 @@ func cause(ctx context.Context, err error) error {
 	return err
 }
 
-func waitReady(ctx context.Context, st *media.Stream) error {
-	select {
-	case <-st.Ready():
-		return nil
-	case <-st.Done():
-		return fmt.Errorf("stream %q: %w", st.Path(), media.ErrStreamEnded)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func isStreamEnd(err error) bool {
-	return errors.Is(err, media.ErrStreamEnded) || errors.Is(err, media.ErrIncompatibleRepublish)
-}
-
 // PushConfig configures a Pusher.
 type PushConfig struct {
 	// Registry holds the stream to push.
@@ -176,90 +160,22 @@ type target struct {
 
 // Defaults of a target.
 const (
-	defaultLatency = 120 * time.Millisecond
+	defaultLatency = srtcall.DefaultLatency
 	dialTimeout    = 3 * time.Second
 )
 
 // parseTarget reads srt://host:port?streamid=...&passphrase=...&latency=...
-// The query is split by hand: a streamid in the access control syntax
-// starts with "#", which net/url would take for a fragment.
+// (see srtcall.Parse).
 func parseTarget(raw string) (target, error) {
-	t := target{redacted: config.RedactURL(raw)}
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok || !strings.EqualFold(scheme, "srt") {
-		return t, fmt.Errorf("%q is not an srt:// URL", t.redacted)
-	}
-	hostport, query, _ := strings.Cut(rest, "?")
-	hostport = strings.TrimSuffix(hostport, "/")
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil || host == "" {
-		return t, fmt.Errorf("%q: expected srt://host:port (SRT has no default port)", t.redacted)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return t, fmt.Errorf("%q has an invalid port", t.redacted)
-	}
-	t.addr = hostport
-	t.cfg = gosrt.DefaultConfig()
-	t.cfg.Latency = defaultLatency
-	t.cfg.PayloadSize = payloadSize
-	t.cfg.ConnectionTimeout = dialTimeout
-	for p := range strings.SplitSeq(query, "&") {
-		if p == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(p, "=")
-		v = unescape(v)
-		switch strings.ToLower(unescape(k)) {
-		case "streamid":
-			if len(v) > gosrt.MAX_STREAMID_SIZE {
-				return t, fmt.Errorf("%q: streamid is %d bytes, maximum is %d", t.redacted, len(v), gosrt.MAX_STREAMID_SIZE)
-			}
-			t.cfg.StreamId = v
-		case "passphrase":
-			if len(v) < 10 || len(v) > 79 {
-				return t, fmt.Errorf("%q: the passphrase must be 10-79 characters (SRT's limit)", t.redacted)
-			}
-			t.cfg.Passphrase = v
-		case "pbkeylen":
-			n, err := strconv.Atoi(v)
-			if err != nil || (n != 16 && n != 24 && n != 32) {
-				return t, fmt.Errorf("%q: pbkeylen %q is not 16, 24 or 32", t.redacted, v)
-			}
-			t.cfg.PBKeylen = n
-		case "latency":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 || n > 60000 {
-				return t, fmt.Errorf("%q: latency %q is not a number of milliseconds (0-60000)", t.redacted, v)
-			}
-			t.cfg.Latency = time.Duration(n) * time.Millisecond
-		}
-	}
-	return t, nil
-}
-
-func unescape(s string) string {
-	if !strings.Contains(s, "%") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	u, err := srtcall.Parse(raw, dialTimeout)
+	return target{addr: u.Addr, cfg: u.Config, redacted: u.Redacted}, err
 }
 
 // Reconnect policy (as for RTMP targets).
 const (
-	minBackoff   = time.Second
-	maxBackoff   = 30 * time.Second
-	backoffReset = time.Minute
+	minBackoff   = backoff.DefaultMin
+	maxBackoff   = backoff.DefaultMax
+	backoffReset = backoff.DefaultReset
 	pollInterval = 250 * time.Millisecond
 )
 
@@ -320,58 +236,19 @@ func NewPusher(cfg PushConfig) (*Pusher, error) {
 // connection attempt in progress is not interrupted: Run may take up to
 // the SRT connection timeout (3 s) to return.
 func (p *Pusher) Run(ctx context.Context) {
-	delay := p.minBackoff
-	for {
-		st, err := p.waitStream(ctx)
-		if err != nil {
-			return
-		}
-		streamed, err := p.pushOnce(ctx, st)
-		if ctx.Err() != nil {
-			p.log.Info("srt push stopped", "streamed", streamed.Round(time.Millisecond).String())
-			return
-		}
-		if streamed >= p.backoffReset || isStreamEnd(err) {
-			// A minute of streaming, or an end that was the source's, not
-			// the target's: start again from the shortest wait.
-			delay = p.minBackoff
-		}
-		if isStreamEnd(err) {
-			p.log.Info("srt push paused: the stream ended", "streamed", streamed.Round(time.Millisecond).String(), "reason", err.Error(), "retry_in", delay.String())
-		} else {
-			p.log.Warn("srt push failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", delay.String())
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		delay = min(2*delay, p.maxBackoff)
-	}
+	pushloop.Loop{
+		Name: "srt push",
+		Log:  p.log,
+		Backoff: func() *backoff.Backoff {
+			return backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
+		},
+		WaitStream: p.waitStream,
+		PushOnce:   p.pushOnce,
+	}.Run(ctx)
 }
 
 func (p *Pusher) waitStream(ctx context.Context) (*media.Stream, error) {
-	for {
-		if st, ok := p.reg.Get(p.path); ok {
-			err := waitReady(ctx, st)
-			if err == nil {
-				return st, nil
-			}
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			// It ended before it was ready: look again after a while.
-		}
-		t := time.NewTimer(p.poll)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-	}
+	return p.reg.WaitReady(ctx, p.path, p.poll, nil)
 }
 
 // pushOnce connects and sends st until something fails; it returns for

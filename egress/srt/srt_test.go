@@ -12,6 +12,7 @@ import (
 
 	gosrt "github.com/datarhei/gosrt"
 
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -28,39 +29,16 @@ func startPusher(t *testing.T, cfg PushConfig) (p *Pusher, streaming chan struct
 	p.minBackoff, p.poll = 100*time.Millisecond, 20*time.Millisecond
 	streaming = make(chan struct{}, 16)
 	p.onStreaming = func() { streaming <- struct{}{} }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.Run(ctx)
-	}()
-	stop = func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("Run did not return 10 s after ctx was cancelled")
-		}
-	}
-	t.Cleanup(stop)
+	stop = testkit.RunUntilStopped(t, p.Run)
 	return p, streaming, stop
-}
-
-func waitStreaming(t *testing.T, streaming chan struct{}, timeout time.Duration) {
-	t.Helper()
-	select {
-	case <-streaming:
-	case <-time.After(timeout):
-		t.Fatalf("the pusher did not start streaming within %v", timeout)
-	}
 }
 
 // listenFFmpeg starts ffmpeg as an SRT listener on port recording to file
 // (query: more listener options), and waits until it listens: an SRT
 // caller gets no "connection refused", it times out.
-func listenFFmpeg(t *testing.T, port int, query, file string) *proc {
+func listenFFmpeg(t *testing.T, port int, query, file string) *testkit.Proc {
 	t.Helper()
-	f := startFFmpeg(t, "-i", fmt.Sprintf("srt://127.0.0.1:%d?mode=listener%s", port, query), "-c", "copy", "-f", "mpegts", file)
+	f := testkit.StartFFmpeg(t, "-y", "-i", fmt.Sprintf("srt://127.0.0.1:%d?mode=listener%s", port, query), "-c", "copy", "-f", "mpegts", file)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		l, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
@@ -69,7 +47,7 @@ func listenFFmpeg(t *testing.T, port int, query, file string) *proc {
 		}
 		l.Close()
 		if time.Now().After(deadline) {
-			t.Fatalf("ffmpeg does not listen on UDP port %d after 10 s:\n%s", port, f.stderr.String())
+			t.Fatalf("ffmpeg does not listen on UDP port %d after 10 s:\n%s", port, f.Stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -77,41 +55,41 @@ func listenFFmpeg(t *testing.T, port int, query, file string) *proc {
 
 // pushTo pushes 4 s of m to an ffmpeg SRT listener and returns what it
 // recorded.
-func pushTo(t *testing.T, m *flvMedia, cfg PushConfig, urlQuery, listenerQuery string) string {
+func pushTo(t *testing.T, m *testkit.FLVMedia, cfg PushConfig, urlQuery, listenerQuery string) string {
 	t.Helper()
 	log := cfg.Log
 	reg := media.NewRegistry(log)
-	port := freePort(t)
+	port := testkit.FreeUDPPort(t)
 	file := filepath.Join(t.TempDir(), "out.ts")
 	ff := listenFFmpeg(t, port, listenerQuery, file)
 	cfg.Registry = reg
 	cfg.URL = fmt.Sprintf("srt://127.0.0.1:%d%s", port, urlQuery)
 	_, streaming, stop := startPusher(t, cfg)
-	pub := publish(t, reg, "live/test", m)
-	waitStreaming(t, streaming, 15*time.Second)
-	feed(context.Background(), pub, until(m.units, 4*time.Second), 1, 0)
+	pub := testkit.Publish(t, reg, "live/test", m)
+	testkit.WaitStreaming(t, streaming, 15*time.Second)
+	testkit.Feed(context.Background(), pub, testkit.Until(m.Units, 4*time.Second), 1, 0)
 	pub.Close()
 	stop() // closes the connection: the listener ends its input
-	if err := ff.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+	if err := ff.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 	}
 	return file
 }
 
 func TestPushFFmpeg(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
-	log, logs := testLog(t)
-	m := readFLV(t, "h264-aac.flv")
+	checkGoroutines := testkit.GoroutineBaseline(t, 10*time.Second)
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	file := pushTo(t, m, PushConfig{Log: log}, "?streamid=publish:live/out&latency=200", "")
-	p := ffprobe(t, file)
-	p.checkAVC(t)
-	if d := p.duration(t); d < 3500*time.Millisecond || d > 4500*time.Millisecond {
+	p := testkit.FFprobe(t, file)
+	p.CheckAVC(t)
+	if d := p.Duration(t); d < 3500*time.Millisecond || d > 4500*time.Millisecond {
 		t.Errorf("recorded %v, sent 4 s", d)
 	}
-	left, right := decodeAudio(t, file)
-	checkTones(t, left, right, 48000*13/10, 24000)
-	checkSync(t, p, left, 3)
-	if logs.count("srt push started") != 1 {
+	left, right := testkit.DecodeAudio(t, file)
+	testkit.CheckTones(t, left, right, 48000*13/10, 24000)
+	testkit.CheckSync(t, p, left, 3)
+	if logs.Count("srt push started") != 1 {
 		t.Error("no \"srt push started\" log line")
 	}
 	checkGoroutines()
@@ -121,11 +99,11 @@ func TestPushFFmpeg(t *testing.T) {
 // control syntax) to a listener that requires it; the passphrase is never
 // logged.
 func TestPushEncrypted(t *testing.T) {
-	log, logs := testLog(t)
-	m := readFLV(t, "h264-aac.flv")
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	const pass = "correct-horse-battery"
 	file := pushTo(t, m, PushConfig{Log: log}, "?streamid=#!::r=live/out,m=publish&passphrase="+pass, "&passphrase="+pass)
-	ffprobe(t, file).checkAVC(t)
+	testkit.FFprobe(t, file).CheckAVC(t)
 	if strings.Contains(logs.String(), pass) {
 		t.Error("the passphrase is in the log")
 	}
@@ -133,22 +111,22 @@ func TestPushEncrypted(t *testing.T) {
 
 func TestPushOpusSource(t *testing.T) {
 	t.Run("aac", func(t *testing.T) {
-		checkGoroutines := goroutineBaseline(t)
-		log, _ := testLog(t)
-		m := withOpus(t, readFLV(t, "h264-aac.flv"))
+		checkGoroutines := testkit.GoroutineBaseline(t, 10*time.Second)
+		log, _ := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+		m := testkit.WithOpus(t, testkit.ReadFLV(t, "h264-aac.flv"))
 		file := pushTo(t, m, PushConfig{Log: log, AAC: transcode.NewAACViews(log)}, "", "")
-		p := ffprobe(t, file)
-		p.checkAVC(t)
-		left, right := decodeAudio(t, file)
-		checkTones(t, left, right, 48000*23/10, 24000)
-		checkSync(t, p, left, 3)
+		p := testkit.FFprobe(t, file)
+		p.CheckAVC(t)
+		left, right := testkit.DecodeAudio(t, file)
+		testkit.CheckTones(t, left, right, 48000*23/10, 24000)
+		testkit.CheckSync(t, p, left, 3)
 		checkGoroutines()
 	})
 	t.Run("opus", func(t *testing.T) {
-		log, _ := testLog(t)
-		m := withOpus(t, readFLV(t, "h264-aac.flv"))
+		log, _ := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+		m := testkit.WithOpus(t, testkit.ReadFLV(t, "h264-aac.flv"))
 		file := pushTo(t, m, PushConfig{Log: log, Audio: AudioOpus}, "", "")
-		p := ffprobe(t, file)
+		p := testkit.FFprobe(t, file)
 		var codecs []string
 		for _, s := range p.Streams {
 			codecs = append(codecs, s.CodecName)
@@ -156,8 +134,8 @@ func TestPushOpusSource(t *testing.T) {
 		if strings.Join(codecs, " ") != "h264 opus" {
 			t.Fatalf("recorded %v, want h264 opus", codecs)
 		}
-		left, right := decodeAudio(t, file)
-		checkTones(t, left, right, 48000*23/10, 24000)
+		left, right := testkit.DecodeAudio(t, file)
+		testkit.CheckTones(t, left, right, 48000*23/10, 24000)
 	})
 }
 
@@ -165,17 +143,17 @@ func TestPushOpusSource(t *testing.T) {
 // bridge's SRT ingest will: the listener accepts "read:" stream ids and
 // hands the connection to ServeReader.
 func TestServeReader(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
-	log, logs := testLog(t)
-	m := readFLV(t, "h264-aac.flv")
+	checkGoroutines := testkit.GoroutineBaseline(t, 10*time.Second)
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	reg := media.NewRegistry(log)
-	src := publish(t, reg, "live/test", m)
+	src := testkit.Publish(t, reg, "live/test", m)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fed := make(chan struct{})
 	go func() {
 		defer close(fed)
-		feed(ctx, src, m.units, 1, 0)
+		testkit.Feed(ctx, src, m.Units, 1, 0)
 		src.Close()
 	}()
 
@@ -209,9 +187,9 @@ func TestServeReader(t *testing.T) {
 	t.Cleanup(ln.Close)
 	time.Sleep(1500 * time.Millisecond) // a GOP in the cache
 	file := filepath.Join(t.TempDir(), "out.ts")
-	player := startFFmpeg(t, "-i", fmt.Sprintf("srt://%s?streamid=read:live/test", ln.Addr()), "-t", "3", "-c", "copy", "-f", "mpegts", file)
-	if err := player.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("reader: %v\n%s", err, player.stderr.String())
+	player := testkit.StartFFmpeg(t, "-y", "-i", fmt.Sprintf("srt://%s?streamid=read:live/test", ln.Addr()), "-t", "3", "-c", "copy", "-f", "mpegts", file)
+	if err := player.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("reader: %v\n%s", err, player.Stderr.String())
 	}
 	select {
 	case err := <-served:
@@ -221,9 +199,9 @@ func TestServeReader(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("ServeReader did not return after the reader left")
 	}
-	p := ffprobe(t, file)
-	p.checkAVC(t)
-	if d := p.duration(t); d < 2500*time.Millisecond || d > 3500*time.Millisecond {
+	p := testkit.FFprobe(t, file)
+	p.CheckAVC(t)
+	if d := p.Duration(t); d < 2500*time.Millisecond || d > 3500*time.Millisecond {
 		t.Errorf("read %v, want about 3 s", d)
 	}
 	cancel()
@@ -276,15 +254,15 @@ func TestPacketizer(t *testing.T) {
 // the pusher notices (gosrt drops a peer silent for 5 s), says so, and
 // reconnects.
 func TestPushReconnect(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
-	log, logs := testLog(t)
-	m := readFLV(t, "h264-aac.flv")
+	checkGoroutines := testkit.GoroutineBaseline(t, 10*time.Second)
+	log, logs := testkit.TestLog(t, "EGRESS_TEST_LOGS")
+	m := testkit.ReadFLV(t, "h264-aac.flv")
 	reg := media.NewRegistry(log)
-	port := freePort(t)
+	port := testkit.FreeUDPPort(t)
 	dir := t.TempDir()
 	ff1 := listenFFmpeg(t, port, "", filepath.Join(dir, "1.ts"))
 	_, streaming, stop := startPusher(t, PushConfig{Registry: reg, URL: fmt.Sprintf("srt://127.0.0.1:%d", port), Log: log})
-	pub := publish(t, reg, "live/test", m)
+	pub := testkit.Publish(t, reg, "live/test", m)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fed := make(chan struct{})
@@ -292,29 +270,29 @@ func TestPushReconnect(t *testing.T) {
 		defer close(fed)
 		// Loop the fixture: 10 s is not enough for this test.
 		for i := time.Duration(0); ctx.Err() == nil; i++ {
-			feed(ctx, pub, m.units, 1, i*10*time.Second)
+			testkit.Feed(ctx, pub, m.Units, 1, i*10*time.Second)
 		}
 		pub.Close()
 	}()
-	waitStreaming(t, streaming, 15*time.Second)
+	testkit.WaitStreaming(t, streaming, 15*time.Second)
 	time.Sleep(time.Second)
-	ff1.kill()
+	ff1.Kill()
 	file := filepath.Join(dir, "2.ts")
 	ff2 := listenFFmpeg(t, port, "", file)
-	waitStreaming(t, streaming, 20*time.Second)
+	testkit.WaitStreaming(t, streaming, 20*time.Second)
 	time.Sleep(3 * time.Second)
 	stop()
-	if err := ff2.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("second ffmpeg: %v\n%s", err, ff2.stderr.String())
+	if err := ff2.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("second ffmpeg: %v\n%s", err, ff2.Stderr.String())
 	}
 	cancel()
 	<-fed
-	p := ffprobe(t, file)
-	p.checkAVC(t)
-	if d := p.duration(t); d < 2*time.Second {
+	p := testkit.FFprobe(t, file)
+	p.CheckAVC(t)
+	if d := p.Duration(t); d < 2*time.Second {
 		t.Errorf("second recording is %v, want 2 s or more", d)
 	}
-	if logs.count("srt push failed", "write: the connection is closed") == 0 {
+	if logs.Count("srt push failed", "write: the connection is closed") == 0 {
 		t.Error("no log line saying why the push failed")
 	}
 	checkGoroutines()

@@ -86,18 +86,8 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 		return nil, "", err
 	}
 
-	gathered := webrtc.GatheringCompletePromise(pc)
-	answer, err := pc.CreateAnswer(nil)
-	if err != nil {
-		return nil, "", rtc.Errorf(http.StatusBadRequest, "cannot answer the offer: %v", err)
-	}
-	if err := pc.SetLocalDescription(answer); err != nil {
-		return nil, "", fmt.Errorf("set local description: %w", err)
-	}
-	select {
-	case <-gathered:
-	case <-time.After(gatherTimeout):
-		return nil, "", fmt.Errorf("ICE gathering did not complete in %v", gatherTimeout)
+	if err := rtc.Answer(pc, gatherTimeout); err != nil {
+		return nil, "", err
 	}
 	if s.ICESession, err = h.cfg.Engine.NewICESession(pc, log); err != nil {
 		return nil, "", err

@@ -1,7 +1,6 @@
 package whip
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,8 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -22,44 +19,10 @@ import (
 	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	ingestwhip "github.com/wishbridge/bridge/ingest/whip"
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
-
-// fixturesDir holds the shared media fixtures; the repo is expected at
-// /work/main beside /work/shared.
-const fixturesDir = "../../../shared/media"
-
-// logBuf is a goroutine-safe log sink.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// newLog returns a debug logger into a buffer that is printed if the test
-// fails (or with -v).
-func newLog(t *testing.T, name string) (*slog.Logger, *logBuf) {
-	t.Helper()
-	b := &logBuf{}
-	t.Cleanup(func() {
-		if t.Failed() || testing.Verbose() {
-			t.Logf("%s log:\n%s", name, b.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
-}
 
 // newEngine returns an engine on a loopback UDP port.
 func newEngine(t *testing.T, log *slog.Logger) *rtc.Engine {
@@ -81,18 +44,15 @@ type source struct {
 	reg    *media.Registry
 	engine *rtc.Engine
 	log    *slog.Logger
-	logs   *logBuf
+	logs   *testkit.LogBuf
 }
 
 const srcPath = "live/src"
 
 func startSource(t *testing.T, fixture string) *source {
 	t.Helper()
-	ff, err := exec.LookPath("ffmpeg")
-	if err != nil {
-		t.Fatalf("ffmpeg is required for this test (%v): apt-get install ffmpeg", err)
-	}
-	log, logs := newLog(t, "local")
+	ff := testkit.FFmpegBin(t, "ffmpeg")
+	log, logs := testkit.NamedLog(t, "local")
 	s := &source{reg: media.NewRegistry(log), log: log, logs: logs}
 	s.engine = newEngine(t, log)
 	srv := rtmp.NewServer(rtmp.Config{Registry: s.reg, Authorize: func(ingest.Request) error { return nil }, Log: log})
@@ -102,8 +62,8 @@ func startSource(t *testing.T, fixture string) *source {
 	}
 	go func() { _ = srv.Serve(ln) }()
 	cmd := exec.Command(ff, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
-		"-i", filepath.Join(fixturesDir, fixture), "-c", "copy", "-f", "flv", "rtmp://"+ln.Addr().String()+"/"+srcPath)
-	stderr := &logBuf{}
+		"-i", testkit.Fixture(fixture), "-c", "copy", "-f", "flv", "rtmp://"+ln.Addr().String()+"/"+srcPath)
+	stderr := &testkit.LogBuf{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -122,23 +82,8 @@ func startSource(t *testing.T, fixture string) *source {
 			t.Logf("ffmpeg: %s", stderr.String())
 		}
 	})
-	waitReady(t, s.reg, srcPath, 10*time.Second)
+	testkit.WaitReady(t, s.reg, srcPath, 10*time.Second)
 	return s
-}
-
-// waitReady waits until path is published with its tracks known.
-func waitReady(t *testing.T, reg *media.Registry, path string, timeout time.Duration) *media.Stream {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if st, ok := reg.Get(path); ok && st.Tracks() != nil {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream %q not ready within %v", path, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // remote is a WHIP server: the bridge's own ingest/whip handler on an
@@ -147,7 +92,7 @@ func waitReady(t *testing.T, reg *media.Registry, path string, timeout time.Dura
 type remote struct {
 	t        *testing.T
 	log      *slog.Logger
-	logs     *logBuf
+	logs     *testkit.LogBuf
 	token    string
 	reg      *media.Registry
 	engine   *rtc.Engine
@@ -166,7 +111,7 @@ type remote struct {
 // ("" for any port).
 func startRemote(t *testing.T, token string, wrap func(*http.ServeMux) http.Handler) *remote {
 	t.Helper()
-	log, logs := newLog(t, "remote")
+	log, logs := testkit.NamedLog(t, "remote")
 	r := &remote{t: t, log: log, logs: logs, token: token, wrap: wrap}
 	r.start("")
 	t.Cleanup(r.stop)
@@ -290,18 +235,6 @@ func (r *remote) requestLog() string {
 	return strings.Join(r.requests, "\n")
 }
 
-// waitFor polls cond until it holds or timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // mediaStats is what a reader received over a while.
 type mediaStats struct {
 	width, height int     // from the first SPS seen
@@ -315,7 +248,7 @@ type mediaStats struct {
 // summarises what arrived.
 func receive(t *testing.T, reg *media.Registry, path string, d time.Duration) mediaStats {
 	t.Helper()
-	st := waitReady(t, reg, path, 20*time.Second)
+	st := testkit.WaitReady(t, reg, path, 20*time.Second)
 	r, err := st.NewReader(media.ReaderOptions{Name: "test", QueueSize: 4096})
 	if err != nil {
 		t.Fatal(err)
@@ -384,26 +317,5 @@ func checkMedia(t *testing.T, got mediaStats, d time.Duration) {
 	}
 	if min := int(d.Seconds() * 50 * 0.7); got.opusUnits < min {
 		t.Errorf("%d Opus units in %v, expected at least %d", got.opusUnits, d, min)
-	}
-}
-
-// goroutineBaseline returns a check that the goroutine count is back to
-// what it is now.
-func goroutineBaseline(t *testing.T) func() {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	return func() {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		n := 0
-		for time.Now().Before(deadline) {
-			if n = runtime.NumGoroutine(); n <= base {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		t.Errorf("goroutines: %d, baseline %d\n%s", n, base, buf)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/media"
@@ -249,30 +248,14 @@ func describeTracks(tracks []*media.Track) string {
 
 // offer makes the offer and waits for every candidate to be in it.
 func (s *session) offer() (string, error) {
-	gathered := webrtc.GatheringCompletePromise(s.pc)
-	o, err := s.pc.CreateOffer(nil)
+	offer, err := rtc.Offer(s.ctx, s.pc, s.f.gather, s.log)
 	if err != nil {
-		return "", fmt.Errorf("create offer: %w", err)
-	}
-	if err := s.pc.SetLocalDescription(o); err != nil {
-		return "", fmt.Errorf("set local description: %w", err)
-	}
-	t := time.NewTimer(s.f.gather)
-	defer t.Stop()
-	select {
-	case <-gathered:
-	case <-t.C:
-		// A STUN or TURN server that does not answer (one the endpoint
-		// advertised may be unreachable from here) must not stop us:
-		// offer the candidates gathered so far.
-		s.log.Warn("ICE gathering incomplete: offering the candidates gathered so far", "waited", s.f.gather.String())
-	case <-s.ctx.Done():
-		return "", context.Cause(s.ctx)
+		return "", err
 	}
 	for _, ot := range s.tracks {
 		ot.mid = ot.tr.Mid()
 	}
-	return s.pc.LocalDescription().SDP, nil
+	return offer, nil
 }
 
 // accept applies the answer and keeps the tracks the target accepted.
@@ -307,27 +290,7 @@ func (s *session) accept(answer string) error {
 // receivingMids returns the mids of the answer's media sections that
 // receive: not rejected (port 0) and recvonly or sendrecv (the default).
 func receivingMids(answer string) (map[string]bool, error) {
-	var sd sdp.SessionDescription
-	if err := sd.UnmarshalString(answer); err != nil {
-		return nil, err
-	}
-	out := map[string]bool{}
-	for _, md := range sd.MediaDescriptions {
-		mid, _ := md.Attribute("mid")
-		if md.MediaName.Port.Value == 0 {
-			continue
-		}
-		dir := "sendrecv"
-		for _, d := range []string{"sendonly", "recvonly", "inactive", "sendrecv"} {
-			if _, ok := md.Attribute(d); ok {
-				dir = d
-			}
-		}
-		if dir == "recvonly" || dir == "sendrecv" {
-			out[mid] = true
-		}
-	}
-	return out, nil
+	return rtc.AnswerMids(answer, "recvonly")
 }
 
 func (s *session) onState(st webrtc.PeerConnectionState) {

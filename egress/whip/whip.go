@@ -57,6 +57,7 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -88,11 +89,11 @@ type Config struct {
 
 // Reconnect policy and timeouts.
 const (
-	minBackoff = time.Second
-	maxBackoff = 30 * time.Second
+	minBackoff = backoff.DefaultMin
+	maxBackoff = backoff.DefaultMax
 	// backoffReset is how long a forward must have streamed for the next
 	// failure to be retried after minBackoff again.
-	backoffReset = time.Minute
+	backoffReset = backoff.DefaultReset
 	// pollInterval is how often the forwarder looks for its stream while
 	// it is not published.
 	pollInterval = 250 * time.Millisecond
@@ -159,42 +160,33 @@ func (f *Forwarder) Run(ctx context.Context) {
 		return
 	}
 	defer f.client.Close()
-	delay := f.minBackoff
+	var bo *backoff.Backoff
 	for {
 		st, err := f.waitStream(ctx)
 		if err != nil {
 			return
+		}
+		if bo == nil {
+			// The tunables are read once the stream is there.
+			bo = backoff.New(f.minBackoff, f.maxBackoff, f.backoffReset)
 		}
 		streamed, err := f.forward(ctx, st)
 		if ctx.Err() != nil {
 			f.log.Info("whip forward stopped", "streamed", streamed.Round(time.Millisecond).String())
 			return
 		}
-		if streamed >= f.backoffReset {
-			delay = f.minBackoff
-		}
-		wait := delay
-		ended := errors.Is(err, media.ErrStreamEnded)
-		switch ra := rtc.RetryAfter(err); {
-		case ra > 0:
-			wait = ra
-		case ended:
-			wait = f.minBackoff
-		}
-		if ended {
+		if errors.Is(err, media.ErrStreamEnded) {
+			wait := bo.Pause(streamed, rtc.RetryAfter(err))
 			f.log.Info("whip forward paused: the stream ended", "streamed", streamed.Round(time.Millisecond).String(), "retry_in", wait.String())
-		} else {
-			f.log.Warn("whip forward failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", wait.String())
+			if !backoff.Sleep(ctx, wait) {
+				return
+			}
+			continue
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		wait := bo.Next(streamed, rtc.RetryAfter(err))
+		f.log.Warn("whip forward failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", wait.String())
+		if !backoff.Sleep(ctx, wait) {
 			return
-		case <-t.C:
-		}
-		if !ended {
-			delay = min(2*delay, f.maxBackoff)
 		}
 	}
 }
@@ -221,12 +213,8 @@ func (f *Forwarder) waitStream(ctx context.Context) (*media.Stream, error) {
 			f.log.Debug("whip forward waiting for the stream")
 			logged = true
 		}
-		t := time.NewTimer(f.poll)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, f.poll) {
 			return nil, ctx.Err()
-		case <-t.C:
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -59,7 +60,7 @@ func TestForwardRTMPToWHIP(t *testing.T) {
 	const token = "s3cret-token-value"
 	src := startSource(t, "h264-aac.flv")
 	rem := startRemote(t, token, nil)
-	check := goroutineBaseline(t)
+	check := testkit.GoroutineBaselineSoft(t, 10*time.Second)
 
 	f := newTestForwarder(src, rem.url+"/whip/"+dstPath, token)
 	stop := run(t, f)
@@ -77,7 +78,7 @@ func TestForwardRTMPToWHIP(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 
 	stop()
-	waitFor(t, 5*time.Second, "remote session DELETEd", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "remote session DELETEd", func() bool {
 		return rem.count("DELETE /sessions/") == 1 && rem.sessions.Len() == 0
 	})
 	deleted := false
@@ -153,7 +154,7 @@ func TestForwardRedirect(t *testing.T) {
 		t.Errorf("remote got %+v", got)
 	}
 	stop()
-	waitFor(t, 5*time.Second, "session DELETEd on the node", func() bool { return node.count("DELETE /sessions/") == 1 })
+	testkit.WaitFor(t, 5*time.Second, "session DELETEd on the node", func() bool { return node.count("DELETE /sessions/") == 1 })
 	mu.Lock()
 	defer mu.Unlock()
 	want := []string{
@@ -174,7 +175,7 @@ func TestForwardWrongToken(t *testing.T) {
 	f := newTestForwarder(src, rem.url+"/whip/"+dstPath+"?token=url-secret", wrong)
 	stop := run(t, f)
 	var times []time.Time
-	waitFor(t, 10*time.Second, "three refused POSTs", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "three refused POSTs", func() bool {
 		if n := rem.count("POST /whip/" + dstPath + " 401"); n > len(times) {
 			times = append(times, time.Now())
 		}
@@ -262,7 +263,7 @@ func stubStream(t *testing.T, reg *media.Registry) {
 // when that server does not answer); the offer is sendonly H.264 only,
 // with its candidates.
 func TestForwardRefusals(t *testing.T) {
-	log, logs := newLog(t, "local")
+	log, logs := testkit.NamedLog(t, "local")
 	reg := media.NewRegistry(log)
 	engine := newEngine(t, log)
 	t.Cleanup(func() { _ = engine.Close() })
@@ -325,7 +326,7 @@ func TestForwardRefusals(t *testing.T) {
 	f.minBackoff, f.maxBackoff = 100*time.Millisecond, 200*time.Millisecond
 	f.gather = 500 * time.Millisecond
 	stop := run(t, f)
-	waitFor(t, 10*time.Second, "five POSTs", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "five POSTs", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return n >= 5

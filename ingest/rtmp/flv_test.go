@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/wishbridge/bridge/internal/testkit"
 )
 
 // flvFileTag is one tag of an FLV file.
@@ -21,7 +22,7 @@ type flvFileTag struct {
 // readFLV reads an FLV file (header, then tags with their back pointers).
 func readFLV(t testing.TB, name string) []flvFileTag {
 	t.Helper()
-	b, err := os.ReadFile(fixture(name))
+	b, err := os.ReadFile(testkit.Fixture(name))
 	if err != nil {
 		t.Fatalf("fixture: %v (expected the repo at /work/main beside /work/shared)", err)
 	}

@@ -13,6 +13,7 @@ import (
 	gortmp "github.com/yutopp/go-rtmp"
 	"github.com/yutopp/go-rtmp/message"
 
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -21,13 +22,13 @@ import (
 type handlerRig struct {
 	h      *handler
 	reg    *media.Registry
-	logs   *logBuf
+	logs   *testkit.LogBuf
 	reader *media.Reader
 }
 
 func newHandlerRig(t *testing.T, configWait time.Duration) *handlerRig {
 	t.Helper()
-	logs := &logBuf{}
+	logs := &testkit.LogBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := media.NewRegistry(log)
 	s := NewServer(Config{Registry: reg, Authorize: allowAll, Log: log})
@@ -159,7 +160,7 @@ func TestHandlerFixture(t *testing.T) {
 		t.Errorf("first audio DTS %v, want 46ms (the fixture's first AAC frame)", audio[0].DTS)
 	}
 	rig.h.OnClose()
-	line := rig.logs.waitLog(t, time.Second, "rtmp publish ended")
+	line := rig.logs.WaitLog(t, time.Second, "rtmp publish ended")
 	for _, want := range []string{"stream=live/test", "video_frames=300", "audio_frames="} {
 		if !strings.Contains(line, want) {
 			t.Errorf("summary %q lacks %q", line, want)
@@ -201,12 +202,12 @@ func TestHandlerVideoOnly(t *testing.T) {
 	if len(units[1].NALUs) != 2 || !bytes.Equal(units[1].NALUs[1], testP) {
 		t.Errorf("second unit NALUs %x, want SEI, P (AUD stripped)", units[1].NALUs)
 	}
-	rig.logs.waitLog(t, time.Second, "rtmp declaring tracks without audio")
+	rig.logs.WaitLog(t, time.Second, "rtmp declaring tracks without audio")
 	// Audio after the declaration is ignored, with one log line.
 	rig.audio(t, ts, aacSeqHeaderTag(testASC))
 	rig.audio(t, ts, aacRawTag([]byte{1, 2, 3}))
 	rig.audio(t, ts, aacSeqHeaderTag(testASC))
-	if n := len(rig.logs.lines("rtmp audio ignored", "after the tracks were declared")); n != 1 {
+	if n := len(rig.logs.Lines("rtmp audio ignored", "after the tracks were declared")); n != 1 {
 		t.Errorf("%d log lines about late audio", n)
 	}
 	if u := rig.drain(); len(u) != 0 {
@@ -289,7 +290,7 @@ func TestHandlerUnsupportedAudio(t *testing.T) {
 	if tr := rig.tracks(); len(tr) != 1 || !tr[0].IsVideo() {
 		t.Fatalf("tracks %v", tr)
 	}
-	if n := len(rig.logs.lines("rtmp audio ignored", "MP3")); n != 1 {
+	if n := len(rig.logs.Lines("rtmp audio ignored", "MP3")); n != 1 {
 		t.Errorf("%d log lines about MP3:\n%s", n, rig.logs.String())
 	}
 }
@@ -322,7 +323,7 @@ func TestHandlerRejects(t *testing.T) {
 				t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
 			}
 			rig.h.OnClose()
-			rig.logs.waitLog(t, time.Second, "rtmp publish ended", "reason=", tc.wantErr[:5])
+			rig.logs.WaitLog(t, time.Second, "rtmp publish ended", "reason=", tc.wantErr[:5])
 		})
 	}
 }

@@ -1,84 +1,24 @@
 package rtmp
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
-
-// fixturesDir holds the shared media fixtures (see its README); the repo is
-// expected at /work/main beside /work/shared.
-const fixturesDir = "../../../shared/media"
-
-func fixture(name string) string { return filepath.Join(fixturesDir, name) }
-
-// logBuf is a goroutine-safe log sink.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// lines returns the log lines containing every one of subs.
-func (l *logBuf) lines(subs ...string) []string {
-	var out []string
-	for _, line := range strings.Split(l.String(), "\n") {
-		ok := line != ""
-		for _, s := range subs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-// waitLog waits until a log line contains every one of subs.
-func (l *logBuf) waitLog(t *testing.T, timeout time.Duration, subs ...string) string {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if ls := l.lines(subs...); len(ls) > 0 {
-			return ls[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q within %v; log:\n%s", subs, timeout, l.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 type testServer struct {
 	*Server
 	addr string
 	reg  *media.Registry
-	logs *logBuf
+	logs *testkit.LogBuf
 	errc chan error
 
 	mu      sync.Mutex
@@ -93,7 +33,7 @@ func allowAll(ingest.Request) error { return nil }
 // unit) sent on ts.newRdr.
 func startServer(t *testing.T, auth ingest.Authorizer, configure func(*Server)) *testServer {
 	t.Helper()
-	logs := &logBuf{}
+	logs := &testkit.LogBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := media.NewRegistry(log)
 	ts := &testServer{
@@ -163,104 +103,8 @@ func (ts *testServer) nextReader(t *testing.T, timeout time.Duration) *media.Rea
 	}
 }
 
-// ffmpeg is a running ffmpeg process.
-type ffmpeg struct {
-	cmd    *exec.Cmd
-	stderr *logBuf
-	done   chan struct{}
-	err    error
-}
-
-// ffmpegBin returns ffmpeg's path; a missing ffmpeg fails the test.
-func ffmpegBin(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("ffmpeg")
-	if err != nil {
-		t.Fatalf("ffmpeg is required for this test (%v): apt-get install ffmpeg", err)
-	}
-	return p
-}
-
-func startFFmpeg(t *testing.T, args ...string) *ffmpeg {
-	t.Helper()
-	bin := ffmpegBin(t)
-	f := &ffmpeg{stderr: &logBuf{}, done: make(chan struct{})}
-	f.cmd = exec.Command(bin, append([]string{"-hide_banner", "-nostdin", "-loglevel", "error"}, args...)...)
-	f.cmd.Stderr = f.stderr
-	f.cmd.Stdout = f.stderr
-	if err := f.cmd.Start(); err != nil {
-		t.Fatalf("start ffmpeg: %v", err)
-	}
-	go func() {
-		f.err = f.cmd.Wait()
-		close(f.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-f.done:
-		default:
-			_ = f.cmd.Process.Kill()
-			<-f.done
-		}
-	})
-	return f
-}
-
 // publish starts ffmpeg publishing fixture file for seconds to url.
-func publish(t *testing.T, file string, seconds int, url string) *ffmpeg {
+func publish(t *testing.T, file string, seconds int, url string) *testkit.Proc {
 	t.Helper()
-	return startFFmpeg(t, "-re", "-i", fixture(file), "-t", fmt.Sprint(seconds), "-c", "copy", "-f", "flv", url)
-}
-
-// wait waits for ffmpeg to exit and returns its exit error.
-func (f *ffmpeg) wait(t *testing.T, timeout time.Duration) error {
-	t.Helper()
-	select {
-	case <-f.done:
-		return f.err
-	case <-time.After(timeout):
-		t.Fatalf("ffmpeg still running after %v; stderr:\n%s", timeout, f.stderr.String())
-		return nil
-	}
-}
-
-// readAll reads units until the stream ends or timeout.
-func readAll(t *testing.T, r *media.Reader, timeout time.Duration) []*media.Unit {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	var out []*media.Unit
-	for {
-		u, err := r.Read(ctx)
-		if err != nil {
-			if !errors.Is(err, media.ErrStreamEnded) {
-				t.Fatalf("Read after %d units: %v", len(out), err)
-			}
-			return out
-		}
-		out = append(out, u)
-	}
-}
-
-// goroutineBaseline returns a check that the goroutine count is back to
-// what it is now (polling until a deadline).
-func goroutineBaseline(t *testing.T) func() {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	return func() {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= base {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Fatalf("%d goroutines, baseline %d:\n%s", n, base, buf)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	return testkit.StartFFmpeg(t, "-re", "-i", testkit.Fixture(file), "-t", fmt.Sprint(seconds), "-c", "copy", "-f", "flv", url)
 }

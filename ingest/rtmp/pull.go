@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -57,11 +58,11 @@ type PullConfig struct {
 
 // Reconnect policy and timeouts of a Puller.
 const (
-	pullMinBackoff = time.Second
-	pullMaxBackoff = 30 * time.Second
+	pullMinBackoff = backoff.DefaultMin
+	pullMaxBackoff = backoff.DefaultMax
 	// pullBackoffReset is how long media must have flowed for the next
 	// failure to be retried after pullMinBackoff again.
-	pullBackoffReset = time.Minute
+	pullBackoffReset = backoff.DefaultReset
 	// pullSetupTimeout bounds dial, handshake, connect, createStream and
 	// play.
 	pullSetupTimeout = 10 * time.Second
@@ -126,29 +127,22 @@ func (p *Puller) Run(ctx context.Context) {
 		return
 	}
 	p.log.Info("rtmp pull started")
-	delay := p.minBackoff
+	bo := backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
 	for {
 		streamed, err := p.pull(ctx)
 		if ctx.Err() != nil {
 			p.log.Info("rtmp pull stopped")
 			return
 		}
-		if streamed >= p.backoffReset {
-			delay = p.minBackoff
-		}
+		delay := bo.Next(streamed, 0)
 		p.log.Warn("rtmp pull failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", delay.String())
 		if p.onRetry != nil {
 			p.onRetry(delay, err)
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, delay) {
 			p.log.Info("rtmp pull stopped")
 			return
-		case <-t.C:
 		}
-		delay = min(2*delay, p.maxBackoff)
 	}
 }
 

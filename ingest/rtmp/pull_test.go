@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	gortmp "github.com/yutopp/go-rtmp"
 	"github.com/yutopp/go-rtmp/message"
 
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -28,7 +28,7 @@ import (
 type pullRig struct {
 	p    *Puller
 	reg  *media.Registry
-	logs *logBuf
+	logs *testkit.LogBuf
 
 	published chan *media.Stream
 	retries   chan retry
@@ -44,7 +44,7 @@ type retry struct {
 
 func newPullRig(t *testing.T, url string, configure func(*Puller)) *pullRig {
 	t.Helper()
-	logs := &logBuf{}
+	logs := &testkit.LogBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := media.NewRegistry(log)
 	reg.SetGrace(func(string) time.Duration { return 10 * time.Second })
@@ -110,120 +110,18 @@ func (r *pullRig) nextPublish(t *testing.T, timeout time.Duration) *media.Stream
 	}
 }
 
-// waitNewLog waits for a log line with every one of subs beyond the first
-// seen such lines, and returns it.
-func (l *logBuf) waitNewLog(t *testing.T, timeout time.Duration, seen int, subs ...string) string {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if ls := l.lines(subs...); len(ls) > seen {
-			return ls[seen]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no new log line with %q within %v; log:\n%s", subs, timeout, l.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // serveFLV starts ffmpeg serving the fixture, looped, to one RTMP player.
-func serveFLV(t *testing.T, url string) *ffmpeg {
+func serveFLV(t *testing.T, url string) *testkit.Proc {
 	t.Helper()
-	return startFFmpeg(t, "-re", "-stream_loop", "-1", "-i", fixture("h264-aac.flv"), "-c", "copy", "-f", "flv", "-listen", "1", url)
-}
-
-func (f *ffmpeg) kill(t *testing.T) {
-	t.Helper()
-	_ = f.cmd.Process.Kill()
-	select {
-	case <-f.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("ffmpeg did not exit after kill")
-	}
-}
-
-// mediaCheck accumulates what a reader received.
-type mediaCheck struct {
-	video, audio, keys int
-	sps                []byte
-	aac                media.AAC
-	lastDTS            [2]time.Duration
-}
-
-func (m *mediaCheck) add(t *testing.T, u *media.Unit) {
-	t.Helper()
-	k := 1
-	if u.Track.IsVideo() {
-		k = 0
-		m.video++
-		if u.Key {
-			m.keys++
-			if len(u.NALUs) < 2 || h264.NALUType(u.NALUs[0][0]&0x1f) != h264.NALUTypeSPS {
-				t.Fatalf("IDR unit does not start with SPS and PPS")
-			}
-			m.sps = u.NALUs[0]
-		}
-	} else {
-		m.audio++
-		aac, ok := u.Track.Codec.(media.AAC)
-		if !ok {
-			t.Fatalf("audio track is %s, want AAC", u.Track.Codec.Name())
-		}
-		m.aac = aac
-		if len(u.Data) == 0 {
-			t.Fatal("empty audio unit")
-		}
-	}
-	if m.lastDTS[k] != 0 && u.DTS < m.lastDTS[k] {
-		t.Errorf("%s DTS went back from %v to %v", u.Track, m.lastDTS[k], u.DTS)
-	}
-	m.lastDTS[k] = u.DTS
-}
-
-// readUntil reads until cond holds (the stream must not end meanwhile).
-func readUntil(t *testing.T, r *media.Reader, m *mediaCheck, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for !cond() {
-		u, err := r.Read(ctx)
-		if err != nil {
-			t.Fatalf("Read after %d video and %d audio units: %v", m.video, m.audio, err)
-		}
-		m.add(t, u)
-	}
-}
-
-func checkH264AAC(t *testing.T, m *mediaCheck) {
-	t.Helper()
-	var sps h264.SPS
-	if err := sps.Unmarshal(m.sps); err != nil {
-		t.Fatalf("SPS: %v", err)
-	}
-	if w, h := sps.Width(), sps.Height(); w != 640 || h != 360 {
-		t.Errorf("SPS says %dx%d, want 640x360", w, h)
-	}
-	if m.aac.SampleRate != 48000 || m.aac.Channels != 2 {
-		t.Errorf("AAC %d Hz %d channels, want 48000 Hz stereo", m.aac.SampleRate, m.aac.Channels)
-	}
+	return testkit.StartFFmpeg(t, "-re", "-stream_loop", "-1", "-i", testkit.Fixture("h264-aac.flv"), "-c", "copy", "-f", "flv", "-listen", "1", url)
 }
 
 // TestPullFFmpeg pulls from ffmpeg serving RTMP, kills ffmpeg mid-stream
 // and restarts it: the puller reconnects, and a reader attached before the
 // kill reads on across the restart.
 func TestPullFFmpeg(t *testing.T) {
-	baseline := goroutineBaseline(t)
-	url := fmt.Sprintf("rtmp://127.0.0.1:%d/live/src", freeTCPPort(t))
+	baseline := testkit.GoroutineBaseline(t, 5*time.Second)
+	url := fmt.Sprintf("rtmp://127.0.0.1:%d/live/src", testkit.FreeTCPPort(t))
 	f := serveFLV(t, url)
 	rig := newPullRig(t, url, nil)
 	rig.start()
@@ -234,14 +132,14 @@ func TestPullFFmpeg(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var m mediaCheck
-	readUntil(t, r, &m, 10*time.Second, func() bool { return m.keys >= 2 && m.audio >= 50 })
-	checkH264AAC(t, &m)
-	rig.logs.waitLog(t, time.Second, "rtmp pull playing", "source=rtmp://127.0.0.1:")
+	var m testkit.MediaCheck
+	testkit.ReadUntil(t, r, &m, 10*time.Second, func() bool { return m.Keys >= 2 && m.Audio >= 50 })
+	testkit.CheckH264AAC(t, &m)
+	rig.logs.WaitLog(t, time.Second, "rtmp pull playing", "source=rtmp://127.0.0.1:")
 
-	seen := len(rig.logs.lines("rtmp pull failed"))
-	f.kill(t)
-	failed := rig.logs.waitNewLog(t, 15*time.Second, seen, "rtmp pull failed")
+	seen := len(rig.logs.Lines("rtmp pull failed"))
+	f.KillWait(t, 5*time.Second)
+	failed := rig.logs.WaitNewLog(t, 15*time.Second, seen, "rtmp pull failed")
 	if !strings.Contains(failed, "closed") && !strings.Contains(failed, "reset") {
 		t.Errorf("failure logged as %q, want the connection closed", failed)
 	}
@@ -250,21 +148,21 @@ func TestPullFFmpeg(t *testing.T) {
 	if st2 := rig.nextPublish(t, 15*time.Second); st2 != st {
 		t.Fatalf("the puller's second publication is another stream: readers were not kept")
 	}
-	readUntil(t, r, &m, 10*time.Second, func() bool { return m.keys >= before.keys+2 && m.audio >= before.audio+50 })
-	checkH264AAC(t, &m)
-	rig.logs.waitLog(t, time.Second, "publisher is back within the grace period")
+	testkit.ReadUntil(t, r, &m, 10*time.Second, func() bool { return m.Keys >= before.Keys+2 && m.Audio >= before.Audio+50 })
+	testkit.CheckH264AAC(t, &m)
+	rig.logs.WaitLog(t, time.Second, "publisher is back within the grace period")
 
 	rig.stop(t)
 	r.Close()
-	f.kill(t)
+	f.KillWait(t, 5*time.Second)
 	baseline()
 }
 
 // TestPullBackoff points the puller at a closed port: it retries after
 // growing delays up to the cap and stops promptly.
 func TestPullBackoff(t *testing.T) {
-	baseline := goroutineBaseline(t)
-	url := fmt.Sprintf("rtmp://127.0.0.1:%d/live/src", freeTCPPort(t))
+	baseline := testkit.GoroutineBaseline(t, 5*time.Second)
+	url := fmt.Sprintf("rtmp://127.0.0.1:%d/live/src", testkit.FreeTCPPort(t))
 	rig := newPullRig(t, url, func(p *Puller) {
 		p.minBackoff, p.maxBackoff = 20*time.Millisecond, 80*time.Millisecond
 	})
@@ -292,7 +190,7 @@ func TestPullBackoff(t *testing.T) {
 			}
 		}
 	}
-	rig.logs.waitLog(t, time.Second, "rtmp pull failed", "retry_in=80ms", "source=rtmp://127.0.0.1:")
+	rig.logs.WaitLog(t, time.Second, "rtmp pull failed", "retry_in=80ms", "source=rtmp://127.0.0.1:")
 	start := time.Now()
 	rig.stop(t)
 	if d := time.Since(start); d > 500*time.Millisecond {
@@ -304,7 +202,7 @@ func TestPullBackoff(t *testing.T) {
 // TestPullStalledServer: a server that accepts and says nothing is given
 // up on after the setup timeout; a cancel during the wait ends Run at once.
 func TestPullStalledServer(t *testing.T) {
-	baseline := goroutineBaseline(t)
+	baseline := testkit.GoroutineBaseline(t, 5*time.Second)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -396,7 +294,7 @@ func TestPullConfigErrors(t *testing.T) {
 		}
 	}
 	// Run logs the error and waits for its context.
-	logs := &logBuf{}
+	logs := &testkit.LogBuf{}
 	p := NewPuller(PullConfig{Registry: media.NewRegistry(nil), Path: "a/b", URL: "rtmp://h/onlyapp?key=secret", Log: slog.New(slog.NewTextHandler(logs, nil))})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -452,7 +350,7 @@ func TestParseSource(t *testing.T) {
 // tag size).
 func flvTags(t *testing.T, file string, n int) []byte {
 	t.Helper()
-	b, err := os.ReadFile(fixture(file))
+	b, err := os.ReadFile(testkit.Fixture(file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,18 +389,18 @@ func TestPullAggregate(t *testing.T) {
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	var m mediaCheck
-	for m.video+m.audio < 40 {
+	var m testkit.MediaCheck
+	for m.Video+m.Audio < 40 {
 		u, err := r.Read(ctx)
 		if err != nil {
-			t.Fatalf("after %d units: %v", m.video+m.audio, err)
+			t.Fatalf("after %d units: %v", m.Video+m.Audio, err)
 		}
-		if m.video+m.audio == 0 && (u.DTS < 5*time.Second || u.DTS > 5100*time.Millisecond) {
+		if m.Video+m.Audio == 0 && (u.DTS < 5*time.Second || u.DTS > 5100*time.Millisecond) {
 			t.Errorf("first unit at %v, want 5 s and a little", u.DTS)
 		}
-		m.add(t, u)
+		m.Add(t, u)
 	}
-	checkH264AAC(t, &m)
+	testkit.CheckH264AAC(t, &m)
 	s.end(errors.New("test over"))
 }
 
@@ -709,10 +607,10 @@ func TestPullOwnServer(t *testing.T) {
 			t.Fatalf("retry %d did not come", i)
 		}
 	}
-	var m mediaCheck
-	readUntil(t, r, &m, 2*time.Second, func() bool { return m.keys >= 2 && m.video >= 40 && m.audio >= 60 })
-	checkH264AAC(t, &m)
-	rig.logs.waitLog(t, time.Second, "rtmp pull ended", "video_frames=", "reason=\"the server stopped the stream")
+	var m testkit.MediaCheck
+	testkit.ReadUntil(t, r, &m, 2*time.Second, func() bool { return m.Keys >= 2 && m.Video >= 40 && m.Audio >= 60 })
+	testkit.CheckH264AAC(t, &m)
+	rig.logs.WaitLog(t, time.Second, "rtmp pull ended", "video_frames=", "reason=\"the server stopped the stream")
 }
 
 // TestPullControl: the client answers a ping and acknowledges what it

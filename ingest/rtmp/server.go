@@ -171,9 +171,7 @@ func NewServer(cfg Config) *Server {
 	}
 	auth := cfg.Authorize
 	if auth == nil {
-		auth = func(ingest.Request) error {
-			return errors.New("no authorizer configured")
-		}
+		auth = ingest.DenyAll
 	}
 	return &Server{
 		play:         cfg.Play,

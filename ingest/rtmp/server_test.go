@@ -17,19 +17,20 @@ import (
 	"github.com/yutopp/go-rtmp/handshake"
 
 	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
 
 func TestPublishFFmpeg(t *testing.T) {
-	ffmpegBin(t)
-	checkGoroutines := goroutineBaseline(t)
+	testkit.FFmpegBin(t, "ffmpeg")
+	checkGoroutines := testkit.GoroutineBaseline(t, 5*time.Second)
 	ts := startServer(t, allowAll, nil)
 
 	ff := publish(t, "h264-aac.flv", 4, ts.url("live/test"))
 	r := ts.nextReader(t, 10*time.Second)
-	units := readAll(t, r, 20*time.Second)
-	if err := ff.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+	units := testkit.ReadAll(t, r, 20*time.Second)
+	if err := ff.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 	}
 
 	st, ok := ts.reg.Get("live/test")
@@ -111,7 +112,7 @@ func TestPublishFFmpeg(t *testing.T) {
 		t.Errorf("%d audio units for 4 s of 48 kHz AAC", n)
 	}
 
-	ts.logs.waitLog(t, 2*time.Second, "rtmp publish ended", "stream=live/test", "peer=127.0.0.1:", "video_frames=", "duration=")
+	ts.logs.WaitLog(t, 2*time.Second, "rtmp publish ended", "stream=live/test", "peer=127.0.0.1:", "video_frames=", "duration=")
 	ts.close(t)
 	checkGoroutines()
 }
@@ -151,13 +152,13 @@ func videoUnits(units []*media.Unit) []*media.Unit {
 }
 
 func TestPublishBFrames(t *testing.T) {
-	ffmpegBin(t)
+	testkit.FFmpegBin(t, "ffmpeg")
 	ts := startServer(t, allowAll, nil)
 	ff := publish(t, "h264-bframes-aac.flv", 3, ts.url("live/bframes"))
 	r := ts.nextReader(t, 10*time.Second)
-	units := readAll(t, r, 20*time.Second)
-	if err := ff.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+	units := testkit.ReadAll(t, r, 20*time.Second)
+	if err := ff.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 	}
 	video := videoUnits(units)
 	if len(video) < 80 {
@@ -191,13 +192,13 @@ func TestPublishBFrames(t *testing.T) {
 // past 0xffffff ms (4h39m), where ffmpeg repeats the extended timestamp on
 // continuation chunks (see guard.go).
 func TestPublishExtendedTimestamps(t *testing.T) {
-	ffmpegBin(t)
+	testkit.FFmpegBin(t, "ffmpeg")
 	ts := startServer(t, allowAll, nil)
-	ff := startFFmpeg(t, "-re", "-i", fixture("h264-aac.flv"), "-t", "3", "-c", "copy", "-output_ts_offset", "16780", "-f", "flv", ts.url("live/late"))
+	ff := testkit.StartFFmpeg(t, "-re", "-i", testkit.Fixture("h264-aac.flv"), "-t", "3", "-c", "copy", "-output_ts_offset", "16780", "-f", "flv", ts.url("live/late"))
 	r := ts.nextReader(t, 10*time.Second)
-	units := readAll(t, r, 20*time.Second)
-	if err := ff.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+	units := testkit.ReadAll(t, r, 20*time.Second)
+	if err := ff.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 	}
 	video := videoUnits(units)
 	if len(video) < 80 {
@@ -211,14 +212,14 @@ func TestPublishExtendedTimestamps(t *testing.T) {
 			t.Fatalf("unit %d: DTS step %v", i, d)
 		}
 	}
-	ts.logs.waitLog(t, 2*time.Second, "rtmp publish ended", "reason=\"unpublished by the peer\"")
+	ts.logs.WaitLog(t, 2*time.Second, "rtmp publish ended", "reason=\"unpublished by the peer\"")
 }
 
 // TestSecondPublisherRefused: a second publisher on the same path is
 // refused while the first goes on; then Close ends the first.
 func TestSecondPublisherRefused(t *testing.T) {
-	ffmpegBin(t)
-	checkGoroutines := goroutineBaseline(t)
+	testkit.FFmpegBin(t, "ffmpeg")
+	checkGoroutines := testkit.GoroutineBaseline(t, 5*time.Second)
 	ts := startServer(t, allowAll, nil)
 	first := publish(t, "h264-aac.flv", 8, ts.url("live/test"))
 	r := ts.nextReader(t, 10*time.Second)
@@ -229,13 +230,13 @@ func TestSecondPublisherRefused(t *testing.T) {
 	}
 
 	second := publish(t, "h264-aac.flv", 2, ts.url("live/test"))
-	if err := second.wait(t, 10*time.Second); err == nil {
-		t.Fatalf("second ffmpeg exited 0; stderr:\n%s", second.stderr.String())
+	if err := second.Wait(t, 10*time.Second); err == nil {
+		t.Fatalf("second ffmpeg exited 0; stderr:\n%s", second.Stderr.String())
 	}
-	if !strings.Contains(second.stderr.String(), `stream \"live/test\" is already publishing`) && !strings.Contains(second.stderr.String(), `stream "live/test" is already publishing`) {
-		t.Errorf("second ffmpeg's stderr does not say why:\n%s", second.stderr.String())
+	if !strings.Contains(second.Stderr.String(), `stream \"live/test\" is already publishing`) && !strings.Contains(second.Stderr.String(), `stream "live/test" is already publishing`) {
+		t.Errorf("second ffmpeg's stderr does not say why:\n%s", second.Stderr.String())
 	}
-	ts.logs.waitLog(t, time.Second, "rtmp publish refused", "stream=live/test", "reason=", "already has a publisher")
+	ts.logs.WaitLog(t, time.Second, "rtmp publish refused", "stream=live/test", "reason=", "already has a publisher")
 
 	// The first publisher goes on, on the same stream.
 	readN(t, r, 60, 5*time.Second)
@@ -243,26 +244,26 @@ func TestSecondPublisherRefused(t *testing.T) {
 		t.Fatal("the first publisher's stream was replaced")
 	}
 	select {
-	case <-first.done:
-		t.Fatalf("first ffmpeg ended: %v\n%s", first.err, first.stderr.String())
+	case <-first.Done():
+		t.Fatalf("first ffmpeg ended: %v\n%s", first.Err(), first.Stderr.String())
 	default:
 	}
 
 	// Close ends the publisher: its stream ends, ffmpeg fails.
 	ts.close(t)
-	readAll(t, r, 5*time.Second)
+	testkit.ReadAll(t, r, 5*time.Second)
 	if _, ok := ts.reg.Get("live/test"); ok {
 		t.Error("stream still registered after Close")
 	}
-	if err := first.wait(t, 10*time.Second); err == nil {
+	if err := first.Wait(t, 10*time.Second); err == nil {
 		t.Error("first ffmpeg exited 0 after the server closed")
 	}
-	ts.logs.waitLog(t, time.Second, "rtmp publish ended", "reason=\"server shutting down\"")
+	ts.logs.WaitLog(t, time.Second, "rtmp publish ended", "reason=\"server shutting down\"")
 	checkGoroutines()
 }
 
 func TestAuthorizeFFmpeg(t *testing.T) {
-	ffmpegBin(t)
+	testkit.FFmpegBin(t, "ffmpeg")
 	var mu sync.Mutex
 	var reqs []ingest.Request
 	auth := func(r ingest.Request) error {
@@ -277,19 +278,19 @@ func TestAuthorizeFFmpeg(t *testing.T) {
 	ts := startServer(t, auth, nil)
 
 	bad := publish(t, "h264-aac.flv", 2, ts.url("live/test?key=WRONG"))
-	if err := bad.wait(t, 10*time.Second); err == nil {
+	if err := bad.Wait(t, 10*time.Second); err == nil {
 		t.Fatalf("ffmpeg with a wrong key exited 0")
 	}
-	if !strings.Contains(bad.stderr.String(), "missing or wrong publish key") {
-		t.Errorf("ffmpeg's stderr does not say why:\n%s", bad.stderr.String())
+	if !strings.Contains(bad.Stderr.String(), "missing or wrong publish key") {
+		t.Errorf("ffmpeg's stderr does not say why:\n%s", bad.Stderr.String())
 	}
-	ts.logs.waitLog(t, time.Second, "rtmp publish refused", "stream=live/test", `reason="route \"live/test\": missing or wrong publish key"`)
+	ts.logs.WaitLog(t, time.Second, "rtmp publish refused", "stream=live/test", `reason="route \"live/test\": missing or wrong publish key"`)
 
 	good := publish(t, "h264-aac.flv", 2, ts.url("live/test?key=SECRET"))
 	r := ts.nextReader(t, 10*time.Second)
 	readN(t, r, 10, 5*time.Second)
-	if err := good.wait(t, 15*time.Second); err != nil {
-		t.Fatalf("ffmpeg with the right key: %v\n%s", err, good.stderr.String())
+	if err := good.Wait(t, 15*time.Second); err != nil {
+		t.Fatalf("ffmpeg with the right key: %v\n%s", err, good.Stderr.String())
 	}
 
 	mu.Lock()
@@ -365,36 +366,36 @@ func TestRefusalStatus(t *testing.T) {
 		})
 	}
 	// Each refusal was logged once, without the key.
-	if n := len(ts.logs.lines("rtmp publish refused")); n != 6 {
+	if n := len(ts.logs.Lines("rtmp publish refused")); n != 6 {
 		t.Errorf("%d refusal log lines, want 6:\n%s", n, ts.logs.String())
 	}
-	ts.logs.waitLog(t, time.Second, "rtmp play refused", "stream=live/x", "play is not supported yet")
+	ts.logs.WaitLog(t, time.Second, "rtmp play refused", "stream=live/x", "play is not supported yet")
 	if strings.Contains(ts.logs.String(), "nope") {
 		t.Errorf("the log holds a key:\n%s", ts.logs.String())
 	}
-	if ls := ts.logs.lines("database unavailable"); len(ls) != 1 {
+	if ls := ts.logs.Lines("database unavailable"); len(ls) != 1 {
 		t.Errorf("the Authorize error is not logged: %v", ls)
 	}
 }
 
 func TestPlayRefusedFFmpeg(t *testing.T) {
-	ffmpegBin(t)
+	testkit.FFmpegBin(t, "ffmpeg")
 	ts := startServer(t, allowAll, nil)
-	ff := startFFmpeg(t, "-i", ts.url("live/test"), "-t", "1", "-f", "null", "-")
-	if err := ff.wait(t, 10*time.Second); err == nil {
+	ff := testkit.StartFFmpeg(t, "-i", ts.url("live/test"), "-t", "1", "-f", "null", "-")
+	if err := ff.Wait(t, 10*time.Second); err == nil {
 		t.Fatal("ffmpeg playing exited 0")
 	}
-	if !strings.Contains(ff.stderr.String(), "play is not supported yet") {
-		t.Errorf("ffmpeg's stderr does not say why:\n%s", ff.stderr.String())
+	if !strings.Contains(ff.Stderr.String(), "play is not supported yet") {
+		t.Errorf("ffmpeg's stderr does not say why:\n%s", ff.Stderr.String())
 	}
-	ts.logs.waitLog(t, time.Second, "rtmp play refused", "stream=live/test")
+	ts.logs.WaitLog(t, time.Second, "rtmp play refused", "stream=live/test")
 }
 
 // TestGarbage: random bytes on the port close that connection with a log
 // line naming the peer, and the ongoing stream goes on.
 func TestGarbage(t *testing.T) {
-	ffmpegBin(t)
-	checkGoroutines := goroutineBaseline(t)
+	testkit.FFmpegBin(t, "ffmpeg")
+	checkGoroutines := testkit.GoroutineBaseline(t, 5*time.Second)
 	ts := startServer(t, allowAll, nil)
 	ff := publish(t, "h264-aac.flv", 4, ts.url("live/test"))
 	r := ts.nextReader(t, 10*time.Second)
@@ -422,11 +423,11 @@ func TestGarbage(t *testing.T) {
 		t.Errorf("closed after %v", d)
 	}
 	// "not an RTMP handshake: version byte is 0x..", or RTMPE for 6 and 8.
-	ts.logs.waitLog(t, time.Second, "rtmp connection failed", "peer="+nc.LocalAddr().String(), "RTMP")
+	ts.logs.WaitLog(t, time.Second, "rtmp connection failed", "peer="+nc.LocalAddr().String(), "RTMP")
 
 	readN(t, r, 30, 5*time.Second)
-	if err := ff.wait(t, 15*time.Second); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+	if err := ff.Wait(t, 15*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 	}
 	ts.close(t)
 	checkGoroutines()
@@ -456,7 +457,7 @@ func TestSetupTimeout(t *testing.T) {
 		if d := time.Since(start); d > 2*time.Second {
 			t.Errorf("closed after %v", d)
 		}
-		ts.logs.waitLog(t, time.Second, "rtmp connection failed", "peer="+nc.LocalAddr().String(), "not done within 300ms")
+		ts.logs.WaitLog(t, time.Second, "rtmp connection failed", "peer="+nc.LocalAddr().String(), "not done within 300ms")
 		nc.Close()
 	}
 }
@@ -471,7 +472,7 @@ func TestIdleTimeout(t *testing.T) {
 	if err := c.waitClosed(3 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	ts.logs.waitLog(t, time.Second, "rtmp publish ended", "stream=live/idle", "no data for 300ms")
+	ts.logs.WaitLog(t, time.Second, "rtmp publish ended", "stream=live/idle", "no data for 300ms")
 }
 
 // TestUnsupportedCodec: an H.265 tag ends the publish with a log line.
@@ -488,7 +489,7 @@ func TestUnsupportedCodec(t *testing.T) {
 	if err := c.waitClosed(3 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	ts.logs.waitLog(t, time.Second, "rtmp publish ended", "stream=live/hevc", "video codec H.265 (FLV codec id 12) is not supported")
+	ts.logs.WaitLog(t, time.Second, "rtmp publish ended", "stream=live/hevc", "video codec H.265 (FLV codec id 12) is not supported")
 	if _, ok := ts.reg.Get("live/hevc"); ok {
 		t.Error("stream still registered")
 	}
@@ -520,7 +521,7 @@ func TestOversizedCommand(t *testing.T) {
 	if _, err := io.ReadAll(nc); err != nil && !isConnReset(err) {
 		t.Fatal(err)
 	}
-	ts.logs.waitLog(t, time.Second, "rtmp connection failed", "peer="+nc.LocalAddr().String(), "is 16777215 bytes, maximum is 16384")
+	ts.logs.WaitLog(t, time.Second, "rtmp connection failed", "peer="+nc.LocalAddr().String(), "is 16777215 bytes, maximum is 16384")
 
 	// A connect whose command object nests 4000 deep, sent in 128-byte
 	// chunks.
@@ -540,7 +541,7 @@ func TestOversizedCommand(t *testing.T) {
 	if _, err := io.ReadAll(nc2); err != nil && !isConnReset(err) {
 		t.Fatal(err)
 	}
-	ts.logs.waitLog(t, time.Second, "rtmp connection failed", "peer="+nc2.LocalAddr().String())
+	ts.logs.WaitLog(t, time.Second, "rtmp connection failed", "peer="+nc2.LocalAddr().String())
 }
 
 func TestServeAfterClose(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	gosrt "github.com/datarhei/gosrt"
 
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -33,7 +34,7 @@ func dial(t *testing.T, ts *testServer, streamid, passphrase string) (gosrt.Conn
 // tsPackets reads a fixture and splits it into 188-byte packets.
 func tsPackets(t *testing.T, name string) [][]byte {
 	t.Helper()
-	b, err := os.ReadFile(fixture(name))
+	b, err := os.ReadFile(testkit.Fixture(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +111,7 @@ func rejectCode(err error) int {
 
 // TestRejectCodesOnTheWire checks the reason a caller receives.
 func TestRejectCodesOnTheWire(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	ts := startServer(t, Config{Authorize: keyAuth, Passphrase: func(path string) string {
 		if path == "live/other" {
 			return "0123456789"
@@ -162,7 +163,7 @@ func TestRejectCodesOnTheWire(t *testing.T) {
 // counted and logged, video resumes at a keyframe, audio carries on, and
 // nothing panics.
 func TestCorruptInput(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	ts := startServer(t, Config{}, nil)
 	pkts := tsPackets(t, "h264-aac.ts")
 	pkts = pkts[:len(pkts)*45/100] // 4.5 s
@@ -215,7 +216,7 @@ func TestCorruptInput(t *testing.T) {
 		t.Fatalf("no stats for live/test while connected")
 	}
 	c.Close()
-	units := readAll(t, r, 10*time.Second)
+	units := testkit.ReadAll(t, r, 10*time.Second)
 	t.Logf("%d packets dropped, %d flipped, %d with garbage; %d units; stats %+v", dropped, flipped, garbage, len(units), final)
 
 	if final.DemuxErrors == 0 {
@@ -227,16 +228,16 @@ func TestCorruptInput(t *testing.T) {
 	if statsSeen.PacketsReceived == 0 {
 		t.Errorf("no stats mid-stream: %+v", statsSeen)
 	}
-	ts.logs.waitLog(t, 2*time.Second, "srt demux errors", "stream=live/test", "errors=", "total=")
-	line := ts.logs.waitLog(t, 2*time.Second, "srt publish ended", "stream=live/test")
+	ts.logs.WaitLog(t, 2*time.Second, "srt demux errors", "stream=live/test", "errors=", "total=")
+	line := ts.logs.WaitLog(t, 2*time.Second, "srt publish ended", "stream=live/test")
 	if strings.Contains(line, "demux_errors=0 ") {
 		t.Errorf("summary has no errors: %s", line)
 	}
-	if n := len(ts.logs.lines("srt demux errors")); n > 6 {
+	if n := len(ts.logs.Lines("srt demux errors")); n > 6 {
 		t.Errorf("%d demux error log lines for about 2 s of errors; want at most one a second", n)
 	}
 
-	video, audio := splitUnits(units)
+	video, audio := testkit.SplitUnits(units)
 	if len(video) == 0 || len(audio) == 0 {
 		t.Fatalf("%d video, %d audio units", len(video), len(audio))
 	}
@@ -283,7 +284,7 @@ func TestCorruptInput(t *testing.T) {
 // TestGarbage sends things that are not MPEG-TS: the connection is closed
 // with a reason, never a panic, and nothing is left behind.
 func TestGarbage(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	ts := startServer(t, Config{}, func(s *Server) { s.setupTimeout = 2 * time.Second })
 
 	t.Run("random bytes", func(t *testing.T) {
@@ -309,8 +310,8 @@ func TestGarbage(t *testing.T) {
 			b = b[n:]
 			time.Sleep(200 * time.Microsecond)
 		}
-		ts.logs.waitLog(t, 10*time.Second, "srt publish ended", "stream=live/random", "MPEG-TS program")
-		if units := readAll(t, r, 5*time.Second); len(units) != 0 {
+		ts.logs.WaitLog(t, 10*time.Second, "srt publish ended", "stream=live/random", "MPEG-TS program")
+		if units := testkit.ReadAll(t, r, 5*time.Second); len(units) != 0 {
 			t.Errorf("%d units from random bytes", len(units))
 		}
 	})
@@ -331,21 +332,21 @@ func TestGarbage(t *testing.T) {
 		s.flush()
 		time.Sleep(300 * time.Millisecond)
 		c.Close()
-		units := readAll(t, r, 5*time.Second)
-		video, audio := splitUnits(units)
+		units := testkit.ReadAll(t, r, 5*time.Second)
+		video, audio := testkit.SplitUnits(units)
 		if len(video) < 15 || len(audio) < 20 {
 			t.Errorf("%d video and %d audio units from 1 s", len(video), len(audio))
 		}
-		ts.logs.waitLog(t, 5*time.Second, "srt publish ended", "stream=live/truncated")
+		ts.logs.WaitLog(t, 5*time.Second, "srt publish ended", "stream=live/truncated")
 	})
 
 	t.Run("no supported track", func(t *testing.T) {
 		// A TS with MPEG-2 video and MP3 audio only.
 		out := filepath.Join(t.TempDir(), "mpeg2.ts")
-		ff := startFFmpeg(t, "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10", "-f", "lavfi", "-i", "sine=sample_rate=44100",
+		ff := testkit.StartFFmpeg(t, "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10", "-f", "lavfi", "-i", "sine=sample_rate=44100",
 			"-t", "1", "-c:v", "mpeg2video", "-c:a", "mp2", "-f", "mpegts", out)
-		if err := ff.wait(t, 30*time.Second); err != nil {
-			t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+		if err := ff.Wait(t, 30*time.Second); err != nil {
+			t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 		}
 		c, err := dial(t, ts, "publish:live/mpeg2", "")
 		if err != nil {
@@ -358,8 +359,8 @@ func TestGarbage(t *testing.T) {
 		}
 		s := &sender{t: t, c: c, gap: time.Millisecond}
 		s.add(b[:min(len(b), 50*payloadSize)])
-		ts.logs.waitLog(t, 10*time.Second, "srt publish ended", "stream=live/mpeg2", "no supported track")
-		readAll(t, r, 5*time.Second)
+		ts.logs.WaitLog(t, 10*time.Second, "srt publish ended", "stream=live/mpeg2", "no supported track")
+		testkit.ReadAll(t, r, 5*time.Second)
 	})
 
 	ts.close(t)
@@ -368,7 +369,7 @@ func TestGarbage(t *testing.T) {
 
 // TestIdleTimeout: a publisher that stops sending is closed.
 func TestIdleTimeout(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	ts := startServer(t, Config{}, func(s *Server) { s.idleTimeout = time.Second })
 	c, err := dial(t, ts, "publish:live/test", "")
 	if err != nil {
@@ -383,14 +384,14 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	s.flush()
 	start := time.Now()
-	units := readAll(t, r, 10*time.Second)
+	units := testkit.ReadAll(t, r, 10*time.Second)
 	if d := time.Since(start); d < 900*time.Millisecond || d > 4*time.Second {
 		t.Errorf("stream ended %v after the last payload, want about 1 s", d)
 	}
 	if len(units) == 0 {
 		t.Errorf("no units before the idle timeout")
 	}
-	ts.logs.waitLog(t, 2*time.Second, "srt publish ended", "stream=live/test", "reason=\"no MPEG-TS packet for 1s\"")
+	ts.logs.WaitLog(t, 2*time.Second, "srt publish ended", "stream=live/test", "reason=\"no MPEG-TS packet for 1s\"")
 	c.Close()
 	ts.close(t)
 	checkGoroutines()
@@ -398,26 +399,26 @@ func TestIdleTimeout(t *testing.T) {
 
 // TestPublishH265 publishes an H.265 + AAC TS made by ffmpeg (libx265).
 func TestPublishH265(t *testing.T) {
-	ffmpegBin(t)
-	checkGoroutines := goroutineBaseline(t)
+	testkit.FFmpegBin(t, "ffmpeg")
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	out := filepath.Join(t.TempDir(), "h265.ts")
-	ff := startFFmpeg(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+	ff := testkit.StartFFmpeg(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-t", "3", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=30:min-keyint=30:log-level=error",
 		"-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", "-f", "mpegts", out)
-	if err := ff.wait(t, 60*time.Second); err != nil {
-		if strings.Contains(ff.stderr.String(), "libx265") {
-			t.Fatalf("this ffmpeg cannot encode H.265 (%v): apt-get install ffmpeg (Debian's has libx265)\n%s", err, ff.stderr.String())
+	if err := ff.Wait(t, 60*time.Second); err != nil {
+		if strings.Contains(ff.Stderr.String(), "libx265") {
+			t.Fatalf("this ffmpeg cannot encode H.265 (%v): apt-get install ffmpeg (Debian's has libx265)\n%s", err, ff.Stderr.String())
 		}
-		t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+		t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 	}
 	ts := startServer(t, Config{}, nil)
 	pub := publish(t, out, 3, ts.url("publish:live/hevc"))
 	r := ts.nextReader(t, 10*time.Second)
-	units := readAll(t, r, 20*time.Second)
-	if err := pub.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, pub.stderr.String())
+	units := testkit.ReadAll(t, r, 20*time.Second)
+	if err := pub.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, pub.Stderr.String())
 	}
-	video, audio := splitUnits(units)
+	video, audio := testkit.SplitUnits(units)
 	if len(video) < 60 || len(audio) < 90 {
 		t.Fatalf("%d video and %d audio units for 3 s", len(video), len(audio))
 	}
@@ -458,7 +459,7 @@ func TestPublishH265(t *testing.T) {
 	if keys < 2 {
 		t.Errorf("%d keyframes in 3 s with keyint 30", keys)
 	}
-	ts.logs.waitLog(t, 2*time.Second, "stream ready", "H265")
+	ts.logs.WaitLog(t, 2*time.Second, "stream ready", "H265")
 	ts.close(t)
 	checkGoroutines()
 }
@@ -491,7 +492,7 @@ func TestTimestamps(t *testing.T) {
 }
 
 func TestServerLifecycle(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	s := NewServer(Config{Registry: media.NewRegistry(nil)})
 	if err := s.Serve(); err == nil {
 		t.Errorf("Serve before Listen succeeded")
@@ -577,18 +578,18 @@ func pid(p []byte) uint16 { return uint16(p[1]&0x1f)<<8 | uint16(p[2]) }
 // TestJoinMidGOP: a publisher that starts in the middle of a GOP is
 // declared at the next keyframe, and audio starts with it.
 func TestJoinMidGOP(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	ts := startServer(t, Config{}, nil)
 	pkts := tsPackets(t, "h264-aac.ts")
 	// From 1.5 s to 3.5 s of the 10 s file: the next IDR is at 2 s.
 	pkts = pkts[len(pkts)*15/100 : len(pkts)*35/100]
 	sent := sendPackets(t, ts, "live/mid", pkts, 2*time.Second, nil)
 	r := ts.nextReader(t, 5*time.Second)
-	units := readAll(t, r, 10*time.Second)
+	units := testkit.ReadAll(t, r, 10*time.Second)
 	if err := <-sent; err != nil {
 		t.Fatalf("send: %v", err)
 	}
-	video, audio := splitUnits(units)
+	video, audio := testkit.SplitUnits(units)
 	if len(video) < 30 || len(audio) < 40 {
 		t.Fatalf("%d video and %d audio units", len(video), len(audio))
 	}
@@ -598,7 +599,7 @@ func TestJoinMidGOP(t *testing.T) {
 	if d := audio[0].PTS - video[0].PTS; d < 0 || d > 100*time.Millisecond {
 		t.Errorf("audio starts %v after video; want it to start with the keyframe", d)
 	}
-	ts.logs.waitLog(t, 2*time.Second, "srt publish ended", "stream=live/mid", "video_skipped=")
+	ts.logs.WaitLog(t, 2*time.Second, "srt publish ended", "stream=live/mid", "video_skipped=")
 	ts.close(t)
 	checkGoroutines()
 }
@@ -606,7 +607,7 @@ func TestJoinMidGOP(t *testing.T) {
 // TestTrackWaits: a PMT track that sends nothing, or video without a
 // keyframe for too long, is left out of the declaration.
 func TestTrackWaits(t *testing.T) {
-	checkGoroutines := goroutineBaseline(t)
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	ts := startServer(t, Config{}, func(s *Server) {
 		s.trackWait = 300 * time.Millisecond
 		s.keyframeWait = 300 * time.Millisecond
@@ -617,11 +618,11 @@ func TestTrackWaits(t *testing.T) {
 		pkts := all[:len(all)*15/100]
 		sent := sendPackets(t, ts, "live/novideo", pkts, 1500*time.Millisecond, func(p []byte) bool { return pid(p) != 256 })
 		r := ts.nextReader(t, 5*time.Second)
-		units := readAll(t, r, 10*time.Second)
+		units := testkit.ReadAll(t, r, 10*time.Second)
 		if err := <-sent; err != nil {
 			t.Fatalf("send: %v", err)
 		}
-		video, audio := splitUnits(units)
+		video, audio := testkit.SplitUnits(units)
 		if len(video) != 0 || len(audio) < 50 {
 			t.Errorf("%d video and %d audio units, want audio only", len(video), len(audio))
 		}
@@ -630,7 +631,7 @@ func TestTrackWaits(t *testing.T) {
 				t.Errorf("audio track %v", audio[0].Track)
 			}
 		}
-		ts.logs.waitLog(t, 2*time.Second, "srt declaring tracks without H264", "stream=live/novideo", "sent nothing within 300ms")
+		ts.logs.WaitLog(t, 2*time.Second, "srt declaring tracks without H264", "stream=live/novideo", "sent nothing within 300ms")
 	})
 
 	t.Run("no keyframe in time", func(t *testing.T) {
@@ -638,16 +639,16 @@ func TestTrackWaits(t *testing.T) {
 		pkts := all[len(all)*15/100 : len(all)*30/100]
 		sent := sendPackets(t, ts, "live/late", pkts, 1500*time.Millisecond, nil)
 		r := ts.nextReader(t, 5*time.Second)
-		units := readAll(t, r, 10*time.Second)
+		units := testkit.ReadAll(t, r, 10*time.Second)
 		if err := <-sent; err != nil {
 			t.Fatalf("send: %v", err)
 		}
-		video, audio := splitUnits(units)
+		video, audio := testkit.SplitUnits(units)
 		if len(video) != 0 || len(audio) < 50 {
 			t.Errorf("%d video and %d audio units, want audio only", len(video), len(audio))
 		}
-		ts.logs.waitLog(t, 2*time.Second, "srt declaring tracks without H264", "stream=live/late", "no H264 keyframe with parameter sets within 300ms")
-		ts.logs.waitLog(t, 2*time.Second, "srt track ignored", "stream=live/late", "H264 started after the tracks were declared")
+		ts.logs.WaitLog(t, 2*time.Second, "srt declaring tracks without H264", "stream=live/late", "no H264 keyframe with parameter sets within 300ms")
+		ts.logs.WaitLog(t, 2*time.Second, "srt track ignored", "stream=live/late", "H264 started after the tracks were declared")
 	})
 
 	ts.close(t)

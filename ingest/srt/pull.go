@@ -20,6 +20,8 @@ import (
 	"github.com/datarhei/gosrt/packet"
 
 	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/backoff"
+	"github.com/wishbridge/bridge/internal/srtcall"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -68,11 +70,11 @@ type PullConfig struct {
 
 // Reconnect policy and timeouts of a Puller.
 const (
-	pullMinBackoff = time.Second
-	pullMaxBackoff = 30 * time.Second
+	pullMinBackoff = backoff.DefaultMin
+	pullMaxBackoff = backoff.DefaultMax
 	// pullBackoffReset is how long media must have flowed for the next
 	// failure to be retried after pullMinBackoff again.
-	pullBackoffReset = time.Minute
+	pullBackoffReset = backoff.DefaultReset
 	// pullProbeTimeout bounds the wait for the listener's answer to the
 	// induction request.
 	pullProbeTimeout = 10 * time.Second
@@ -152,80 +154,10 @@ func NewPuller(cfg PullConfig) *Puller {
 }
 
 // parsePullURL reads srt://host:port?streamid=...&passphrase=...&latency=...
-// The query is split by hand: a streamid in the access control syntax
-// starts with "#", which net/url would take for a fragment.
+// (see srtcall.Parse).
 func parsePullURL(raw string) (pullSource, error) {
-	s := pullSource{redacted: config.RedactURL(raw)}
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok || !strings.EqualFold(scheme, "srt") {
-		return s, fmt.Errorf("%q is not an srt:// URL", s.redacted)
-	}
-	hostport, query, _ := strings.Cut(rest, "?")
-	hostport = strings.TrimSuffix(hostport, "/")
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil || host == "" {
-		return s, fmt.Errorf("%q: expected srt://host:port (SRT has no default port)", s.redacted)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return s, fmt.Errorf("%q has an invalid port", s.redacted)
-	}
-	s.addr = hostport
-	s.cfg = gosrt.DefaultConfig()
-	s.cfg.Latency = defaultLatency
-	s.cfg.PayloadSize = payloadSize
-	s.cfg.ConnectionTimeout = pullHandshakeTimeout
-	for kv := range strings.SplitSeq(query, "&") {
-		if kv == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(kv, "=")
-		v = unescape(v)
-		switch strings.ToLower(unescape(k)) {
-		case "streamid":
-			if len(v) > gosrt.MAX_STREAMID_SIZE {
-				return s, fmt.Errorf("%q: streamid is %d bytes, maximum is %d", s.redacted, len(v), gosrt.MAX_STREAMID_SIZE)
-			}
-			s.cfg.StreamId = v
-		case "passphrase":
-			if len(v) < 10 || len(v) > 79 {
-				return s, fmt.Errorf("%q: the passphrase must be 10-79 characters (SRT's limit)", s.redacted)
-			}
-			s.cfg.Passphrase = v
-		case "pbkeylen":
-			n, err := strconv.Atoi(v)
-			if err != nil || (n != 16 && n != 24 && n != 32) {
-				return s, fmt.Errorf("%q: pbkeylen %q is not 16, 24 or 32", s.redacted, v)
-			}
-			s.cfg.PBKeylen = n
-		case "latency":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 || n > 60000 {
-				return s, fmt.Errorf("%q: latency %q is not a number of milliseconds (0-60000)", s.redacted, v)
-			}
-			s.cfg.Latency = time.Duration(n) * time.Millisecond
-		}
-	}
-	return s, nil
-}
-
-// unescape percent-decodes s, leaving what is not valid percent-encoding
-// as written.
-func unescape(s string) string {
-	if !strings.Contains(s, "%") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	u, err := srtcall.Parse(raw, pullHandshakeTimeout)
+	return pullSource{addr: u.Addr, cfg: u.Config, redacted: u.Redacted}, err
 }
 
 // Run pulls until ctx ends, then closes the connection, leaves the stream
@@ -239,29 +171,22 @@ func (p *Puller) Run(ctx context.Context) {
 		return
 	}
 	p.log.Info("srt pull started")
-	delay := p.minBackoff
+	bo := backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
 	for {
 		streamed, err := p.pull(ctx)
 		if ctx.Err() != nil {
 			p.log.Info("srt pull stopped")
 			return
 		}
-		if streamed >= p.backoffReset {
-			delay = p.minBackoff
-		}
+		delay := bo.Next(streamed, 0)
 		p.log.Warn("srt pull failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", delay.String())
 		if p.onRetry != nil {
 			p.onRetry(delay, err)
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, delay) {
 			p.log.Info("srt pull stopped")
 			return
-		case <-t.C:
 		}
-		delay = min(2*delay, p.maxBackoff)
 	}
 }
 

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	gosrt "github.com/datarhei/gosrt"
 
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -20,7 +20,7 @@ import (
 type pullRig struct {
 	p    *Puller
 	reg  *media.Registry
-	logs *logBuf
+	logs *testkit.LogBuf
 
 	published chan *media.Stream
 	retries   chan retry
@@ -36,7 +36,7 @@ type retry struct {
 
 func newPullRig(t *testing.T, url string, configure func(*Puller)) *pullRig {
 	t.Helper()
-	logs := &logBuf{}
+	logs := &testkit.LogBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := media.NewRegistry(log)
 	reg.SetGrace(func(string) time.Duration { return 10 * time.Second })
@@ -113,31 +113,15 @@ func (r *pullRig) nextRetry(t *testing.T, timeout time.Duration) retry {
 	}
 }
 
-// waitNewLog waits for a log line with every one of subs beyond the first
-// seen such lines, and returns it.
-func (l *logBuf) waitNewLog(t *testing.T, timeout time.Duration, seen int, subs ...string) string {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if ls := l.lines(subs...); len(ls) > seen {
-			return ls[seen]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no new log line with %q within %v; log:\n%s", subs, timeout, l.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // noDialerLeak returns a check that no gosrt dialer socket goroutine was
-// left behind since it was made (goroutineBaseline does not count them:
-// see there). The pulls these tests make either never call gosrt.Dial or
-// drain the dialer after a successful one.
+// left behind since it was made (the goroutine baseline does not count
+// them: see gosrtDialer). The pulls these tests make either never call
+// gosrt.Dial or drain the dialer after a successful one.
 func noDialerLeak(t *testing.T) func() {
 	t.Helper()
 	count := func() int {
-		_, stacks := countGoroutines()
-		return strings.Count(stacks, "datarhei/gosrt.Dial.func1")
+		stacks := testkit.AllStacks()
+		return strings.Count(stacks, gosrtDialer)
 	}
 	base := count()
 	return func() {
@@ -156,88 +140,12 @@ func noDialerLeak(t *testing.T) func() {
 	}
 }
 
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
 // serveTS starts ffmpeg serving the TS fixture, looped, as an SRT listener
 // on port.
-func serveTS(t *testing.T, port int) *ffmpeg {
+func serveTS(t *testing.T, port int) *testkit.Proc {
 	t.Helper()
-	return startFFmpeg(t, "-re", "-stream_loop", "-1", "-i", fixture("h264-aac.ts"), "-c", "copy", "-f", "mpegts",
+	return testkit.StartFFmpeg(t, "-re", "-stream_loop", "-1", "-i", testkit.Fixture("h264-aac.ts"), "-c", "copy", "-f", "mpegts",
 		fmt.Sprintf("srt://127.0.0.1:%d?mode=listener&pkt_size=1316", port))
-}
-
-// mediaCheck accumulates what a reader received.
-type mediaCheck struct {
-	video, audio, keys int
-	sps                []byte
-	aac                media.AAC
-	lastDTS            [2]time.Duration
-}
-
-func (m *mediaCheck) add(t *testing.T, u *media.Unit) {
-	t.Helper()
-	k := 1
-	if u.Track.IsVideo() {
-		k = 0
-		m.video++
-		if u.Key {
-			m.keys++
-			if len(u.NALUs) < 2 || h264.NALUType(u.NALUs[0][0]&0x1f) != h264.NALUTypeSPS {
-				t.Fatalf("IDR unit does not start with SPS and PPS")
-			}
-			m.sps = u.NALUs[0]
-		}
-	} else {
-		m.audio++
-		aac, ok := u.Track.Codec.(media.AAC)
-		if !ok {
-			t.Fatalf("audio track is %s, want AAC", u.Track.Codec.Name())
-		}
-		m.aac = aac
-		if len(u.Data) == 0 {
-			t.Fatal("empty audio unit")
-		}
-	}
-	if m.lastDTS[k] != 0 && u.DTS < m.lastDTS[k] {
-		t.Errorf("%s DTS went back from %v to %v", u.Track, m.lastDTS[k], u.DTS)
-	}
-	m.lastDTS[k] = u.DTS
-}
-
-// readUntil reads until cond holds (the stream must not end meanwhile).
-func readUntil(t *testing.T, r *media.Reader, m *mediaCheck, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for !cond() {
-		u, err := r.Read(ctx)
-		if err != nil {
-			t.Fatalf("Read after %d video and %d audio units: %v", m.video, m.audio, err)
-		}
-		m.add(t, u)
-	}
-}
-
-func checkH264AAC(t *testing.T, m *mediaCheck) {
-	t.Helper()
-	var sps h264.SPS
-	if err := sps.Unmarshal(m.sps); err != nil {
-		t.Fatalf("SPS: %v", err)
-	}
-	if w, h := sps.Width(), sps.Height(); w != 640 || h != 360 {
-		t.Errorf("SPS says %dx%d, want 640x360", w, h)
-	}
-	if m.aac.SampleRate != 48000 || m.aac.Channels != 2 {
-		t.Errorf("AAC %d Hz %d channels, want 48000 Hz stereo", m.aac.SampleRate, m.aac.Channels)
-	}
 }
 
 // TestPullFFmpeg pulls from ffmpeg serving TS as an SRT listener, kills
@@ -245,8 +153,8 @@ func checkH264AAC(t *testing.T, m *mediaCheck) {
 // reconnects, and a reader attached before the kill reads on across the
 // restart.
 func TestPullFFmpeg(t *testing.T) {
-	baseline, dialers := goroutineBaseline(t), noDialerLeak(t)
-	port := freeUDPPort(t)
+	baseline, dialers := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer), noDialerLeak(t)
+	port := testkit.FreeUDPPort(t)
 	f := serveTS(t, port)
 	rig := newPullRig(t, fmt.Sprintf("srt://127.0.0.1:%d?latency=200", port), nil)
 	rig.start()
@@ -257,32 +165,32 @@ func TestPullFFmpeg(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var m mediaCheck
-	readUntil(t, r, &m, 10*time.Second, func() bool { return m.keys >= 2 && m.audio >= 50 })
-	checkH264AAC(t, &m)
-	rig.logs.waitLog(t, time.Second, "srt pull", "latency=200ms", `source="srt://127.0.0.1:`)
+	var m testkit.MediaCheck
+	testkit.ReadUntil(t, r, &m, 10*time.Second, func() bool { return m.Keys >= 2 && m.Audio >= 50 })
+	testkit.CheckH264AAC(t, &m)
+	rig.logs.WaitLog(t, time.Second, "srt pull", "latency=200ms", `source="srt://127.0.0.1:`)
 	if s, ok := rig.p.Stats(); !ok || s.PacketsReceived == 0 || s.Peer != fmt.Sprintf("srt://127.0.0.1:%d?latency=200", port) {
 		t.Errorf("Stats() = %+v, %v", s, ok)
 	}
 
-	seen := len(rig.logs.lines("srt pull failed"))
-	f.kill()
-	rig.logs.waitNewLog(t, 15*time.Second, seen, "srt pull failed")
+	seen := len(rig.logs.Lines("srt pull failed"))
+	f.Kill()
+	rig.logs.WaitNewLog(t, 15*time.Second, seen, "srt pull failed")
 	before := m
 	f = serveTS(t, port)
 	if st2 := rig.nextPublish(t, 15*time.Second); st2 != st {
 		t.Fatalf("the puller's second publication is another stream: readers were not kept")
 	}
-	readUntil(t, r, &m, 10*time.Second, func() bool { return m.keys >= before.keys+2 && m.audio >= before.audio+50 })
-	checkH264AAC(t, &m)
-	rig.logs.waitLog(t, time.Second, "publisher is back within the grace period")
+	testkit.ReadUntil(t, r, &m, 10*time.Second, func() bool { return m.Keys >= before.Keys+2 && m.Audio >= before.Audio+50 })
+	testkit.CheckH264AAC(t, &m)
+	rig.logs.WaitLog(t, time.Second, "publisher is back within the grace period")
 
 	rig.stop(t)
 	if _, ok := rig.p.Stats(); ok {
 		t.Error("Stats() still reports a connection after Run returned")
 	}
 	r.Close()
-	f.kill()
+	f.Kill()
 	baseline()
 	dialers()
 }
@@ -290,8 +198,8 @@ func TestPullFFmpeg(t *testing.T) {
 // TestPullBackoff points the puller at a closed port: it retries after
 // growing delays up to the cap, says why, and stops promptly.
 func TestPullBackoff(t *testing.T) {
-	baseline, dialers := goroutineBaseline(t), noDialerLeak(t)
-	url := fmt.Sprintf("srt://127.0.0.1:%d?streamid=read:live/x&passphrase=secret-passphrase", freeUDPPort(t))
+	baseline, dialers := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer), noDialerLeak(t)
+	url := fmt.Sprintf("srt://127.0.0.1:%d?streamid=read:live/x&passphrase=secret-passphrase", testkit.FreeUDPPort(t))
 	rig := newPullRig(t, url, func(p *Puller) {
 		p.minBackoff, p.maxBackoff = 20*time.Millisecond, 80*time.Millisecond
 	})
@@ -314,7 +222,7 @@ func TestPullBackoff(t *testing.T) {
 			}
 		}
 	}
-	line := rig.logs.waitLog(t, time.Second, "srt pull failed", "retry_in=80ms")
+	line := rig.logs.WaitLog(t, time.Second, "srt pull failed", "retry_in=80ms")
 	if strings.Contains(rig.logs.String(), "secret-passphrase") || !strings.Contains(line, "passphrase=<redacted>") {
 		t.Errorf("the log shows the passphrase or no source: %s", line)
 	}
@@ -331,7 +239,7 @@ func TestPullBackoff(t *testing.T) {
 // the probe timeout; a cancel during the wait ends Run at once, without
 // leaving a goroutine behind.
 func TestPullSilentHost(t *testing.T) {
-	baseline, dialers := goroutineBaseline(t), noDialerLeak(t)
+	baseline, dialers := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer), noDialerLeak(t)
 	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -414,7 +322,7 @@ func TestParsePullURL(t *testing.T) {
 }
 
 func TestPullConfigErrors(t *testing.T) {
-	logs := &logBuf{}
+	logs := &testkit.LogBuf{}
 	p := NewPuller(PullConfig{Registry: media.NewRegistry(nil), Path: "a/b", URL: "srt://host?passphrase=secret-passphrase", Log: slog.New(slog.NewTextHandler(logs, nil))})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
 	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -87,7 +88,7 @@ func checkAudio(t *testing.T, audio []*media.Unit, lo, hi int) {
 }
 
 func TestPublishFFmpeg(t *testing.T) {
-	ffmpegBin(t)
+	testkit.FFmpegBin(t, "ffmpeg")
 	for _, tc := range []struct {
 		file   string
 		codec  string
@@ -97,19 +98,19 @@ func TestPublishFFmpeg(t *testing.T) {
 		{"h264-opus.ts", "Opus", 185, 215}, // 50 packets/s
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			checkGoroutines := goroutineBaseline(t)
+			checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 			ts := startServer(t, Config{}, nil)
 
-			ff := publish(t, fixture(tc.file), 4, ts.url("publish:live/test"))
+			ff := publish(t, testkit.Fixture(tc.file), 4, ts.url("publish:live/test"))
 			r := ts.nextReader(t, 10*time.Second)
-			units := readAll(t, r, 20*time.Second)
-			if err := ff.wait(t, 20*time.Second); err != nil {
-				t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+			units := testkit.ReadAll(t, r, 20*time.Second)
+			if err := ff.Wait(t, 20*time.Second); err != nil {
+				t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 			}
 			if _, ok := ts.reg.Get("live/test"); ok {
 				t.Fatalf("stream still registered after the publisher left")
 			}
-			video, audio := splitUnits(units)
+			video, audio := testkit.SplitUnits(units)
 			checkH264(t, video)
 			checkAudio(t, audio, tc.lo, tc.hi)
 			if len(audio) == 0 {
@@ -148,8 +149,8 @@ func TestPublishFFmpeg(t *testing.T) {
 				t.Errorf("stream clock starts at video %v, audio %v; want the earliest at 0", video[0].DTS, audio[0].PTS)
 			}
 
-			ts.logs.waitLog(t, 2*time.Second, "srt publish ended", "stream=live/test", "peer=127.0.0.1:", "video_frames=", "bytes=", "duration=", "demux_errors=0")
-			ts.logs.waitLog(t, time.Second, "srt connect", "stream=live/test", "mode=publish")
+			ts.logs.WaitLog(t, 2*time.Second, "srt publish ended", "stream=live/test", "peer=127.0.0.1:", "video_frames=", "bytes=", "duration=", "demux_errors=0")
+			ts.logs.WaitLog(t, time.Second, "srt connect", "stream=live/test", "mode=publish")
 			ts.close(t)
 			checkGoroutines()
 		})
@@ -171,8 +172,8 @@ func keyAuth(req ingest.Request) error {
 }
 
 func TestPublishAccessControlSyntax(t *testing.T) {
-	ffmpegBin(t)
-	checkGoroutines := goroutineBaseline(t)
+	testkit.FFmpegBin(t, "ffmpeg")
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	var mu sync.Mutex
 	var reqs []ingest.Request
 	ts := startServer(t, Config{Authorize: func(r ingest.Request) error {
@@ -187,17 +188,17 @@ func TestPublishAccessControlSyntax(t *testing.T) {
 		"publish:live/test?key=secret",
 		"live/test?key=secret",
 	} {
-		ff := publish(t, fixture("h264-aac.ts"), 2, ts.url(sid))
+		ff := publish(t, testkit.Fixture("h264-aac.ts"), 2, ts.url(sid))
 		r := ts.nextReader(t, 10*time.Second)
-		units := readAll(t, r, 20*time.Second)
-		if err := ff.wait(t, 20*time.Second); err != nil {
-			t.Fatalf("%s: ffmpeg: %v\n%s", sid, err, ff.stderr.String())
+		units := testkit.ReadAll(t, r, 20*time.Second)
+		if err := ff.Wait(t, 20*time.Second); err != nil {
+			t.Fatalf("%s: ffmpeg: %v\n%s", sid, err, ff.Stderr.String())
 		}
-		video, audio := splitUnits(units)
+		video, audio := testkit.SplitUnits(units)
 		if len(video) < 40 || len(audio) < 70 {
 			t.Errorf("%s: %d video and %d audio units for 2 s", sid, len(video), len(audio))
 		}
-		ts.logs.waitLog(t, 2*time.Second, "srt publish ended", "stream=live/test")
+		ts.logs.WaitLog(t, 2*time.Second, "srt publish ended", "stream=live/test")
 	}
 	mu.Lock()
 	for _, r := range reqs {
@@ -214,8 +215,8 @@ func TestPublishAccessControlSyntax(t *testing.T) {
 }
 
 func TestPassphrase(t *testing.T) {
-	ffmpegBin(t)
-	checkGoroutines := goroutineBaseline(t)
+	testkit.FFmpegBin(t, "ffmpeg")
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	const pass = "0123456789"
 	ts := startServer(t, Config{Passphrase: func(path string) string {
 		if path == "live/secure" {
@@ -225,16 +226,16 @@ func TestPassphrase(t *testing.T) {
 	}}, nil)
 
 	// The right passphrase works.
-	ff := publish(t, fixture("h264-aac.ts"), 2, ts.url("publish:live/secure", "passphrase="+pass))
+	ff := publish(t, testkit.Fixture("h264-aac.ts"), 2, ts.url("publish:live/secure", "passphrase="+pass))
 	r := ts.nextReader(t, 10*time.Second)
-	units := readAll(t, r, 20*time.Second)
-	if err := ff.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, ff.stderr.String())
+	units := testkit.ReadAll(t, r, 20*time.Second)
+	if err := ff.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, ff.Stderr.String())
 	}
-	if video, audio := splitUnits(units); len(video) < 40 || len(audio) < 70 {
+	if video, audio := testkit.SplitUnits(units); len(video) < 40 || len(audio) < 70 {
 		t.Errorf("%d video and %d audio units for 2 s over an encrypted connection", len(video), len(audio))
 	}
-	ts.logs.waitLog(t, 2*time.Second, "srt connect", "stream=live/secure", "encrypted=true")
+	ts.logs.WaitLog(t, 2*time.Second, "srt connect", "stream=live/secure", "encrypted=true")
 
 	for _, tc := range []struct {
 		name, sid, extra, code, reason string
@@ -248,17 +249,17 @@ func TestPassphrase(t *testing.T) {
 			if tc.extra != "" {
 				extra = append(extra, tc.extra)
 			}
-			ff := publish(t, fixture("h264-aac.ts"), 2, ts.url(tc.sid, extra...))
+			ff := publish(t, testkit.Fixture("h264-aac.ts"), 2, ts.url(tc.sid, extra...))
 			start := time.Now()
-			err := ff.wait(t, 15*time.Second)
+			err := ff.Wait(t, 15*time.Second)
 			if err == nil {
-				t.Fatalf("ffmpeg succeeded; stderr:\n%s", ff.stderr.String())
+				t.Fatalf("ffmpeg succeeded; stderr:\n%s", ff.Stderr.String())
 			}
 			if d := time.Since(start); d > 10*time.Second {
 				t.Errorf("ffmpeg took %v to give up", d)
 			}
-			ts.logs.waitLog(t, 2*time.Second, "srt connection refused", "peer=127.0.0.1:", tc.code, tc.reason)
-			t.Logf("ffmpeg: %v: %s", err, strings.TrimSpace(ff.stderr.String()))
+			ts.logs.WaitLog(t, 2*time.Second, "srt connection refused", "peer=127.0.0.1:", tc.code, tc.reason)
+			t.Logf("ffmpeg: %v: %s", err, strings.TrimSpace(ff.Stderr.String()))
 		})
 	}
 	select {
@@ -275,14 +276,14 @@ func TestPassphrase(t *testing.T) {
 }
 
 func TestRefusals(t *testing.T) {
-	ffmpegBin(t)
-	checkGoroutines := goroutineBaseline(t)
+	testkit.FFmpegBin(t, "ffmpeg")
+	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	ts := startServer(t, Config{Authorize: keyAuth}, nil)
 
 	// An established stream that must keep going through the refusals.
-	main := publish(t, fixture("h264-aac.ts"), -1, ts.url("publish:live/test?key=secret"))
+	main := publish(t, testkit.Fixture("h264-aac.ts"), -1, ts.url("publish:live/test?key=secret"))
 	r := ts.nextReader(t, 10*time.Second)
-	if u := readFor(t, r, time.Second); len(u) == 0 {
+	if u := testkit.ReadFor(t, r, time.Second); len(u) == 0 {
 		t.Fatalf("no units from the established stream")
 	}
 	var units []*media.Unit
@@ -322,29 +323,29 @@ func TestRefusals(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			subs := []string{"srt connection refused", "peer=127.0.0.1:", tc.code, tc.reason}
-			before := len(ts.logs.lines(subs...))
-			ff := publish(t, fixture("h264-aac.ts"), 2, ts.url(tc.sid))
+			before := len(ts.logs.Lines(subs...))
+			ff := publish(t, testkit.Fixture("h264-aac.ts"), 2, ts.url(tc.sid))
 			t0 := time.Now()
-			err := ff.wait(t, 15*time.Second)
+			err := ff.Wait(t, 15*time.Second)
 			if err == nil {
-				t.Fatalf("ffmpeg succeeded; stderr:\n%s", ff.stderr.String())
+				t.Fatalf("ffmpeg succeeded; stderr:\n%s", ff.Stderr.String())
 			}
 			if d := time.Since(t0); d > 10*time.Second {
 				t.Errorf("ffmpeg took %v to give up", d)
 			}
 			deadline := time.Now().Add(2 * time.Second)
-			for len(ts.logs.lines(subs...)) == before {
+			for len(ts.logs.Lines(subs...)) == before {
 				if time.Now().After(deadline) {
 					t.Fatalf("no new log line with %q; log:\n%s", subs, ts.logs.String())
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			line := ts.logs.lines(subs...)[before]
+			line := ts.logs.Lines(subs...)[before]
 			if strings.Contains(line, "secret") || strings.Contains(line, "guess") {
 				t.Errorf("refusal log has the key: %s", line)
 			}
 			t.Logf("%s", line)
-			t.Logf("ffmpeg: %v: %s", err, strings.TrimSpace(ff.stderr.String()))
+			t.Logf("ffmpeg: %v: %s", err, strings.TrimSpace(ff.Stderr.String()))
 		})
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -354,7 +355,7 @@ func TestRefusals(t *testing.T) {
 
 	// The established stream went on undisturbed: 30 video frames a
 	// second, no gap.
-	video, audio := splitUnits(units)
+	video, audio := testkit.SplitUnits(units)
 	if want := elapsed.Seconds() * 30; float64(len(video)) < want*0.8 {
 		t.Errorf("the established stream delivered %d video units in %v, want about %.0f", len(video), elapsed, want)
 	}
@@ -372,7 +373,7 @@ func TestRefusals(t *testing.T) {
 	if r.Dropped() != 0 {
 		t.Errorf("reader dropped %d units", r.Dropped())
 	}
-	main.kill()
+	main.Kill()
 	ts.close(t)
 	checkGoroutines()
 }

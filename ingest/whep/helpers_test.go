@@ -1,7 +1,6 @@
 package whep
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,8 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -22,44 +19,10 @@ import (
 	egresswhep "github.com/wishbridge/bridge/egress/whep"
 	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/ingest/rtmp"
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
-
-// fixturesDir holds the shared media fixtures; the repo is expected at
-// /work/main beside /work/shared.
-const fixturesDir = "../../../shared/media"
-
-// logBuf is a goroutine-safe log sink.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// newLog returns a debug logger into a buffer that is printed if the test
-// fails (or with -v).
-func newLog(t *testing.T, name string) (*slog.Logger, *logBuf) {
-	t.Helper()
-	b := &logBuf{}
-	t.Cleanup(func() {
-		if t.Failed() || testing.Verbose() {
-			t.Logf("%s log:\n%s", name, b.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
-}
 
 // newEngine returns an engine on a loopback UDP port.
 func newEngine(t *testing.T, log *slog.Logger) *rtc.Engine {
@@ -75,33 +38,6 @@ func newEngine(t *testing.T, log *slog.Logger) *rtc.Engine {
 	return e
 }
 
-// waitReady waits until path is published with its tracks known.
-func waitReady(t *testing.T, reg *media.Registry, path string, timeout time.Duration) *media.Stream {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if st, ok := reg.Get(path); ok && st.Tracks() != nil {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream %q not ready within %v", path, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// waitFor polls cond until it holds or timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 const srcPath = "live/src"
 
 // remote is a WHEP server: the bridge's own egress/whep handler on an
@@ -113,7 +49,7 @@ const srcPath = "live/src"
 type remote struct {
 	t        *testing.T
 	log      *slog.Logger
-	logs     *logBuf
+	logs     *testkit.LogBuf
 	token    string
 	reg      *media.Registry
 	engine   *rtc.Engine
@@ -128,11 +64,8 @@ type remote struct {
 
 func startRemote(t *testing.T, token string) *remote {
 	t.Helper()
-	ff, err := exec.LookPath("ffmpeg")
-	if err != nil {
-		t.Fatalf("ffmpeg is required for this test (%v): apt-get install ffmpeg", err)
-	}
-	log, logs := newLog(t, "remote")
+	ff := testkit.FFmpegBin(t, "ffmpeg")
+	log, logs := testkit.NamedLog(t, "remote")
 	r := &remote{t: t, log: log, logs: logs, token: token, reg: media.NewRegistry(log)}
 	srv := rtmp.NewServer(rtmp.Config{Registry: r.reg, Authorize: func(ingest.Request) error { return nil }, Log: log})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -141,8 +74,8 @@ func startRemote(t *testing.T, token string) *remote {
 	}
 	go func() { _ = srv.Serve(ln) }()
 	cmd := exec.Command(ff, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
-		"-i", filepath.Join(fixturesDir, "h264-aac.flv"), "-c", "copy", "-f", "flv", "rtmp://"+ln.Addr().String()+"/"+srcPath)
-	stderr := &logBuf{}
+		"-i", testkit.Fixture("h264-aac.flv"), "-c", "copy", "-f", "flv", "rtmp://"+ln.Addr().String()+"/"+srcPath)
+	stderr := &testkit.LogBuf{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -161,7 +94,7 @@ func startRemote(t *testing.T, token string) *remote {
 			t.Logf("ffmpeg: %s", stderr.String())
 		}
 	})
-	waitReady(t, r.reg, srcPath, 10*time.Second)
+	testkit.WaitReady(t, r.reg, srcPath, 10*time.Second)
 	r.start("")
 	return r
 }
@@ -345,7 +278,7 @@ func collect(t *testing.T, r *media.Reader, d time.Duration) mediaStats {
 // receive reads path on reg for d (after waiting for it to be ready).
 func receive(t *testing.T, reg *media.Registry, path string, d time.Duration) mediaStats {
 	t.Helper()
-	st := waitReady(t, reg, path, 20*time.Second)
+	st := testkit.WaitReady(t, reg, path, 20*time.Second)
 	r, err := st.NewReader(media.ReaderOptions{Name: "test", QueueSize: 4096})
 	if err != nil {
 		t.Fatal(err)
@@ -378,26 +311,5 @@ func checkMedia(t *testing.T, got mediaStats, d time.Duration) {
 	}
 	if min := int(d.Seconds() * 50 * 0.7); got.opusUnits < min {
 		t.Errorf("%d Opus units in %v, expected at least %d", got.opusUnits, d, min)
-	}
-}
-
-// goroutineBaseline returns a check that the goroutine count is back to
-// what it is now.
-func goroutineBaseline(t *testing.T) func() {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	return func() {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		n := 0
-		for time.Now().Before(deadline) {
-			if n = runtime.NumGoroutine(); n <= base {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		t.Errorf("goroutines: %d, baseline %d\n%s", n, base, buf)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/ingest/rtpin"
@@ -151,25 +150,9 @@ func (s *session) setPublication(pub *media.Publication) {
 
 // offer makes the offer and waits for every candidate to be in it.
 func (s *session) offer() (string, error) {
-	gathered := webrtc.GatheringCompletePromise(s.pc)
-	o, err := s.pc.CreateOffer(nil)
+	offer, err := rtc.Offer(s.ctx, s.pc, gatherTimeout, s.log)
 	if err != nil {
-		return "", fmt.Errorf("create offer: %w", err)
-	}
-	if err := s.pc.SetLocalDescription(o); err != nil {
-		return "", fmt.Errorf("set local description: %w", err)
-	}
-	t := time.NewTimer(gatherTimeout)
-	defer t.Stop()
-	select {
-	case <-gathered:
-	case <-t.C:
-		// A STUN or TURN server that does not answer (one the endpoint
-		// advertised may be unreachable from here) must not stop us:
-		// offer the candidates gathered so far.
-		s.log.Warn("ICE gathering incomplete: offering the candidates gathered so far", "waited", gatherTimeout.String())
-	case <-s.ctx.Done():
-		return "", context.Cause(s.ctx)
+		return "", err
 	}
 	for _, tr := range s.pc.GetTransceivers() {
 		if tr.Kind() == webrtc.RTPCodecTypeVideo {
@@ -178,7 +161,7 @@ func (s *session) offer() (string, error) {
 			s.audioMid = tr.Mid()
 		}
 	}
-	return s.pc.LocalDescription().SDP, nil
+	return offer, nil
 }
 
 // accept applies the answer and notes which tracks it will send.
@@ -201,27 +184,7 @@ func (s *session) accept(answer string) error {
 // sendingMids returns the mids of the answer's media sections that send:
 // not rejected (port 0) and sendonly or sendrecv (the default).
 func sendingMids(answer string) (map[string]bool, error) {
-	var sd sdp.SessionDescription
-	if err := sd.UnmarshalString(answer); err != nil {
-		return nil, err
-	}
-	out := map[string]bool{}
-	for _, md := range sd.MediaDescriptions {
-		mid, _ := md.Attribute("mid")
-		if md.MediaName.Port.Value == 0 {
-			continue
-		}
-		dir := "sendrecv"
-		for _, d := range []string{"sendonly", "recvonly", "inactive", "sendrecv"} {
-			if _, ok := md.Attribute(d); ok {
-				dir = d
-			}
-		}
-		if dir == "sendonly" || dir == "sendrecv" {
-			out[mid] = true
-		}
-	}
-	return out, nil
+	return rtc.AnswerMids(answer, "sendonly")
 }
 
 // wait returns how long media flowed and why the session ends: a

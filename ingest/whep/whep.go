@@ -54,6 +54,7 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -80,11 +81,11 @@ type Config struct {
 
 // Reconnect policy and timeouts.
 const (
-	minBackoff = time.Second
-	maxBackoff = 30 * time.Second
+	minBackoff = backoff.DefaultMin
+	maxBackoff = backoff.DefaultMax
 	// backoffReset is how long media must have flowed for the next
 	// failure to be retried after minBackoff again.
-	backoffReset = time.Minute
+	backoffReset = backoff.DefaultReset
 	// connectTimeout bounds ICE and DTLS after the answer.
 	connectTimeout = 20 * time.Second
 	// idleTimeout ends a connected session that received no RTP for that
@@ -153,28 +154,17 @@ func (p *Puller) Run(ctx context.Context) {
 		return
 	}
 	defer p.client.Close()
-	delay := p.minBackoff
+	bo := backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
 	for {
 		received, err := p.pull(ctx)
 		if ctx.Err() != nil {
 			p.log.Info("whep pull stopped", "received", received.Round(time.Millisecond).String())
 			return
 		}
-		if received >= p.backoffReset {
-			delay = p.minBackoff
-		}
-		wait := delay
-		if ra := rtc.RetryAfter(err); ra > 0 {
-			wait = ra
-		}
+		wait := bo.Next(received, rtc.RetryAfter(err))
 		p.log.Warn("whep pull failed", "reason", err.Error(), "received", received.Round(time.Millisecond).String(), "retry_in", wait.String())
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
-		delay = min(2*delay, p.maxBackoff)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -18,14 +19,14 @@ const dstPath = "live/pulled"
 type local struct {
 	reg  *media.Registry
 	p    *Puller
-	logs *logBuf
+	logs *testkit.LogBuf
 }
 
 // newTestPuller pulls url (with token) into a fresh registry at dstPath,
 // with short backoffs.
 func newTestPuller(t *testing.T, url, token string) *local {
 	t.Helper()
-	log, logs := newLog(t, "local")
+	log, logs := testkit.NamedLog(t, "local")
 	reg := media.NewRegistry(log)
 	engine := newEngine(t, log)
 	t.Cleanup(func() { _ = engine.Close() })
@@ -70,7 +71,7 @@ func TestPullFromWHEP(t *testing.T) {
 	const token = "pull-token-secret"
 	rem := startRemote(t, token)
 	loc := newTestPuller(t, "whep+"+rem.url+"/old/whep/"+srcPath, token)
-	check := goroutineBaseline(t)
+	check := testkit.GoroutineBaselineSoft(t, 10*time.Second)
 	stop := run(t, loc.p)
 
 	const d = 3 * time.Second
@@ -89,7 +90,7 @@ func TestPullFromWHEP(t *testing.T) {
 			t.Errorf("no %q:\n%s", want, rem.requestLog())
 		}
 	}
-	waitFor(t, 5*time.Second, "remote session DELETEd", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "remote session DELETEd", func() bool {
 		return rem.count("DELETE /sessions/", " 200") == 1 && rem.sessions.Len() == 0
 	})
 	select {
@@ -97,7 +98,7 @@ func TestPullFromWHEP(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Errorf("the pulled stream did not end after the puller stopped")
 	}
-	waitFor(t, 5*time.Second, "viewer stats on the server", func() bool { return strings.Contains(rem.logs.String(), "viewer stats") })
+	testkit.WaitFor(t, 5*time.Second, "viewer stats on the server", func() bool { return strings.Contains(rem.logs.String(), "viewer stats") })
 	if !strings.Contains(rem.logs.String(), "keyframe_requests=1") {
 		t.Errorf("the server did not get exactly one keyframe request")
 	}
@@ -121,7 +122,7 @@ func TestPullReconnect(t *testing.T) {
 			connects := make(chan struct{}, 8)
 			loc.p.onConnected = func() { connects <- struct{}{} }
 			run(t, loc.p)
-			st := waitReady(t, loc.reg, dstPath, 20*time.Second)
+			st := testkit.WaitReady(t, loc.reg, dstPath, 20*time.Second)
 			r, err := st.NewReader(media.ReaderOptions{Name: "test", QueueSize: 4096})
 			if err != nil {
 				t.Fatal(err)
@@ -162,7 +163,7 @@ func TestPullWrongToken(t *testing.T) {
 	rem := startRemote(t, "right")
 	loc := newTestPuller(t, "whep+"+rem.url+"/whep/"+srcPath, wrong)
 	stop := run(t, loc.p)
-	waitFor(t, 10*time.Second, "three refused POSTs", func() bool { return rem.count("POST /whep/live/src 401", "") >= 3 })
+	testkit.WaitFor(t, 10*time.Second, "three refused POSTs", func() bool { return rem.count("POST /whep/live/src 401", "") >= 3 })
 	stop()
 	if strings.Contains(loc.logs.String(), wrong) {
 		t.Errorf("log contains the token")
@@ -181,7 +182,7 @@ func TestPullWrongToken(t *testing.T) {
 // TestPullPathTaken: a path that already has a publisher is not pulled
 // over: the session the server made is DELETEd and the puller retries.
 func TestPullPathTaken(t *testing.T) {
-	log, logs := newLog(t, "local")
+	log, logs := testkit.NamedLog(t, "local")
 	reg := media.NewRegistry(log)
 	engine := newEngine(t, log)
 	defer engine.Close()
