@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -73,43 +70,11 @@ func startPublish(t *testing.T, url string, seconds int) *publishRun {
 		t.Fatal(err)
 	}
 	limit := time.Duration(seconds)*time.Second + 60*time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	cmd := exec.CommandContext(ctx, node, script, url, strconv.Itoa(seconds))
-	cmd.Env = append(os.Environ(), "PUBLISH_TIMEOUT_MS=30000")
 	// On timeout, a first SIGINT makes the script stop; WaitDelay kills it
 	// if that does not work.
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 15 * time.Second
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	states := make(chan string, 16)
+	np := startNode(t, "publish", node, script, []string{url, strconv.Itoa(seconds)}, "PUBLISH_TIMEOUT_MS=30000", limit, 15*time.Second)
+	cmd, ctx, cancel, stdout, states, logDone, start := np.cmd, np.ctx, np.cancel, np.stdout, np.states, np.logDone, np.start
 	exited := make(chan struct{})
-	logDone := make(chan struct{})
-	go func() {
-		defer close(logDone)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			t.Logf("publisher: %s", line)
-			if s, ok := strings.CutPrefix(line, "[publish] state: "); ok {
-				select {
-				case states <- s:
-				default:
-				}
-			}
-		}
-	}()
 	var waitErr error
 	go func() {
 		<-logDone // stderr closed: node is exiting
@@ -133,10 +98,7 @@ func startPublish(t *testing.T, url string, seconds int) *publishRun {
 		if ctx.Err() != nil {
 			t.Fatalf("publish.js did not finish within %v", limit)
 		}
-		out := strings.TrimSpace(stdout.String())
-		if i := strings.LastIndexByte(out, '\n'); i >= 0 {
-			out = out[i+1:]
-		}
+		out := lastLine(stdout)
 		res = new(publishResult)
 		if err := json.Unmarshal([]byte(out), res); err != nil {
 			t.Fatalf("publish.js (exit %v) printed no result JSON (%v): %q", waitErr, err, stdout.String())

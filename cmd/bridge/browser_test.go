@@ -124,42 +124,8 @@ type watchRun struct {
 func startWatch(t *testing.T, url string) *watchRun {
 	t.Helper()
 	node, script := needBrowser(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	cmd := exec.CommandContext(ctx, node, script, url)
-	cmd.Env = append(os.Environ(), "WATCH_TIMEOUT_MS=45000")
-	// On timeout let playwright close Chromium (it handles SIGINT) before
-	// node is killed.
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 10 * time.Second
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	states := make(chan string, 16)
-	logDone := make(chan struct{})
-	go func() {
-		defer close(logDone)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			t.Logf("browser: %s", line)
-			if s, ok := strings.CutPrefix(line, "[watch] state: "); ok {
-				select {
-				case states <- s:
-				default:
-				}
-			}
-		}
-	}()
+	np := startNode(t, "watch", node, script, []string{url}, "WATCH_TIMEOUT_MS=45000", 60*time.Second, 10*time.Second)
+	cmd, ctx, cancel, stdout, states, logDone, start := np.cmd, np.ctx, np.cancel, np.stdout, np.states, np.logDone, np.start
 	var (
 		res    *watchResult
 		waited bool
@@ -177,10 +143,7 @@ func startWatch(t *testing.T, url string) *watchRun {
 		if ctx.Err() != nil {
 			t.Fatalf("watch.js did not finish within 60 s")
 		}
-		out := strings.TrimSpace(stdout.String())
-		if i := strings.LastIndexByte(out, '\n'); i >= 0 {
-			out = out[i+1:]
-		}
+		out := lastLine(stdout)
 		res = new(watchResult)
 		if err := json.Unmarshal([]byte(out), res); err != nil {
 			t.Fatalf("watch.js (exit %v) printed no result JSON (%v): %q", waitErr, err, stdout.String())
@@ -292,4 +255,66 @@ wait:
 		t.Errorf("states %v, want offline before playing", res.States)
 	}
 	waitNoSessions(t, b)
+}
+
+// nodeProc is a node script driving Chromium (watch.js, publish.js), its
+// stderr copied to the test log with the page states it reports.
+type nodeProc struct {
+	cmd     *exec.Cmd
+	ctx     context.Context
+	cancel  context.CancelFunc
+	stdout  *bytes.Buffer
+	states  chan string   // "[name] state: X" lines from stderr
+	logDone chan struct{} // closed when stderr is closed (node is exiting)
+	start   time.Time
+}
+
+// startNode runs node script args with env added, for at most limit; on
+// timeout it sends SIGINT (playwright closes Chromium on it) and kills the
+// process waitDelay later.
+func startNode(t *testing.T, name, node, script string, args []string, env string, limit, waitDelay time.Duration) *nodeProc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	cmd := exec.CommandContext(ctx, node, append([]string{script}, args...)...)
+	cmd.Env = append(os.Environ(), env)
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = waitDelay
+	p := &nodeProc{cmd: cmd, ctx: ctx, cancel: cancel, stdout: &bytes.Buffer{},
+		states: make(chan string, 16), logDone: make(chan struct{})}
+	cmd.Stdout = p.stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	p.start = time.Now()
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(p.logDone)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			t.Logf("%s: %s", name, line)
+			if s, ok := strings.CutPrefix(line, "["+name+"] state: "); ok {
+				select {
+				case p.states <- s:
+				default:
+				}
+			}
+		}
+	}()
+	return p
+}
+
+// lastLine returns the last line of what a script printed (its JSON result).
+func lastLine(b *bytes.Buffer) string {
+	out := strings.TrimSpace(b.String())
+	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
+		out = out[i+1:]
+	}
+	return out
 }
