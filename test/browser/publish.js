@@ -22,7 +22,7 @@
 // Environment: CHROMIUM (browser binary, default /usr/bin/chromium),
 // PUBLISH_TIMEOUT_MS (how long to wait for 'publishing', default 30000).
 'use strict';
-const { chromium } = require('playwright-core');
+const { launch, openPage } = require('./chromium');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -52,29 +52,12 @@ async function main(url, seconds) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bridge-publish-'));
   let ctx;
   try {
-    ctx = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
+    ctx = await launch(userDataDir, {
       // Our own signal handlers decide when to stop (and press Stop first).
       handleSIGINT: false,
       handleSIGTERM: false,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--use-fake-device-for-media-stream',
-        '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required'],
     });
-    const page = ctx.pages()[0] || await ctx.newPage();
-    result.userAgent = await page.evaluate(() => navigator.userAgent);
-    page.on('console', m => {
-      const text = m.text();
-      log(`[console.${m.type()}]`, text);
-      // CSP violations are reported on the console, not as page errors.
-      if (/Content Security Policy/i.test(text)) result.pageErrors.push(text);
-    });
-    page.on('pageerror', e => {
-      log('[pageerror]', e.message);
-      result.pageErrors.push(String(e.message));
-    });
+    const page = await openPage(ctx, result, log);
     await page.exposeFunction('__publishState', s => log('state:', s));
     await page.addInitScript(() => {
       // Note the page's WHIP requests and how the server answered them.

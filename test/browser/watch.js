@@ -24,7 +24,7 @@
 // WANT_WIDTH / WANT_HEIGHT (expected video size, default 640x360; 0x0
 // accepts any size, for sources whose encoder adapts it).
 'use strict';
-const { chromium } = require('playwright-core');
+const { launch, openPage } = require('./chromium');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -43,26 +43,8 @@ async function main(url) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bridge-watch-'));
   let ctx;
   try {
-    ctx = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--use-fake-device-for-media-stream',
-        '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required'],
-    });
-    const page = ctx.pages()[0] || await ctx.newPage();
-    result.userAgent = await page.evaluate(() => navigator.userAgent);
-    page.on('console', m => {
-      const text = m.text();
-      log(`[console.${m.type()}]`, text);
-      // CSP violations are reported on the console, not as page errors.
-      if (/Content Security Policy/i.test(text)) result.pageErrors.push(text);
-    });
-    page.on('pageerror', e => {
-      log('[pageerror]', e.message);
-      result.pageErrors.push(String(e.message));
-    });
+    ctx = await launch(userDataDir, {});
+    const page = await openPage(ctx, result, log);
     // Record every state the page goes through (offline before playing,
     // for instance), however briefly it stays there, and log each one as
     // "[watch] state: NAME" so a caller can act on it (publish once the
