@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
@@ -78,6 +79,11 @@ func New(s Settings) (*Engine, error) {
 	se.SetIncludeLoopbackCandidate(s.IncludeLoopback)
 	// Fail dead sessions quickly so their resources return to the pool.
 	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	// No mDNS: pion would open multicast sockets and goroutines per peer
+	// to resolve .local candidates. A browser hiding its address behind
+	// one still reaches our host candidates, and we learn its address from
+	// its connectivity checks (a peer-reflexive candidate).
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	if len(s.Interfaces) > 0 {
 		ifaces := slices.Clone(s.Interfaces)
 		se.SetInterfaceFilter(func(name string) bool { return slices.Contains(ifaces, name) })
@@ -102,24 +108,28 @@ func New(s Settings) (*Engine, error) {
 	return &Engine{api: api, mux: mux, iceServers: slices.Clone(s.ICEServers), nat1to1: nat}, nil
 }
 
-// interceptors registers what every peer needs: NACK (generator for what
-// we receive, responder for what we send), receiver reports and TWCC
+// interceptors registers what every peer needs: the NACK generator,
+// receiver reports and TWCC
 // feedback for what we receive. Sender reports are not pion's: pion stamps
 // them with the time a packet was sent, which puts a transcoded track's
 // buffering delay into the receiver's lip sync; SenderReporter stamps them
 // from the stream clock instead.
 func interceptors(m *webrtc.MediaEngine) (*interceptor.Registry, error) {
 	reg := &interceptor.Registry{}
-	// pion NACKs a lost packet every 100 ms until it leaves the window
-	// unless told otherwise; three tries cover a lost retransmission.
-	// The responder keeps a copy of every sent packet per viewer for
-	// retransmission: 256 (a power of two, as pion requires) is 4 s of
-	// 600 kbit/s video, far beyond any useful NACK, and a quarter of pion's
-	// default 1024 (about 1.1 MiB less per viewer).
-	if err := webrtc.ConfigureNackWithOptions(m, reg, []nack.GeneratorOption{nack.GeneratorMaxNacksPerPacket(3)},
-		nack.ResponderSize(256)); err != nil {
+	// NACK: pion's generator asks for what we receive (pion NACKs a lost
+	// packet every 100 ms until it leaves the window unless told
+	// otherwise; three tries cover a lost retransmission). What we send is
+	// retransmitted by OutTrack itself, not by pion's responder: that one
+	// copies every packet sent into a per-peer history (about 400 KiB per
+	// viewer), where OutTrack keeps references to the hub's packets, which
+	// every viewer shares.
+	gen, err := nack.NewGeneratorInterceptor(nack.GeneratorMaxNacksPerPacket(3))
+	if err != nil {
 		return nil, err
 	}
+	reg.Add(gen)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 	// The mid header extension lets offers without a=ssrc lines be matched
 	// to their transceivers (RFC 8843).
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {

@@ -3,6 +3,7 @@ package rtc
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,11 +35,23 @@ type OutTrack struct {
 	seq    uint16
 	clock  rtpClock
 	report SenderReporter
+	// sent answers the peer's NACKs (see history).
+	sent history
 
 	stats SendStats // Packets and CachedUnits
-	// keyframeRequests counts the PLI/FIR the peer sent (ReadRTCP adds,
-	// Stats reads).
+	// keyframeRequests counts the PLI/FIR the peer sent, retransmits the
+	// packets resent on its NACKs (ReadRTCP adds, Stats reads).
 	keyframeRequests atomic.Uint64
+	retransmits      atomic.Uint64
+}
+
+// VideoFeedback is the RTCP feedback to negotiate for the video an OutTrack
+// sends: the peer may NACK lost packets (OutTrack resends them) and ask for
+// keyframes (PLI, FIR). A browser sends neither unless the SDP lists it.
+var VideoFeedback = []webrtc.RTCPFeedback{
+	{Type: webrtc.TypeRTCPFBNACK},
+	{Type: webrtc.TypeRTCPFBNACK, Parameter: "pli"},
+	{Type: webrtc.TypeRTCPFBCCM, Parameter: "fir"},
 }
 
 // SendStats counts what OutTracks sent, for a session's stats.
@@ -46,6 +59,7 @@ type SendStats struct {
 	Packets          uint64 // RTP packets sent
 	CachedUnits      uint64 // units sent from the GOP cache
 	KeyframeRequests uint64 // PLI and FIR received
+	Retransmits      uint64 // packets resent on the peer's NACKs
 }
 
 // Add adds o's counts to s.
@@ -53,6 +67,7 @@ func (s *SendStats) Add(o SendStats) {
 	s.Packets += o.Packets
 	s.CachedUnits += o.CachedUnits
 	s.KeyframeRequests += o.KeyframeRequests
+	s.Retransmits += o.Retransmits
 }
 
 // NewOutTrack returns an OutTrack that sends units of stream on local,
@@ -94,6 +109,7 @@ func (t *OutTrack) Send(u *media.Unit, cached bool) error {
 	}
 	adj := t.clock.adjust(u.RTP[0].Timestamp, cached)
 	unitTS := uint32(transcode.ClockTicks(u.PTS, t.rate))
+	t.sent.add(u.RTP, t.seq, adj)
 	for _, p := range u.RTP {
 		out := rtp.Packet{Header: p.Header, Payload: p.Payload}
 		out.SequenceNumber = t.seq
@@ -121,10 +137,9 @@ func (t *OutTrack) Send(u *media.Unit, cached bool) error {
 	return nil
 }
 
-// ReadRTCP reads the RTCP the peer sends about the track, so the
-// interceptors (NACK responder, reports) see it, and calls
-// onKeyframeRequest for each keyframe request (PLI, FIR); it returns when
-// the PeerConnection closes.
+// ReadRTCP reads the RTCP the peer sends about the track, resends the
+// packets it NACKs, and calls onKeyframeRequest for each keyframe request
+// (PLI, FIR); it returns when the PeerConnection closes.
 func (t *OutTrack) ReadRTCP(onKeyframeRequest func()) {
 	for {
 		pkts, _, err := t.sender.ReadRTCP()
@@ -132,11 +147,32 @@ func (t *OutTrack) ReadRTCP(onKeyframeRequest func()) {
 			return
 		}
 		for _, p := range pkts {
-			switch p.(type) {
+			switch p := p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				t.keyframeRequests.Add(1)
 				onKeyframeRequest()
+			case *rtcp.TransportLayerNack:
+				t.retransmit(p)
 			}
+		}
+	}
+}
+
+// retransmit resends the packets nack asks for that are still in the
+// history, as they were first sent (same sequence number and timestamp:
+// no RTX stream is negotiated). A packet no longer there is skipped; the
+// peer asks for a keyframe once it gives up.
+func (t *OutTrack) retransmit(nack *rtcp.TransportLayerNack) {
+	for _, pair := range nack.Nacks {
+		for _, seq := range pair.PacketList() {
+			out, ok := t.sent.get(seq)
+			if !ok {
+				continue
+			}
+			if err := t.local.WriteRTP(&out); err != nil {
+				return // the PeerConnection is closing
+			}
+			t.retransmits.Add(1)
 		}
 	}
 }
@@ -145,5 +181,53 @@ func (t *OutTrack) ReadRTCP(onKeyframeRequest func()) {
 func (t *OutTrack) Stats() SendStats {
 	st := t.stats
 	st.KeyframeRequests = t.keyframeRequests.Load()
+	st.Retransmits = t.retransmits.Load()
 	return st
+}
+
+// historySize is how many sent packets an OutTrack can resend: about 4 s of
+// 600 kbit/s video, far beyond any useful retransmission. A power of two,
+// so a sequence number's slot survives the wrap at 65536.
+const historySize = 256
+
+// history remembers the last historySize packets sent on a track, for
+// NACKs: references to the hub's packets, which are shared by every peer
+// and never changed (media.Unit.RTP), plus what this peer's rewrite
+// changed. It costs a few KiB per peer where a copy of each packet would
+// cost hundreds. The mutex guards the slots: Send adds, ReadRTCP reads.
+type history struct {
+	mu    sync.Mutex
+	slots [historySize]sentPacket
+}
+
+type sentPacket struct {
+	pkt *rtp.Packet // the hub's packet; nil while the slot is empty
+	seq uint16      // the sequence number it was sent with
+	adj uint32      // added to its timestamp when sent
+}
+
+// add records pkts, sent with consecutive sequence numbers from seq and
+// their timestamps moved by adj.
+func (h *history) add(pkts []*rtp.Packet, seq uint16, adj uint32) {
+	h.mu.Lock()
+	for i, p := range pkts {
+		s := seq + uint16(i)
+		h.slots[s%historySize] = sentPacket{pkt: p, seq: s, adj: adj}
+	}
+	h.mu.Unlock()
+}
+
+// get returns the packet sent with sequence number seq, as it was sent, if
+// it is still in the history.
+func (h *history) get(seq uint16) (rtp.Packet, bool) {
+	h.mu.Lock()
+	sp := h.slots[seq%historySize]
+	h.mu.Unlock()
+	if sp.pkt == nil || sp.seq != seq {
+		return rtp.Packet{}, false
+	}
+	out := rtp.Packet{Header: sp.pkt.Header, Payload: sp.pkt.Payload}
+	out.SequenceNumber = seq
+	out.Timestamp += sp.adj
+	return out, true
 }

@@ -135,7 +135,7 @@ func (s *session) addTracks(off *offer) error {
 			if err != nil {
 				return err
 			}
-			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp}
+			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp, RTCPFeedback: rtc.VideoFeedback}
 		case media.Opus, media.AAC:
 			if !off.hasAudio || !hasOpus(off.audio) {
 				s.log.Info("offer cannot receive Opus audio; sending video only", "offered", describeCodecs(off.audio))

@@ -18,15 +18,6 @@ import (
 	"github.com/wishbridge/bridge/transcode"
 )
 
-// videoFeedback is the RTCP feedback offered for H.264: the target may
-// NACK lost packets (the engine's responder resends them) and ask for
-// keyframes.
-var videoFeedback = []webrtc.RTCPFeedback{
-	{Type: webrtc.TypeRTCPFBNACK},
-	{Type: webrtc.TypeRTCPFBNACK, Parameter: "pli"},
-	{Type: webrtc.TypeRTCPFBCCM, Parameter: "fir"},
-}
-
 // opusCapability is what the Opus track is offered as.
 var opusCapability = webrtc.RTPCodecCapability{
 	MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
@@ -170,7 +161,7 @@ func (s *session) addTracks() error {
 				continue
 			}
 			video = true
-			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: h264FMTP(c.SPS), RTCPFeedback: videoFeedback}
+			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: h264FMTP(c.SPS), RTCPFeedback: rtc.VideoFeedback}
 		case media.Opus, media.AAC:
 			if audio {
 				s.log.Info("track not forwarded: one audio track is sent", "track", t.String())
