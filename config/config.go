@@ -36,9 +36,10 @@ var ingestProtocols = []string{IngestRTMP, IngestSRT, IngestWHIP}
 
 // Config is the whole bridge configuration.
 type Config struct {
-	Listen Listen  `yaml:"listen"`
-	WebRTC WebRTC  `yaml:"webrtc"`
-	Routes []Route `yaml:"routes"`
+	Listen  Listen  `yaml:"listen"`
+	WebRTC  WebRTC  `yaml:"webrtc"`
+	Metrics Metrics `yaml:"metrics"`
+	Routes  []Route `yaml:"routes"`
 }
 
 // Listen holds the addresses the bridge binds, each "host:port" with an
@@ -55,6 +56,42 @@ type Listen struct {
 	// so a firewall needs a single rule however many viewers there are.
 	WebRTCUDP string `yaml:"webrtc_udp"`
 }
+
+// Metrics configures the Prometheus endpoint, served on the HTTP listener.
+// The zero value is valid: metrics off, and DefaultMetricsPath when turned
+// on; read the path through MetricsPath.
+type Metrics struct {
+	// Enabled serves the metrics. Off by default: they list every live
+	// stream path and the process's resource use, which is for operators,
+	// not for whoever can reach the player pages.
+	Enabled bool `yaml:"enabled"`
+	// Path is the URL path of the endpoint: "/" and one or more segments
+	// of letters, digits and "-._~"; "" means DefaultMetricsPath.
+	Path string `yaml:"path"`
+	// Token, when set, must be sent by scrapers as "Authorization: Bearer
+	// <token>" (Prometheus: authorization.credentials in the scrape config).
+	Token string `yaml:"token"`
+}
+
+// DefaultMetricsPath is where the metrics are served unless Metrics.Path
+// says otherwise.
+const DefaultMetricsPath = "/metrics"
+
+// MetricsPath is Path, or DefaultMetricsPath when it is "".
+func (m Metrics) MetricsPath() string {
+	if m.Path == "" {
+		return DefaultMetricsPath
+	}
+	return m.Path
+}
+
+// String describes the metrics settings without the token.
+func (m Metrics) String() string {
+	return fmt.Sprintf("{enabled=%t path=%q token=%s}", m.Enabled, m.MetricsPath(), redact(m.Token))
+}
+
+// LogValue makes slog print the redacted String form.
+func (m Metrics) LogValue() slog.Value { return slog.StringValue(m.String()) }
 
 // WebRTC configures ICE for every PeerConnection the bridge makes.
 type WebRTC struct {
@@ -364,9 +401,9 @@ func (w WHEP) LogValue() slog.Value { return slog.StringValue(w.String()) }
 
 // String describes the configuration on one line with every secret redacted.
 func (c *Config) String() string {
-	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} routes=%v",
+	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} metrics=%v routes=%v",
 		c.Listen.HTTP, c.Listen.RTMP, c.Listen.SRT, c.Listen.WebRTCUDP,
-		c.WebRTC.ICEServers, c.WebRTC.NAT1To1, c.WebRTC.Interfaces, c.Routes)
+		c.WebRTC.ICEServers, c.WebRTC.NAT1To1, c.WebRTC.Interfaces, c.Metrics, c.Routes)
 }
 
 // LogValue makes slog print the redacted String form, also with handlers
@@ -394,7 +431,7 @@ func (c *Config) Match(path string) (*Route, bool) {
 
 // Default returns the embedded default configuration: listeners on :8080
 // (HTTP), :1935 (RTMP), :8890 (SRT) and :8189 (WebRTC UDP), no ICE servers,
-// and a single route "{path...}" open to every ingest protocol with WHEP
+// metrics off (path DefaultMetricsPath, no token), and a single route "{path...}" open to every ingest protocol with WHEP
 // enabled, no keys, passphrase or tokens, no pull or forward targets, and the
 // route defaults below (see Parse). Each call returns a fresh copy the caller may modify.
 func Default() *Config {
@@ -418,8 +455,8 @@ func Load(filename string) (*Config, error) {
 // Parse decodes data strictly, applies defaults and validates the result.
 // filename is only used in error messages.
 //
-// Defaults: keys missing under listen and webrtc keep the values of
-// Default(); routes are never defaulted, so a file without routes fails
+// Defaults: keys missing under listen, webrtc and metrics keep the values
+// of Default(); routes are never defaulted, so a file without routes fails
 // validation (nothing could be published). Within a route, a missing key
 // gets its default: ingest every protocol, whep.enabled true,
 // audio.opus_bitrate DefaultOpusBitrate, audio.aac_bitrate

@@ -63,6 +63,9 @@ func TestExampleFile(t *testing.T) {
 	if c.Listen.SRT != ":8890" {
 		t.Errorf("Listen.SRT = %q", c.Listen.SRT)
 	}
+	if m := c.Metrics; m.Enabled || m.MetricsPath() != "/metrics" || m.Token == "" {
+		t.Errorf("Metrics = %v, want off at /metrics with a token", m)
+	}
 	r, ok = c.Match("cams/lobby")
 	if !ok || !strings.HasPrefix(r.Pull, "srt://") || !r.OnDemand || r.GraceDuration() != DefaultGrace ||
 		r.OpusBitrate() != DefaultOpusBitrate || r.BFramesPolicy() != BFramesReencode {
@@ -187,7 +190,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			yaml: "routs: []\n",
-			want: []string{`c.yaml:1: routs: unknown key (expected one of listen, webrtc, routes)`},
+			want: []string{`c.yaml:1: routs: unknown key (expected one of listen, webrtc, metrics, routes)`},
 		},
 		{
 			name: "wrong type",
@@ -499,7 +502,7 @@ func TestSecretsNotPrinted(t *testing.T) {
 	slog.New(slog.NewTextHandler(&logged, nil)).Info("config", "cfg", *c)
 	out := fmt.Sprintf("%v %+v %s %v %v", c, *c, c, c.Routes, c.WebRTC) + logged.String()
 	secrets := []string{"change-me", "s3cret-publish-key", "s3cret-viewer-token", "s3cret-cam-passphrase",
-		"s3cret-whip-token", "s3cret-stream-key", "s3cret-streamid-pass", "s3cret-srt-passphrase"}
+		"s3cret-whip-token", "s3cret-stream-key", "s3cret-streamid-pass", "s3cret-srt-passphrase", "s3cret-metrics-token"}
 	raw, err := os.ReadFile("../config.yaml")
 	if err != nil {
 		t.Fatal(err)

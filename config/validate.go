@@ -39,6 +39,7 @@ type validator struct {
 func (v *validator) config(c *Config) error {
 	v.listen(&c.Listen)
 	v.webrtc(&c.WebRTC)
+	v.metrics(&c.Metrics)
 	v.routes(c.Routes)
 	return errors.Join(v.errs...)
 }
@@ -216,6 +217,30 @@ func checkICEURL(u string) (isTURN bool, err error) {
 		return isTURN, fmt.Errorf("has no valid host (expected %s:host[:port])", scheme)
 	}
 	return isTURN, nil
+}
+
+func (v *validator) metrics(m *Metrics) {
+	if (m.Path != "" || v.set["metrics.path"]) && !isURLPath(m.Path) {
+		v.addf("metrics.path", `%q is not a URL path (expected "/" followed by segments of letters, digits and "-._~", such as "/metrics")`, m.Path)
+	}
+	v.token("metrics.token", m.Token)
+}
+
+// isURLPath accepts "/seg" and "/seg/seg...", each segment made of RFC 3986
+// unreserved characters: nothing a ServeMux pattern would read as a
+// wildcard, and nothing it would clean or redirect ("//", ".", "..", a
+// trailing "/").
+func isURLPath(p string) bool {
+	rest, ok := strings.CutPrefix(p, "/")
+	if !ok {
+		return false
+	}
+	for _, seg := range strings.Split(rest, "/") {
+		if seg == "" || seg == "." || seg == ".." || strings.Trim(seg, unreserved) != "" {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *validator) routes(routes []Route) {

@@ -24,6 +24,7 @@ import (
 	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
 	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/metrics"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
 	"github.com/wishbridge/bridge/web"
@@ -38,6 +39,7 @@ type Bridge struct {
 	registry *media.Registry
 	engine   *rtc.Engine
 	sessions *rtc.Sessions
+	metrics  *metrics.Metrics
 	httpSrv  *http.Server
 	rtmpSrv  *rtmp.Server
 	srtSrv   *srt.Server
@@ -145,6 +147,14 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		log.Warn("built without FFmpeg: AAC audio will not reach WebRTC viewers (Opus sources pass through)")
 	}
 	web.New(web.Config{Streams: b.registry.Paths, AudioNote: audioNote, RTMPPort: b.rtmpLn.Addr().(*net.TCPAddr).Port}).Register(mux)
+	if b.metrics, err = b.newMetrics(); err != nil {
+		return nil, err
+	}
+	if cfg.Metrics.Enabled {
+		if err := b.serveMetrics(mux, cfg.Metrics); err != nil {
+			return nil, err
+		}
+	}
 	b.httpSrv = &http.Server{
 		Handler:           rtc.CORS(mux),
 		ReadHeaderTimeout: 10 * time.Second,

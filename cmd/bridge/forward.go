@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wishbridge/bridge/config"
 	egressrtmp "github.com/wishbridge/bridge/egress/rtmp"
 	egresssrt "github.com/wishbridge/bridge/egress/srt"
 	egresswhip "github.com/wishbridge/bridge/egress/whip"
+	"github.com/wishbridge/bridge/metrics"
 )
 
 // forwardScan is how often the forward manager looks for newly published
@@ -29,12 +31,17 @@ type forwards struct {
 	b       *Bridge
 	running map[string]*forwardRun // key: path + "\x00" + kind + "\x00" + URL
 	wg      sync.WaitGroup
+	// live is the running runners as of the last scan, for metrics: the
+	// table itself belongs to run's goroutine.
+	live atomic.Pointer[[]metrics.Runner]
 }
 
 type forwardRun struct {
 	cancel   context.CancelFunc
 	lastSeen time.Time
 	exact    bool
+	runner   metrics.Runner
+	failed   bool // not started (newForwarder failed); kept so it is not retried every scan
 }
 
 func (f *forwards) run(ctx context.Context) {
@@ -49,6 +56,7 @@ func (f *forwards) run(ctx context.Context) {
 			for _, r := range f.running {
 				r.cancel()
 			}
+			f.live.Store(nil)
 			return
 		case <-t.C:
 		}
@@ -88,11 +96,12 @@ func (f *forwards) scan(ctx context.Context) {
 				if err != nil {
 					f.b.log.Error("forward not started", "route", r.Path, "stream", path, "err", err)
 					// Remember the failure so it is not retried every scan.
-					f.running[key] = &forwardRun{cancel: func() {}, lastSeen: now, exact: true}
+					f.running[key] = &forwardRun{cancel: func() {}, lastSeen: now, exact: true, failed: true}
 					continue
 				}
 				rctx, cancel := context.WithCancel(ctx)
-				f.running[key] = &forwardRun{cancel: cancel, lastSeen: now, exact: exact}
+				f.running[key] = &forwardRun{cancel: cancel, lastSeen: now, exact: exact,
+					runner: metrics.Runner{Path: path, Kind: target.Kind()}}
 				f.b.log.Info("forward started", "route", r.Path, "stream", path, "target", config.RedactURL(target.URL()))
 				f.wg.Add(1)
 				go func() {
@@ -112,6 +121,13 @@ func (f *forwards) scan(ctx context.Context) {
 			delete(f.running, key)
 		}
 	}
+	runners := make([]metrics.Runner, 0, len(f.running))
+	for _, run := range f.running {
+		if !run.failed {
+			runners = append(runners, run.runner)
+		}
+	}
+	f.live.Store(&runners)
 }
 
 // newForwarder builds the runner pushing path to one target.

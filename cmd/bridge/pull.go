@@ -30,8 +30,10 @@ type pulls struct {
 
 type pullRun struct {
 	url    string
+	kind   string // the source's protocol: srt, rtmp or whep (metrics)
 	cancel context.CancelFunc
 	done   chan struct{}
+	srt    *ingestsrt.Puller // for its connection statistics; nil unless kind is srt
 }
 
 func (p *pulls) start(ctx context.Context, b *Bridge) {
@@ -83,12 +85,17 @@ func (p *pulls) run(r *config.Route, onDemand bool) {
 		return
 	}
 	var run func(context.Context)
+	pr := &pullRun{url: r.Pull, done: make(chan struct{})}
 	switch scheme, _, _ := strings.Cut(strings.ToLower(r.Pull), "://"); scheme {
 	case "srt":
-		run = ingestsrt.NewPuller(ingestsrt.PullConfig{Registry: p.b.registry, Path: r.Path, URL: r.Pull, Log: p.b.log}).Run
+		pr.kind = "srt"
+		pr.srt = ingestsrt.NewPuller(ingestsrt.PullConfig{Registry: p.b.registry, Path: r.Path, URL: r.Pull, Log: p.b.log})
+		run = pr.srt.Run
 	case "rtmp", "rtmps":
+		pr.kind = "rtmp"
 		run = ingestrtmp.NewPuller(ingestrtmp.PullConfig{Registry: p.b.registry, Path: r.Path, URL: r.Pull, Log: p.b.log}).Run
 	case "whep+http", "whep+https":
+		pr.kind = "whep"
 		run = ingestwhep.NewPuller(ingestwhep.Config{Registry: p.b.registry, Engine: p.b.engine, Path: r.Path,
 			URL: r.Pull, Token: r.PullToken, Log: p.b.log}).Run
 	default:
@@ -96,7 +103,7 @@ func (p *pulls) run(r *config.Route, onDemand bool) {
 		return
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
-	pr := &pullRun{url: r.Pull, cancel: cancel, done: make(chan struct{})}
+	pr.cancel = cancel
 	p.running[r.Path] = pr
 	p.b.log.Info("pull started", "stream", r.Path, "source", config.RedactURL(r.Pull), "on_demand", onDemand)
 	p.wg.Add(2)

@@ -11,8 +11,9 @@ import (
 // running); an unchanged config is a no-op; routes, keys, tokens, grace,
 // audio and B-frame policies take effect for the next request; forwards and
 // pulls that changed are stopped and started, the others keep running.
-// Listeners and WebRTC settings cannot change without a restart: a change
-// there is logged and left for the next start.
+// Listeners, WebRTC settings and whether and where metrics are served
+// cannot change without a restart: a change there is logged and left for
+// the next start (a new metrics token applies at once).
 func (b *Bridge) Reload(next *config.Config) {
 	old := b.cfg.Load()
 	if reflect.DeepEqual(old, next) {
@@ -22,6 +23,11 @@ func (b *Bridge) Reload(next *config.Config) {
 	if !reflect.DeepEqual(old.Listen, next.Listen) || !reflect.DeepEqual(old.WebRTC, next.WebRTC) {
 		b.log.Warn("config reload: listen and webrtc changes need a restart; keeping the running ones")
 		next.Listen, next.WebRTC = old.Listen, old.WebRTC
+	}
+	if old.Metrics.Enabled != next.Metrics.Enabled || old.Metrics.MetricsPath() != next.Metrics.MetricsPath() {
+		// The endpoint is a route on the HTTP mux, which cannot drop one.
+		b.log.Warn("config reload: metrics.enabled and metrics.path changes need a restart; keeping the running ones (a new metrics.token applies)")
+		next.Metrics.Enabled, next.Metrics.Path = old.Metrics.Enabled, old.Metrics.Path
 	}
 	b.cfg.Store(next)
 	b.pull.reconcile() // forwards follow on their next scan
