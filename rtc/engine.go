@@ -43,9 +43,11 @@ type Settings struct {
 	Log *slog.Logger
 }
 
-// Engine builds PeerConnections from one API shared by every session.
+// Engine builds PeerConnections from two APIs shared by every session: one
+// for peers we receive media from, one for peers we only send to.
 type Engine struct {
-	api        *webrtc.API
+	api        *webrtc.API // receiving peers: NACK generator, reports, TWCC
+	sendAPI    *webrtc.API // sending peers: no interceptors (see NewSenderPeerConnection)
 	mux        interface{ Close() error }
 	iceServers []webrtc.ICEServer
 	nat1to1    []netip.Addr // listed first in answers (OrderCandidates)
@@ -105,7 +107,8 @@ func New(s Settings) (*Engine, error) {
 		}
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
-	return &Engine{api: api, mux: mux, iceServers: slices.Clone(s.ICEServers), nat1to1: nat}, nil
+	sendAPI := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(se))
+	return &Engine{api: api, sendAPI: sendAPI, mux: mux, iceServers: slices.Clone(s.ICEServers), nat1to1: nat}, nil
 }
 
 // interceptors registers what every peer needs: the NACK generator,
@@ -148,9 +151,20 @@ func interceptors(m *webrtc.MediaEngine) (*interceptor.Registry, error) {
 	return reg, nil
 }
 
-// NewPeerConnection returns a PeerConnection on the shared API.
+// NewPeerConnection returns a PeerConnection for a peer that sends us
+// media (a WHIP publisher, a WHEP source we pull): its RTP goes through
+// the NACK generator, receiver reports and TWCC feedback.
 func (e *Engine) NewPeerConnection() (*webrtc.PeerConnection, error) {
 	return e.api.NewPeerConnection(webrtc.Configuration{ICEServers: e.iceServers})
+}
+
+// NewSenderPeerConnection returns a PeerConnection for a peer we only send
+// to (a WHEP viewer, a WHIP target), without interceptors: they all serve
+// what we receive, and on the send side each would sit in the path of every
+// packet to every viewer (and pion's run a goroutine each per peer).
+// OutTrack answers NACKs and keyframe requests and makes the sender reports.
+func (e *Engine) NewSenderPeerConnection() (*webrtc.PeerConnection, error) {
+	return e.sendAPI.NewPeerConnection(webrtc.Configuration{ICEServers: e.iceServers})
 }
 
 // ICEServers returns the configured ICE servers (for Link headers).

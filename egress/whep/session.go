@@ -63,7 +63,7 @@ type session struct {
 }
 
 func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id string, log *slog.Logger) (*session, string, error) {
-	pc, err := h.cfg.Engine.NewPeerConnection()
+	pc, err := h.cfg.Engine.NewSenderPeerConnection()
 	if err != nil {
 		return nil, "", fmt.Errorf("new peer connection: %w", err)
 	}
