@@ -227,6 +227,9 @@ func (p *Publication) Write(u *Unit) {
 		}
 		return
 	}
+	if u.Arrived.IsZero() {
+		u.Arrived = time.Now()
+	}
 	p.retime(u)
 	if ps := s.procs.Load(); ps != nil && u.Track.ID < len(*ps) {
 		for _, e := range (*ps)[u.Track.ID] {

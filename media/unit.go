@@ -117,4 +117,9 @@ type Unit struct {
 	// A unit from the GOP cache may be a copy of the one written (see
 	// AddProcessor); its RTP is then the processors' output for the copy.
 	RTP []*rtp.Packet
+
+	// Arrived is when the unit reached the hub (set by Publication.Write
+	// unless the ingest set it earlier): the start of the delay the bridge
+	// adds, which senders measure.
+	Arrived time.Time
 }

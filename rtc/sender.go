@@ -38,6 +38,10 @@ type OutTrack struct {
 	// sent answers the peer's NACKs (see history).
 	sent history
 
+	// observeDelay, if set, is told how long after its arrival at the hub
+	// each live unit was sent (SetDelayObserver).
+	observeDelay func(video bool, d time.Duration)
+
 	stats SendStats // Packets and CachedUnits
 	// keyframeRequests counts the PLI/FIR the peer sent, retransmits the
 	// packets resent on its NACKs (ReadRTCP adds, Stats reads).
@@ -90,6 +94,11 @@ func NewOutTrack(pc *webrtc.PeerConnection, stream *media.Stream, local *webrtc.
 	return t
 }
 
+// SetDelayObserver makes Send call f with the time from each live unit's
+// arrival at the hub (media.Unit.Arrived) to the end of its send: the
+// delay the bridge added for this peer. Call it before the first Send.
+func (t *OutTrack) SetDelayObserver(f func(video bool, d time.Duration)) { t.observeDelay = f }
+
 // Send sends the RTP packets of u, a unit of the track; cached says u came
 // from the hub's GOP cache (media.Reader.Cached). A sender report follows
 // when one is due.
@@ -128,6 +137,9 @@ func (t *OutTrack) Send(u *media.Unit, cached bool) error {
 		// A squeezed cached unit's timestamp does not map to its
 		// PTS: report once a live unit has set the mapping again.
 		return nil
+	}
+	if t.observeDelay != nil && !u.Arrived.IsZero() {
+		t.observeDelay(t.video, time.Since(u.Arrived))
 	}
 	if sr := t.report.Report(time.Now()); sr != nil {
 		if err := t.pc.WriteRTCP([]rtcp.Packet{sr}); err != nil {

@@ -40,9 +40,11 @@ type Bridge struct {
 	engine   *rtc.Engine
 	sessions *rtc.Sessions
 	metrics  *metrics.Metrics
-	httpSrv  *http.Server
-	rtmpSrv  *rtmp.Server
-	srtSrv   *srt.Server
+	// sendDelay is filled by the WHEP sessions, served by metrics.
+	sendDelay *metrics.SendDelay
+	httpSrv   *http.Server
+	rtmpSrv   *rtmp.Server
+	srtSrv    *srt.Server
 	// aac shares one Opus -> AAC transcode per stream among every RTMP/SRT
 	// egress that needs it.
 	aac  *transcode.AACViews
@@ -114,7 +116,9 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 
 	mux := http.NewServeMux()
 	b.sessions.Register(mux)
+	b.sendDelay = metrics.NewSendDelay()
 	whep.NewHandler(whep.Config{
+		SendDelay: b.sendDelay.Observe,
 		Registry:  b.registry,
 		Engine:    b.engine,
 		Sessions:  b.sessions,

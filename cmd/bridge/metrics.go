@@ -15,12 +15,19 @@ import (
 // time only, so a bridge whose endpoint is off pays nothing for them; they
 // are built either way so that Metrics().Register always has a registry.
 func (b *Bridge) newMetrics() (*metrics.Metrics, error) {
-	return metrics.New(metrics.Sources{
+	m, err := metrics.New(metrics.Sources{
 		Streams:        b.metricStreams,
 		WebRTCSessions: b.sessions.Len,
 		Forwards:       b.fwd.runners,
 		Pulls:          b.pull.runners,
 	}, b.log)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Register(b.sendDelay); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // serveMetrics adds the metrics endpoint to mux, after every other route,

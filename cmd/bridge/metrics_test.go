@@ -129,6 +129,18 @@ func TestMetrics(t *testing.T) {
 	v.waitFrames(t, 1, 15*time.Second)
 	waitSample(t, url, auth, `bridge_stream_readers{path="live/metrics"}`, 1)
 	waitSample(t, url, auth, `bridge_webrtc_sessions`, 1)
+	// Every live unit sent to the viewer is in the send-delay histogram:
+	// once the viewer has 60 frames (2 s, more than the cached GOP's
+	// frames), video and audio have observations.
+	v.waitFrames(t, 60, 15*time.Second)
+	_, _, body = getMetrics(t, url, auth)
+	for _, kind := range []string{"video", "audio"} {
+		n, _ := sampleValue(body, `bridge_whep_send_delay_seconds_count{kind="`+kind+`"}`)
+		sum, _ := sampleValue(body, `bridge_whep_send_delay_seconds_sum{kind="`+kind+`"}`)
+		if n < 10 || sum <= 0 {
+			t.Errorf("send delay histogram for %s: %v units, sum %v s; want at least 10 units sent after the cached GOP", kind, n, sum)
+		}
+	}
 	req, _ := http.NewRequest(http.MethodDelete, v.location, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

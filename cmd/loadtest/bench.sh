@@ -46,6 +46,8 @@ routes:
     ingest: [rtmp, srt, whip]
     whep:
       enabled: true
+metrics:
+  enabled: true
 EOF
 
 bridge_pid=
@@ -60,7 +62,7 @@ for n in "$@"; do
 	"${run[@]}" "$OUT/loadtest" -q \
 		-publish "rtmp://127.0.0.1:$RTMP_PORT/live/bench" -file "$FLV" -loop -sei \
 		-whep "http://127.0.0.1:$HTTP_PORT/whep/live/bench" -n "$n" -rate "$RATE" -duration "$DURATION" \
-		-pid "$bridge_pid" -json "$OUT/n$n.json" >"$OUT/n$n.txt" 2>&1 &
+		-pid "$bridge_pid" -metrics "http://127.0.0.1:$HTTP_PORT/metrics" -json "$OUT/n$n.json" >"$OUT/n$n.txt" 2>&1 &
 	lt=$!
 	if [ "${PERF:-}" = "$n" ]; then
 		# warmup 3 s + ramp + settle ~3 s, then 20 s inside the full-load window.

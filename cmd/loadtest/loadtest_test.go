@@ -2,9 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
@@ -421,5 +426,57 @@ func TestUDPDrops(t *testing.T) {
 	}
 	if _, err := selfUDPDrops(); err != nil {
 		t.Errorf("selfUDPDrops: %v", err)
+	}
+}
+
+// TestServerDelay: the bridge's send-delay histogram is read from its
+// text exposition and summarized over the window between two scrapes, with
+// quantiles interpolated within buckets as histogram_quantile does.
+func TestServerDelay(t *testing.T) {
+	scrapes := []string{
+		`bridge_whep_send_delay_seconds_bucket{kind="video",le="0.001"} 10
+bridge_whep_send_delay_seconds_bucket{kind="video",le="0.002"} 10
+bridge_whep_send_delay_seconds_bucket{kind="video",le="0.005"} 10
+bridge_whep_send_delay_seconds_bucket{kind="video",le="+Inf"} 10
+`,
+		`# HELP bridge_whep_send_delay_seconds Delay.
+# TYPE bridge_whep_send_delay_seconds histogram
+bridge_whep_send_delay_seconds_bucket{kind="audio",le="0.001"} 0
+bridge_whep_send_delay_seconds_bucket{kind="audio",le="+Inf"} 0
+bridge_whep_send_delay_seconds_bucket{kind="video",le="0.001"} 60
+bridge_whep_send_delay_seconds_bucket{kind="video",le="0.002"} 100
+bridge_whep_send_delay_seconds_bucket{kind="video",le="0.005"} 110
+bridge_whep_send_delay_seconds_bucket{kind="video",le="+Inf"} 110
+bridge_whep_send_delay_seconds_sum{kind="video"} 0.1
+`,
+	}
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprint(w, scrapes[n])
+		n++
+	}))
+	defer srv.Close()
+	if _, err := scrapeSendDelay(context.Background(), srv.URL, ""); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("scrape without the token: err %v, want a 401", err)
+	}
+	before, err := scrapeSendDelay(context.Background(), srv.URL, "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := scrapeSendDelay(context.Background(), srv.URL, "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 100 new observations: 50 up to 1 ms, 40 in (1, 2] ms, 10 in (2, 5] ms.
+	d := delayBetween(before["video"], after["video"])
+	if d.N != 100 || d.P50 != 1 || d.P95 != 3.5 || d.P99 != 4.7 {
+		t.Errorf("video: %+v, want n 100, p50 1, p95 3.5, p99 4.7 ms", d)
+	}
+	if a := delayBetween(before["audio"], after["audio"]); a.N != 0 {
+		t.Errorf("audio: %+v, want nothing observed", a)
 	}
 }

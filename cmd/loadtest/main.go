@@ -57,6 +57,8 @@ type options struct {
 	iceIPs         string
 	rcvbuf         int
 	quiet          bool
+	metrics        string
+	metricsToken   string
 }
 
 func main() {
@@ -79,6 +81,8 @@ func main() {
 	flag.StringVar(&o.iceIPs, "ice-ip", "", "comma-separated local IPs to gather ICE candidates on (default: every interface)")
 	flag.IntVar(&o.rcvbuf, "rcvbuf", 1<<20, "kernel receive buffer of each viewer's UDP socket in bytes (capped by net.core.rmem_max; 0: the system default)")
 	flag.BoolVar(&o.quiet, "q", false, "no progress lines")
+	flag.StringVar(&o.metrics, "metrics", "", "the bridge's metrics URL (e.g. http://127.0.0.1:8080/metrics): report the delay it adds per viewer, from its "+sendDelayMetric+" histogram over the full-load window")
+	flag.StringVar(&o.metricsToken, "metrics-token", "", "bearer token for -metrics")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: loadtest [-publish rtmp://... -file X.flv [-loop] [-sei]] [-whep http://... -n N -rate R -duration D] [-pid PID] [-json out.json]\n\n")
 		flag.PrintDefaults()
@@ -324,6 +328,12 @@ waitReady:
 		_, _ = server.sample()
 	}
 	mBusy0, mTotal0, mErr := machineCPU()
+	var delay0 map[string]histogram
+	if o.metrics != "" {
+		if delay0, err = scrapeSendDelay(ctx, o.metrics, o.metricsToken); err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
+	}
 	steady.Store(true)
 	logf("full load: %d of %d viewers ready after %.1f s; measuring for %v", ready.Load(), o.n, time.Since(rampStart).Seconds(), o.duration)
 	end := time.After(o.duration)
@@ -348,6 +358,16 @@ measure:
 		res.ClientUDPDrops = d
 	}
 	res.SteadySeconds = time.Since(steadyFrom).Seconds()
+	if o.metrics != "" {
+		delay1, err := scrapeSendDelay(ctx, o.metrics, o.metricsToken)
+		if err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
+		res.BridgeDelayMs = map[string]dist{}
+		for kind, h := range delay1 {
+			res.BridgeDelayMs[kind] = delayBetween(delay0[kind], h)
+		}
+	}
 	if server != nil {
 		_, _ = server.sample()
 		server.setPhase("teardown")

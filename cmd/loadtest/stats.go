@@ -88,6 +88,10 @@ type result struct {
 	ConnectMs dist `json:"connect_ms"` // POST -> PeerConnection connected
 	TTFFMs    dist `json:"ttff_ms"`    // POST -> first complete IDR access unit
 	DelayMs   dist `json:"delay_ms"`   // SEI stamp -> access unit received, full-load window
+	// BridgeDelayMs is the delay the server itself added per viewer, by
+	// kind ("video", "audio"), from its own histogram over the full-load
+	// window (-metrics; the bridge only): N, P50, P95, P99.
+	BridgeDelayMs map[string]dist `json:"bridge_delay_ms,omitempty"`
 	// DelayBySecond is DelayMs for each second of the full-load window.
 	DelayBySecond []dist `json:"delay_ms_by_second,omitempty"`
 
@@ -143,6 +147,11 @@ func (r *result) printSummary(w io.Writer) {
 		row("delay ms p50/p99", fmt.Sprintf("%.1f / %.1f  (max %.1f, %d frames)", r.DelayMs.P50, r.DelayMs.P99, r.DelayMs.Max, r.DelayMs.N))
 	} else {
 		row("delay ms p50/p99", "- (no SEI stamps received)")
+	}
+	for _, kind := range []string{"video", "audio"} {
+		if d, ok := r.BridgeDelayMs[kind]; ok {
+			row("bridge-added "+kind+" ms p50/p99", fmt.Sprintf("%.2f / %.2f  (p95 %.2f, %d units x viewers, server histogram)", d.P50, d.P99, d.P95, d.N))
+		}
 	}
 	row("RTP loss", fmt.Sprintf("%.3f %% (%d of %d; video %.3f %%, audio %.3f %%)", r.LossPct, r.PacketsLost, r.PacketsExpected, r.VideoLossPct, r.AudioLossPct))
 	row("receive kbit/s per viewer", fmt.Sprintf("%.0f avg, %.0f min", r.BitrateKbpsAvg, r.BitrateKbpsMin))

@@ -43,6 +43,9 @@ type Config struct {
 	// route's on-demand source if there is one and reports whether it did,
 	// in which case the POST waits (up to ReadyTimeout) for the stream.
 	Demand func(path string) bool
+	// SendDelay, when set, is told the delay the bridge added to each live
+	// unit sent to a viewer (see rtc.OutTrack.SetDelayObserver).
+	SendDelay func(video bool, d time.Duration)
 }
 
 // Handler serves POST /whep/{path...}. Session resources (PATCH for trickle

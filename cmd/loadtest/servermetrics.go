@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// sendDelayMetric is the bridge's histogram of the delay it adds on the way
+// to each WHEP viewer (its /metrics endpoint, metrics.SendDelay). Other
+// servers do not have it; -metrics is for the bridge only.
+const sendDelayMetric = "bridge_whep_send_delay_seconds"
+
+// histogram is a Prometheus classic histogram's cumulative buckets, by
+// upper bound (seconds; +Inf last).
+type histogram map[float64]float64
+
+// scrapeSendDelay reads the bridge's send-delay histograms, by kind
+// ("video", "audio"), from a Prometheus text-format endpoint.
+func scrapeSendDelay(ctx context.Context, url, token string) (map[string]histogram, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/plain")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	out := map[string]histogram{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, sendDelayMetric+"_bucket{")
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		kind, le := labelOf(labels, "kind"), labelOf(labels, "le")
+		bound, err1 := strconv.ParseFloat(le, 64) // "+Inf" parses as +Inf
+		count, err2 := strconv.ParseFloat(strings.Fields(value)[0], 64)
+		if kind == "" || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("unreadable line in %s: %q", url, line)
+		}
+		if out[kind] == nil {
+			out[kind] = histogram{}
+		}
+		out[kind][bound] = count
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s has no %s histogram (is it the bridge's metrics endpoint, with metrics enabled?)", url, sendDelayMetric)
+	}
+	return out, nil
+}
+
+// labelOf returns the value of label name in a Prometheus label set
+// (`a="1",b="2"`); stream paths never reach this histogram's labels, so
+// values have no escaped quotes.
+func labelOf(labels, name string) string {
+	for _, kv := range strings.Split(labels, ",") {
+		if v, ok := strings.CutPrefix(kv, name+`="`); ok {
+			return strings.TrimSuffix(v, `"`)
+		}
+	}
+	return ""
+}
+
+// delayBetween summarizes the observations made between two scrapes of a
+// histogram, in milliseconds: count and quantiles interpolated within
+// buckets, as PromQL's histogram_quantile does (so they are as precise
+// as the bucket bounds).
+func delayBetween(before, after histogram) dist {
+	bounds := make([]float64, 0, len(after))
+	for b := range after {
+		bounds = append(bounds, b)
+	}
+	sort.Float64s(bounds)
+	cum := make([]float64, len(bounds))
+	for i, b := range bounds {
+		cum[i] = after[b] - before[b]
+	}
+	if len(cum) == 0 || cum[len(cum)-1] <= 0 {
+		return dist{}
+	}
+	total := cum[len(cum)-1]
+	q := func(p float64) float64 {
+		rank := p * total
+		for i, c := range cum {
+			if c < rank {
+				continue
+			}
+			lo, below := 0.0, 0.0
+			if i > 0 {
+				lo, below = bounds[i-1], cum[i-1]
+			}
+			hi := bounds[i]
+			if math.IsInf(hi, 1) {
+				return lo * 1000 // beyond the last bound: report the bound
+			}
+			if c == below {
+				return hi * 1000
+			}
+			return (lo + (hi-lo)*(rank-below)/(c-below)) * 1000
+		}
+		return bounds[len(bounds)-1] * 1000
+	}
+	return dist{N: int(total), P50: round2(q(0.50)), P95: round2(q(0.95)), P99: round2(q(0.99))}
+}
