@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -191,10 +192,30 @@ func (l *slogLogger) Info(msg string)       { l.log.Debug(msg) }
 func (l *slogLogger) Infof(f string, a ...any) {
 	l.log.Debug(fmt.Sprintf(f, a...))
 }
-func (l *slogLogger) Warn(msg string) { l.log.Warn(msg) }
+func (l *slogLogger) Warn(msg string) { l.warn(msg) }
 func (l *slogLogger) Warnf(f string, a ...any) {
-	l.log.Warn(fmt.Sprintf(f, a...))
+	l.warn(fmt.Sprintf(f, a...))
 }
+
+// warn logs a pion warning, except those that describe normal operation
+// (logged at debug): a warning per viewer would bury the real ones.
+func (l *slogLogger) warn(msg string) {
+	for _, benign := range benignWarnings {
+		if strings.HasPrefix(msg, benign) {
+			l.log.Debug(msg)
+			return
+		}
+	}
+	l.log.Warn(msg)
+}
+
+// benignWarnings are the starts of pion warnings that are not: the ICE
+// agent checks before the remote candidates of a WHEP/WHIP offer are
+// added, every time.
+var benignWarnings = []string{
+	"Failed to ping without candidate pairs",
+}
+
 func (l *slogLogger) Error(msg string) { l.log.Error(msg) }
 func (l *slogLogger) Errorf(f string, a ...any) {
 	l.log.Error(fmt.Sprintf(f, a...))
