@@ -149,6 +149,28 @@ func (r *Reader) dropLocked(counted bool, clk *clock) {
 	}
 }
 
+// TryRead returns the next unit and whether it came from the GOP cache,
+// or nil if none is queued. Once the stream has ended it returns the units
+// still queued, then the error Read would. It is for readers that share a
+// Notify channel (ReaderOptions.Notify): wait on that, then TryRead each
+// until it returns nil. Use it from one goroutine at a time, and not
+// together with Read or Cached.
+func (r *Reader) TryRead() (u *Unit, cached bool, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n > 0 {
+		e := r.buf[r.head]
+		r.buf[r.head] = entry{}
+		r.head++
+		if r.head == len(r.buf) {
+			r.head = 0
+		}
+		r.n--
+		return e.u, e.cached, nil
+	}
+	return nil, false, r.err
+}
+
 // Read returns the next unit, waiting for one. Once the stream has ended it
 // returns the units still queued, then ErrStreamEnded (wrapped), or
 // ErrIncompatibleRepublish (wrapped) when a publisher with other codecs
@@ -156,25 +178,14 @@ func (r *Reader) dropLocked(counted bool, clk *clock) {
 // If ctx ends first it returns the context's error.
 func (r *Reader) Read(ctx context.Context) (*Unit, error) {
 	for {
-		r.mu.Lock()
-		if r.n > 0 {
-			e := r.buf[r.head]
-			r.buf[r.head] = entry{}
-			r.head++
-			if r.head == len(r.buf) {
-				r.head = 0
-			}
-			r.n--
-			r.mu.Unlock()
-			r.lastCached = e.cached
-			return e.u, nil
+		u, cached, err := r.TryRead()
+		if u != nil {
+			r.lastCached = cached
+			return u, nil
 		}
-		if r.err != nil {
-			err := r.err
-			r.mu.Unlock()
+		if err != nil {
 			return nil, err
 		}
-		r.mu.Unlock()
 		select {
 		case <-r.notify:
 		case <-ctx.Done():

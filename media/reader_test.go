@@ -319,3 +319,62 @@ func TestDefaultQueueSize(t *testing.T) {
 		t.Fatalf("dropped %d, expected %d (queue of 512)", d, 600-512)
 	}
 }
+
+// TestSharedNotify: readers sharing one Notify channel are served by one
+// goroutine with TryRead: every unit reaches every reader in order, the
+// shared channel is signalled for each, and the stream's end comes after
+// the queued units.
+func TestSharedNotify(t *testing.T) {
+	s, video, audio := newTestStream(t)
+	us := interleaved(video, audio, 2000, 30)
+	notify := make(chan struct{}, 1)
+	rs := make([]*Reader, 8)
+	for i := range rs {
+		r, err := s.NewReader(ReaderOptions{Name: "shared", QueueSize: len(us), Notify: notify})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Close)
+		rs[i] = r
+	}
+	got := make([][]*Unit, len(rs))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ended := 0
+		for ended < len(rs) {
+			select {
+			case <-notify:
+			case <-time.After(10 * time.Second):
+				t.Errorf("no signal for 10 s; %d readers ended", ended)
+				return
+			}
+			ended = 0
+			for i, r := range rs {
+				for {
+					u, cached, err := r.TryRead()
+					if cached {
+						t.Errorf("reader %d: live unit marked cached", i)
+					}
+					if u == nil {
+						if errors.Is(err, ErrStreamEnded) {
+							ended++
+						} else if err != nil {
+							t.Errorf("reader %d: %v", i, err)
+						}
+						break
+					}
+					got[i] = append(got[i], u)
+				}
+			}
+		}
+	}()
+	for _, u := range us {
+		s.Write(u)
+	}
+	s.Close()
+	<-done
+	for i := range rs {
+		expectUnits(t, "shared reader", got[i], us)
+	}
+}

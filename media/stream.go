@@ -553,6 +553,12 @@ type ReaderOptions struct {
 	// out in real time, behind live by the GOP's age (see egress/whep for
 	// what it does instead).
 	StartAtKeyframe bool
+	// Notify, when set, is signalled (a send that never blocks, so give it
+	// room for one) whenever the reader has something new: a unit queued,
+	// or its end. Many readers may share one channel, so that one
+	// goroutine serves them all; such a reader is read with TryRead,
+	// never Read, which waits on the reader's own signal.
+	Notify chan struct{}
 }
 
 // NewReader attaches a reader that receives every unit written from now on
@@ -566,7 +572,10 @@ func (s *Stream) NewReader(opts ReaderOptions) (*Reader, error) {
 	r := &Reader{
 		stream: s,
 		name:   opts.Name,
-		notify: make(chan struct{}, 1),
+		notify: opts.Notify,
+	}
+	if r.notify == nil {
+		r.notify = make(chan struct{}, 1)
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()

@@ -58,8 +58,15 @@ type session struct {
 	done      chan struct{}
 	started   time.Time
 	// reader is set by run once it reads; the RTCP goroutines use it to
-	// ask for keyframes.
+	// ask for keyframes, the pump to read.
 	reader atomic.Pointer[media.Reader]
+	// byTrack maps hub track IDs to what the viewer takes; set before the
+	// pump is given the session.
+	byTrack map[int]*outTrack
+	// sendMu is held by the pump while it sends for the session; stopped
+	// (guarded by it) says it must not send any more.
+	sendMu  sync.Mutex
+	stopped bool
 }
 
 func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id string, log *slog.Logger) (*session, string, error) {
@@ -305,9 +312,12 @@ func (s *session) forward() string {
 		defer s.stream.AddProcessor(ot.src.ID, ot.proc, ot.newProc)()
 		byTrack[ot.src.ID] = ot
 	}
+	s.byTrack = byTrack
 	// Start at the last keyframe, from the GOP cache: the viewer gets a
-	// picture at once, whatever the source's GOP length.
-	reader, err := s.stream.NewReader(media.ReaderOptions{Name: "whep " + s.id[:8], StartAtKeyframe: true})
+	// picture at once, whatever the source's GOP length. One of the
+	// handler's pumps sends what the reader gets.
+	p := s.h.pumps.pick()
+	reader, err := s.stream.NewReader(media.ReaderOptions{Name: "whep " + s.id[:8], StartAtKeyframe: true, Notify: p.notify})
 	if err != nil {
 		return err.Error()
 	}
@@ -321,37 +331,16 @@ func (s *session) forward() string {
 	}
 	s.reader.Store(reader)
 	s.log.Info("viewer connected")
-	defer func() {
-		var st rtc.SendStats
-		for _, ot := range s.tracks {
-			st.Add(ot.Stats())
-		}
-		s.log.Debug("viewer stats", "packets", st.Packets, "cached_units", st.CachedUnits, "dropped_units", reader.Dropped(), "keyframe_requests", st.KeyframeRequests)
-	}()
-	for {
-		u, err := reader.Read(s.ctx)
-		if err != nil {
-			switch {
-			case errors.Is(err, media.ErrStreamEnded):
-				return "stream ended"
-			case errors.Is(err, media.ErrIncompatibleRepublish):
-				s.log.Warn("viewer cannot continue: the stream was republished with other codecs", "err", err)
-				return err.Error()
-			}
-			if c := context.Cause(s.ctx); c != nil {
-				return c.Error()
-			}
-			return err.Error()
-		}
-		cached := reader.Cached()
-		ot := byTrack[u.Track.ID]
-		if ot == nil || len(u.RTP) == 0 {
-			continue // a track this viewer doesn't take, or nothing to send (a processor failed)
-		}
-		if err := ot.Send(u, cached); err != nil {
-			return err.Error()
-		}
+	p.add(s)
+	<-s.ctx.Done() // the pump, a DELETE, the connection or shutdown ends it
+	p.remove(s)
+	var st rtc.SendStats
+	for _, ot := range s.tracks {
+		st.Add(ot.Stats())
 	}
+	s.log.Debug("viewer stats", "packets", st.Packets, "retransmits", st.Retransmits, "cached_units", st.CachedUnits,
+		"dropped_units", reader.Dropped(), "keyframe_requests", st.KeyframeRequests)
+	return context.Cause(s.ctx).Error()
 }
 
 // Close ends the session and waits for its resources to be released.

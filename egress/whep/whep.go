@@ -56,6 +56,8 @@ type Handler struct {
 	// bframesLogged holds the live streams whose B-frame decision was
 	// logged; an entry goes when its stream ends.
 	bframesLogged sync.Map // *media.Stream -> bool
+	// pumps send the viewers' units.
+	pumps pumps
 }
 
 // NewHandler returns a WHEP handler.
