@@ -147,7 +147,7 @@ func TestRestartOffer(t *testing.T) {
 }
 
 // testEngine returns an Engine on a loopback UDP port.
-func testEngine(t *testing.T, log *slog.Logger) *Engine {
+func testEngine(t testing.TB, log *slog.Logger) *Engine {
 	t.Helper()
 	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -162,7 +162,7 @@ func testEngine(t *testing.T, log *slog.Logger) *Engine {
 }
 
 // testClient is a pion peer of the kind browsers are: full ICE, trickle.
-func testClient(t *testing.T) *webrtc.PeerConnection {
+func testClient(t testing.TB) *webrtc.PeerConnection {
 	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
