@@ -48,3 +48,29 @@ func (s *SendDelay) Describe(ch chan<- *prometheus.Desc) { s.vec.Describe(ch) }
 
 // Collect sends the histogram's current state.
 func (s *SendDelay) Collect(ch chan<- prometheus.Metric) { s.vec.Collect(ch) }
+
+// BatchWait is the histogram of how long packets wait in the UDP socket's
+// send batches (internal/udpbatch): per batch, from the write of its oldest
+// packet to the end of its last sendmmsg. Added to SendDelay, which ends
+// when a packet is handed to the socket, it bounds the delay the bridge
+// adds. Register it with Metrics.Register; Observe is safe for concurrent
+// use.
+type BatchWait struct{ h prometheus.Histogram }
+
+// NewBatchWait returns an empty bridge_udp_batch_wait_seconds histogram.
+func NewBatchWait() *BatchWait {
+	return &BatchWait{h: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "bridge_udp_batch_wait_seconds",
+		Help:    "Per batch of packets sent on the WebRTC UDP socket (one or more sendmmsg calls): time from the write of its oldest packet to the end of the batch.",
+		Buckets: sendDelayBuckets,
+	})}
+}
+
+// Observe records one batch of packets whose oldest waited wait.
+func (b *BatchWait) Observe(packets int, wait time.Duration) { b.h.Observe(wait.Seconds()) }
+
+// Describe and Collect make BatchWait a prometheus.Collector.
+func (b *BatchWait) Describe(ch chan<- *prometheus.Desc) { b.h.Describe(ch) }
+
+// Collect sends the histogram's current state.
+func (b *BatchWait) Collect(ch chan<- prometheus.Metric) { b.h.Collect(ch) }

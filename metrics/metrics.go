@@ -43,6 +43,15 @@ type Sources struct {
 	Forwards func() []Runner
 	// Pulls lists the running pullers, one per pulled path.
 	Pulls func() []Runner
+	// UDP returns the send counters of the WebRTC UDP socket.
+	UDP func() UDPStats
+}
+
+// UDPStats are the send counters of the WebRTC UDP socket since start.
+type UDPStats struct {
+	Sent    uint64 // packets the kernel accepted
+	Batches uint64 // send syscalls (sendmmsg) that sent something
+	Dropped uint64 // packets the kernel refused (bad or unreachable destination)
 }
 
 // Runner is one outbound worker: a forward pushing Path to a target, or a
@@ -98,6 +107,19 @@ func New(src Sources, log *slog.Logger) (*Metrics, error) {
 	if src.Pulls != nil {
 		cs = append(cs, newRunnerCollector("bridge_pulls",
 			"Pullers (connected or reconnecting) fetching the stream at path from a source of kind (rtmp, srt, whep).", src.Pulls))
+	}
+	if src.UDP != nil {
+		for _, c := range []struct {
+			name, help string
+			value      func(UDPStats) uint64
+		}{
+			{"bridge_udp_packets_sent_total", "Packets sent on the WebRTC UDP socket.", func(s UDPStats) uint64 { return s.Sent }},
+			{"bridge_udp_send_batches_total", "Send syscalls on the WebRTC UDP socket; packets sent / batches is the mean batch size.", func(s UDPStats) uint64 { return s.Batches }},
+			{"bridge_udp_packets_dropped_total", "Packets the kernel refused to send on the WebRTC UDP socket (bad or unreachable destination).", func(s UDPStats) uint64 { return s.Dropped }},
+		} {
+			cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
+				func() float64 { return float64(c.value(src.UDP())) }))
+		}
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -19,6 +19,8 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/wishbridge/bridge/internal/udpbatch"
 )
 
 // Settings configures an Engine. UDP is required; the rest have working zero
@@ -42,6 +44,10 @@ type Settings struct {
 	IncludeLoopback bool
 	// Log receives pion's warnings and errors; nil means slog.Default().
 	Log *slog.Logger
+	// OnFlush, if set, is told after each batch of packets leaves the UDP
+	// socket how many it held and how long the oldest waited (see
+	// udpbatch.Options.OnFlush).
+	OnFlush func(packets int, wait time.Duration)
 }
 
 // Engine builds PeerConnections from two APIs shared by every session: one
@@ -50,6 +56,7 @@ type Engine struct {
 	api        *webrtc.API // receiving peers: NACK generator, reports, TWCC
 	sendAPI    *webrtc.API // sending peers: no interceptors (see NewSenderPeerConnection)
 	mux        interface{ Close() error }
+	batch      *udpbatch.Conn // nil when Settings.UDP is not a *net.UDPConn
 	iceServers []webrtc.ICEServer
 	nat1to1    []netip.Addr // listed first in answers (OrderCandidates)
 }
@@ -76,7 +83,16 @@ func New(s Settings) (*Engine, error) {
 
 	lf := &slogLoggerFactory{log: log.With("component", "pion")}
 	se := webrtc.SettingEngine{LoggerFactory: lf}
-	mux := webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), s.UDP)
+	conn := s.UDP
+	var batch *udpbatch.Conn
+	if uc, ok := conn.(*net.UDPConn); ok {
+		// Every packet to every peer leaves through this one socket:
+		// batched into sendmmsg calls as they queue up (no timer), they
+		// cost about 40 % less than one sendto each.
+		batch = udpbatch.New(uc, udpbatch.Options{Logger: log.With("component", "udpbatch"), OnFlush: s.OnFlush})
+		conn = batch
+	}
+	mux := webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), conn)
 	se.SetICEUDPMux(mux)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	se.SetIncludeLoopbackCandidate(s.IncludeLoopback)
@@ -109,7 +125,7 @@ func New(s Settings) (*Engine, error) {
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 	sendAPI := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(se))
-	return &Engine{api: api, sendAPI: sendAPI, mux: mux, iceServers: slices.Clone(s.ICEServers), nat1to1: nat}, nil
+	return &Engine{api: api, sendAPI: sendAPI, mux: mux, batch: batch, iceServers: slices.Clone(s.ICEServers), nat1to1: nat}, nil
 }
 
 // interceptors registers what every peer needs: the NACK generator,
@@ -166,6 +182,15 @@ func (e *Engine) NewPeerConnection() (*webrtc.PeerConnection, error) {
 // OutTrack answers NACKs and keyframe requests and makes the sender reports.
 func (e *Engine) NewSenderPeerConnection() (*webrtc.PeerConnection, error) {
 	return e.sendAPI.NewPeerConnection(webrtc.Configuration{ICEServers: e.iceServers})
+}
+
+// UDPStats returns the UDP socket's send counters: packets sent, send
+// syscalls, packets the kernel refused (zero when sends are not batched).
+func (e *Engine) UDPStats() udpbatch.Stats {
+	if e.batch == nil {
+		return udpbatch.Stats{}
+	}
+	return e.batch.Stats()
 }
 
 // ICEServers returns the configured ICE servers (for Link headers).

@@ -40,8 +40,10 @@ type Bridge struct {
 	engine   *rtc.Engine
 	sessions *rtc.Sessions
 	metrics  *metrics.Metrics
-	// sendDelay is filled by the WHEP sessions, served by metrics.
+	// sendDelay is filled by the WHEP sessions, batchWait by the UDP
+	// socket's flushers; both served by metrics.
 	sendDelay *metrics.SendDelay
+	batchWait *metrics.BatchWait
 	httpSrv   *http.Server
 	rtmpSrv   *rtmp.Server
 	srtSrv    *srt.Server
@@ -101,7 +103,9 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	if err != nil {
 		return nil, err
 	}
+	b.batchWait = metrics.NewBatchWait()
 	b.engine, err = rtc.New(rtc.Settings{
+		OnFlush:         b.batchWait.Observe,
 		UDP:             b.udp,
 		ICEServers:      iceServers(cfg.WebRTC.ICEServers),
 		NAT1To1:         nat,

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wishbridge/bridge/config"
 	ingestsrt "github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/metrics"
@@ -20,12 +22,18 @@ func (b *Bridge) newMetrics() (*metrics.Metrics, error) {
 		WebRTCSessions: b.sessions.Len,
 		Forwards:       b.fwd.runners,
 		Pulls:          b.pull.runners,
+		UDP: func() metrics.UDPStats {
+			st := b.engine.UDPStats()
+			return metrics.UDPStats{Sent: st.Sent, Batches: st.Batches, Dropped: st.Dropped}
+		},
 	}, b.log)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.Register(b.sendDelay); err != nil {
-		return nil, err
+	for _, c := range []prometheus.Collector{b.sendDelay, b.batchWait} {
+		if err := m.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }

@@ -141,6 +141,13 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("send delay histogram for %s: %v units, sum %v s; want at least 10 units sent after the cached GOP", kind, n, sum)
 		}
 	}
+	// Those packets left the UDP socket in counted batches.
+	sent, _ := sampleValue(body, "bridge_udp_packets_sent_total")
+	batches, _ := sampleValue(body, "bridge_udp_send_batches_total")
+	waits, _ := sampleValue(body, "bridge_udp_batch_wait_seconds_count")
+	if sent < 60 || batches < 1 || batches > sent || waits < 1 {
+		t.Errorf("UDP sends: %v packets in %v batches, %v batch waits observed; want at least the 60 frames' packets", sent, batches, waits)
+	}
 	req, _ := http.NewRequest(http.MethodDelete, v.location, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -460,14 +460,14 @@ bridge_whep_send_delay_seconds_sum{kind="video"} 0.1
 		n++
 	}))
 	defer srv.Close()
-	if _, err := scrapeSendDelay(context.Background(), srv.URL, ""); err == nil || !strings.Contains(err.Error(), "401") {
+	if _, err := scrapeHistograms(context.Background(), srv.URL, "", sendDelayMetric); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("scrape without the token: err %v, want a 401", err)
 	}
-	before, err := scrapeSendDelay(context.Background(), srv.URL, "tok")
+	before, err := scrapeHistograms(context.Background(), srv.URL, "tok", sendDelayMetric)
 	if err != nil {
 		t.Fatal(err)
 	}
-	after, err := scrapeSendDelay(context.Background(), srv.URL, "tok")
+	after, err := scrapeHistograms(context.Background(), srv.URL, "tok", sendDelayMetric)
 	if err != nil {
 		t.Fatal(err)
 	}

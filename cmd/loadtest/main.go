@@ -328,9 +328,12 @@ waitReady:
 		_, _ = server.sample()
 	}
 	mBusy0, mTotal0, mErr := machineCPU()
-	var delay0 map[string]histogram
+	var delay0, wait0 map[string]histogram
 	if o.metrics != "" {
-		if delay0, err = scrapeSendDelay(ctx, o.metrics, o.metricsToken); err != nil {
+		if delay0, err = scrapeHistograms(ctx, o.metrics, o.metricsToken, sendDelayMetric); err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
+		if wait0, err = scrapeHistograms(ctx, o.metrics, o.metricsToken, batchWaitMetric); err != nil {
 			return fmt.Errorf("-metrics: %w", err)
 		}
 	}
@@ -359,7 +362,11 @@ measure:
 	}
 	res.SteadySeconds = time.Since(steadyFrom).Seconds()
 	if o.metrics != "" {
-		delay1, err := scrapeSendDelay(ctx, o.metrics, o.metricsToken)
+		delay1, err := scrapeHistograms(ctx, o.metrics, o.metricsToken, sendDelayMetric)
+		if err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
+		wait1, err := scrapeHistograms(ctx, o.metrics, o.metricsToken, batchWaitMetric)
 		if err != nil {
 			return fmt.Errorf("-metrics: %w", err)
 		}
@@ -367,6 +374,8 @@ measure:
 		for kind, h := range delay1 {
 			res.BridgeDelayMs[kind] = delayBetween(delay0[kind], h)
 		}
+		w := delayBetween(wait0[""], wait1[""])
+		res.BatchWaitMs = &w
 	}
 	if server != nil {
 		_, _ = server.sample()

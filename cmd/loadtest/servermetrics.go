@@ -12,18 +12,22 @@ import (
 	"time"
 )
 
-// sendDelayMetric is the bridge's histogram of the delay it adds on the way
-// to each WHEP viewer (its /metrics endpoint, metrics.SendDelay). Other
-// servers do not have it; -metrics is for the bridge only.
-const sendDelayMetric = "bridge_whep_send_delay_seconds"
+// The bridge's histograms of the delay it adds (its /metrics endpoint;
+// other servers do not have them, -metrics is for the bridge only): per
+// unit per WHEP viewer up to the UDP socket (metrics.SendDelay, by kind),
+// and per batch of packets in the socket's send queue (metrics.BatchWait).
+const (
+	sendDelayMetric = "bridge_whep_send_delay_seconds"
+	batchWaitMetric = "bridge_udp_batch_wait_seconds"
+)
 
 // histogram is a Prometheus classic histogram's cumulative buckets, by
 // upper bound (seconds; +Inf last).
 type histogram map[float64]float64
 
-// scrapeSendDelay reads the bridge's send-delay histograms, by kind
-// ("video", "audio"), from a Prometheus text-format endpoint.
-func scrapeSendDelay(ctx context.Context, url, token string) (map[string]histogram, error) {
+// scrapeHistograms reads the histograms called name from a Prometheus
+// text-format endpoint, by the value of their "kind" label ("" without one).
+func scrapeHistograms(ctx context.Context, url, token, name string) (map[string]histogram, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -47,7 +51,7 @@ func scrapeSendDelay(ctx context.Context, url, token string) (map[string]histogr
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, sendDelayMetric+"_bucket{")
+		rest, ok := strings.CutPrefix(line, name+"_bucket{")
 		if !ok {
 			continue
 		}
@@ -58,7 +62,7 @@ func scrapeSendDelay(ctx context.Context, url, token string) (map[string]histogr
 		kind, le := labelOf(labels, "kind"), labelOf(labels, "le")
 		bound, err1 := strconv.ParseFloat(le, 64) // "+Inf" parses as +Inf
 		count, err2 := strconv.ParseFloat(strings.Fields(value)[0], 64)
-		if kind == "" || err1 != nil || err2 != nil {
+		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("unreadable line in %s: %q", url, line)
 		}
 		if out[kind] == nil {
@@ -70,7 +74,7 @@ func scrapeSendDelay(ctx context.Context, url, token string) (map[string]histogr
 		return nil, err
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%s has no %s histogram (is it the bridge's metrics endpoint, with metrics enabled?)", url, sendDelayMetric)
+		return nil, fmt.Errorf("%s has no %s histogram (is it the bridge's metrics endpoint, with metrics enabled?)", url, name)
 	}
 	return out, nil
 }

@@ -92,6 +92,9 @@ type result struct {
 	// kind ("video", "audio"), from its own histogram over the full-load
 	// window (-metrics; the bridge only): N, P50, P95, P99.
 	BridgeDelayMs map[string]dist `json:"bridge_delay_ms,omitempty"`
+	// BatchWaitMs is how long the oldest packet of each batch waited in
+	// the bridge's UDP send queue, over the same window (per batch).
+	BatchWaitMs *dist `json:"bridge_batch_wait_ms,omitempty"`
 	// DelayBySecond is DelayMs for each second of the full-load window.
 	DelayBySecond []dist `json:"delay_ms_by_second,omitempty"`
 
@@ -152,6 +155,9 @@ func (r *result) printSummary(w io.Writer) {
 		if d, ok := r.BridgeDelayMs[kind]; ok {
 			row("bridge-added "+kind+" ms p50/p99", fmt.Sprintf("%.2f / %.2f  (p95 %.2f, %d units x viewers, server histogram)", d.P50, d.P99, d.P95, d.N))
 		}
+	}
+	if d := r.BatchWaitMs; d != nil {
+		row("UDP batch wait ms p50/p99", fmt.Sprintf("%.2f / %.2f  (p95 %.2f, %d batches, server histogram)", d.P50, d.P99, d.P95, d.N))
 	}
 	row("RTP loss", fmt.Sprintf("%.3f %% (%d of %d; video %.3f %%, audio %.3f %%)", r.LossPct, r.PacketsLost, r.PacketsExpected, r.VideoLossPct, r.AudioLossPct))
 	row("receive kbit/s per viewer", fmt.Sprintf("%.0f avg, %.0f min", r.BitrateKbpsAvg, r.BitrateKbpsMin))

@@ -1,0 +1,458 @@
+//go:build linux
+
+package udpbatch
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// batcher is the Linux part of Conn: the shards and their flushers.
+type batcher struct {
+	family int // AF_INET or AF_INET6: the sockaddr kind the socket takes
+	shards []*shard
+	wg     sync.WaitGroup // flushers
+}
+
+func (c *Conn) start(o Options) {
+	n := o.Shards
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	qlen := o.QueueLen
+	if qlen <= 0 {
+		qlen = DefaultQueueLen
+	}
+	maxBatch := o.MaxBatch
+	if maxBatch <= 0 {
+		maxBatch = DefaultMaxBatch
+	}
+	maxBatch = min(maxBatch, MaxBatchLimit)
+
+	c.family = socketFamily(c.conn)
+	c.shards = make([]*shard, n)
+	for i := range c.shards {
+		s := &shard{
+			c:       c,
+			wc:      c.dupConn(),
+			wake:    make(chan struct{}, 1),
+			onFlush: o.OnFlush,
+			queue:   make([]*packet, 0, qlen),
+			spare:   make([]*packet, 0, qlen),
+			msgs:    make([]mmsghdr, maxBatch),
+			iovs:    make([]unix.Iovec, maxBatch),
+		}
+		s.rc = mustRawConn(s.wc)
+		s.sendFn = s.sendmmsg // one closure per shard, not one per syscall
+		c.shards[i] = s
+		c.wg.Add(1)
+		go s.run()
+	}
+}
+
+// dupConn returns a duplicate of the socket for one flusher. Each has its
+// own descriptor and so its own write lock in the runtime: the flushers of
+// different shards can be in sendmmsg at the same time. If the descriptor
+// cannot be duplicated (out of descriptors), the flusher shares the
+// original, which only costs that parallelism.
+func (c *Conn) dupConn() *net.UDPConn {
+	f, err := c.conn.File()
+	if err != nil {
+		c.log.Warn("udpbatch: cannot duplicate the socket; flushers will share it", slog.Any("err", err))
+		return c.conn
+	}
+	defer f.Close()
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		c.log.Warn("udpbatch: cannot duplicate the socket; flushers will share it", slog.Any("err", err))
+		return c.conn
+	}
+	return pc.(*net.UDPConn) // a UDP socket's duplicate is one too
+}
+
+func mustRawConn(uc *net.UDPConn) syscall.RawConn {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		// Only fails for a nil or closed *net.UDPConn; the writes would
+		// fail the same way.
+		panic(fmt.Sprintf("udpbatch: socket has no raw access: %v", err))
+	}
+	return rc
+}
+
+// socketFamily returns the address family of the socket, which decides how
+// destinations are encoded: a "udp" socket bound to a wildcard is AF_INET6
+// (dual stack) and takes IPv4 destinations as v4-mapped addresses.
+func socketFamily(uc *net.UDPConn) int {
+	family := unix.AF_INET6
+	if rc, err := uc.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			if sa, err := unix.Getsockname(int(fd)); err == nil {
+				if _, ok := sa.(*unix.SockaddrInet4); ok {
+					family = unix.AF_INET
+				}
+			}
+		})
+	}
+	return family
+}
+
+func (c *Conn) write(p []byte, to netip.AddrPort) error {
+	pk := getPacket(len(p))
+	if err := pk.setDest(c.family, to); err != nil {
+		putPacket(pk)
+		return err
+	}
+	copy(pk.buf, p)
+	if err := c.shards[shardIndex(to, len(c.shards))].push(pk); err != nil {
+		putPacket(pk)
+		return err
+	}
+	return nil
+}
+
+func (c *Conn) stop() error {
+	for _, s := range c.shards {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+	}
+	close(c.done)
+	// Bound the final flush: a flusher parked on an unwritable socket
+	// gives up at this deadline (and counts the rest as dropped). Nothing
+	// else sets a write deadline on the flushers' descriptors.
+	limit := time.Now().Add(closeFlushTimeout)
+	for _, s := range c.shards {
+		_ = s.wc.SetWriteDeadline(limit)
+	}
+	c.wg.Wait()
+	for _, s := range c.shards {
+		if s.wc != c.conn {
+			_ = s.wc.Close()
+		}
+	}
+	return c.conn.Close()
+}
+
+func (c *Conn) stats() Stats {
+	var st Stats
+	for _, s := range c.shards {
+		st.Sent += s.sent.Load()
+		st.Batches += s.batches.Load()
+		st.Dropped += s.dropped.Load()
+	}
+	return st
+}
+
+// setConnWriteDeadline does nothing: the socket is written by the flushers
+// on behalf of every writer, so a writer's deadline must not fail other
+// writers' packets. Writers see the deadline while they wait for queue space.
+func (c *Conn) setConnWriteDeadline(time.Time) error { return nil }
+
+// shard is one queue and its flusher.
+type shard struct {
+	c       *Conn
+	wc      *net.UDPConn // this flusher's descriptor
+	rc      syscall.RawConn
+	wake    chan struct{} // cap 1: "the queue went from empty to non-empty"
+	onFlush func(packets int, wait time.Duration)
+
+	mu     sync.Mutex
+	queue  []*packet     // cap is QueueLen; never grows
+	since  time.Time     // when the queue last went from empty to non-empty (with OnFlush)
+	space  chan struct{} // closed when the flusher takes the queue; nil while nobody waits for space
+	closed bool
+
+	// Flusher only.
+	spare  []*packet // the previous round's queue, empty, to swap in
+	msgs   []mmsghdr
+	iovs   []unix.Iovec
+	cur    []mmsghdr // argument of the sendmmsg in progress
+	n      int       // its result
+	errno  syscall.Errno
+	sendFn func(fd uintptr) bool
+
+	sent, batches, dropped atomic.Uint64
+}
+
+// push queues pk, waiting while the queue is full.
+func (s *shard) push(pk *packet) error {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return net.ErrClosed
+		}
+		if len(s.queue) < cap(s.queue) {
+			s.queue = append(s.queue, pk)
+			first := len(s.queue) == 1
+			if first && s.onFlush != nil {
+				s.since = time.Now()
+			}
+			s.mu.Unlock()
+			// Only the write that makes the queue non-empty wakes the
+			// flusher: it always takes the whole queue, so later writes
+			// are picked up by the round that wakeup starts.
+			if first {
+				select {
+				case s.wake <- struct{}{}:
+				default:
+				}
+			}
+			return nil
+		}
+		if s.space == nil {
+			s.space = make(chan struct{})
+		}
+		space := s.space
+		s.mu.Unlock()
+		if err := s.c.waitSpace(space); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *shard) run() {
+	defer s.c.wg.Done()
+	for {
+		select {
+		case <-s.wake:
+			s.flush()
+		case <-s.c.done:
+			// No writes get in any more (closed is set); send the rest.
+			s.flush()
+			return
+		}
+	}
+}
+
+// flush sends rounds until the queue is empty.
+func (s *shard) flush() {
+	for {
+		s.mu.Lock()
+		batch := s.queue
+		if len(batch) == 0 {
+			s.mu.Unlock()
+			return
+		}
+		s.queue = s.spare
+		since := s.since
+		if s.space != nil {
+			close(s.space)
+			s.space = nil
+		}
+		s.mu.Unlock()
+
+		for rest := batch; len(rest) > 0; {
+			n := min(len(rest), len(s.msgs))
+			s.send(rest[:n])
+			rest = rest[n:]
+		}
+		if s.onFlush != nil {
+			s.onFlush(len(batch), time.Since(since))
+		}
+		for i, pk := range batch {
+			putPacket(pk)
+			batch[i] = nil
+		}
+		s.spare = batch[:0]
+	}
+}
+
+// send sends pkts (at most len(s.msgs)) with as few sendmmsg calls as the
+// kernel allows. A packet the kernel refuses is dropped alone: sendmmsg
+// returns how many it sent before the failing one, and the next call starts
+// with the failing one and reports its error.
+func (s *shard) send(pkts []*packet) {
+	msgs := s.msgs[:len(pkts)]
+	for i, pk := range pkts {
+		iov := &s.iovs[i]
+		iov.Base = unsafe.SliceData(pk.buf)
+		iov.SetLen(len(pk.buf))
+		m := &msgs[i]
+		m.hdr = unix.Msghdr{
+			Name:    (*byte)(unsafe.Pointer(&pk.sa)),
+			Namelen: pk.salen,
+			Iov:     iov,
+		}
+		m.hdr.SetIovlen(1)
+	}
+	for off := 0; off < len(msgs); {
+		s.cur = msgs[off:]
+		if err := s.rc.Write(s.sendFn); err != nil {
+			// The descriptor is closed or Close's deadline passed:
+			// nothing more can go out through it.
+			s.drop(err, pkts[off].to, len(msgs)-off)
+			break
+		}
+		switch {
+		case s.errno == 0 && s.n <= 0:
+			// Cannot happen for a non-empty vector; never spin on it.
+			s.drop(errNoProgress, pkts[off].to, len(msgs)-off)
+			off = len(msgs)
+		case s.errno == 0:
+			s.batches.Add(1)
+			s.sent.Add(uint64(s.n))
+			off += s.n
+		case s.errno == unix.EINTR:
+		default:
+			s.drop(s.errno, pkts[off].to, 1)
+			off++
+		}
+	}
+	s.cur = nil
+	for i := range msgs {
+		// Let go of large (unpooled) buffers; the rest are overwritten.
+		s.iovs[i].Base = nil
+		msgs[i].hdr.Name = nil
+	}
+}
+
+// sendmmsg is the syscall.RawConn.Write callback. On EAGAIN it returns
+// false, which parks the flusher on the netpoller until the socket is
+// writable and then calls it again.
+func (s *shard) sendmmsg(fd uintptr) bool {
+	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd,
+		uintptr(unsafe.Pointer(unsafe.SliceData(s.cur))), uintptr(len(s.cur)), 0, 0, 0)
+	if errno == unix.EAGAIN {
+		return false
+	}
+	s.n, s.errno = int(n), errno
+	return true
+}
+
+func (s *shard) drop(err error, to netip.AddrPort, n int) {
+	s.dropped.Add(uint64(n))
+	s.c.logDrop(err, to, n)
+}
+
+// mmsghdr is struct mmsghdr: Go pads it like C does (to the alignment of
+// Msghdr), so it matches the kernel's layout on every architecture.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32 // msg_len: bytes sent, written by the kernel
+}
+
+// packet is a queued datagram with its encoded destination.
+type packet struct {
+	buf   []byte                // the payload: arr[:n], or its own array if larger
+	sa    unix.RawSockaddrInet6 // or a RawSockaddrInet4 at the same address
+	salen uint32
+	to    netip.AddrPort // for logs
+	arr   [packetSize]byte
+}
+
+// packetSize covers an Ethernet MTU; larger packets get a buffer of their
+// own that is not pooled.
+const packetSize = 1500
+
+var packetPool = sync.Pool{New: func() any { return new(packet) }}
+
+func getPacket(n int) *packet {
+	pk := packetPool.Get().(*packet)
+	if n <= len(pk.arr) {
+		pk.buf = pk.arr[:n]
+	} else {
+		pk.buf = make([]byte, n)
+	}
+	return pk
+}
+
+func putPacket(pk *packet) {
+	pk.buf = nil
+	pk.to = netip.AddrPort{}
+	packetPool.Put(pk)
+}
+
+var (
+	errInvalidAddr = errors.New("invalid destination address")
+	errNotIPv4     = errors.New("IPv6 destination on an IPv4 socket")
+	errNoProgress  = errors.New("sendmmsg sent nothing and reported no error")
+)
+
+// setDest encodes to as the sockaddr the socket's family takes: IPv4
+// destinations on an IPv6 socket become v4-mapped, as in package net.
+func (pk *packet) setDest(family int, to netip.AddrPort) error {
+	addr := to.Addr()
+	if !addr.IsValid() {
+		return errInvalidAddr
+	}
+	pk.to = to
+	if family == unix.AF_INET {
+		addr = addr.Unmap()
+		if !addr.Is4() {
+			return errNotIPv4
+		}
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&pk.sa))
+		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: addr.As4()}
+		putPort(&sa.Port, to.Port())
+		pk.salen = unix.SizeofSockaddrInet4
+		return nil
+	}
+	var scope uint32
+	if zone := addr.Zone(); zone != "" {
+		var err error
+		if scope, err = zoneIndex(zone); err != nil {
+			return err
+		}
+	}
+	pk.sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: addr.As16(), Scope_id: scope}
+	putPort(&pk.sa.Port, to.Port())
+	pk.salen = unix.SizeofSockaddrInet6
+	return nil
+}
+
+// putPort stores port in network byte order.
+func putPort(dst *uint16, port uint16) {
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(dst))[:], port)
+}
+
+var zones sync.Map // zone name -> interface index (uint32)
+
+// zoneIndex resolves an IPv6 zone (an interface name or number) to the
+// interface index sin6_scope_id wants. Zones are rare (link-local peers),
+// so a cache suffices.
+func zoneIndex(zone string) (uint32, error) {
+	if v, ok := zones.Load(zone); ok {
+		return v.(uint32), nil
+	}
+	if n, err := strconv.ParseUint(zone, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	ifi, err := net.InterfaceByName(zone)
+	if err != nil {
+		return 0, fmt.Errorf("IPv6 zone %q: %w", zone, err)
+	}
+	zones.Store(zone, uint32(ifi.Index))
+	return uint32(ifi.Index), nil
+}
+
+// shardIndex picks the shard for a destination. The same destination
+// always gets the same shard, whether it is written as IPv4 or v4-mapped.
+func shardIndex(to netip.AddrPort, n int) int {
+	if n == 1 {
+		return 0
+	}
+	a := to.Addr().Unmap().As16()
+	h := binary.LittleEndian.Uint64(a[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(a[8:]) ^ uint64(to.Port())<<32
+	// splitmix64 finalizer: spreads every input bit over the result.
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return int(h % uint64(n))
+}
