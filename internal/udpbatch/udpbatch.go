@@ -16,6 +16,16 @@
 // limited). That is no weaker than UDP itself, where the packet can be lost a
 // hop later without anyone hearing about it.
 //
+// On Linux (4.18 and later) the flusher also uses UDP generic segmentation
+// offload (GSO, the UDP_SEGMENT control message): a run of packets queued
+// back to back for the same destination, all of one length but the last
+// (which may be shorter), goes to the kernel as one message, which the
+// kernel (or the NIC) cuts into the original datagrams only at the end of
+// the IP stack: one route lookup and one trip through the stack per run
+// instead of per packet. A viewer's video frame is such a run. The receiver
+// gets the datagrams exactly as written. Packets are never reordered for
+// this; only neighbours in the queue are merged.
+//
 // Batching is implemented on Linux only. Elsewhere Conn writes straight to
 // the socket, so callers need no build tags.
 package udpbatch
@@ -64,9 +74,16 @@ type Options struct {
 	// QueueLen is the number of packets a shard queues before writers
 	// block until its flusher catches up. 0 means DefaultQueueLen.
 	QueueLen int
-	// MaxBatch is the number of packets per sendmmsg call. 0 means
+	// MaxBatch is the number of messages per sendmmsg call: packets, or
+	// with GSO runs of up to 64 packets sent as one. 0 means
 	// DefaultMaxBatch; values above MaxBatchLimit are lowered to it.
 	MaxBatch int
+	// NoGSO turns UDP generic segmentation offload off: every packet is a
+	// message of its own. By default GSO is used where the kernel supports
+	// it (Linux 4.18 and later); it is also turned off by itself (logged
+	// once) if the kernel or a NIC refuses it, without losing packets.
+	// Linux only; elsewhere there is no GSO.
+	NoGSO bool
 	// Logger receives the (rate limited) reports of dropped packets. nil
 	// means slog.Default().
 	Logger *slog.Logger
@@ -86,6 +103,9 @@ type Stats struct {
 	// Batches is the number of send syscalls that sent at least one packet;
 	// Sent/Batches is the mean batch size.
 	Batches uint64
+	// GSOSends is the number of messages the kernel accepted that carried
+	// more than one packet (UDP GSO). Their packets are counted in Sent.
+	GSOSends uint64
 	// Dropped is the number of queued packets the kernel refused (a bad or
 	// unreachable destination, a packet too big) or that could not be sent
 	// before the socket failed or Close gave up on it.
