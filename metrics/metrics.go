@@ -52,6 +52,7 @@ type UDPStats struct {
 	Sent    uint64 // packets the kernel accepted
 	Batches uint64 // send syscalls (sendmmsg) that sent something
 	Dropped uint64 // packets the kernel refused (bad or unreachable destination)
+	GSO     uint64 // messages that carried several packets (UDP GSO)
 }
 
 // Runner is one outbound worker: a forward pushing Path to a target, or a
@@ -116,6 +117,7 @@ func New(src Sources, log *slog.Logger) (*Metrics, error) {
 			{"bridge_udp_packets_sent_total", "Packets sent on the WebRTC UDP socket.", func(s UDPStats) uint64 { return s.Sent }},
 			{"bridge_udp_send_batches_total", "Send syscalls on the WebRTC UDP socket; packets sent / batches is the mean batch size.", func(s UDPStats) uint64 { return s.Batches }},
 			{"bridge_udp_packets_dropped_total", "Packets the kernel refused to send on the WebRTC UDP socket (bad or unreachable destination).", func(s UDPStats) uint64 { return s.Dropped }},
+			{"bridge_udp_gso_sends_total", "Messages on the WebRTC UDP socket that carried several packets to one peer (UDP GSO: a frame's run of equal-sized packets).", func(s UDPStats) uint64 { return s.GSO }},
 		} {
 			cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
 				func() float64 { return float64(c.value(src.UDP())) }))

@@ -24,7 +24,7 @@ func (b *Bridge) newMetrics() (*metrics.Metrics, error) {
 		Pulls:          b.pull.runners,
 		UDP: func() metrics.UDPStats {
 			st := b.engine.UDPStats()
-			return metrics.UDPStats{Sent: st.Sent, Batches: st.Batches, Dropped: st.Dropped}
+			return metrics.UDPStats{Sent: st.Sent, Batches: st.Batches, Dropped: st.Dropped, GSO: st.GSOSends}
 		},
 	}, b.log)
 	if err != nil {

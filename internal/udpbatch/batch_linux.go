@@ -22,10 +22,40 @@ import (
 
 // batcher is the Linux part of Conn: the shards and their flushers.
 type batcher struct {
-	family int // AF_INET or AF_INET6: the sockaddr kind the socket takes
+	family int         // AF_INET or AF_INET6: the sockaddr kind the socket takes
+	gso    atomic.Bool // send runs of packets as one message (UDP_SEGMENT)
 	shards []*shard
 	wg     sync.WaitGroup // flushers
+
+	// gsoFault, if set (by tests, before the first write), is asked about
+	// each GSO message before it is sent; an errno other than 0 fails that
+	// message as if the kernel had refused it.
+	gsoFault func() syscall.Errno
 }
+
+// UDP GSO limits.
+const (
+	// gsoMaxSegments is the most packets one GSO message carries:
+	// UDP_MAX_SEGMENTS, 64 on every kernel that has GSO (later ones allow
+	// more).
+	gsoMaxSegments = 64
+	// gsoMaxBytes is the most bytes one GSO message carries: the payload
+	// of the largest IPv4 datagram, 65535 - 20 - 8.
+	gsoMaxBytes = 65507
+	// gsoMaxSegment is the largest packet sent with GSO: the kernel refuses
+	// segments (with headers) larger than the route's MTU, where a plain
+	// send would fragment. 1452 fits a 1500-byte MTU with IPv6 headers;
+	// WebRTC packets are smaller (about 1200 bytes), larger ones are rare
+	// and go out one by one.
+	gsoMaxSegment = 1500 - 40 - 8
+)
+
+// gsoCmsgSpace is the room of one UDP_SEGMENT control message (a uint16
+// segment size); gsoCmsgData is the offset of its data.
+var (
+	gsoCmsgSpace = unix.CmsgSpace(2)
+	gsoCmsgData  = unix.CmsgLen(0)
+)
 
 func (c *Conn) start(o Options) {
 	n := o.Shards
@@ -43,6 +73,13 @@ func (c *Conn) start(o Options) {
 	maxBatch = min(maxBatch, MaxBatchLimit)
 
 	c.family = socketFamily(c.conn)
+	if !o.NoGSO {
+		if err := probeGSO(c.conn); err != nil {
+			c.log.Info("udpbatch: no UDP GSO (Linux 4.18 or later); sending packet by packet", slog.Any("err", err))
+		} else {
+			c.gso.Store(true)
+		}
+	}
 	c.shards = make([]*shard, n)
 	for i := range c.shards {
 		s := &shard{
@@ -53,7 +90,11 @@ func (c *Conn) start(o Options) {
 			queue:   make([]*packet, 0, qlen),
 			spare:   make([]*packet, 0, qlen),
 			msgs:    make([]mmsghdr, maxBatch),
-			iovs:    make([]unix.Iovec, maxBatch),
+			// One iovec per packet of a sendmmsg: a round (at most
+			// qlen packets) needs no more.
+			iovs:  make([]unix.Iovec, min(qlen, maxBatch*gsoMaxSegments)),
+			ctrl:  gsoControl(maxBatch),
+			retry: make([]mmsghdr, gsoMaxSegments),
 		}
 		s.rc = mustRawConn(s.wc)
 		s.sendFn = s.sendmmsg // one closure per shard, not one per syscall
@@ -81,6 +122,46 @@ func (c *Conn) dupConn() *net.UDPConn {
 		return c.conn
 	}
 	return pc.(*net.UDPConn) // a UDP socket's duplicate is one too
+}
+
+// probeGSO reports whether the kernel knows UDP_SEGMENT. One that does not
+// (before 4.18) would ignore the control message and send each run as one
+// datagram, so this is asked before any is sent.
+func probeGSO(uc *net.UDPConn) error {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		_, serr = unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// gsoControl returns n UDP_SEGMENT control messages back to back, one per
+// mmsghdr, with only the segment size left to fill in. The buffer is made
+// of uint64s so that every cmsghdr in it is aligned.
+func gsoControl(n int) []byte {
+	size := n * gsoCmsgSpace
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(make([]uint64, (size+7)/8)))), size)
+	for off := 0; off < size; off += gsoCmsgSpace {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&buf[off]))
+		h.Level = unix.SOL_UDP
+		h.Type = unix.UDP_SEGMENT
+		h.SetLen(unix.CmsgLen(2))
+	}
+	return buf
+}
+
+// disableGSO turns GSO off for good after the kernel refused it, and says
+// so once.
+func (c *Conn) disableGSO(err error) {
+	if c.gso.CompareAndSwap(true, false) {
+		c.log.Warn("udpbatch: UDP GSO refused; sending packet by packet from now on", slog.Any("err", err))
+	}
 }
 
 func mustRawConn(uc *net.UDPConn) syscall.RawConn {
@@ -153,6 +234,7 @@ func (c *Conn) stats() Stats {
 		st.Sent += s.sent.Load()
 		st.Batches += s.batches.Load()
 		st.Dropped += s.dropped.Load()
+		st.GSOSends += s.gsoSends.Load()
 	}
 	return st
 }
@@ -179,13 +261,15 @@ type shard struct {
 	// Flusher only.
 	spare  []*packet // the previous round's queue, empty, to swap in
 	msgs   []mmsghdr
-	iovs   []unix.Iovec
-	cur    []mmsghdr // argument of the sendmmsg in progress
-	n      int       // its result
+	iovs   []unix.Iovec // one per packet of the messages in msgs
+	ctrl   []byte       // a UDP_SEGMENT control message per entry of msgs
+	retry  []mmsghdr    // a refused GSO message's packets, one by one
+	cur    []mmsghdr    // argument of the sendmmsg in progress
+	n      int          // its result
 	errno  syscall.Errno
 	sendFn func(fd uintptr) bool
 
-	sent, batches, dropped atomic.Uint64
+	sent, batches, dropped, gsoSends atomic.Uint64
 }
 
 // push queues pk, waiting while the queue is full.
@@ -256,11 +340,7 @@ func (s *shard) flush() {
 		}
 		s.mu.Unlock()
 
-		for rest := batch; len(rest) > 0; {
-			n := min(len(rest), len(s.msgs))
-			s.send(rest[:n])
-			rest = rest[n:]
-		}
+		s.send(batch)
 		if s.onFlush != nil {
 			s.onFlush(len(batch), time.Since(since))
 		}
@@ -272,52 +352,178 @@ func (s *shard) flush() {
 	}
 }
 
-// send sends pkts (at most len(s.msgs)) with as few sendmmsg calls as the
-// kernel allows. A packet the kernel refuses is dropped alone: sendmmsg
-// returns how many it sent before the failing one, and the next call starts
-// with the failing one and reports its error.
+// send sends pkts, in order, with as few sendmmsg calls as the kernel
+// allows, each with up to len(s.msgs) messages. With GSO a message is a run
+// of packets (see runLen), otherwise one packet.
 func (s *shard) send(pkts []*packet) {
-	msgs := s.msgs[:len(pkts)]
-	for i, pk := range pkts {
-		iov := &s.iovs[i]
-		iov.Base = unsafe.SliceData(pk.buf)
-		iov.SetLen(len(pk.buf))
-		m := &msgs[i]
-		m.hdr = unix.Msghdr{
-			Name:    (*byte)(unsafe.Pointer(&pk.sa)),
-			Namelen: pk.salen,
-			Iov:     iov,
+	for i := 0; i < len(pkts); {
+		gso := s.c.gso.Load() // per call: a failure may have turned it off
+		start, nm := i, 0
+		for ; nm < len(s.msgs) && i < len(pkts); nm++ {
+			room := len(s.iovs) - (i - start)
+			if room == 0 {
+				break
+			}
+			n := 1
+			if gso {
+				n = runLen(pkts[i:], min(room, gsoMaxSegments))
+			}
+			s.setMsg(nm, pkts[i:i+n], s.iovs[i-start:i-start+n])
+			i += n
 		}
-		m.hdr.SetIovlen(1)
+		s.sendMsgs(s.msgs[:nm], pkts[start:i])
+		for k := range s.msgs[:nm] {
+			// Let go of large (unpooled) buffers; the rest are
+			// overwritten.
+			s.msgs[k].hdr.Name = nil
+		}
+		clear(s.iovs[:i-start])
 	}
+}
+
+// runLen returns how many packets from the start of pkts (at least 1, at
+// most maxSegs) go out as one GSO message: neighbours with the same
+// destination, all as long as the first but the last, which may be shorter
+// (not empty: the kernel would not make it a datagram). The kernel cuts the
+// message into datagrams of the first's length, so any other run would get
+// the wrong boundaries.
+func runLen(pkts []*packet, maxSegs int) int {
+	first := pkts[0]
+	size := len(first.buf)
+	if size == 0 || size > gsoMaxSegment {
+		return 1
+	}
+	n, total := 1, size
+	for n < len(pkts) && n < maxSegs {
+		pk := pkts[n]
+		m := len(pk.buf)
+		if m == 0 || m > size || total+m > gsoMaxBytes || pk.salen != first.salen || pk.sa != first.sa {
+			break
+		}
+		n++
+		total += m
+		if m < size {
+			break
+		}
+	}
+	return n
+}
+
+// setMsg makes s.msgs[k] the message for run, with iovs (len(run) of them)
+// pointing at the packets, and a UDP_SEGMENT control message if run has
+// more than one packet.
+func (s *shard) setMsg(k int, run []*packet, iovs []unix.Iovec) {
+	for j, pk := range run {
+		iovs[j].Base = unsafe.SliceData(pk.buf)
+		iovs[j].SetLen(len(pk.buf))
+	}
+	m := &s.msgs[k]
+	m.hdr = unix.Msghdr{
+		Name:    (*byte)(unsafe.Pointer(&run[0].sa)),
+		Namelen: run[0].salen,
+		Iov:     &iovs[0],
+	}
+	m.hdr.SetIovlen(len(run))
+	if len(run) > 1 {
+		cm := s.ctrl[k*gsoCmsgSpace : (k+1)*gsoCmsgSpace]
+		*(*uint16)(unsafe.Pointer(&cm[gsoCmsgData])) = uint16(len(run[0].buf))
+		m.hdr.Control = &cm[0]
+		m.hdr.SetControllen(gsoCmsgSpace)
+	}
+}
+
+// sendMsgs sends msgs, whose packets are pkts in order (each message has
+// as many as its iovecs). A message the kernel refuses is dropped alone:
+// sendmmsg returns how many it sent before the failing one, and the next
+// call starts with the failing one and reports its error. A refused GSO
+// message goes to gsoFailed.
+func (s *shard) sendMsgs(msgs []mmsghdr, pkts []*packet) {
+	p := 0 // the first packet of msgs[off]
 	for off := 0; off < len(msgs); {
 		s.cur = msgs[off:]
 		if err := s.rc.Write(s.sendFn); err != nil {
 			// The descriptor is closed or Close's deadline passed:
 			// nothing more can go out through it.
-			s.drop(err, pkts[off].to, len(msgs)-off)
+			s.drop(err, pkts[p].to, len(pkts)-p)
 			break
 		}
+		n, errno := s.n, s.errno
 		switch {
-		case s.errno == 0 && s.n <= 0:
+		case errno == 0 && n <= 0:
 			// Cannot happen for a non-empty vector; never spin on it.
-			s.drop(errNoProgress, pkts[off].to, len(msgs)-off)
+			s.drop(errNoProgress, pkts[p].to, len(pkts)-p)
 			off = len(msgs)
-		case s.errno == 0:
+		case errno == 0:
+			var segs, gso uint64
+			for k := range msgs[off : off+n] {
+				m := int(msgs[off+k].hdr.Iovlen)
+				segs += uint64(m)
+				if m > 1 {
+					gso++
+				}
+			}
 			s.batches.Add(1)
-			s.sent.Add(uint64(s.n))
-			off += s.n
-		case s.errno == unix.EINTR:
+			s.sent.Add(segs)
+			if gso > 0 {
+				s.gsoSends.Add(gso)
+			}
+			p += int(segs)
+			off += n
+		case errno == unix.EINTR:
 		default:
-			s.drop(s.errno, pkts[off].to, 1)
+			m := &msgs[off]
+			segs := int(m.hdr.Iovlen)
+			if segs == 1 {
+				s.drop(errno, pkts[p].to, 1)
+			} else {
+				s.gsoFailed(errno, pkts[p:p+segs], unsafe.Slice(m.hdr.Iov, segs))
+			}
+			p += segs
 			off++
 		}
 	}
 	s.cur = nil
-	for i := range msgs {
-		// Let go of large (unpooled) buffers; the rest are overwritten.
-		s.iovs[i].Base = nil
-		msgs[i].hdr.Name = nil
+}
+
+// gsoFailed handles the kernel's refusal of a GSO message: run is its
+// packets, iovs their iovecs.
+//
+// An error that says GSO does not work here (EIO: a device that cannot
+// checksum or segment, or IPsec; EOPNOTSUPP, ENOPROTOOPT) turns it off for
+// the Conn. With EINVAL or EMSGSIZE the run may be at fault (a segment
+// larger than the route's MTU) or its destination (port 0): the packets are
+// sent one by one, and if the kernel then takes them after refusing EINVAL
+// for the run, GSO is turned off too. Either way the packets go out one by
+// one, each with its own verdict, as without GSO. Any other error is the
+// destination's (unreachable, refused, not permitted): each packet would
+// get it, so the run is dropped.
+func (s *shard) gsoFailed(errno syscall.Errno, run []*packet, iovs []unix.Iovec) {
+	switch errno {
+	case unix.EIO, unix.EOPNOTSUPP, unix.ENOPROTOOPT:
+		s.c.disableGSO(errno)
+	case unix.EINVAL, unix.EMSGSIZE:
+	default:
+		s.drop(errno, run[0].to, len(run))
+		return
+	}
+	msgs := s.retry[:len(run)]
+	for j, pk := range run {
+		m := &msgs[j]
+		m.hdr = unix.Msghdr{
+			Name:    (*byte)(unsafe.Pointer(&pk.sa)),
+			Namelen: pk.salen,
+			Iov:     &iovs[j],
+		}
+		m.hdr.SetIovlen(1)
+	}
+	before := s.sent.Load() // only this flusher adds to it
+	s.sendMsgs(msgs, run)
+	if errno == unix.EINVAL && s.sent.Load() != before {
+		s.c.disableGSO(errno)
+	}
+	for j := range msgs {
+		msgs[j].hdr.Name = nil
+		msgs[j].hdr.Iov = nil
 	}
 }
 
@@ -325,13 +531,39 @@ func (s *shard) send(pkts []*packet) {
 // false, which parks the flusher on the netpoller until the socket is
 // writable and then calls it again.
 func (s *shard) sendmmsg(fd uintptr) bool {
+	cur := s.cur
+	if s.c.gsoFault != nil {
+		cur = s.fault(cur)
+		if cur == nil {
+			return true
+		}
+	}
 	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd,
-		uintptr(unsafe.Pointer(unsafe.SliceData(s.cur))), uintptr(len(s.cur)), 0, 0, 0)
+		uintptr(unsafe.Pointer(unsafe.SliceData(cur))), uintptr(len(cur)), 0, 0, 0)
 	if errno == unix.EAGAIN {
 		return false
 	}
 	s.n, s.errno = int(n), errno
 	return true
+}
+
+// fault applies the test hook gsoFault to the vector cur: it returns nil
+// if the hook failed the first message (the result is set), else the part
+// of cur to send, which ends before the next GSO message so that the hook
+// is asked about each.
+func (s *shard) fault(cur []mmsghdr) []mmsghdr {
+	if cur[0].hdr.Iovlen > 1 {
+		if errno := s.c.gsoFault(); errno != 0 {
+			s.n, s.errno = 0, errno
+			return nil
+		}
+	}
+	for k := 1; k < len(cur); k++ {
+		if cur[k].hdr.Iovlen > 1 {
+			return cur[:k]
+		}
+	}
+	return cur
 }
 
 func (s *shard) drop(err error, to netip.AddrPort, n int) {
@@ -396,6 +628,8 @@ func (pk *packet) setDest(family int, to netip.AddrPort) error {
 		if !addr.Is4() {
 			return errNotIPv4
 		}
+		// All of pk.sa is cleared: runLen compares it whole.
+		pk.sa = unix.RawSockaddrInet6{}
 		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&pk.sa))
 		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: addr.As4()}
 		putPort(&sa.Port, to.Port())

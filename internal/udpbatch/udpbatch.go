@@ -24,7 +24,9 @@
 // the IP stack: one route lookup and one trip through the stack per run
 // instead of per packet. A viewer's video frame is such a run. The receiver
 // gets the datagrams exactly as written. Packets are never reordered for
-// this; only neighbours in the queue are merged.
+// this; only neighbours in the queue are merged. A run the kernel refuses
+// for its destination is dropped whole (each of its packets would have
+// been); one it refuses for GSO's sake is sent again packet by packet.
 //
 // Batching is implemented on Linux only. Elsewhere Conn writes straight to
 // the socket, so callers need no build tags.
@@ -84,8 +86,8 @@ type Options struct {
 	// once) if the kernel or a NIC refuses it, without losing packets.
 	// Linux only; elsewhere there is no GSO.
 	NoGSO bool
-	// Logger receives the (rate limited) reports of dropped packets. nil
-	// means slog.Default().
+	// Logger receives the (rate limited) reports of dropped packets and
+	// the one-time notices about GSO. nil means slog.Default().
 	Logger *slog.Logger
 	// OnFlush, if set, is called by a flusher after each round with the
 	// number of packets it took and how long the oldest of them waited,
@@ -105,6 +107,7 @@ type Stats struct {
 	Batches uint64
 	// GSOSends is the number of messages the kernel accepted that carried
 	// more than one packet (UDP GSO). Their packets are counted in Sent.
+	// It stays 0 without GSO (Options.NoGSO, an old kernel, not Linux).
 	GSOSends uint64
 	// Dropped is the number of queued packets the kernel refused (a bad or
 	// unreachable destination, a packet too big) or that could not be sent
