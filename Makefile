@@ -31,7 +31,7 @@ lint:
 # Go benchmarks of the hot paths, then the fan-out run (loadtest against a
 # fresh bridge per viewer count); see docs/BENCHMARKS.md.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./media ./rtc ./transcode/... ./cmd/loadtest
+	$(GO) test -run '^$$' -bench . -benchmem ./media ./rtc ./internal/udpbatch ./transcode/... ./cmd/loadtest
 	cmd/loadtest/bench.sh $(BENCH_VIEWERS)
 
 BENCH_VIEWERS ?= 50 100 200 400
