@@ -93,6 +93,12 @@ func New(s Settings) (*Engine, error) {
 		conn = batch
 	}
 	mux := webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), conn)
+	if a, ok := s.UDP.LocalAddr().(*net.UDPAddr); ok && a.IP.IsUnspecified() {
+		// Replies leave with whatever source address the kernel's routing
+		// picks, which is right on a host with one address per family.
+		log.Info("WebRTC UDP on every address of the host; on a host with several addresses, set listen.webrtc_udp to the one peers reach",
+			"addr", a.String())
+	}
 	se.SetICEUDPMux(mux)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	se.SetIncludeLoopbackCandidate(s.IncludeLoopback)
@@ -236,9 +242,11 @@ func (l *slogLogger) warn(msg string) {
 
 // benignWarnings are the starts of pion warnings that are not: the ICE
 // agent checks before the remote candidates of a WHEP/WHIP offer are
-// added, every time.
+// added, every time; the UDP mux on a wildcard address, which New
+// explains in words an operator can act on.
 var benignWarnings = []string{
 	"Failed to ping without candidate pairs",
+	"UDPMuxDefault should not listening on unspecified address",
 }
 
 func (l *slogLogger) Error(msg string) { l.log.Error(msg) }
