@@ -110,33 +110,30 @@ func (b *Bridge) metricStreams() []metrics.Stream {
 				DemuxErrors:          srtStats.DemuxErrors,
 			}
 		}
-		s.Ingest = ingestOf(st.Publisher(), isSRT)
+		s.Ingest = ingestOf(st.Publisher())
 		out = append(out, s)
 	}
 	return out
 }
 
 // ingestOf names how a stream arrives from the description its publisher
-// gave the hub: pullers and WHIP prefix it with their kind, while RTMP and
-// SRT listeners give the bare peer address, told apart by whether an SRT
-// connection publishes the path. The hub has no field for the protocol;
-// while an SRT stream waits out its grace without a connection it shows as
-// rtmp.
-func ingestOf(publisher string, srtConnected bool) string {
+// gave the hub, which every ingest starts with its kind ("rtmp 1.2.3.4:5",
+// "srt pull srt://...", "whip ..."); it stays while the stream waits out
+// its grace.
+func ingestOf(publisher string) string {
 	for _, p := range []struct{ prefix, kind string }{
 		{"whip ", "whip"},
 		{"srt pull ", "srt_pull"},
 		{"rtmp pull ", "rtmp_pull"},
 		{"whep pull ", "whep_pull"},
+		{"srt ", "srt"},
+		{"rtmp ", "rtmp"},
 	} {
 		if strings.HasPrefix(publisher, p.prefix) {
 			return p.kind
 		}
 	}
-	if srtConnected {
-		return "srt"
-	}
-	return "rtmp"
+	return "unknown"
 }
 
 // srtStats returns the statistics of the SRT connection pulling path, if

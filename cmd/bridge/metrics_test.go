@@ -226,20 +226,17 @@ func TestMetricsPullAndForward(t *testing.T) {
 }
 
 func TestIngestOf(t *testing.T) {
-	for _, tt := range []struct {
-		publisher string
-		srt       bool
-		want      string
-	}{
-		{"127.0.0.1:5000", false, "rtmp"},
-		{"127.0.0.1:5000", true, "srt"},
-		{"whip 10.0.0.5:53211", false, "whip"},
-		{"srt pull srt://cam.example:9000", true, "srt_pull"},
-		{"rtmp pull rtmp://src.example/live/<redacted>", false, "rtmp_pull"},
-		{"whep pull https://h.example/whep/x", false, "whep_pull"},
+	for _, tt := range []struct{ publisher, want string }{
+		{"rtmp 127.0.0.1:5000", "rtmp"},
+		{"srt 127.0.0.1:5000", "srt"},
+		{"whip 10.0.0.5:53211", "whip"},
+		{"srt pull srt://cam.example:9000", "srt_pull"},
+		{"rtmp pull rtmp://src.example/live/<redacted>", "rtmp_pull"},
+		{"whep pull https://h.example/whep/x", "whep_pull"},
+		{"127.0.0.1:5000", "unknown"},
 	} {
-		if got := ingestOf(tt.publisher, tt.srt); got != tt.want {
-			t.Errorf("ingestOf(%q, %t) = %q, want %q", tt.publisher, tt.srt, got, tt.want)
+		if got := ingestOf(tt.publisher); got != tt.want {
+			t.Errorf("ingestOf(%q) = %q, want %q", tt.publisher, got, tt.want)
 		}
 	}
 }

@@ -256,7 +256,7 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 			return refuse(message.NetStreamOnStatusCodePublishFailed, fmt.Sprintf("publish %q refused", path), err)
 		}
 	}
-	st, err := h.srv.reg.Publish(path, h.c.peer)
+	st, err := h.srv.reg.Publish(path, "rtmp "+h.c.peer)
 	if err != nil {
 		if errors.Is(err, media.ErrPublisherExists) {
 			return refuse(message.NetStreamOnStatusCodePublishBadName, fmt.Sprintf("stream %q is already publishing", path), err)

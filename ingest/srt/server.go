@@ -551,7 +551,7 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 	if reading {
 		return nil, areq, nil
 	}
-	st, err := s.reg.Publish(id.Path, peer)
+	st, err := s.reg.Publish(id.Path, "srt "+peer)
 	if err != nil {
 		if errors.Is(err, media.ErrPublisherExists) {
 			return nil, ingest.Request{}, refuse(id.Path, rejConflict, fmt.Sprintf("stream %q already has a publisher", id.Path))

@@ -367,7 +367,7 @@ func TestRefusals(t *testing.T) {
 			t.Errorf("video unit %d: DTS %v after %v", i, video[i].DTS, video[i-1].DTS)
 		}
 	}
-	if st, ok := ts.reg.Get("live/test"); !ok || !strings.HasPrefix(st.Publisher(), "127.0.0.1:") {
+	if st, ok := ts.reg.Get("live/test"); !ok || !strings.HasPrefix(st.Publisher(), "srt 127.0.0.1:") {
 		t.Fatalf("live/test is no longer published")
 	}
 	if r.Dropped() != 0 {
