@@ -29,10 +29,11 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # Go benchmarks of the hot paths, then the fan-out run (loadtest against a
-# fresh bridge per viewer count); see docs/BENCHMARKS.md.
+# fresh bridge per viewer count), written into docs/BENCHMARKS.md between
+# its bench:begin/end markers.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./media ./rtc ./internal/udpbatch ./transcode/... ./cmd/loadtest
-	cmd/loadtest/bench.sh $(BENCH_VIEWERS)
+	DOC=docs/BENCHMARKS.md cmd/loadtest/bench.sh $(BENCH_VIEWERS)
 
 BENCH_VIEWERS ?= 50 100 200 400
 

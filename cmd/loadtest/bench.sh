@@ -8,6 +8,9 @@
 #   PERF=200 cmd/loadtest/bench.sh 200     # also perf-profile the bridge at N=200
 #   BRIDGE=/path/to/bridge cmd/loadtest/bench.sh   # a prebuilt bridge (e.g. another revision)
 #   NICE=-10 cmd/loadtest/bench.sh         # ahead of other work on a shared machine
+#   DOC=docs/BENCHMARKS.md cmd/loadtest/bench.sh   # also write the machine, the commands
+#                                          # and the table between the doc's bench:begin/end
+#                                          # markers (make bench does)
 #
 # Writes $OUT (default /tmp/loadtest-bench)/nN.json, nN.txt, bridge-nN.log
 # and, with PERF, perf-nN.data and perf-nN.txt.
@@ -55,6 +58,7 @@ cleanup() { [ -n "$bridge_pid" ] && kill "$bridge_pid" 2>/dev/null && wait "$bri
 trap cleanup EXIT
 
 [ $# -gt 0 ] || set -- 50 100 200
+counts="$*"
 for n in "$@"; do
 	"${run[@]}" "$OUT/bridge" -config "$OUT/bridge.yaml" >"$OUT/bridge-n$n.log" 2>&1 &
 	bridge_pid=$!
@@ -75,3 +79,42 @@ for n in "$@"; do
 	bridge_pid=
 	tail -n 3 "$OUT/n$n.txt"
 done
+
+# With DOC, replace what is between the doc's bench markers with this run:
+# the machine, the commands and the table.
+if [ -n "${DOC:-}" ]; then
+	commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+	git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
+	block=$(mktemp)
+	{
+		echo "Written by \`make bench\` (cmd/loadtest/bench.sh with DOC); a new run replaces it."
+		echo
+		echo "$(date -u '+%Y-%m-%d %H:%M') UTC, commit \`$commit\`; $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(go version | cut -d' ' -f3)."
+		echo "Source \`$FLV\`, ramp $RATE viewers/s, $DURATION at full load, a fresh bridge per run, everything on this machine:"
+		echo
+		echo '```sh'
+		echo "cmd/loadtest/bench.sh $counts"
+		echo "# for each N:"
+		echo "bridge -config bench.yaml   # all paths, WHEP on, metrics on; ports $HTTP_PORT/$RTMP_PORT/$UDP_PORT"
+		echo "loadtest -q -publish rtmp://127.0.0.1:$RTMP_PORT/live/bench -file $FLV -loop -sei \\"
+		echo "         -whep http://127.0.0.1:$HTTP_PORT/whep/live/bench -n N -rate $RATE -duration $DURATION \\"
+		echo "         -pid BRIDGE_PID -metrics http://127.0.0.1:$HTTP_PORT/metrics -json nN.json"
+		echo '```'
+		echo
+		first=1
+		for n in $counts; do
+			if [ -n "$first" ]; then
+				grep -A1 '^| viewers' "$OUT/n$n.txt" | head -n 2
+				first=
+			fi
+			tail -n 1 "$OUT/n$n.txt"
+		done
+	} >"$block"
+	awk -v f="$block" '
+		BEGIN { while ((getline l < f) > 0) b = b l "\n" }
+		/<!-- bench:begin -->/ { print; printf "%s", b; skip = 1; next }
+		/<!-- bench:end -->/ { skip = 0 }
+		!skip' "$DOC" >"$DOC.tmp" && mv "$DOC.tmp" "$DOC"
+	rm -f "$block"
+	echo "wrote the run into $DOC"
+fi

@@ -172,15 +172,23 @@ func (r *result) printSummary(w io.Writer) {
 	row("loadtest UDP drops", fmt.Sprintf("%d packets dropped by the kernel at the loadtest's sockets (receiver overloaded)", r.ClientUDPDrops))
 	row("machine CPU % (all procs)", fmt.Sprintf("%.1f of %d00 (load average %s)", r.MachineCPUPct, runtime.NumCPU(), r.LoadAvg))
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| viewers | connected | TTFF p50/p95 ms | delay p50/p99 ms | loss % | kbit/s/viewer | CPU %/100 viewers | RSS KiB/viewer |")
-	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, markdownHeader)
 	fmt.Fprintln(w, r.markdownRow())
 }
+
+// markdownHeader heads the table markdownRow makes a row of (bench.sh
+// collects the rows of several runs under one header).
+const markdownHeader = "| viewers | connected | TTFF p50/p95 ms | delay p50/p99 ms | bridge-added video p50/p99 ms | loss % | kbit/s/viewer | CPU %/100 viewers | RSS KiB/viewer | loadtest CPU % |\n" +
+	"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 func (r *result) markdownRow() string {
 	delay := "-"
 	if r.DelayMs.N > 0 {
 		delay = fmt.Sprintf("%.1f / %.1f", r.DelayMs.P50, r.DelayMs.P99)
+	}
+	bridge := "-"
+	if d, ok := r.BridgeDelayMs["video"]; ok && d.N > 0 {
+		bridge = fmt.Sprintf("%.2f / %.2f", d.P50, d.P99)
 	}
 	cpu, rss := "-", "-"
 	if r.Server != nil {
@@ -189,6 +197,7 @@ func (r *result) markdownRow() string {
 	}
 	return "| " + strings.Join([]string{
 		fmt.Sprint(r.Viewers), fmt.Sprint(r.Connected),
-		fmt.Sprintf("%.0f / %.0f", r.TTFFMs.P50, r.TTFFMs.P95), delay,
-		fmt.Sprintf("%.3f", r.LossPct), fmt.Sprintf("%.0f", r.BitrateKbpsAvg), cpu, rss}, " | ") + " |"
+		fmt.Sprintf("%.0f / %.0f", r.TTFFMs.P50, r.TTFFMs.P95), delay, bridge,
+		fmt.Sprintf("%.3f", r.LossPct), fmt.Sprintf("%.0f", r.BitrateKbpsAvg), cpu, rss,
+		fmt.Sprintf("%.0f", r.ClientCPUPct)}, " | ") + " |"
 }
