@@ -62,7 +62,16 @@ counts="$*"
 for n in "$@"; do
 	"${run[@]}" "$OUT/bridge" -config "$OUT/bridge.yaml" >"$OUT/bridge-n$n.log" 2>&1 &
 	bridge_pid=$!
-	sleep 1
+	# Wait until it serves HTTP (it may still be releasing the last run's
+	# ports), and stop if it died.
+	for _ in $(seq 100); do
+		curl -fs -o /dev/null "http://127.0.0.1:$HTTP_PORT/" && break
+		if ! kill -0 "$bridge_pid" 2>/dev/null; then
+			echo "bench: the bridge exited: $(tail -n 3 "$OUT/bridge-n$n.log")" >&2
+			exit 1
+		fi
+		sleep 0.1
+	done
 	"${run[@]}" "$OUT/loadtest" -q \
 		-publish "rtmp://127.0.0.1:$RTMP_PORT/live/bench" -file "$FLV" -loop -sei \
 		-whep "http://127.0.0.1:$HTTP_PORT/whep/live/bench" -n "$n" -rate "$RATE" -duration "$DURATION" \
