@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,18 +14,8 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/testkit"
 )
-
-// freePort returns a TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // probe returns ffprobe's one-line-per-stream summary of file.
 func probe(t *testing.T, file string) string {
@@ -59,7 +48,7 @@ func pcmOf(t *testing.T, file string) (left, right []float32) {
 // same. ffprobe and the decoded tones say what arrived.
 func TestWHIPToRTMPForward(t *testing.T) {
 	ff := needFFmpeg(t)
-	port := freePort(t)
+	port := testkit.FreeTCPPort(t)
 	out := filepath.Join(t.TempDir(), "out.flv")
 	sink := exec.Command(ff, "-hide_banner", "-loglevel", "error", "-listen", "1", "-timeout", "30",
 		"-i", fmt.Sprintf("rtmp://127.0.0.1:%d/live/out", port), "-c", "copy", "-y", out)

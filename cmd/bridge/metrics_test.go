@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/testkit"
 )
 
 // getMetrics GETs url with an Authorization header (none if auth is "")
@@ -202,7 +203,7 @@ func TestMetricsOff(t *testing.T) {
 // target refuses), the stream's ingest as srt_pull and the pull
 // connection's SRT counters.
 func TestMetricsPullAndForward(t *testing.T) {
-	srtPort := freeUDPPort(t)
+	srtPort := testkit.FreeUDPPort(t)
 	serveSource(t, "-i", fixture(t, "h264-aac.ts"), "-c", "copy", "-f", "mpegts",
 		fmt.Sprintf("srt://127.0.0.1:%d?mode=listener&pkt_size=1316", srtPort))
 	cfg := config.Default()
@@ -210,7 +211,7 @@ func TestMetricsPullAndForward(t *testing.T) {
 	cfg.Routes = append([]config.Route{{
 		Path:    "cams/srt",
 		Pull:    fmt.Sprintf("srt://127.0.0.1:%d", srtPort),
-		Forward: []config.Forward{{RTMP: fmt.Sprintf("rtmp://127.0.0.1:%d/live/nobody", freePort(t))}},
+		Forward: []config.Forward{{RTMP: fmt.Sprintf("rtmp://127.0.0.1:%d/live/nobody", testkit.FreeTCPPort(t))}},
 	}}, cfg.Routes...)
 	b := startBridge(t, cfg)
 	url := "http://" + b.HTTPAddr().String() + "/internal/metrics"

@@ -2,23 +2,13 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/testkit"
 )
-
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
 
 // serveSource runs ffmpeg serving a looped fixture at url as a listener.
 func serveSource(t *testing.T, args ...string) {
@@ -34,7 +24,7 @@ func serveSource(t *testing.T, args ...string) {
 // from an RTMP server only when the first viewer asks (on_demand); WHEP
 // viewers get video and audio from both.
 func TestPull(t *testing.T) {
-	srtPort, rtmpPort := freeUDPPort(t), freePort(t)
+	srtPort, rtmpPort := testkit.FreeUDPPort(t), testkit.FreeTCPPort(t)
 	serveSource(t, "-i", fixture(t, "h264-aac.ts"), "-c", "copy", "-f", "mpegts",
 		fmt.Sprintf("srt://127.0.0.1:%d?mode=listener&pkt_size=1316", srtPort))
 	serveSource(t, "-i", fixture(t, "h264-aac.flv"), "-c", "copy", "-f", "flv", "-listen", "1",

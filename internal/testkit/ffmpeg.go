@@ -1,6 +1,9 @@
 package testkit
 
 import (
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"os/exec"
 	"testing"
@@ -68,26 +71,35 @@ func (f *Proc) Wait(t testing.TB, timeout time.Duration) error {
 	}
 }
 
-// FreeTCPPort returns a TCP port that was free a moment ago.
+// FreeTCPPort returns a TCP port that was free a moment ago, for a process
+// that binds it itself (ffmpeg as a listener): see freePort.
 func FreeTCPPort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return freePort(t, func(addr string) (io.Closer, error) { return net.Listen("tcp", addr) })
 }
 
-// FreeUDPPort returns a UDP port that was free a moment ago.
+// FreeUDPPort returns a UDP port that was free a moment ago; see freePort.
 func FreeUDPPort(t testing.TB) int {
 	t.Helper()
-	l, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return freePort(t, func(addr string) (io.Closer, error) { return net.ListenPacket("udp", addr) })
+}
+
+// freePort picks a port below Linux's ephemeral range (32768-60999) that
+// bind can take on every address. Between the check and the other
+// process's bind, a socket bound to port 0 by a test running in parallel
+// can only get an ephemeral port, so it cannot take this one (a port from
+// the ephemeral range could be, and was: "Address already in use").
+func freePort(t testing.TB, bind func(addr string) (io.Closer, error)) int {
+	t.Helper()
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		if c, err := bind(fmt.Sprintf(":%d", port)); err == nil {
+			c.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.LocalAddr().(*net.UDPAddr).Port
+	t.Fatal("no free port found in 20000-31999")
+	return 0
 }
 
 // KillWait kills ffmpeg and fails the test if it has not exited within
