@@ -49,6 +49,12 @@ type OutTrack struct {
 	retransmits      atomic.Uint64
 }
 
+// MaxRTPSize bounds the RTP packets sent to WebRTC peers (header +
+// payload): below the 1280-byte IPv6 minimum MTU once SRTP, UDP and IP
+// headers are added. WHEP viewers and WHIP targets share the hub's "rtp"
+// processor of a track, so they must packetize with the same bound.
+const MaxRTPSize = 1200
+
 // VideoFeedback is the RTCP feedback to negotiate for the video an OutTrack
 // sends: the peer may NACK lost packets (OutTrack resends them) and ask for
 // keyframes (PLI, FIR). A browser sends neither unless the SDP lists it.

@@ -18,10 +18,6 @@ import (
 	"github.com/wishbridge/bridge/transcode"
 )
 
-// rtpMTU bounds the RTP packets we send (header + payload): below the
-// 1280-byte IPv6 minimum MTU once SRTP, UDP and IP headers are added.
-const rtpMTU = 1200
-
 // gatherTimeout bounds ICE gathering; with the UDP mux it takes
 // milliseconds, STUN servers can make it longer.
 const gatherTimeout = 5 * time.Second
@@ -127,7 +123,7 @@ func (s *session) addTracks(off *offer) error {
 		// The hub makes processors again for a new publisher's tracks
 		// (same IDs): look the track up rather than keep t.
 		id := t.ID
-		ot.newProc = func() media.Processor { return transcode.NewRTPPacketizer(s.stream.Tracks()[id], rtpMTU) }
+		ot.newProc = func() media.Processor { return transcode.NewRTPPacketizer(s.stream.Tracks()[id], rtc.MaxRTPSize) }
 		var cap webrtc.RTPCodecCapability
 		switch c := t.Codec.(type) {
 		case media.H264:
@@ -252,7 +248,7 @@ func (s *session) videoPolicy(ot *outTrack, sps []byte) ([]byte, error) {
 	log.Info("B-frames: video re-encoded to Constrained Baseline for WebRTC viewers", "reason", why)
 	id := ot.src.ID
 	ot.proc = "rtp-reencode"
-	ot.newProc = func() media.Processor { return transcode.NewH264Reencoder(s.stream.Tracks()[id], rtpMTU) }
+	ot.newProc = func() media.Processor { return transcode.NewH264Reencoder(s.stream.Tracks()[id], rtc.MaxRTPSize) }
 	return []byte{0x67, 0x42, 0xc0, 0x1f}, nil
 }
 

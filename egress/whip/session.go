@@ -152,7 +152,7 @@ func (s *session) addTracks() error {
 		// The hub makes processors again for a new publisher's tracks
 		// (same IDs): look the track up rather than keep t.
 		id := t.ID
-		ot.newProc = func() media.Processor { return transcode.NewRTPPacketizer(s.st.Tracks()[id], rtpMTU) }
+		ot.newProc = func() media.Processor { return transcode.NewRTPPacketizer(s.st.Tracks()[id], rtc.MaxRTPSize) }
 		var cap webrtc.RTPCodecCapability
 		switch c := t.Codec.(type) {
 		case media.H264:

@@ -107,9 +107,6 @@ const (
 	// the UDP mux; STUN and TURN servers make it longer); after it the
 	// offer goes with the candidates gathered so far.
 	gatherTimeout = 5 * time.Second
-	// rtpMTU is the largest RTP packet sent; the "rtp" processor is shared
-	// with egress/whep, which uses the same value.
-	rtpMTU = 1200
 )
 
 // Forwarder forwards one stream to one WHIP endpoint. Create it with
