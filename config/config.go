@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -39,8 +40,78 @@ type Config struct {
 	Listen  Listen  `yaml:"listen"`
 	WebRTC  WebRTC  `yaml:"webrtc"`
 	Metrics Metrics `yaml:"metrics"`
+	Limits  Limits  `yaml:"limits"`
 	Routes  []Route `yaml:"routes"`
 }
+
+// Read protocols: how a route's streams may be read (Route.Read).
+const (
+	ReadWHEP = "whep"
+	ReadRTMP = "rtmp"
+	ReadSRT  = "srt"
+)
+
+// readProtocols lists every read protocol, in the order of messages and
+// of the default of Route.Read.
+var readProtocols = []string{ReadWHEP, ReadRTMP, ReadSRT}
+
+// Limits bound what clients can make the bridge hold or send. Each is
+// documented in config.yaml with its default; the defaults live in
+// default.yaml like every other default. A field's zero value means its
+// default (WithDefaults fills them), so hand-built Configs are safe; in a
+// file, 0 is an error (there is no "unlimited").
+type Limits struct {
+	// WebRTCSessions bounds WHIP and WHEP sessions together.
+	WebRTCSessions int `yaml:"webrtc_sessions"`
+	// WebRTCSessionsPerAddress bounds them per client address (IPv6 per /64).
+	WebRTCSessionsPerAddress int `yaml:"webrtc_sessions_per_address"`
+	// WebRTCPending bounds sessions not yet connected (ICE and DTLS), in
+	// total and per address; they are ended after WebRTCConnectTimeout.
+	WebRTCPending           int           `yaml:"webrtc_pending"`
+	WebRTCPendingPerAddress int           `yaml:"webrtc_pending_per_address"`
+	WebRTCConnectTimeout    time.Duration `yaml:"webrtc_connect_timeout"`
+	// ICECandidates bounds the remote candidates of one session, counted
+	// across the offer, trickle PATCHes and ICE restarts together.
+	ICECandidates int `yaml:"ice_candidates"`
+	// PatchRate bounds PATCH requests per second per session.
+	PatchRate int `yaml:"patch_rate"`
+	// ICECheckRate bounds the connectivity-check packets per second the
+	// bridge sends for one session that is not connected yet.
+	ICECheckRate int `yaml:"ice_check_rate"`
+	// ReadersPerStream bounds the readers of one stream across WHEP, RTMP
+	// play and SRT read; Route.MaxReaders overrides it per route.
+	ReadersPerStream int `yaml:"readers_per_stream"`
+	// RTMPConnections and SRTConnections bound the connections of each
+	// listener, in total and per client address.
+	RTMPConnections           int `yaml:"rtmp_connections"`
+	RTMPConnectionsPerAddress int `yaml:"rtmp_connections_per_address"`
+	SRTConnections            int `yaml:"srt_connections"`
+	SRTConnectionsPerAddress  int `yaml:"srt_connections_per_address"`
+	// IngestBitrate bounds one RTMP or SRT publisher, in bit/s.
+	IngestBitrate int `yaml:"ingest_bitrate"`
+	// RetransmitPercent is the NACK resend budget of one viewer's track:
+	// a token bucket refilled at this percentage of the track's bitrate.
+	RetransmitPercent int `yaml:"retransmit_percent"`
+	// VideoReencoders bounds the concurrent B-frame re-encoders of the
+	// process; over it, a route falls back as "bframes: reject" would.
+	VideoReencoders int `yaml:"video_reencoders"`
+}
+
+// WithDefaults returns l with every zero field set to its default (the
+// values of the embedded default.yaml).
+func (l Limits) WithDefaults() Limits {
+	d := defaultLimits
+	dst, def := reflect.ValueOf(&l).Elem(), reflect.ValueOf(d)
+	for i := range dst.NumField() {
+		if dst.Field(i).IsZero() {
+			dst.Field(i).Set(def.Field(i))
+		}
+	}
+	return l
+}
+
+// defaultLimits are the limits of the embedded default.yaml, read once.
+var defaultLimits = Default().Limits
 
 // Listen holds the addresses the bridge binds, each "host:port" with an
 // optional host (":1935" binds every interface).
@@ -111,14 +182,41 @@ type WebRTC struct {
 type ICEServer struct {
 	// URLs use the stun:, stuns:, turn: or turns: scheme.
 	URLs []string `yaml:"urls"`
-	// Username and Credential are required for TURN URLs.
+	// Username and Credential are static TURN credentials: the bridge
+	// uses them itself and never hands them to clients. TURN URLs need
+	// them or Secret.
 	Username   string `yaml:"username"`
 	Credential string `yaml:"credential"`
+	// Secret is the TURN server's shared secret (coturn's
+	// static-auth-secret, use-auth-secret): the bridge derives
+	// time-limited credentials from it per session (the TURN REST scheme)
+	// for its own agents and for the clients it admits. Not with Username
+	// or Credential.
+	Secret string `yaml:"secret"`
+	// TTL is how long derived credentials stay valid; only with Secret.
+	// Default DefaultTURNTTL.
+	TTL time.Duration `yaml:"ttl"`
+}
+
+// DefaultTURNTTL is ICEServer.TTL when not set: long enough for a viewer
+// that reconnects through a long session, short enough that a leaked
+// credential soon stops working.
+const DefaultTURNTTL = 24 * time.Hour
+
+// TTLOrDefault is TTL, or DefaultTURNTTL when it is 0.
+func (s ICEServer) TTLOrDefault() time.Duration {
+	if s.TTL == 0 {
+		return DefaultTURNTTL
+	}
+	return s.TTL
 }
 
 // String describes the server without its credential, so an ICEServer can be
 // logged (also when nested in a Config) without leaking the TURN secret.
 func (s ICEServer) String() string {
+	if s.Secret != "" {
+		return fmt.Sprintf("{urls=%v secret=%s ttl=%s}", s.URLs, redact(s.Secret), s.TTLOrDefault())
+	}
 	return fmt.Sprintf("{urls=%v username=%q credential=%s}", s.URLs, s.Username, redact(s.Credential))
 }
 
@@ -145,9 +243,18 @@ type Route struct {
 	// PublishKey, when set, must be presented by publishers (for RTMP as
 	// the stream name's query: "name?key=SECRET").
 	PublishKey string `yaml:"publish_key"`
-	// ReadKey, when set, must be presented by RTMP play and SRT read
-	// clients. Same characters as PublishKey.
+	// ReadKey, when set, must be presented by every reader: WHEP viewers
+	// as "Authorization: Bearer KEY", RTMP play as the stream name's query
+	// "name?key=KEY", SRT readers in the streamid. Same characters as
+	// PublishKey. WHEP.Token is a deprecated alias that Parse copies here.
 	ReadKey string `yaml:"read_key"`
+	// Read lists the protocols that may read here (whep, rtmp, srt).
+	// Parse fills a missing list with all of them; AllowsRead treats a nil
+	// list the same way. WHEP also needs WHEP.Enabled.
+	Read []string `yaml:"read"`
+	// MaxReaders, when not 0, replaces Limits.ReadersPerStream for this
+	// route's streams.
+	MaxReaders int `yaml:"max_readers"`
 	// Passphrase, when set, is the SRT AES passphrase that SRT publishers
 	// and readers of this route must use: 10-79 characters, SRT's rule.
 	// "" means no encryption.
@@ -219,6 +326,25 @@ func (r *Route) AllowsIngest(protocol string) bool {
 	return slices.Contains(list, protocol)
 }
 
+// AllowsRead reports whether readers using protocol (ReadWHEP, ReadRTMP,
+// ReadSRT) may read r's streams. A nil Read list allows every protocol;
+// WHEP also needs WHEP.IsEnabled.
+func (r *Route) AllowsRead(protocol string) bool {
+	list := r.Read
+	if list == nil {
+		list = readProtocols
+	}
+	if protocol == ReadWHEP && !r.WHEP.IsEnabled() {
+		return false
+	}
+	return slices.Contains(list, protocol)
+}
+
+// Private reports whether reading r's streams needs a credential: such
+// streams are never listed to the public (index page, unauthenticated
+// metrics).
+func (r *Route) Private() bool { return r.ReadKey != "" }
+
 // OpusBitrate is the bitrate in bit/s of Opus made from AAC; 0 in Audio
 // means DefaultOpusBitrate.
 func (r *Route) OpusBitrate() int {
@@ -260,11 +386,14 @@ func (r *Route) BFramesPolicy() string {
 // when set.
 func (r Route) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "{path=%q ingest=%v publish_key=%s read_key=%s passphrase=%s whep=%v audio={opus_bitrate=%d aac_bitrate=%d} grace=%s bframes=%s",
-		r.Path, r.Ingest, redact(r.PublishKey), redact(r.ReadKey), redact(r.Passphrase), r.WHEP,
+	fmt.Fprintf(&b, "{path=%q ingest=%v publish_key=%s read_key=%s read=%v passphrase=%s whep=%v audio={opus_bitrate=%d aac_bitrate=%d} grace=%s bframes=%s",
+		r.Path, r.Ingest, redact(r.PublishKey), redact(r.ReadKey), r.Read, redact(r.Passphrase), r.WHEP,
 		r.OpusBitrate(), r.AACBitrate(), r.GraceDuration(), r.BFramesPolicy())
 	if r.Pull != "" || r.PullToken != "" || r.OnDemand {
 		fmt.Fprintf(&b, " pull=%q pull_token=%s on_demand=%t", RedactURL(r.Pull), redact(r.PullToken), r.OnDemand)
+	}
+	if r.MaxReaders != 0 {
+		fmt.Fprintf(&b, " max_readers=%d", r.MaxReaders)
 	}
 	if len(r.Forward) > 0 {
 		fmt.Fprintf(&b, " forward=%v", r.Forward)
@@ -384,7 +513,8 @@ type WHEP struct {
 	// Enabled is a pointer so that "not set" (nil, meaning enabled) differs
 	// from an explicit false; use IsEnabled to read it.
 	Enabled *bool `yaml:"enabled"`
-	// Token, when set, must be sent by viewers as "Authorization: Bearer <token>".
+	// Token is the deprecated name of Route.ReadKey: Parse copies it there
+	// (both set and different is an error). Read Route.ReadKey instead.
 	Token string `yaml:"token"`
 }
 
@@ -401,9 +531,9 @@ func (w WHEP) LogValue() slog.Value { return slog.StringValue(w.String()) }
 
 // String describes the configuration on one line with every secret redacted.
 func (c *Config) String() string {
-	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} metrics=%v routes=%v",
+	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} metrics=%v limits=%+v routes=%v",
 		c.Listen.HTTP, c.Listen.RTMP, c.Listen.SRT, c.Listen.WebRTCUDP,
-		c.WebRTC.ICEServers, c.WebRTC.NAT1To1, c.WebRTC.Interfaces, c.Metrics, c.Routes)
+		c.WebRTC.ICEServers, c.WebRTC.NAT1To1, c.WebRTC.Interfaces, c.Metrics, c.Limits, c.Routes)
 }
 
 // LogValue makes slog print the redacted String form, also with handlers
@@ -500,6 +630,14 @@ func applyDefaults(c *Config, set map[string]bool) {
 		path := fmt.Sprintf("routes[%d]", i)
 		if r.Ingest == nil {
 			r.Ingest = append([]string(nil), ingestProtocols...)
+		}
+		if r.Read == nil {
+			r.Read = append([]string(nil), readProtocols...)
+		}
+		if r.ReadKey == "" && r.WHEP.Token != "" {
+			// whep.token is read_key's old name; both set and different
+			// is reported by validation.
+			r.ReadKey = r.WHEP.Token
 		}
 		if r.WHEP.Enabled == nil {
 			enabled := true

@@ -108,6 +108,7 @@ func TestParseDefaults(t *testing.T) {
 				f := false
 				c.Routes[0].Ingest = []string{"srt"}
 				c.Routes[0].WHEP = WHEP{Enabled: &f, Token: "abc"}
+				c.Routes[0].ReadKey = "abc" // whep.token is read_key's old name
 			},
 		},
 		{
@@ -190,7 +191,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			yaml: "routs: []\n",
-			want: []string{`c.yaml:1: routs: unknown key (expected one of listen, webrtc, metrics, routes)`},
+			want: []string{`c.yaml:1: routs: unknown key (expected one of listen, webrtc, metrics, limits, routes)`},
 		},
 		{
 			name: "wrong type",
@@ -304,7 +305,7 @@ func TestParseErrors(t *testing.T) {
 				`c.yaml:9: webrtc.ice_servers[1].urls[3]: "stun:stun.example.com?transport=udp" has an unexpected query (expected none, or "?transport=udp" or "?transport=tcp" on TURN URLs)`,
 				`c.yaml:10: webrtc.ice_servers[1].urls[4]: "stun:" has no valid host (expected stun:host[:port])`,
 				`c.yaml:11: webrtc.ice_servers[1].urls[5]: "stun.example.com" is not an ICE server URL (expected stun:, stuns:, turn: or turns: followed by host[:port])`,
-				`c.yaml:12: webrtc.ice_servers[2].username: empty, but "turn:turn.example.com?transport=tcp" is a TURN URL (expected the TURN username)`,
+				`c.yaml:12: webrtc.ice_servers[2].username: empty, but "turn:turn.example.com?transport=tcp" is a TURN URL (expected the TURN username, or secret)`,
 			},
 		},
 		{
@@ -325,7 +326,7 @@ func TestParseErrors(t *testing.T) {
 			yaml: "routes:\n  - path: a\n    publish_key: \"pa ss\"\n    whep:\n      token: \"to ken\"\n",
 			want: []string{
 				`c.yaml:3: routes[0].publish_key: contains characters other than letters, digits and "-._~" (expected a key that needs no escaping in RTMP URLs and SRT stream IDs)`,
-				`c.yaml:5: routes[0].whep.token: is not a valid bearer token (expected letters, digits and "-._~+/", optionally ending in "=")`,
+				`c.yaml:5: routes[0].whep.token: contains characters other than letters, digits and "-._~" (expected a key that needs no escaping in RTMP URLs and SRT stream IDs)`,
 			},
 		},
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/wishbridge/bridge/internal/streampath"
 )
 
 // pattern is a parsed Route.Path.
@@ -66,6 +68,11 @@ func parsePattern(s string) (pattern, error) {
 		}
 		names[name] = true
 		p = append(p, segment{kind: kind, text: name})
+	}
+	// What the segments above allow must also be a path every protocol
+	// can name (length, ":", ",", "%", ...).
+	if err := streampath.Check(s); err != nil {
+		return nil, fmt.Errorf("%w", err)
 	}
 	return p, nil
 }

@@ -397,7 +397,7 @@ func TestRouteStringAndLogValue(t *testing.T) {
 	if strings.Contains(out, "SECRET") {
 		t.Errorf("a secret is printed: %s", out)
 	}
-	want := `{path="cams/lobby" ingest=[] publish_key=<redacted> read_key=<redacted> passphrase=<redacted> whep={enabled=true token=<redacted>} ` +
+	want := `{path="cams/lobby" ingest=[] publish_key=<redacted> read_key=<redacted> read=[] passphrase=<redacted> whep={enabled=true token=<redacted>} ` +
 		`audio={opus_bitrate=128000 aac_bitrate=128000} grace=0s bframes=reject ` +
 		`pull="srt://h:9000?streamid=#!::r=x,s=<redacted>&passphrase=<redacted>" pull_token=<redacted> on_demand=true ` +
 		`forward=[{whip="https://u:<redacted>@h/whip" token=<redacted>} {rtmp="rtmp://h/app/<redacted>"} {srt="srt://h:1?passphrase=<redacted>" audio=opus}]}`

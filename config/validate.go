@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate reports every problem in c, joined with errors.Join; each one is
@@ -40,6 +41,7 @@ func (v *validator) config(c *Config) error {
 	v.listen(&c.Listen)
 	v.webrtc(&c.WebRTC)
 	v.metrics(&c.Metrics)
+	v.limits(&c.Limits)
 	v.routes(c.Routes)
 	return errors.Join(v.errs...)
 }
@@ -174,14 +176,69 @@ func (v *validator) iceServer(path string, s *ICEServer) {
 			turn = u
 		}
 	}
+	if s.Secret != "" || v.set[path+".secret"] || s.TTL != 0 || v.set[path+".ttl"] {
+		switch {
+		case s.Secret == "":
+			v.addf(path+".ttl", "set without secret (expected ttl only with secret, the TURN server's static-auth-secret)")
+		case turn == "":
+			v.addf(path+".secret", "set, but no URL is a turn: or turns: URL (expected secret only for TURN servers)")
+		case s.Username != "" || s.Credential != "":
+			v.addf(path+".secret", "set together with username/credential (expected either secret, from which per-session credentials are derived, or static username and credential)")
+		}
+		if s.TTL < 0 || (v.set[path+".ttl"] && s.TTL < time.Minute) || s.TTL > 7*24*time.Hour {
+			v.addf(path+".ttl", "%s is out of range (expected 1m-168h)", s.TTL)
+		}
+		return
+	}
 	if turn == "" {
 		return
 	}
 	if s.Username == "" {
-		v.addf(path+".username", "empty, but %q is a TURN URL (expected the TURN username)", turn)
+		v.addf(path+".username", "empty, but %q is a TURN URL (expected the TURN username, or secret)", turn)
 	}
 	if s.Credential == "" {
-		v.addf(path+".credential", "empty, but %q is a TURN URL (expected the TURN password)", turn)
+		v.addf(path+".credential", "empty, but %q is a TURN URL (expected the TURN password, or secret)", turn)
+	}
+}
+
+// limitRange is the valid range of one limits key. Upper bounds catch
+// typos (an extra zero), not policy: each is far above what one process
+// can serve.
+type limitRange struct {
+	key    string
+	value  int
+	lo, hi int
+	unit   string
+}
+
+func (v *validator) limits(l *Limits) {
+	for _, r := range []limitRange{
+		{"webrtc_sessions", l.WebRTCSessions, 1, 1_000_000, "sessions"},
+		{"webrtc_sessions_per_address", l.WebRTCSessionsPerAddress, 1, 1_000_000, "sessions"},
+		{"webrtc_pending", l.WebRTCPending, 1, 1_000_000, "sessions"},
+		{"webrtc_pending_per_address", l.WebRTCPendingPerAddress, 1, 1_000_000, "sessions"},
+		{"ice_candidates", l.ICECandidates, 1, 1000, "candidates"},
+		{"patch_rate", l.PatchRate, 1, 1000, "requests per second"},
+		{"ice_check_rate", l.ICECheckRate, 1, 100_000, "packets per second"},
+		{"readers_per_stream", l.ReadersPerStream, 1, 1_000_000, "readers"},
+		{"rtmp_connections", l.RTMPConnections, 1, 1_000_000, "connections"},
+		{"rtmp_connections_per_address", l.RTMPConnectionsPerAddress, 1, 1_000_000, "connections"},
+		{"srt_connections", l.SRTConnections, 1, 1_000_000, "connections"},
+		{"srt_connections_per_address", l.SRTConnectionsPerAddress, 1, 1_000_000, "connections"},
+		{"ingest_bitrate", l.IngestBitrate, 100_000, 10_000_000_000, "bit/s"},
+		{"retransmit_percent", l.RetransmitPercent, 1, 100, "%"},
+		{"video_reencoders", l.VideoReencoders, 1, 1000, "re-encoders"},
+	} {
+		path := "limits." + r.key
+		if (r.value != 0 || v.set[path]) && (r.value < r.lo || r.value > r.hi) {
+			v.addf(path, "%d is out of range (expected %d-%d %s)", r.value, r.lo, r.hi, r.unit)
+		}
+	}
+	if t := l.WebRTCConnectTimeout; (t != 0 || v.set["limits.webrtc_connect_timeout"]) && (t < time.Second || t > time.Minute) {
+		v.addf("limits.webrtc_connect_timeout", "%s is out of range (expected 1s-1m)", t)
+	}
+	if l.WebRTCPendingPerAddress > l.WebRTCSessionsPerAddress && l.WebRTCSessionsPerAddress != 0 {
+		v.addf("limits.webrtc_pending_per_address", "%d is more than webrtc_sessions_per_address %d (pending sessions count toward both)", l.WebRTCPendingPerAddress, l.WebRTCSessionsPerAddress)
 	}
 }
 
@@ -261,11 +318,10 @@ func (v *validator) routes(routes []Route) {
 		}
 		v.ingest(path+".ingest", r.Ingest)
 		v.key(path+".publish_key", r.PublishKey)
-		v.key(path+".read_key", r.ReadKey)
+		v.readAccess(path, r)
 		if n := len(r.Passphrase); n > 0 && (n < minPassphrase || n > maxPassphrase) {
 			v.addf(path+".passphrase", `is not %d-%d characters long (SRT's limit; expected such a passphrase, or "" for no encryption)`, minPassphrase, maxPassphrase)
 		}
-		v.token(path+".whep.token", r.WHEP.Token)
 		v.bitrate(path+".audio.opus_bitrate", r.Audio.OpusBitrate, minOpusBitrate, maxOpusBitrate)
 		v.bitrate(path+".audio.aac_bitrate", r.Audio.AACBitrate, minAACBitrate, maxAACBitrate)
 		if g := r.Grace; g != nil && (*g < 0 || *g > maxGrace) {
@@ -278,6 +334,39 @@ func (v *validator) routes(routes []Route) {
 		for j := range r.Forward {
 			v.forward(fmt.Sprintf("%s.forward[%d]", path, j), r.Forward, j)
 		}
+	}
+}
+
+// readAccess checks read_key, its deprecated alias whep.token, the read
+// list and max_readers.
+func (v *validator) readAccess(path string, r *Route) {
+	if r.WHEP.Token != "" && r.ReadKey != r.WHEP.Token {
+		v.addf(path+".whep.token", "differs from read_key (whep.token is read_key's deprecated name, which every read protocol uses; expected only read_key)")
+	}
+	keyPath := path + ".read_key"
+	if r.WHEP.Token != "" && !v.set[keyPath] && r.ReadKey == r.WHEP.Token {
+		keyPath = path + ".whep.token" // the alias is what the file says
+	}
+	if r.ReadKey != "" && !r.AllowsRead(ReadRTMP) && !r.AllowsRead(ReadSRT) {
+		// Read over WHEP only: the key travels as a bearer token, which
+		// may hold "+/=" as whep.token always could.
+		v.token(keyPath, r.ReadKey)
+	} else {
+		v.key(keyPath, r.ReadKey)
+	}
+	if r.Read != nil && len(r.Read) == 0 {
+		v.addf(path+".read", "empty, so nothing could read here (expected some of whep, rtmp or srt, or no read key to allow all)")
+	}
+	for i, p := range r.Read {
+		switch {
+		case !slices.Contains(readProtocols, p):
+			v.addf(fmt.Sprintf("%s.read[%d]", path, i), "%q is not a read protocol (expected whep, rtmp or srt)", p)
+		case slices.Contains(r.Read[:i], p):
+			v.addf(fmt.Sprintf("%s.read[%d]", path, i), "%q is listed twice", p)
+		}
+	}
+	if (r.MaxReaders != 0 || v.set[path+".max_readers"]) && (r.MaxReaders < 1 || r.MaxReaders > 1_000_000) {
+		v.addf(path+".max_readers", "%d is out of range (expected 1-1000000 readers)", r.MaxReaders)
 	}
 }
 
