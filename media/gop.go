@@ -4,10 +4,14 @@ package media
 // joining during it wait for the next keyframe, as they would without a
 // cache.
 const (
-	// MaxGOPBytes bounds the payload bytes (NAL units; RTP packets added by
-	// processors are not counted) cached per video track: a 4 s GOP at
-	// 16 Mbit/s, well above what WebRTC viewers are sent.
-	MaxGOPBytes = 8 << 20
+	// MaxGOPBytes bounds the memory the cache holds per stream: the
+	// Unit.Size of every cached unit, video and audio, payload, RTP packets
+	// and bookkeeping alike, so that no kind of unit (an RTP ingest's
+	// damaged units carry packets and no NAL units) escapes it. A 4 s GOP
+	// at 16 Mbit/s, well above what WebRTC viewers are sent, is 7.6 MiB of
+	// NAL units, held twice once processors have added its RTP packets
+	// (about 17.5 MiB with the packets' own size), plus its audio.
+	MaxGOPBytes = 20 << 20
 	// MaxGOPUnits bounds the units cached per stream, audio included: a
 	// 10 s GOP of 60 fps video with 48 kHz AAC (1070 units) fits twice over.
 	// It bounds what a joining reader's queue grows by (a pointer each).
@@ -22,7 +26,12 @@ const (
 // Guarded by Stream.wmu; add allocates nothing once units has grown to the
 // stream's GOP.
 type gopCache struct {
-	units  []*Unit
+	units []*Unit
+	// sizes[i] is units[i].Size() when it was cached: what bytes counts
+	// for it and gives back when it leaves, also when a processor's
+	// backfill has put a copy with more in its place since.
+	sizes  []int
+	bytes  int        // sum of sizes, at most MaxGOPBytes
 	tracks []gopTrack // per track ID
 	gen    uint64     // keyframes cached so far, for gopTrack.gen
 }
@@ -30,16 +39,14 @@ type gopCache struct {
 type gopTrack struct {
 	video bool
 	start int // index in units of the track's last keyframe; -1: no GOP cached
-	bytes int // payload bytes of the track's units from start on
 	gen   uint64
 }
 
 // reset empties the cache for a new set of tracks (nil: none).
 func (c *gopCache) reset(tracks []*Track) {
-	clear(c.units)
-	c.units = c.units[:0]
+	c.empty()
 	if tracks == nil {
-		c.units = nil
+		c.units, c.sizes = nil, nil
 	}
 	c.tracks = c.tracks[:0]
 	for _, t := range tracks {
@@ -47,7 +54,10 @@ func (c *gopCache) reset(tracks []*Track) {
 	}
 }
 
-// add caches u if it belongs to a cached GOP, or starts one.
+// add caches u if it belongs to a cached GOP, or starts one. A unit that
+// would take the cache past a bound is not cached: for a video unit, its
+// track's GOP goes (the other video tracks' stay); for another unit, the
+// whole cache does.
 func (c *gopCache) add(u *Unit) {
 	id := u.Track.ID
 	if id >= len(c.tracks) {
@@ -58,29 +68,35 @@ func (c *gopCache) add(u *Unit) {
 		if len(c.units) == 0 { // no GOP is being cached
 			return
 		}
-		if len(c.units) >= MaxGOPUnits {
+		size := u.Size()
+		if len(c.units) >= MaxGOPUnits || c.bytes+size > MaxGOPBytes {
 			c.drop()
 			return
 		}
-		c.units = append(c.units, u)
+		c.push(u, size)
 		return
 	}
 	if u.Key {
-		t.start, t.bytes = len(c.units), 0
+		t.start = len(c.units)
 		c.gen++
 		t.gen = c.gen
 		c.trim()
 	} else if t.start < 0 {
 		return
 	}
-	size := unitBytes(u)
-	if t.bytes+size > MaxGOPBytes || len(c.units) >= MaxGOPUnits {
-		t.start, t.bytes = -1, 0
+	size := u.Size()
+	if c.bytes+size > MaxGOPBytes || len(c.units) >= MaxGOPUnits {
+		t.start = -1
 		c.trim()
 		return
 	}
-	t.bytes += size
+	c.push(u, size)
+}
+
+func (c *gopCache) push(u *Unit, size int) {
 	c.units = append(c.units, u)
+	c.sizes = append(c.sizes, size)
+	c.bytes += size
 }
 
 // trim drops the units before the earliest cached keyframe, or everything
@@ -99,9 +115,13 @@ func (c *gopCache) trim() {
 	if base == 0 {
 		return
 	}
+	for _, size := range c.sizes[:base] {
+		c.bytes -= size
+	}
 	n := copy(c.units, c.units[base:])
+	copy(c.sizes, c.sizes[base:])
 	clear(c.units[n:])
-	c.units = c.units[:n]
+	c.units, c.sizes = c.units[:n], c.sizes[:n]
 	for i := range c.tracks {
 		if c.tracks[i].start >= 0 {
 			c.tracks[i].start -= base
@@ -109,12 +129,17 @@ func (c *gopCache) trim() {
 	}
 }
 
+// empty releases every cached unit.
+func (c *gopCache) empty() {
+	clear(c.units)
+	c.units, c.sizes, c.bytes = c.units[:0], c.sizes[:0], 0
+}
+
 // drop empties the cache until the next keyframe.
 func (c *gopCache) drop() {
-	clear(c.units)
-	c.units = c.units[:0]
+	c.empty()
 	for i := range c.tracks {
-		c.tracks[i].start, c.tracks[i].bytes = -1, 0
+		c.tracks[i].start = -1
 	}
 }
 
@@ -153,13 +178,4 @@ func (c *gopCache) gopOf(id int) (units []*Unit, gen uint64, ok bool) {
 		}
 	}
 	return units, t.gen, true
-}
-
-// unitBytes is the payload size of u.
-func unitBytes(u *Unit) int {
-	n := len(u.Data)
-	for _, nalu := range u.NALUs {
-		n += len(nalu)
-	}
-	return n
 }

@@ -172,9 +172,9 @@ func TestGOPPerVideoTrack(t *testing.T) {
 // then start at the next keyframe, and caching resumes there.
 func TestGOPByteBound(t *testing.T) {
 	s, video, audio := newTestStream(t)
-	k0 := idr(video, 0)
-	k0.NALUs = append(k0.NALUs, make([]byte, MaxGOPBytes-100))
-	writeAll(s, k0, aunit(audio, 1), vunit(video, 2, false))
+	k0, a1, p2 := idr(video, 0), aunit(audio, 1), vunit(video, 2, false)
+	k0.NALUs = append(k0.NALUs, make([]byte, MaxGOPBytes-100-k0.Size()-a1.Size()-p2.Size()))
+	writeAll(s, k0, a1, p2)
 	if got := readQueued(t, newJoiner(t, s.Stream, 0)); len(got) != 3 {
 		t.Fatalf("joiner got %v within the bound, expected the 3 units", describe(got))
 	}
@@ -192,6 +192,65 @@ func TestGOPByteBound(t *testing.T) {
 	expectUnits(t, "next joiner", readQueued(t, newJoiner(t, s.Stream, 0)), []*Unit{k8, p9})
 	if d := r.Dropped(); d != 0 {
 		t.Fatalf("dropped %d", d)
+	}
+}
+
+// TestGOPByteBoundEveryUnit: the byte bound counts every byte a unit holds
+// (Unit.Size), whatever it carries. A publisher that sends one IDR and then
+// units the bound once did not count (an RTP ingest's damaged video units,
+// which carry their RTP packets and no NAL units; big audio frames; audio
+// with RTP packets) makes the cache hold at most MaxGOPBytes, not all it
+// sent.
+func TestGOPByteBoundEveryUnit(t *testing.T) {
+	// One payload shared by every packet and frame: the test allocates
+	// little, and Size counts what each unit refers to.
+	payload := make([]byte, 1200)
+	packets := func(seq int) []*rtp.Packet {
+		pkts := make([]*rtp.Packet, 100)
+		for i := range pkts {
+			pkts[i] = &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(seq*100 + i)}, Payload: payload}
+		}
+		return pkts
+	}
+	frame := make([]byte, 120<<10)
+	for _, tc := range []struct {
+		name string
+		unit func(video, audio *Track, seq int) *Unit
+	}{
+		{"damaged video", func(video, _ *Track, seq int) *Unit {
+			u := vunit(video, seq, false)
+			u.NALUs, u.RTP = nil, packets(seq)
+			return u
+		}},
+		{"audio frames", func(_, audio *Track, seq int) *Unit {
+			u := aunit(audio, seq)
+			u.Data = frame
+			return u
+		}},
+		{"audio RTP", func(_, audio *Track, seq int) *Unit {
+			u := aunit(audio, seq)
+			u.RTP = packets(seq)
+			return u
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, video, audio := newTestStream(t)
+			s.Write(idr(video, 0))
+			sent := 0
+			for seq := 1; sent < 3*MaxGOPBytes; seq++ {
+				u := tc.unit(video, audio, seq)
+				sent += u.Size()
+				s.Write(u)
+			}
+			held := 0
+			for _, u := range readQueued(t, newJoiner(t, s.Stream, 0)) {
+				held += u.Size()
+			}
+			if held > MaxGOPBytes {
+				t.Fatalf("the GOP cache holds %.1f MiB of the %.1f MiB sent, bound %d MiB",
+					float64(held)/(1<<20), float64(sent)/(1<<20), MaxGOPBytes>>20)
+			}
+		})
 	}
 }
 

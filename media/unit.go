@@ -10,6 +10,7 @@ package media
 import (
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/pion/rtp"
 )
@@ -122,4 +123,32 @@ type Unit struct {
 	// unless the ingest set it earlier): the start of the delay the bridge
 	// adds, which senders measure.
 	Arrived time.Time
+}
+
+// Per-part bookkeeping counted by Unit.Size on top of the bytes: what the
+// Go structures holding a unit, a NAL unit and an RTP packet take, so that
+// a unit of many empty parts is not free.
+const (
+	unitOverhead   = int(unsafe.Sizeof(Unit{}))
+	naluOverhead   = int(unsafe.Sizeof([]byte(nil)))
+	packetOverhead = int(unsafe.Sizeof(&rtp.Packet{}) + unsafe.Sizeof(rtp.Packet{}))
+)
+
+// Size is the memory u holds, for the bounds on what the hub keeps (see
+// MaxGOPBytes): its NAL units or audio frame, its RTP packets (header
+// fields that vary in size, payload, and the raw packet if kept) and the
+// structures holding them. Every kind of unit counts in full, whichever
+// fields it fills.
+func (u *Unit) Size() int {
+	n := unitOverhead + len(u.Data)
+	for _, nalu := range u.NALUs {
+		n += naluOverhead + len(nalu)
+	}
+	for _, p := range u.RTP {
+		n += packetOverhead
+		if p != nil {
+			n += p.Header.MarshalSize() + len(p.Payload) + len(p.Raw)
+		}
+	}
+	return n
 }
