@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/bridge
 PKGS    := ./...
 
-.PHONY: build run test lint bench clean
+.PHONY: build run test lint bench fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/bridge
@@ -36,6 +36,13 @@ bench:
 	DOC=docs/BENCHMARKS.md cmd/loadtest/bench.sh $(BENCH_VIEWERS)
 
 BENCH_VIEWERS ?= 50 100 200 400
+
+# Every fuzz target of the module, one at a time, FUZZTIME each (FUZZ=regexp
+# picks targets); fails if any crashes.
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) test/fuzz.sh
+
+FUZZTIME ?= 60s
 
 clean:
 	rm -rf bin
