@@ -10,13 +10,13 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/sirupsen/logrus"
 	gortmp "github.com/yutopp/go-rtmp"
 	"github.com/yutopp/go-rtmp/message"
 
 	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/internal/streampath"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -36,7 +36,6 @@ const statusChunkStreamID = 5
 const (
 	maxPendingUnits = 256
 	maxPendingBytes = 16 << 20
-	maxPathLength   = 256
 )
 
 // Reasons a connection ends normally.
@@ -700,18 +699,8 @@ func streamPath(app, name string) (path, key string, err error) {
 	if app != "" {
 		path = app + "/" + name
 	}
-	if len(path) > maxPathLength {
-		return "", "", fmt.Errorf("stream path is %d bytes, maximum is %d", len(path), maxPathLength)
-	}
-	for _, r := range path {
-		if r == unicode.ReplacementChar || unicode.IsControl(r) || unicode.IsSpace(r) {
-			return "", "", fmt.Errorf("stream path %q contains a space or control character", path)
-		}
-	}
-	for _, seg := range strings.Split(path, "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return "", "", fmt.Errorf("stream path %q has an empty, \".\" or \"..\" segment", path)
-		}
+	if err := streampath.Check(path); err != nil {
+		return "", "", err
 	}
 	key = queryKey(nameQuery)
 	if key == "" {

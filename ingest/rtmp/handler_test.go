@@ -361,7 +361,11 @@ func TestStreamPath(t *testing.T) {
 		{"", "test", "test", "", ""},
 		{"live?key=fromapp", "test", "live/test", "fromapp", ""},
 		{"live?key=fromapp", "test?key=fromname", "live/test", "fromname", ""},
-		{"live", "te%20st?key=a%2Bb", "live/te%20st", "a+b", ""},
+		{"live", "test?key=a%2Bb", "live/test", "a+b", ""},
+		// The shared path rule (streampath.Check): "%" is not decoded but refused.
+		{"live", "te%20st", "", "", `contains '%'`},
+		{"live", `a\b`, "", "", `contains '\\'`},
+		{"live", "a:b", "", "", `contains ':'`},
 		{"live", "", "", "", "empty stream name"},
 		{"live", "?key=x", "", "", "empty stream name"},
 		{"live", "a b", "", "", "space or control"},

@@ -16,6 +16,12 @@
 //   - ffmpeg: ffmpeg ... -f flv 'rtmp://host/live/test?key=SECRET'
 //   - OBS: Server "rtmp://host/live", Stream Key "test?key=SECRET".
 //
+// The path must pass streampath.Check, the path rule every protocol
+// shares (1 to 256 bytes, no space or control character, none of
+// `:?#,%\`, no empty, "." or ".." segment); a path that does not is
+// refused with NetStream.Publish.BadName or NetStream.Play.Failed, saying
+// why.
+//
 // A "key" in the query of the app name (rtmp://host/live?key=SECRET/test) is
 // used when the stream name has none. The path, key and peer address go to
 // Config.Authorize before anything is registered; the key is never logged

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/wishbridge/bridge/internal/streampath"
 )
 
 // Mode is what a caller asks to do with a stream.
@@ -56,11 +58,9 @@ var (
 	ErrUnsupportedMode = errors.New("unsupported streamid mode")
 )
 
-// Limits of a streamid's parts.
-const (
-	maxStreamIDLength = 512 // SRT's own limit (SRTO_STREAMID)
-	maxPathLength     = 256 // as for RTMP
-)
+// maxStreamIDLength bounds a whole streamid: SRT's own limit
+// (SRTO_STREAMID). The path inside it is bounded by streampath.MaxLength.
+const maxStreamIDLength = 512
 
 // aclPrefix starts the SRT access-control syntax.
 const aclPrefix = "#!::"
@@ -83,9 +83,10 @@ const aclPrefix = "#!::"
 // streamid, so in practice it holds key= alone); a second key= is an error.
 // The mode prefix is matched case-insensitively; the mode values too.
 //
-// A path is 1 to 256 bytes of UTF-8 with no space, control character, ":",
-// "?", "#" or ","; leading and trailing "/" are trimmed and it has no empty,
-// "." or ".." segment. The whole streamid is at most 512 bytes.
+// Leading and trailing "/" are trimmed from the path, which must then pass
+// streampath.Check, the rule every protocol shares (1 to 256 bytes, no
+// space or control character, none of `:?#,%\`, no empty, "." or ".."
+// segment). The whole streamid is at most 512 bytes.
 //
 // Errors wrap ErrInvalidStreamID or ErrUnsupportedMode and never quote the
 // key.
@@ -192,30 +193,14 @@ func parsePrefixed(s string) (StreamID, error) {
 	return id, nil
 }
 
-// cleanPath trims slashes and validates a stream path.
+// cleanPath trims slashes and validates a stream path by the one path
+// rule (streampath.Check). Its errors quote the path only up to the bad
+// character: what follows may be a credential in a form this parser does
+// not know ("publish:path:user:pass").
 func cleanPath(p string) (string, error) {
 	p = strings.Trim(p, "/")
-	if p == "" {
-		return "", fmt.Errorf("%w: empty stream path", ErrInvalidStreamID)
-	}
-	if len(p) > maxPathLength {
-		return "", fmt.Errorf("%w: stream path is %d bytes, maximum is %d", ErrInvalidStreamID, len(p), maxPathLength)
-	}
-	// Errors quote the path only up to the bad character: what follows may
-	// be a credential in a form this parser does not know
-	// ("publish:path:user:pass").
-	for i, r := range p {
-		switch {
-		case r == utf8.RuneError, unicode.IsControl(r), unicode.IsSpace(r):
-			return "", fmt.Errorf("%w: stream path %q... contains a space or control character", ErrInvalidStreamID, clip(p[:i]))
-		case r == ':' || r == '?' || r == '#' || r == ',':
-			return "", fmt.Errorf("%w: stream path %q... contains %q", ErrInvalidStreamID, clip(p[:i]), r)
-		}
-	}
-	for seg := range strings.SplitSeq(p, "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return "", fmt.Errorf("%w: stream path %q has an empty, \".\" or \"..\" segment", ErrInvalidStreamID, p)
-		}
+	if err := streampath.Check(p); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidStreamID, err)
 	}
 	return p, nil
 }
