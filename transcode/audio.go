@@ -1,6 +1,7 @@
 package transcode
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -27,7 +28,10 @@ func CanTranscodeAudio() bool { return av.Available() }
 // Timestamps: an Opus packet's RTP timestamp is its first sample's place on
 // the stream clock at 48 kHz (the source PTS, less the encoder's priming
 // delay, which a WebRTC receiver decodes and plays), so audio and video RTP
-// timestamps share one origin.
+// timestamps share one origin. A gap in the source of up to 100 ms is
+// filled with silence; a larger one is a discontinuity: the Opus timeline
+// restarts at the new timestamp, no silence is sent for the gap, and the
+// unit's error (errDiscontinuity) says so.
 type aacToOpus struct {
 	track *media.Track
 	rate  int
@@ -74,8 +78,27 @@ func newAACToOpus(t *media.Track, bitrate int) (*aacToOpus, error) {
 	}, nil
 }
 
+// errDiscontinuity is a transcoder's report of a timestamp jump in its
+// source: a gap too long to fill with silence (av fills 100 ms at most: a
+// longer fill lets a publisher multiply the packets every viewer is sent)
+// or an overlap too long to trim. The output timeline restarts at the new
+// timestamp, with no silence sent for the gap. It is returned as the
+// unit's error, so the hub counts it and logs it at most once a second per
+// stream and track, however often a publisher does it.
+var errDiscontinuity = errors.New("discontinuity: the timestamp jumps further than silence fills; the audio restarts there, no silence sent")
+
+// discontinuity returns errDiscontinuity if enc restarted its timeline
+// since it had restarted times, else err.
+func discontinuity(enc *av.Encoder, restarted int, err error) error {
+	if err == nil && enc.Restarts() != restarted {
+		return errDiscontinuity
+	}
+	return err
+}
+
 // Process implements media.Processor.
 func (p *aacToOpus) Process(u *media.Unit) error {
+	restarted := p.enc.Restarts()
 	frames, err := p.dec.Decode(u.Data, durationToTicks(u.PTS, int64(p.rate)))
 	var out []*rtp.Packet
 	for _, f := range frames {
@@ -98,7 +121,7 @@ func (p *aacToOpus) Process(u *media.Unit) error {
 		}
 	}
 	u.RTP = out
-	if err != nil {
+	if err = discontinuity(p.enc, restarted, err); err != nil {
 		return fmt.Errorf("aac->opus: %s: unit at %v: %w", p.track, u.PTS.Round(time.Millisecond), err)
 	}
 	return nil

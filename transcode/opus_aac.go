@@ -58,8 +58,9 @@ const DefaultAACBitrate = 128_000
 // how FLV and MPEG-TS players decode it: the first unit's PTS is the first
 // Opus unit's PTS less 1024 samples (21.3 ms, av.Encoder.Delay), and may
 // be negative. The audio itself stays where the Opus audio was. Gaps in
-// the source up to 1 s are filled with silence so that frames stay
-// contiguous; larger ones restart the timeline (see av.Encoder.Encode).
+// the source up to 100 ms are filled with silence so that frames stay
+// contiguous; larger ones restart the timeline (see av.Encoder.Encode) and
+// Transcode reports them (an error wrapping errDiscontinuity).
 type OpusToAAC struct {
 	src      *media.Track // the Opus track the decoder was made for
 	channels int          // decoder channels
@@ -132,6 +133,7 @@ func (c *OpusToAAC) Transcode(u *media.Unit, out *media.Track) ([]*media.Unit, e
 			return nil, err
 		}
 	}
+	restarted := c.enc.Restarts()
 	frames, err := c.dec.Decode(u.Data, ClockTicks(u.PTS, 48000))
 	var units []*media.Unit
 	for _, f := range frames {
@@ -141,7 +143,7 @@ func (c *OpusToAAC) Transcode(u *media.Unit, out *media.Track) ([]*media.Unit, e
 			err = encErr
 		}
 	}
-	if err != nil {
+	if err = discontinuity(c.enc, restarted, err); err != nil {
 		return units, fmt.Errorf("opus->aac: %s: unit at %v: %w", c.src, u.PTS.Round(time.Millisecond), err)
 	}
 	return units, nil

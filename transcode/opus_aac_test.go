@@ -31,13 +31,7 @@ func opusUnits(t testing.TB, track *media.Track, start time.Duration, seconds fl
 		t.Fatal(err)
 	}
 	defer enc.Close()
-	n := int(seconds * 48000)
-	pcm := make([]float32, 2*n)
-	for i := range n {
-		x := float64(i) / 48000
-		pcm[2*i] = float32(0.5 * math.Sin(2*math.Pi*440*x))
-		pcm[2*i+1] = float32(0.5 * math.Sin(2*math.Pi*660*x))
-	}
+	pcm, n := stereoTone(seconds)
 	base := ClockTicks(start, 48000)
 	var units []*media.Unit
 	for off := 0; off < n; off += 960 {
@@ -52,6 +46,19 @@ func opusUnits(t testing.TB, track *media.Track, start time.Duration, seconds fl
 		}
 	}
 	return units
+}
+
+// stereoTone is seconds of 440 Hz left / 660 Hz right at 48 kHz,
+// interleaved, and its length in samples per channel.
+func stereoTone(seconds float64) (pcm []float32, n int) {
+	n = int(seconds * 48000)
+	pcm = make([]float32, 2*n)
+	for i := range n {
+		x := float64(i) / 48000
+		pcm[2*i] = float32(0.5 * math.Sin(2*math.Pi*440*x))
+		pcm[2*i+1] = float32(0.5 * math.Sin(2*math.Pi*660*x))
+	}
+	return pcm, n
 }
 
 func goertzelPower(x []float32, f float64) float64 {

@@ -512,6 +512,8 @@ type Encoder struct {
 	fifoPTS int64
 	// sent counts frames sent to the codec.
 	sent int64
+	// restarts counts timeline restarts (see Restarts).
+	restarts int
 }
 
 // NewEncoder opens an encoder. codec is "opus" (libopus; sampleRate 0 means
@@ -596,10 +598,12 @@ func (e *Encoder) Delay() int { return e.delay }
 // Packet timestamps follow f.PTS, not a sample counter. The encoder tracks
 // where the next input sample is expected; when f.PTS differs from that:
 //   - by at most 10 ms (timestamp jitter) it is ignored;
-//   - a forward gap of up to 1 s is filled with silence, so the audio after
-//     the gap keeps its place and packets stay contiguous;
+//   - a forward gap of up to 100 ms is filled with silence, so the audio
+//     after the gap keeps its place and packets stay contiguous (a longer
+//     fill would let a publisher multiply the packets, see maxGapFillMs);
 //   - an overlap (backward step) of up to 1 s drops the overlapped input;
-//   - a larger jump either way ends the current timeline (the partial frame
+//   - a larger jump either way is a discontinuity, counted by Restarts: it
+//     ends the current timeline (the partial frame
 //     is padded with silence and encoded) and restarts it at f.PTS, aligned
 //     so that the first packet holding the new audio has PTS exactly f.PTS
 //     rescaled to the output rate (packets before it carry the old audio's
@@ -649,6 +653,7 @@ func (e *Encoder) Encode(f Frame) ([]Packet, error) {
 	diff := f.PTS - e.nextIn
 	tol := int64(e.inRate * syncToleranceMs / 1000)
 	maxFill := int64(e.inRate * maxGapFillMs / 1000)
+	maxOverlap := int64(e.inRate * maxOverlapMs / 1000)
 	switch {
 	case diff >= -tol && diff <= tol:
 	case diff > 0 && diff <= maxFill:
@@ -656,7 +661,7 @@ func (e *Encoder) Encode(f Frame) ([]Packet, error) {
 			return nil, avError("resample for "+e.name, ret)
 		}
 		e.nextIn += diff
-	case diff < 0 && -diff <= maxFill:
+	case diff < 0 && -diff <= maxOverlap:
 		skip := int(-diff)
 		if skip >= f.Samples {
 			return nil, nil
@@ -683,9 +688,14 @@ func (e *Encoder) setInput(rate, channels int) error {
 	return nil
 }
 
+// Restarts returns how many times Encode restarted the timeline at a
+// timestamp jump too large to fill or trim (a discontinuity in the input).
+func (e *Encoder) Restarts() int { return e.restarts }
+
 // restart ends the current timeline and starts a new one at pts (input
 // clock).
 func (e *Encoder) restart(pts int64) ([]Packet, error) {
+	e.restarts++
 	if ret := C.benc_drain_swr(e.c); ret < 0 {
 		return nil, avError("resample for "+e.name, ret)
 	}

@@ -49,6 +49,9 @@ func (e *Encoder) Delay() int { return 0 }
 // Encode returns ErrUnavailable in this build.
 func (e *Encoder) Encode(f Frame) ([]Packet, error) { return nil, ErrUnavailable }
 
+// Restarts returns 0 in this build.
+func (e *Encoder) Restarts() int { return 0 }
+
 // Flush returns ErrUnavailable in this build.
 func (e *Encoder) Flush() ([]Packet, error) { return nil, ErrUnavailable }
 

@@ -280,7 +280,7 @@ func TestExtradata(t *testing.T) {
 func TestGap(t *testing.T) {
 	needFFmpeg(t)
 	for _, codec := range []string{"aac", "opus"} {
-		for _, gapMs := range []int{500, 3000} { // filled with silence; restarted timeline
+		for _, gapMs := range []int{60, 500, 3000} { // filled with silence; restarted timeline twice
 			t.Run(fmt.Sprintf("%s/%dms", codec, gapMs), func(t *testing.T) {
 				const rate = 48000
 				e, err := NewEncoder(codec, rate, 2, 0)
@@ -306,6 +306,9 @@ func TestGap(t *testing.T) {
 					}
 				}
 				gapEnd := int64(rate + gap)
+				if restarted := e.Restarts() == 1; restarted != (gapMs > maxGapFillMs) {
+					t.Errorf("%d restarts after a %d ms gap (fill up to %d ms)", e.Restarts(), gapMs, maxGapFillMs)
+				}
 				if gapMs > maxGapFillMs {
 					// Restarted: packets carrying post-gap audio start at
 					// the gap end exactly; none fall inside the gap.
