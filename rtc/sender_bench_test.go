@@ -59,29 +59,7 @@ func BenchmarkOutTrackSend(b *testing.B) {
 // sending peer of e, and returns the OutTrack that sends it H.264.
 func benchViewer(b *testing.B, e *Engine, st *media.Stream) *OutTrack {
 	b.Helper()
-	server, err := e.NewSenderPeerConnection()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = server.Close() })
-	// A receiver without interceptors, so allocations counted are the
-	// sender's (and the receiver's SRTP).
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		b.Fatal(err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	client, err := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(&interceptor.Registry{})).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = client.Close() })
-	if _, err := client.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-		b.Fatal(err)
-	}
-	client.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	_, ot := testViewer(b, e, st, false, func(tr *webrtc.TrackRemote) {
 		buf := make([]byte, 1500)
 		for {
 			if _, _, err := tr.Read(buf); err != nil {
@@ -89,6 +67,38 @@ func benchViewer(b *testing.B, e *Engine, st *media.Stream) *OutTrack {
 			}
 		}
 	})
+	return ot
+}
+
+// testViewer connects a pion viewer without interceptors (so allocations
+// counted are the sender's and the receiver's SRTP) to a new sending peer
+// of e, hands the video track it receives to onTrack, and returns the
+// viewer and the OutTrack that sends it H.264. noReplay turns the viewer's
+// SRTP replay protection off, so that it reads resent packets.
+func testViewer(tb testing.TB, e *Engine, st *media.Stream, noReplay bool, onTrack func(*webrtc.TrackRemote)) (*webrtc.PeerConnection, *OutTrack) {
+	tb.Helper()
+	server, err := e.NewSenderPeerConnection()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = server.Close() })
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		tb.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.DisableSRTPReplayProtection(noReplay)
+	client, err := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(&interceptor.Registry{})).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = client.Close() })
+	if _, err := client.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		tb.Fatal(err)
+	}
+	client.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { onTrack(tr) })
 	connected := make(chan struct{})
 	var once sync.Once
 	server.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
@@ -98,35 +108,35 @@ func benchViewer(b *testing.B, e *Engine, st *media.Stream) *OutTrack {
 	})
 	offer, err := client.CreateOffer(nil)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	gathered := webrtc.GatheringCompletePromise(client)
 	if err := client.SetLocalDescription(offer); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	<-gathered
 	if err := server.SetRemoteDescription(*client.LocalDescription()); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	local, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
 		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}, "video", "bench")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	sender, err := server.AddTrack(local)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := Answer(server, 5*time.Second); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := client.SetRemoteDescription(*server.LocalDescription()); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	select {
 	case <-connected:
 	case <-time.After(10 * time.Second):
-		b.Fatal("not connected within 10 s")
+		tb.Fatal("not connected within 10 s")
 	}
-	return NewOutTrack(server, st, local, sender)
+	return client, NewOutTrack(server, st, local, sender)
 }
