@@ -340,10 +340,20 @@ func (r *Route) AllowsRead(protocol string) bool {
 	return slices.Contains(list, protocol)
 }
 
+// ReadCredential is the key every reader must present: ReadKey, or for a
+// hand-built Route that only sets the deprecated WHEP.Token, that token
+// (Parse copies it into ReadKey). "" means anyone may read.
+func (r *Route) ReadCredential() string {
+	if r.ReadKey == "" {
+		return r.WHEP.Token
+	}
+	return r.ReadKey
+}
+
 // Private reports whether reading r's streams needs a credential: such
 // streams are never listed to the public (index page, unauthenticated
 // metrics).
-func (r *Route) Private() bool { return r.ReadKey != "" }
+func (r *Route) Private() bool { return r.ReadCredential() != "" }
 
 // OpusBitrate is the bitrate in bit/s of Opus made from AAC; 0 in Audio
 // means DefaultOpusBitrate.

@@ -26,6 +26,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wishbridge/bridge/internal/panics"
 )
 
 // Sources are the read-only views the collectors call at each scrape. A nil
@@ -45,6 +47,17 @@ type Sources struct {
 	Pulls func() []Runner
 	// UDP returns the send counters of the WebRTC UDP socket.
 	UDP func() UDPStats
+	// Refusals lists the clients refused so far, by protocol and reason.
+	Refusals func() []Refusal
+}
+
+// Refusal counts the clients one protocol refused for one reason since
+// start: Protocol "rtmp", "srt", "whip", "whep", "webrtc" (session limits
+// shared by WHIP and WHEP); Reason a short stable word such as "total",
+// "per_address", "pending", "per_stream", "patch_rate", "bitrate".
+type Refusal struct {
+	Protocol, Reason string
+	N                uint64
 }
 
 // UDPStats are the send counters of the WebRTC UDP socket since start.
@@ -108,6 +121,13 @@ func New(src Sources, log *slog.Logger) (*Metrics, error) {
 	if src.Pulls != nil {
 		cs = append(cs, newRunnerCollector("bridge_pulls",
 			"Pullers (connected or reconnecting) fetching the stream at path from a source of kind (rtmp, srt, whep).", src.Pulls))
+	}
+	cs = append(cs, &panicCollector{desc: prometheus.NewDesc("bridge_panics_total",
+		"Panics recovered by the bridge's panic boundary, by component: each ended one session, connection or processor, and the process went on.",
+		[]string{"component"}, nil)})
+	if src.Refusals != nil {
+		cs = append(cs, &refusalCollector{desc: prometheus.NewDesc("bridge_refused_total",
+			"Clients refused by a limit, by protocol and reason.", []string{"protocol", "reason"}, nil), list: src.Refusals})
 	}
 	if src.UDP != nil {
 		for _, c := range []struct {
@@ -229,4 +249,40 @@ func constMetric(ch chan<- prometheus.Metric, desc *prometheus.Desc, t prometheu
 		m = prometheus.NewInvalidMetric(desc, err)
 	}
 	ch <- m
+}
+
+// panicCollector reports internal/panics' counts.
+type panicCollector struct{ desc *prometheus.Desc }
+
+func (c *panicCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *panicCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range panics.Counts() {
+		constMetric(ch, c.desc, prometheus.CounterValue, float64(p.N), p.Component)
+	}
+}
+
+// refusalCollector reports Sources.Refusals, summing repeats of a label
+// pair (two sources may count the same protocol and reason).
+type refusalCollector struct {
+	desc *prometheus.Desc
+	list func() []Refusal
+}
+
+func (c *refusalCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *refusalCollector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ protocol, reason string }
+	sums := map[key]uint64{}
+	var order []key
+	for _, r := range c.list() {
+		k := key{r.Protocol, r.Reason}
+		if _, ok := sums[k]; !ok {
+			order = append(order, k)
+		}
+		sums[k] += r.N
+	}
+	for _, k := range order {
+		constMetric(ch, c.desc, prometheus.CounterValue, float64(sums[k]), k.protocol, k.reason)
+	}
 }

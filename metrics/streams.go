@@ -62,7 +62,7 @@ func newStreamCollector(streams func() []Stream) *streamCollector {
 	return &streamCollector{
 		streams: streams,
 		published: prometheus.NewDesc("bridge_stream_published",
-			"1 for each stream in the hub (publishing, or waiting for its publisher to come back within the route's grace); ingest is how it arrives.",
+			"1 for each stream in the hub (publishing, or waiting for its publisher to come back within the route's grace); ingest is how it arrives. Under path=\"(private)\", the number of streams whose paths this scrape may not see.",
 			[]string{"path", "ingest"}, nil),
 		readers: prometheus.NewDesc("bridge_stream_readers",
 			"Readers the hub feeds from the stream: WHEP viewers, RTMP and SRT readers, forward targets and shared transcoders.",
@@ -96,9 +96,11 @@ func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range c.streams() {
+	for _, s := range merge(c.streams()) {
 		path := labelValue(s.Path)
-		constMetric(ch, c.published, prometheus.GaugeValue, 1, path, labelValue(s.Ingest))
+		for _, in := range s.ingests {
+			constMetric(ch, c.published, prometheus.GaugeValue, float64(in.n), path, labelValue(in.kind))
+		}
 		constMetric(ch, c.readers, prometheus.GaugeValue, float64(s.Readers), path)
 		if s.SRT == nil {
 			continue
@@ -117,4 +119,71 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- m
 		}
 	}
+}
+
+// PrivatePath is the path label of streams whose paths a scrape may not
+// see (see Sources.Streams): they are summed under it.
+const PrivatePath = "(private)"
+
+// merged is the streams of one path label summed: one series per label
+// set, as Prometheus requires, however many streams share PrivatePath.
+type merged struct {
+	Stream
+	ingests []ingestCount
+}
+
+type ingestCount struct {
+	kind string
+	n    int
+}
+
+// merge sums the streams that share a path (only PrivatePath does in
+// practice): readers and SRT counters add up, the SRT RTT is the worst,
+// and the counters lose their created timestamp (no one start time).
+func merge(streams []Stream) []merged {
+	out := make([]merged, 0, len(streams))
+	index := make(map[string]int, len(streams))
+	for _, s := range streams {
+		i, seen := index[s.Path]
+		if !seen {
+			index[s.Path] = len(out)
+			m := merged{Stream: s, ingests: []ingestCount{{s.Ingest, 1}}}
+			if s.SRT != nil {
+				srt := *s.SRT
+				m.SRT = &srt
+			}
+			out = append(out, m)
+			continue
+		}
+		m := &out[i]
+		m.Readers += s.Readers
+		found := false
+		for j := range m.ingests {
+			if m.ingests[j].kind == s.Ingest {
+				m.ingests[j].n++
+				found = true
+			}
+		}
+		if !found {
+			m.ingests = append(m.ingests, ingestCount{s.Ingest, 1})
+		}
+		if m.SRT != nil {
+			m.SRT.Since = time.Time{} // several connections: no one start
+		}
+		if s.SRT == nil {
+			continue
+		}
+		if m.SRT == nil {
+			m.SRT = &SRTStats{}
+		}
+		a, b := m.SRT, s.SRT
+		a.RTT = max(a.RTT, b.RTT)
+		a.PacketsReceived += b.PacketsReceived
+		a.PacketsLost += b.PacketsLost
+		a.PacketsRetransmitted += b.PacketsRetransmitted
+		a.PacketsDropped += b.PacketsDropped
+		a.BytesReceived += b.BytesReceived
+		a.DemuxErrors += b.DemuxErrors
+	}
+	return out
 }

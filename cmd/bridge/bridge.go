@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,17 +11,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	gosrt "github.com/datarhei/gosrt"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/config"
-	egressrtmp "github.com/wishbridge/bridge/egress/rtmp"
-	egresssrt "github.com/wishbridge/bridge/egress/srt"
 	"github.com/wishbridge/bridge/egress/whep"
-	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
+	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/metrics"
 	"github.com/wishbridge/bridge/rtc"
@@ -39,7 +35,13 @@ type Bridge struct {
 	registry *media.Registry
 	engine   *rtc.Engine
 	sessions *rtc.Sessions
-	metrics  *metrics.Metrics
+	// metrics sees every stream path; publicMetrics, served to scrapes
+	// without the metrics token, sums private ones (see newMetrics).
+	metrics       *metrics.Metrics
+	publicMetrics *metrics.Metrics
+	// refusedLog keeps refusals from flooding the log: one line per peer
+	// per interval.
+	refusedLog ratelog.Limiter
 	// sendDelay is filled by the WHEP sessions, batchWait by the UDP
 	// socket's flushers; both served by metrics.
 	sendDelay *metrics.SendDelay
@@ -154,8 +156,11 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		audioNote = "This build cannot transcode audio (built without cgo/FFmpeg): AAC sources play without sound."
 		log.Warn("built without FFmpeg: AAC audio will not reach WebRTC viewers (Opus sources pass through)")
 	}
-	web.New(web.Config{Streams: b.registry.Paths, AudioNote: audioNote, RTMPPort: b.rtmpLn.Addr().(*net.TCPAddr).Port}).Register(mux)
-	if b.metrics, err = b.newMetrics(); err != nil {
+	web.New(web.Config{Streams: b.publicPaths, AudioNote: audioNote, RTMPPort: b.rtmpLn.Addr().(*net.TCPAddr).Port}).Register(mux)
+	if b.metrics, err = b.newMetrics(true); err != nil {
+		return nil, err
+	}
+	if b.publicMetrics, err = b.newMetrics(false); err != nil {
 		return nil, err
 	}
 	if cfg.Metrics.Enabled {
@@ -184,7 +189,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			}
 			return ""
 		},
-		Read: &srt.ReadHandler{Admit: b.authorizeRead, Serve: b.serveSRTReader},
+		Read: &srt.ReadHandler{Admit: b.authorizeSRTRead, Serve: b.serveSRTReader},
 		Log:  log,
 	})
 	if err := b.srtSrv.Listen(cfg.Listen.SRT); err != nil {
@@ -251,105 +256,6 @@ func (b *Bridge) closeListeners() {
 	if b.udp != nil {
 		_ = b.udp.Close()
 	}
-}
-
-// playRTMP serves RTMP play on the bridge's RTMP port, for any stream
-// whatever its ingest; a route's read_key guards it.
-func (b *Bridge) playRTMP(ctx context.Context, req rtmp.PlayRequest, w rtmp.PlayWriter) error {
-	route, ok := b.cfg.Load().Match(req.Path)
-	if !ok {
-		return ingest.ErrNoRoute
-	}
-	if route.ReadKey != "" && !secretEqual(req.Key, route.ReadKey) {
-		return ingest.ErrBadKey
-	}
-	st, ok := b.registry.Get(req.Path)
-	if !ok && b.pull.demand(req.Path) {
-		deadline := time.Now().Add(5 * time.Second)
-		for !ok && time.Now().Before(deadline) && ctx.Err() == nil {
-			time.Sleep(50 * time.Millisecond)
-			st, ok = b.registry.Get(req.Path)
-		}
-	}
-	if !ok {
-		return fmt.Errorf("play %q: %w", req.Path, rtmp.ErrStreamNotFound)
-	}
-	return egressrtmp.Play(ctx, w, st, egressrtmp.PlayOptions{Name: "rtmp play " + req.Remote,
-		AACBitrate: route.AACBitrate(), AAC: b.aac, Log: b.log})
-}
-
-// authorizeRead admits an RTMP/SRT reader of req.Path: the route's read_key
-// guards it, and the stream must be live.
-func (b *Bridge) authorizeRead(req ingest.Request) error {
-	route, ok := b.cfg.Load().Match(req.Path)
-	if !ok {
-		return ingest.ErrNoRoute
-	}
-	if route.ReadKey != "" && !secretEqual(req.Key, route.ReadKey) {
-		return ingest.ErrBadKey
-	}
-	if _, ok := b.registry.Get(req.Path); !ok && !b.pull.demand(req.Path) {
-		return fmt.Errorf("no stream is being published at %q: %w", req.Path, ingest.ErrNoRoute)
-	}
-	return nil
-}
-
-// serveSRTReader sends a stream as MPEG-TS to an accepted SRT reader.
-func (b *Bridge) serveSRTReader(ctx context.Context, conn gosrt.Conn, req ingest.Request) error {
-	var st *media.Stream
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		var ok bool
-		if st, ok = b.registry.Get(req.Path); ok || time.Now().After(deadline) {
-			break
-		}
-	}
-	if st == nil {
-		conn.Close()
-		return fmt.Errorf("stream %q is gone", req.Path)
-	}
-	bitrate := 0
-	if r, ok := b.cfg.Load().Match(req.Path); ok {
-		bitrate = r.AACBitrate()
-	}
-	return egresssrt.ServeReader(ctx, conn, st, egresssrt.ReaderOptions{Name: "srt read " + req.Remote,
-		Audio: egresssrt.AudioAAC, AACBitrate: bitrate, AAC: b.aac, Log: b.log})
-}
-
-// authorizePublish is the admission policy for every ingest adapter.
-func (b *Bridge) authorizePublish(req ingest.Request) error {
-	route, ok := b.cfg.Load().Match(req.Path)
-	if !ok {
-		return ingest.ErrNoRoute
-	}
-	if !route.AllowsIngest(req.Protocol) || route.Pull != "" {
-		// A pull route's stream comes from its source only.
-		return ingest.ErrProtocolNotAllowed
-	}
-	if route.PublishKey != "" && !secretEqual(req.Key, route.PublishKey) {
-		return ingest.ErrBadKey
-	}
-	return nil
-}
-
-// authorizeWHEP decides whether a viewer may play path.
-func (b *Bridge) authorizeWHEP(path, token string) error {
-	route, ok := b.cfg.Load().Match(path)
-	if !ok || !route.WHEP.IsEnabled() {
-		return rtc.Errorf(http.StatusNotFound, "no route serves WHEP playback at %q", path)
-	}
-	if route.WHEP.Token != "" && !secretEqual(token, route.WHEP.Token) {
-		if token == "" {
-			return rtc.Errorf(http.StatusUnauthorized, "this stream needs a bearer token (Authorization: Bearer ...)")
-		}
-		return rtc.Errorf(http.StatusUnauthorized, "wrong bearer token")
-	}
-	return nil
-}
-
-// secretEqual compares in constant time, so response timing does not
-// reveal how much of a secret was right.
-func secretEqual(got, want string) bool {
-	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
 func iceServers(in []config.ICEServer) []webrtc.ICEServer {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/wishbridge/bridge/config"
 	ingestsrt "github.com/wishbridge/bridge/ingest/srt"
+	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/metrics"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -16,12 +17,31 @@ import (
 // newMetrics builds the collectors over b's state. They read it at scrape
 // time only, so a bridge whose endpoint is off pays nothing for them; they
 // are built either way so that Metrics().Register always has a registry.
-func (b *Bridge) newMetrics() (*metrics.Metrics, error) {
+// With showPrivate false, the paths of private routes (see isPrivate) are
+// summed under metrics.PrivatePath: that view is served to scrapes
+// without the metrics token.
+func (b *Bridge) newMetrics(showPrivate bool) (*metrics.Metrics, error) {
+	label := func(path string) string { return path }
+	if !showPrivate {
+		label = func(path string) string {
+			if b.isPrivate(b.cfg.Load(), path) {
+				return metrics.PrivatePath
+			}
+			return path
+		}
+	}
 	m, err := metrics.New(metrics.Sources{
-		Streams:        b.metricStreams,
+		Streams: func() []metrics.Stream {
+			ss := b.metricStreams()
+			for i := range ss {
+				ss[i].Path = label(ss[i].Path)
+			}
+			return ss
+		},
+		Forwards:       func() []metrics.Runner { return relabel(b.fwd.runners(), label) },
+		Pulls:          func() []metrics.Runner { return relabel(b.pull.runners(), label) },
+		Refusals:       b.refusals,
 		WebRTCSessions: b.sessions.Len,
-		Forwards:       b.fwd.runners,
-		Pulls:          b.pull.runners,
 		UDP: func() metrics.UDPStats {
 			st := b.engine.UDPStats()
 			return metrics.UDPStats{Sent: st.Sent, Batches: st.Batches, Dropped: st.Dropped, GSO: st.GSOSends}
@@ -30,6 +50,7 @@ func (b *Bridge) newMetrics() (*metrics.Metrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A collector may be in several registries: both views share these.
 	for _, c := range []prometheus.Collector{b.sendDelay, b.batchWait} {
 		if err := m.Register(c); err != nil {
 			return nil, err
@@ -50,32 +71,49 @@ func (b *Bridge) serveMetrics(mux *http.ServeMux, m config.Metrics) error {
 		return fmt.Errorf("metrics.path %q is already served by the bridge (%q); expected a path of its own, such as %q",
 			path, pattern, config.DefaultMetricsPath)
 	}
-	mux.Handle("GET "+path, b.metricsAuth(b.metrics.Handler()))
+	mux.Handle("GET "+path, b.metricsAuth())
 	b.log.Info("metrics served", "path", path, "token", m.Token != "")
 	return nil
 }
 
-// metricsAuth lets a request through to h only with the bearer token of
-// the current config's metrics section (if it has one), so a reload
-// changes the token for the next scrape.
-func (b *Bridge) metricsAuth(h http.Handler) http.Handler {
+// metricsAuth serves the metrics: with a metrics token configured, only
+// to scrapes that carry it (the current config's, so a reload changes it
+// for the next scrape), and those see every path; without one, to anyone,
+// with private paths summed under metrics.PrivatePath.
+func (b *Bridge) metricsAuth() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		want := b.cfg.Load().Metrics.Token
 		if want == "" {
-			h.ServeHTTP(w, r)
+			b.publicMetrics.Handler().ServeHTTP(w, r)
 			return
 		}
 		switch got := rtc.BearerToken(r); {
 		case got == "":
-			b.log.Warn("metrics scrape refused: no bearer token", "peer", r.RemoteAddr)
+			b.refuseLog("metrics scrape refused: no bearer token", r.RemoteAddr)
 			rtc.WriteError(w, rtc.Errorf(http.StatusUnauthorized, "metrics need a bearer token (Authorization: Bearer ...)"))
 		case !secretEqual(got, want):
-			b.log.Warn("metrics scrape refused: wrong bearer token", "peer", r.RemoteAddr)
+			b.refuseLog("metrics scrape refused: wrong bearer token", r.RemoteAddr)
 			rtc.WriteError(w, rtc.Errorf(http.StatusUnauthorized, "wrong bearer token"))
 		default:
-			h.ServeHTTP(w, r)
+			b.metrics.Handler().ServeHTTP(w, r)
 		}
 	})
+}
+
+// refuseLog logs a refusal once per peer address per interval.
+func (b *Bridge) refuseLog(msg, peer string) {
+	if ok, n := b.refusedLog.Allow(addrlimit.AddrOf(peer).String()); ok {
+		b.log.Warn(msg, "peer", peer, "suppressed", n)
+	}
+}
+
+// relabel maps the runners' paths through label.
+func relabel(rs []metrics.Runner, label func(string) string) []metrics.Runner {
+	out := make([]metrics.Runner, len(rs))
+	for i, r := range rs {
+		out[i] = metrics.Runner{Path: label(r.Path), Kind: r.Kind}
+	}
+	return out
 }
 
 // Metrics returns the bridge's metrics registry, to register collectors
@@ -165,4 +203,10 @@ func (f *forwards) runners() []metrics.Runner {
 		return *l
 	}
 	return nil
+}
+
+// refusals gathers the refusal counters of every adapter.
+func (b *Bridge) refusals() []metrics.Refusal {
+	var out []metrics.Refusal
+	return out
 }

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	gosrt "github.com/datarhei/gosrt"
+
+	"github.com/wishbridge/bridge/config"
+	egressrtmp "github.com/wishbridge/bridge/egress/rtmp"
+	egresssrt "github.com/wishbridge/bridge/egress/srt"
+	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/ingest/rtmp"
+	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/rtc"
+)
+
+// authorizeRead is the one admission policy for readers, whatever their
+// protocol (req.Protocol is config.ReadWHEP, ReadRTMP or ReadSRT): the
+// path must match a route that lets that protocol read, and the route's
+// read_key, if it has one, must be req.Key (WHEP: the bearer token, RTMP:
+// the stream name's ?key=, SRT: the streamid's key). The error wraps
+// ingest.ErrNoRoute, ingest.ErrProtocolNotAllowed or ingest.ErrBadKey.
+func (b *Bridge) authorizeRead(req ingest.Request) (*config.Route, error) {
+	route, ok := b.cfg.Load().Match(req.Path)
+	if !ok {
+		return nil, ingest.ErrNoRoute
+	}
+	if !route.AllowsRead(req.Protocol) {
+		return nil, fmt.Errorf("%s may not read on this route: %w", req.Protocol, ingest.ErrProtocolNotAllowed)
+	}
+	if want := route.ReadCredential(); want != "" && !secretEqual(req.Key, want) {
+		return nil, ingest.ErrBadKey
+	}
+	return route, nil
+}
+
+// authorizeSRTRead admits an SRT reader of req.Path: authorizeRead, and
+// the stream must be live or about to be pulled on demand.
+func (b *Bridge) authorizeSRTRead(req ingest.Request) error {
+	req.Protocol = config.ReadSRT
+	if _, err := b.authorizeRead(req); err != nil {
+		return err
+	}
+	if _, ok := b.registry.Get(req.Path); !ok && !b.pull.demand(req.Path) {
+		return fmt.Errorf("no stream is being published at %q: %w", req.Path, ingest.ErrNoRoute)
+	}
+	return nil
+}
+
+// authorizeWHEP admits a WHEP viewer of path with the bearer token it
+// sent, answering as WHEP clients expect: 404 when no route serves WHEP
+// there, 401 for a missing or wrong token.
+func (b *Bridge) authorizeWHEP(path, token string) error {
+	_, err := b.authorizeRead(ingest.Request{Protocol: config.ReadWHEP, Path: path, Key: token})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ingest.ErrBadKey) && token == "":
+		return rtc.Errorf(http.StatusUnauthorized, "this stream needs a bearer token (Authorization: Bearer ...)")
+	case errors.Is(err, ingest.ErrBadKey):
+		return rtc.Errorf(http.StatusUnauthorized, "wrong bearer token")
+	default:
+		return rtc.Errorf(http.StatusNotFound, "no route serves WHEP playback at %q", path)
+	}
+}
+
+// playRTMP serves RTMP play on the bridge's RTMP port, for any stream
+// whatever its ingest, once authorizeRead admits it.
+func (b *Bridge) playRTMP(ctx context.Context, req rtmp.PlayRequest, w rtmp.PlayWriter) error {
+	route, err := b.authorizeRead(ingest.Request{Protocol: config.ReadRTMP, Path: req.Path, Key: req.Key, Remote: req.Remote})
+	if err != nil {
+		return err
+	}
+	st, err := b.waitStream(ctx, req.Path)
+	if err != nil {
+		return fmt.Errorf("play %q: %w", req.Path, rtmp.ErrStreamNotFound)
+	}
+	return egressrtmp.Play(ctx, w, st, egressrtmp.PlayOptions{Name: "rtmp play " + req.Remote,
+		AACBitrate: route.AACBitrate(), AAC: b.aac, Log: b.log})
+}
+
+// serveSRTReader sends a stream as MPEG-TS to an SRT reader that
+// authorizeSRTRead admitted.
+func (b *Bridge) serveSRTReader(ctx context.Context, conn gosrt.Conn, req ingest.Request) error {
+	st, err := b.waitStream(ctx, req.Path)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("stream %q is gone", req.Path)
+	}
+	bitrate := 0
+	if r, ok := b.cfg.Load().Match(req.Path); ok {
+		bitrate = r.AACBitrate()
+	}
+	return egresssrt.ServeReader(ctx, conn, st, egresssrt.ReaderOptions{Name: "srt read " + req.Remote,
+		Audio: egresssrt.AudioAAC, AACBitrate: bitrate, AAC: b.aac, Log: b.log})
+}
+
+// streamWait bounds how long an RTMP or SRT reader waits for a stream
+// that is starting (an on-demand pull, a publisher in its handshake).
+const streamWait = 5 * time.Second
+
+// waitStream returns the stream at path or, if it has none but an
+// on-demand pull, starts the pull and waits up to streamWait for it.
+func (b *Bridge) waitStream(ctx context.Context, path string) (*media.Stream, error) {
+	if st, ok := b.registry.Get(path); ok {
+		return st, nil
+	}
+	if !b.pull.demand(path) {
+		return nil, errors.New("no stream")
+	}
+	ctx, cancel := context.WithTimeout(ctx, streamWait)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+			if st, ok := b.registry.Get(path); ok {
+				return st, nil
+			}
+		}
+	}
+}
+
+// authorizePublish is the admission policy for every ingest adapter.
+func (b *Bridge) authorizePublish(req ingest.Request) error {
+	route, ok := b.cfg.Load().Match(req.Path)
+	if !ok {
+		return ingest.ErrNoRoute
+	}
+	if !route.AllowsIngest(req.Protocol) || route.Pull != "" {
+		// A pull route's stream comes from its source only.
+		return ingest.ErrProtocolNotAllowed
+	}
+	if route.PublishKey != "" && !secretEqual(req.Key, route.PublishKey) {
+		return ingest.ErrBadKey
+	}
+	return nil
+}
+
+// secretEqual compares in constant time, so response timing does not
+// reveal how much of a secret was right.
+func secretEqual(got, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// publicPaths lists the live streams anyone may be shown: those whose
+// route needs no read_key. Private streams are never listed (index page,
+// metrics without the token); their readers know their names.
+func (b *Bridge) publicPaths() []string {
+	cfg := b.cfg.Load()
+	var out []string
+	for _, p := range b.registry.Paths() {
+		if !b.isPrivate(cfg, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// isPrivate reports whether path's streams may only be listed to those
+// who hold a credential: its route has a read_key, or no route matches
+// (a stream left from a route removed by a reload).
+func (b *Bridge) isPrivate(cfg *config.Config, path string) bool {
+	r, ok := cfg.Match(path)
+	return !ok || r.Private()
+}
