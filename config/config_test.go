@@ -44,14 +44,14 @@ func TestExampleFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.WebRTC.ICEServers) != 2 || c.WebRTC.ICEServers[1].Username != "bridge" {
+	if len(c.WebRTC.ICEServers) != 2 || c.WebRTC.ICEServers[1].Secret == "" || c.WebRTC.ICEServers[1].TTLOrDefault() != 24*time.Hour {
 		t.Errorf("ICEServers = %v", c.WebRTC.ICEServers)
 	}
 	if len(c.Routes) != 3 {
 		t.Fatalf("got %d routes, want 3", len(c.Routes))
 	}
 	r, ok := c.Match("private/studio")
-	if !ok || r.Path != "private/{name}" || r.PublishKey == "" || r.WHEP.Token == "" || !r.WHEP.IsEnabled() {
+	if !ok || r.Path != "private/{name}" || r.PublishKey == "" || r.ReadKey == "" || !r.Private() || !r.AllowsRead(ReadRTMP) || !r.WHEP.IsEnabled() {
 		t.Errorf("Match(private/studio) = %v, %v", r, ok)
 	}
 	if r.AllowsIngest("srt") || !r.AllowsIngest("whip") {
