@@ -120,7 +120,7 @@ func TestConcurrentReadersAndProcessors(t *testing.T) {
 			for i := range rounds {
 				track := rand.IntN(2)
 				name := fmt.Sprintf("p%d", rand.IntN(3))
-				release := s.AddProcessor(track, name, func() Processor {
+				release := addProc(t, s.Stream, s.Track(track), name, func(*Track) Processor {
 					p := &raceProc{t: t}
 					procsMu.Lock()
 					procs = append(procs, p)
@@ -210,7 +210,7 @@ func TestNoGoroutinesStarted(t *testing.T) {
 		}
 	}
 	rs[0].SkipToKeyframe()
-	release := s.AddProcessor(0, "p", func() Processor { return &countingProc{} })
+	release := addProc(t, s.Stream, video, "p", func(*Track) Processor { return &countingProc{} })
 	check("NewReader and AddProcessor")
 	for i := range 100 { // overflows every queue: drops are logged
 		s.Write(vunit(video, i, i%10 == 0))
@@ -294,7 +294,7 @@ func TestConcurrentRepublishJoinsAndBackfill(t *testing.T) {
 				// Processors first, as egress does, then a joining reader.
 				var releases []func()
 				for track := range 2 {
-					releases = append(releases, s.AddProcessor(track, fmt.Sprint("p", rand.IntN(2)), func() Processor {
+					releases = append(releases, addProc(t, s, s.Track(track), fmt.Sprint("p", rand.IntN(2)), func(*Track) Processor {
 						p := &raceProc{t: t}
 						procsMu.Lock()
 						procs = append(procs, p)

@@ -308,7 +308,7 @@ func TestProcessorBackfill(t *testing.T) {
 		}
 	})
 	p := &rtpProc{}
-	release := s.AddProcessor(video.ID, "rtp", func() Processor { return p })
+	release := addProc(t, s.Stream, video, "rtp", func(*Track) Processor { return p })
 	defer release()
 	wg.Wait()
 	if want := []time.Duration{0, 2 * time.Millisecond, 4 * time.Millisecond}; !equalDurations(p.seen, want) {
@@ -336,7 +336,7 @@ func TestProcessorBackfill(t *testing.T) {
 
 	// Live units go through it once, after the cached ones; a second
 	// caller does not backfill again.
-	release2 := s.AddProcessor(video.ID, "rtp", func() Processor { t.Error("second processor created"); return nil })
+	release2 := addProc(t, s.Stream, video, "rtp", func(*Track) Processor { t.Error("second processor created"); return nil })
 	defer release2()
 	live := vunit(video, 6, false)
 	s.Write(live)
@@ -371,7 +371,7 @@ func TestWriteAllocs(t *testing.T) {
 	const gop = 30
 	units := interleaved(video, audio, 4*gop, gop)
 	r := newTestReader(t, s, 1<<16)
-	defer s.AddProcessor(video.ID, "count", func() Processor { return &countingProc{} })()
+	defer addProc(t, s.Stream, video, "count", func(*Track) Processor { return &countingProc{} })()
 	writeAll(s, units...) // grow the cache
 	readQueued(t, r)
 	i := 0

@@ -40,6 +40,17 @@ func newTestReader(t testing.TB, s *Publication, size int) *Reader {
 	return r
 }
 
+// addProc adds the processor newProc makes to track, failing the test
+// (from any goroutine) if the hub refuses it.
+func addProc(t testing.TB, s *Stream, track *Track, name string, newProc func(*Track) Processor) (release func()) {
+	t.Helper()
+	release, err := s.AddProcessor(track, name, newProc)
+	if err != nil {
+		t.Error(err)
+	}
+	return release
+}
+
 // vunit is a video unit, key or not, tagged by seq in its PTS.
 func vunit(tr *Track, seq int, key bool) *Unit {
 	nalu := []byte{0x41, byte(seq)}

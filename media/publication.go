@@ -194,7 +194,8 @@ func codecNames(tracks []*Track) string {
 // hands u to every reader. It never blocks on a reader: a full reader
 // drops the unit and counts it. A processor's error is counted (and logged
 // at most once a second); the unit still goes to the next processor and the
-// readers. Units of a track that is not one of this publication's tracks
+// readers. A processor that panics is ended (see Processor); the unit goes
+// on too. Units of a track that is not one of this publication's tracks
 // (so every unit before SetTracks) and units written after Close are
 // discarded. Write allocates nothing once the cache has grown to the
 // stream's GOP.
@@ -233,7 +234,9 @@ func (p *Publication) Write(u *Unit) {
 	p.retime(u)
 	if ps := s.procs.Load(); ps != nil && u.Track.ID < len(*ps) {
 		for _, e := range (*ps)[u.Track.ID] {
-			s.process(e, u)
+			if !s.process(e, u) {
+				s.endPanicked(e)
+			}
 		}
 	}
 	s.gop.add(u)

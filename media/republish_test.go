@@ -58,9 +58,9 @@ func TestRepublishWithinGrace(t *testing.T) {
 	r := newTestReader(t, first, 0)
 	var made, closed atomic.Int32
 	var procTrack atomic.Pointer[Track]
-	defer s.AddProcessor(0, "rtp", func() Processor {
+	defer addProc(t, s, v1, "rtp", func(t *Track) Processor {
 		made.Add(1)
-		procTrack.Store(s.Tracks()[0])
+		procTrack.Store(t)
 		return &closeCounter{closed: &closed}
 	})()
 
@@ -287,7 +287,7 @@ func TestIncompatibleRepublish(t *testing.T) {
 			s := first.Stream
 			r := newTestReader(t, first, 0)
 			var closed atomic.Int32
-			release := s.AddProcessor(1, "opus", func() Processor { return &closeCounter{closed: &closed} })
+			release := addProc(t, s, a1, "opus", func(*Track) Processor { return &closeCounter{closed: &closed} })
 			defer release()
 			k := idr(v1, 0)
 			first.Write(k)
@@ -317,6 +317,15 @@ func TestIncompatibleRepublish(t *testing.T) {
 				t.Errorf("the old track's processor: closed %d times, %d left", closed.Load(), len(s.processors))
 			}
 			release() // no effect now
+			// A reader negotiated for the old tracks (a WHEP viewer whose
+			// ICE completes only now) is refused the old audio track's
+			// processor; its constructor is never given a track that is gone.
+			if _, err := s.AddProcessor(a1, "opus", func(*Track) Processor {
+				t.Error("constructor called for a track that is gone")
+				return nil
+			}); !errors.Is(err, ErrNoTrack) {
+				t.Errorf("AddProcessor for the old audio track: %v, expected ErrNoTrack", err)
+			}
 
 			expectOpen(t, s)
 			fresh := newTestReader(t, second, 0)

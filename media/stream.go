@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wishbridge/bridge/internal/panics"
 )
 
 // Errors a caller branches on.
@@ -30,6 +32,11 @@ var (
 	// number of tracks). The error says what was published and what the
 	// reader had.
 	ErrIncompatibleRepublish = errors.New("republished with incompatible codecs")
+	// ErrNoTrack is returned (wrapped) by Stream.AddProcessor when the
+	// stream has no track like the one asked for (none with its ID and
+	// codec): a publisher with other tracks took the stream over since the
+	// caller looked at them, or none has declared tracks yet.
+	ErrNoTrack = errors.New("no such track")
 )
 
 // IsStreamEnd reports whether err means the stream (not a reader's
@@ -218,6 +225,12 @@ func (r *Registry) remove(s *Stream) {
 // A processor that also has a Close() or Close() error method is closed by
 // the hub once the last reference to it is released (or a new publisher
 // replaced it, see AddProcessor) and no Write is still running it.
+//
+// A processor that panics (in its constructor, Process or Close) ends
+// alone: the panic is recovered and reported under the component
+// "processor" (internal/panics), the processor is removed and closed, and
+// the stream, its readers and the other processors go on. Its units then
+// reach readers without its output (e.g. no RTP packets), which they skip.
 type Processor interface {
 	Process(u *Unit) error
 }
@@ -273,7 +286,8 @@ const noTime = time.Duration(math.MinInt64)
 type procEntry struct {
 	track   int
 	name    string
-	newProc func() Processor
+	log     *slog.Logger // the stream's, with the track and the processor's name
+	newProc func(*Track) Processor
 	p       Processor // guarded by Stream.wmu (read by Write), replaced under wmu and mu
 	refs    int       // guarded by Stream.mu
 	removed bool      // guarded by Stream.mu: no longer in Stream.processors
@@ -360,15 +374,34 @@ func (s *Stream) Origin() time.Time {
 	return time.Time{}
 }
 
+// Track returns the stream's track with ID id, or nil if there is none (a
+// publisher with fewer tracks took the stream over, or none has declared
+// tracks yet). Use it rather than index Tracks() with an ID kept from
+// earlier: the tracks may have changed since.
+func (s *Stream) Track(id int) *Track {
+	if ts := s.Tracks(); id >= 0 && id < len(ts) {
+		return ts[id]
+	}
+	return nil
+}
+
 func (s *Stream) ownsTrack(t *Track) bool {
 	ts := s.tracks.Load()
 	return ts != nil && t.ID >= 0 && t.ID < len(*ts) && (*ts)[t.ID] == t
 }
 
-// AddProcessor runs the processor named name on every unit of track, created
-// by newProc on first use and shared by every caller asking for the same
-// name on the same track. Processors of one track run in the order they
-// were created; one released by all its callers and added again runs last.
+// AddProcessor runs the processor named name on every unit of the
+// stream's track t.ID, created by newProc on first use and shared by every
+// caller asking for the same name on the same track. Processors of one
+// track run in the order they were created; one released by all its
+// callers and added again runs last.
+//
+// t is the track the caller saw (e.g. the one a viewer's session was
+// negotiated for): when the stream no longer has a track with t's ID and
+// codec (a publisher with other tracks took it over since), AddProcessor
+// adds nothing and returns an error wrapping ErrNoTrack. newProc is given
+// the stream's current track with t's ID, never a track that is gone; it
+// must not keep or look up another.
 //
 // A new processor first runs over the GOP cached for instant joins (see
 // ReaderOptions.StartAtKeyframe), before AddProcessor returns: over a copy
@@ -382,66 +415,115 @@ func (s *Stream) ownsTrack(t *Track) bool {
 // over a few seconds of audio: tens of milliseconds, once per processor).
 //
 // When a new publisher takes the stream over with compatible tracks, every
-// processor is closed and made again by its newProc, so that a stateful
-// processor never mixes two publishers' units and sees the new track
-// parameters. newProc should therefore look its track up with
-// s.Tracks()[track] rather than keep a *Track of its own.
+// processor is closed and made again by newProc with the new publisher's
+// track (same ID and codec), so that a stateful processor never mixes two
+// publishers' units and sees the new track parameters.
 //
-// The returned release function drops the caller's reference and may be
-// called more than once. When the last reference is released the processor
-// is removed, and release returns only once no Write is running it (and
-// after closing it, if it has a Close method): after that it is never
-// called again.
+// The returned release function is never nil (a no-op when err is not
+// nil). It drops the caller's reference and may be called more than once.
+// When the last reference is released the processor is removed, and
+// release returns only once no Write is running it (and after closing it,
+// if it has a Close method): after that it is never called again.
 //
 // newProc is called with the stream's locks held and must not call methods
-// of the stream other than Tracks. If it returns nil, that is logged,
-// nothing is added and release does nothing.
-func (s *Stream) AddProcessor(track int, name string, newProc func() Processor) (release func()) {
+// of the stream. If it returns nil or panics, or the new processor panics
+// over the cached GOP, nothing is added and AddProcessor returns an error.
+func (s *Stream) AddProcessor(t *Track, name string, newProc func(*Track) Processor) (release func(), err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i := slices.IndexFunc(s.processors, func(e *procEntry) bool { return e.track == track && e.name == name })
+	if t == nil {
+		return func() {}, fmt.Errorf("stream %q: processor %q: %w: no track given", s.path, name, ErrNoTrack)
+	}
+	cur := s.Track(t.ID) // the tracks change only under both locks: cur stays
+	if cur == nil || cur.Codec.Name() != t.Codec.Name() {
+		return func() {}, fmt.Errorf("stream %q: processor %q for %s: %w: the stream's tracks are now %s",
+			s.path, name, t, ErrNoTrack, codecNames(s.Tracks()))
+	}
+	i := slices.IndexFunc(s.processors, func(e *procEntry) bool { return e.track == t.ID && e.name == name })
 	var e *procEntry
 	if i >= 0 {
 		e = s.processors[i]
 	} else {
-		p := newProc()
-		if p == nil {
-			s.log.Error("processor not added: its constructor returned nil", "track", track, "processor", name)
-			return func() {}
+		e = &procEntry{track: t.ID, name: name, newProc: newProc, log: s.log.With("track", t.ID, "processor", name)}
+		if e.p = e.make(cur); e.p == nil {
+			return func() {}, fmt.Errorf("stream %q: processor %q for %s: its constructor failed (see the log)", s.path, name, cur)
 		}
-		e = &procEntry{track: track, name: name, newProc: newProc, p: p}
-		s.backfillLocked(e)
+		if !s.backfillLocked(e) {
+			s.closeProcessor(e, e.p)
+			return func() {}, fmt.Errorf("stream %q: processor %q for %s: it panicked over the cached GOP (see the log)", s.path, name, cur)
+		}
 		s.processors = append(s.processors, e)
 		s.publishProcessorsLocked()
 	}
 	e.refs++
 	var once sync.Once
-	return func() { once.Do(func() { s.releaseProcessor(e) }) }
+	return func() { once.Do(func() { s.releaseProcessor(e) }) }, nil
+}
+
+// make runs e's constructor for track t, under the panic boundary. It
+// returns nil (and logs why) if the constructor panicked or returned nil.
+func (e *procEntry) make(t *Track) (p Processor) {
+	if panics.Do("processor", e.log, func() { p = e.newProc(t) }) {
+		return nil
+	}
+	if p == nil {
+		e.log.Error("processor not made: its constructor returned nil")
+	}
+	return p
 }
 
 // backfillLocked runs a new processor over copies of the cached units of
-// its track and puts the copies in the cache. Called with wmu and mu held.
-func (s *Stream) backfillLocked(e *procEntry) {
+// its track and puts the copies in the cache. It reports false if the
+// processor panicked (the cache keeps the units not yet processed).
+// Called with wmu and mu held.
+func (s *Stream) backfillLocked(e *procEntry) bool {
 	for i, u := range s.gop.units {
 		if u.Track.ID != e.track {
 			continue
 		}
 		c := *u
-		s.process(e, &c)
+		if !s.process(e, &c) {
+			return false
+		}
 		s.gop.units[i] = &c
 	}
+	return true
 }
 
-// process runs one processor on u, counting and logging its failures.
-// Called with wmu held.
-func (s *Stream) process(e *procEntry, u *Unit) {
-	if err := e.p.Process(u); err != nil {
+// process runs one processor on u, counting and logging its failures. It
+// reports false if the processor panicked (reported by internal/panics):
+// the caller must end it. Called with wmu held.
+func (s *Stream) process(e *procEntry, u *Unit) bool {
+	var err error
+	if panics.Do("processor", e.log, func() { err = e.p.Process(u) }) {
+		return false
+	}
+	if err != nil {
 		if since, total, log := e.errs.add(); log {
-			s.log.Warn("processor failed", "track", u.Track.ID, "processor", e.name, "err", err, "errors", since, "total", total)
+			e.log.Warn("processor failed", "err", err, "errors", since, "total", total)
 		}
 	}
+	return true
+}
+
+// endPanicked ends a processor that panicked in Write: it leaves the
+// stream's processors (its holders' release then only drops their
+// reference) and is closed, unless a release already removed it and will
+// close it. Called with wmu held, not mu.
+func (s *Stream) endPanicked(e *procEntry) {
+	s.mu.Lock()
+	if e.removed {
+		s.mu.Unlock()
+		return
+	}
+	e.removed = true
+	s.processors = slices.DeleteFunc(s.processors, func(o *procEntry) bool { return o == e })
+	s.publishProcessorsLocked()
+	s.mu.Unlock()
+	e.log.Error("processor ended after a panic: its track's units go on without its output")
+	s.closeProcessor(e, e.p)
 }
 
 func (s *Stream) releaseProcessor(e *procEntry) {
@@ -466,31 +548,35 @@ func (s *Stream) releaseProcessor(e *procEntry) {
 	s.closeProcessor(e, p)
 }
 
+// closeProcessor closes p, e's processor, if it has a Close method, under
+// the panic boundary.
 func (s *Stream) closeProcessor(e *procEntry, p Processor) {
 	switch c := p.(type) {
 	case interface{ Close() }:
-		c.Close()
+		panics.Do("processor", e.log, c.Close)
 	case interface{ Close() error }:
-		if err := c.Close(); err != nil {
-			s.log.Warn("processor close failed", "track", e.track, "processor", e.name, "err", err)
+		var err error
+		panics.Do("processor", e.log, func() { err = c.Close() })
+		if err != nil {
+			e.log.Warn("processor close failed", "err", err)
 		}
 	}
 }
 
 // renewProcessorsLocked replaces every processor by a new one from its
-// constructor (a compatible takeover), or, if keep is false, removes them
+// constructor, given the new track with its ID (a compatible takeover), or, if keep is false, removes them
 // all (an incompatible one: their readers are gone). Called with wmu and mu
 // held, so no Write runs them.
 func (s *Stream) renewProcessorsLocked(keep bool) {
 	kept := s.processors[:0]
 	for _, e := range s.processors {
 		s.closeProcessor(e, e.p)
-		if keep {
-			if e.p = e.newProc(); e.p != nil {
+		if t := s.Track(e.track); keep && t != nil {
+			if e.p = e.make(t); e.p != nil {
 				kept = append(kept, e)
 				continue
 			}
-			s.log.Error("processor removed: its constructor returned nil for the new publisher's track", "track", e.track, "processor", e.name)
+			e.log.Error("processor removed: it could not be made for the new publisher's track")
 		}
 		e.removed = true
 	}

@@ -156,13 +156,15 @@ func TestWriteDiscardsForeignUnits(t *testing.T) {
 	defer s.Close()
 	r := newTestReader(t, s, 0)
 	calls := 0
-	defer s.AddProcessor(0, "count", func() Processor { return procFunc(func(*Unit) error { calls++; return nil }) })()
-
 	v := &Track{Codec: H264{}}
 	s.Write(vunit(v, 0, true)) // before SetTracks
+	if _, err := s.AddProcessor(v, "count", func(*Track) Processor { return nil }); !errors.Is(err, ErrNoTrack) {
+		t.Fatalf("AddProcessor before SetTracks: %v, expected ErrNoTrack", err)
+	}
 	if err := s.SetTracks(v); err != nil {
 		t.Fatal(err)
 	}
+	defer addProc(t, s.Stream, v, "count", func(*Track) Processor { return procFunc(func(*Unit) error { calls++; return nil }) })()
 	s.Write(nil)
 	s.Write(&Unit{Key: true})                             // no track
 	s.Write(vunit(&Track{Codec: H264{}}, 1, true))        // another stream's track 0

@@ -203,6 +203,10 @@ func DetectBFrames(s *media.Stream, track int) (has bool, reason string) {
 	// A processor of its own, run once over the cache (AddProcessor's
 	// backfill) and removed at once.
 	name := fmt.Sprintf("bframe-detect-%d", detectSeq.Add(1))
-	s.AddProcessor(track, name, func() media.Processor { return d })()
+	release, err := s.AddProcessor(tracks[track], name, func(*media.Track) media.Processor { return d })
+	release()
+	if err != nil { // the stream was republished meanwhile: nothing seen
+		return false, ""
+	}
 	return d.HasBFrames(), d.Reason()
 }

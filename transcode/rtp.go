@@ -40,7 +40,7 @@ const (
 // NewRTPPacketizer returns the processor that fills u.RTP for every unit of
 // track t, to be registered with
 //
-//	stream.AddProcessor(t.ID, "rtp", func() media.Processor { return transcode.NewRTPPacketizer(t, mtu) })
+//	stream.AddProcessor(t, "rtp", func(t *media.Track) media.Processor { return transcode.NewRTPPacketizer(t, mtu) })
 //
 // mtu is the largest RTP packet (12-byte header plus payload) it makes, e.g.
 // 1200; header extensions a reader adds later come on top. It supports

@@ -446,7 +446,10 @@ func TestRTPPacketizerInStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tr := range s.Tracks() {
-		release := s.AddProcessor(tr.ID, "rtp", func() media.Processor { return NewRTPPacketizer(tr, testMTU) })
+		release, err := s.AddProcessor(tr, "rtp", func(t *media.Track) media.Processor { return NewRTPPacketizer(t, testMTU) })
+		if err != nil {
+			t.Fatal(err)
+		}
 		defer release()
 	}
 	r, err := s.NewReader(media.ReaderOptions{Name: "test"})

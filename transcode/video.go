@@ -87,6 +87,7 @@ type H264Reencoder struct {
 
 	keyRequest atomic.Bool
 	now        func() time.Time
+	release    func() // gives its ReencodeSlots slot back; nil without one
 }
 
 // reencoders maps a track to its running re-encoder, for
@@ -96,8 +97,8 @@ var reencoders sync.Map // *media.Track -> *H264Reencoder
 // NewH264Reencoder returns the "rtp-reencode" processor for H.264 track t,
 // to be registered with
 //
-//	stream.AddProcessor(t.ID, "rtp-reencode", func() media.Processor {
-//		return transcode.NewH264Reencoder(stream.Tracks()[t.ID], mtu)
+//	stream.AddProcessor(t, "rtp-reencode", func(t *media.Track) media.Processor {
+//		return transcode.NewH264Reencoder(t, mtu)
 //	})
 //
 // mtu bounds the RTP packets as for NewRTPPacketizer. When this build
@@ -276,6 +277,9 @@ func (p *H264Reencoder) Close() {
 	p.dec.Close()
 	if p.enc != nil {
 		p.enc.Close()
+	}
+	if p.release != nil {
+		p.release()
 	}
 }
 

@@ -233,13 +233,19 @@ func TestH264ReencoderInStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	var proc *H264Reencoder
-	release := s.AddProcessor(0, "rtp-reencode", func() media.Processor {
-		p := NewH264Reencoder(s.Tracks()[0], testMTU)
+	release, err := s.AddProcessor(video, "rtp-reencode", func(t *media.Track) media.Processor {
+		p := NewH264Reencoder(t, testMTU)
 		proc, _ = p.(*H264Reencoder)
 		return p
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A packetizer added later leaves the re-encoded packets alone.
-	releaseRTP := s.AddProcessor(0, "rtp", func() media.Processor { return NewRTPPacketizer(s.Tracks()[0], testMTU) })
+	releaseRTP, err := s.AddProcessor(video, "rtp", func(t *media.Track) media.Processor { return NewRTPPacketizer(t, testMTU) })
+	if err != nil {
+		t.Fatal(err)
+	}
 	if proc == nil {
 		t.Fatal("no re-encoder")
 	}
@@ -356,7 +362,11 @@ func TestH264ReencoderJoin(t *testing.T) {
 	for _, u := range units[:45] {
 		s.Write(u)
 	}
-	defer s.AddProcessor(0, "rtp-reencode", func() media.Processor { return NewH264Reencoder(s.Tracks()[0], testMTU) })()
+	release, err := s.AddProcessor(video, "rtp-reencode", func(t *media.Track) media.Processor { return NewH264Reencoder(t, testMTU) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
 	r, err := s.NewReader(media.ReaderOptions{Name: "test", StartAtKeyframe: true})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
@@ -30,9 +31,9 @@ type outTrack struct {
 	src *media.Track
 	// proc names the hub processor that fills the units' RTP packets for
 	// this track ("rtp": packetize as is; "opus": transcode AAC), and
-	// newProc makes it.
+	// newProc makes it for the track the hub gives it.
 	proc    string
-	newProc func() media.Processor
+	newProc func(*media.Track) media.Processor
 }
 
 // session is one viewer. Its run goroutine owns the reader and the
@@ -98,9 +99,11 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		defer panics.Recover(panicComponent, log, func() { s.cancel(errPanicked) })
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			s.connOnce.Do(func() { close(s.connected) })
+			s.h.cfg.Sessions.Connected(s.id)
 		case webrtc.PeerConnectionStateFailed:
 			s.cancel(errors.New("connection failed (ICE or DTLS)"))
 		case webrtc.PeerConnectionStateClosed:
@@ -110,7 +113,6 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 	for _, ot := range s.tracks {
 		go s.readRTCP(ot)
 	}
-	go s.run()
 	ok = true
 	log.Info("viewer session created", "tracks", len(s.tracks))
 	return s, s.Answer(), nil
@@ -121,9 +123,8 @@ func (s *session) addTracks(off *offer) error {
 	for _, t := range s.stream.Tracks() {
 		ot := &outTrack{src: t, proc: "rtp"}
 		// The hub makes processors again for a new publisher's tracks
-		// (same IDs): look the track up rather than keep t.
-		id := t.ID
-		ot.newProc = func() media.Processor { return transcode.NewRTPPacketizer(s.stream.Tracks()[id], rtc.MaxRTPSize) }
+		// (same IDs): make them for the track it gives, never t.
+		ot.newProc = func(t *media.Track) media.Processor { return transcode.NewRTPPacketizer(t, rtc.MaxRTPSize) }
 		var cap webrtc.RTPCodecCapability
 		switch c := t.Codec.(type) {
 		case media.H264:
@@ -154,7 +155,7 @@ func (s *session) addTracks(off *offer) error {
 				if f := s.h.cfg.OpusBitrate; f != nil {
 					bitrate = f(s.stream.Path())
 				}
-				ot.newProc = func() media.Processor { return transcode.NewAACToOpus(s.stream.Tracks()[id], bitrate) }
+				ot.newProc = func(t *media.Track) media.Processor { return transcode.NewAACToOpus(t, bitrate) }
 			}
 			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
 		default:
@@ -232,7 +233,8 @@ func (s *session) videoPolicy(ot *outTrack, sps []byte) ([]byte, error) {
 	if logged {
 		log = slog.New(slog.DiscardHandler)
 	} else {
-		go func(st *media.Stream) { <-st.Done(); s.h.bframesLogged.Delete(st) }(s.stream)
+		st := s.stream
+		panics.Go(panicComponent, s.log, func() { <-st.Done(); s.h.bframesLogged.Delete(st) })
 	}
 	switch {
 	case policy == "reject":
@@ -246,9 +248,8 @@ func (s *session) videoPolicy(ot *outTrack, sps []byte) ([]byte, error) {
 		return sps, nil
 	}
 	log.Info("B-frames: video re-encoded to Constrained Baseline for WebRTC viewers", "reason", why)
-	id := ot.src.ID
 	ot.proc = "rtp-reencode"
-	ot.newProc = func() media.Processor { return transcode.NewH264Reencoder(s.stream.Tracks()[id], rtc.MaxRTPSize) }
+	ot.newProc = func(t *media.Track) media.Processor { return transcode.NewH264Reencoder(t, rtc.MaxRTPSize) }
 	return []byte{0x67, 0x42, 0xc0, 0x1f}, nil
 }
 
@@ -256,6 +257,7 @@ func (s *session) videoPolicy(ot *outTrack, sps []byte) ([]byte, error) {
 // (NACK responder, reports) see it, and passes its keyframe requests (PLI,
 // FIR) on to the hub; it ends when the PeerConnection closes.
 func (s *session) readRTCP(ot *outTrack) {
+	defer panics.Recover(panicComponent, s.log, func() { s.cancel(errPanicked) })
 	ot.ReadRTCP(func() { s.requestKeyframe(ot) })
 }
 
@@ -271,7 +273,7 @@ func (s *session) requestKeyframe(ot *outTrack) {
 	}
 	// A forced IDR from the shared re-encoder is cheaper for the viewer
 	// than a replay of the whole cached GOP.
-	if ot.proc == "rtp-reencode" && transcode.RequestReencodedKeyframe(s.stream.Tracks()[ot.src.ID]) {
+	if t := s.stream.Track(ot.src.ID); ot.proc == "rtp-reencode" && t != nil && transcode.RequestReencodedKeyframe(t) {
 		return
 	}
 	if r := s.reader.Load(); r != nil {
@@ -279,11 +281,25 @@ func (s *session) requestKeyframe(ot *outTrack) {
 	}
 }
 
+// panicComponent names the session's goroutines and callbacks in panic
+// reports (internal/panics, bridge_panics_total).
+const panicComponent = "whep session"
+
+// errPanicked ends a session whose goroutine or callback panicked.
+var errPanicked = errors.New("internal error: a panic ended the session (see the error log)")
+
 // run waits for the connection, then forwards the stream until the session
-// or the stream ends, and cleans up.
+// or the stream ends, and cleans up. A panic on the way ends this session
+// alone (forward's deferred releases have run by then).
 func (s *session) run() {
 	defer close(s.done)
-	reason := s.forward()
+	defer panics.Recover(panicComponent, s.log, func() { s.end(errPanicked.Error()) })
+	s.end(s.forward())
+}
+
+// end releases what the session holds outside forward and logs its end.
+func (s *session) end(reason string) {
+	s.cancel(errors.New(reason))
 	_ = s.pc.Close()
 	s.h.cfg.Sessions.Remove(s.id)
 	s.log.Info("viewer session ended", "reason", reason, "duration", time.Since(s.started).Round(time.Millisecond).String())
@@ -302,10 +318,16 @@ func (s *session) forward() string {
 		return fmt.Sprintf("ICE/DTLS did not complete within %v", s.h.cfg.ConnectTimeout)
 	}
 	// Processors first: made now, they run over the cached GOP too, so
-	// the reader created next gets it packetized.
+	// the reader created next gets it packetized. A publisher with other
+	// tracks may have taken the stream over while ICE ran: the hub then
+	// refuses a track that is gone.
 	byTrack := make(map[int]*outTrack, len(s.tracks))
 	for _, ot := range s.tracks {
-		defer s.stream.AddProcessor(ot.src.ID, ot.proc, ot.newProc)()
+		release, err := s.stream.AddProcessor(ot.src, ot.proc, ot.newProc)
+		defer release()
+		if err != nil {
+			return s.cannotContinue(s.stream.Tracks())
+		}
 		byTrack[ot.src.ID] = ot
 	}
 	s.byTrack = byTrack
@@ -321,9 +343,7 @@ func (s *session) forward() string {
 	// A publisher with other codecs may have taken the stream over since
 	// the offer was answered (later ones end the reader).
 	if now := s.stream.Tracks(); !s.negotiated(now) {
-		reason := fmt.Sprintf("the stream was republished with other codecs (%s) since the viewer's offer was answered", describeTracks(now))
-		s.log.Warn("viewer cannot continue", "reason", reason)
-		return reason
+		return s.cannotContinue(now)
 	}
 	s.reader.Store(reader)
 	s.log.Info("viewer connected")
@@ -337,6 +357,14 @@ func (s *session) forward() string {
 	s.log.Debug("viewer stats", "packets", st.Packets, "retransmits", st.Retransmits, "cached_units", st.CachedUnits,
 		"dropped_units", reader.Dropped(), "keyframe_requests", st.KeyframeRequests)
 	return context.Cause(s.ctx).Error()
+}
+
+// cannotContinue logs and returns why a viewer negotiated for other tracks
+// than the stream's (now) ends.
+func (s *session) cannotContinue(now []*media.Track) string {
+	reason := fmt.Sprintf("the stream was republished with other tracks (%s) since the viewer's offer was answered", describeTracks(now))
+	s.log.Warn("viewer cannot continue", "reason", reason)
+	return reason
 }
 
 // Close ends the session and waits for its resources to be released.

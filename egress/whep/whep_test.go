@@ -127,6 +127,18 @@ func (a au) key() bool { return len(a.types) > 0 && a.types[len(a.types)-1] == 5
 
 func watch(t *testing.T, b *bench, path string) *viewer {
 	t.Helper()
+	v, answer := offerOnly(t, b, path)
+	if err := v.pc.SetRemoteDescription(answer); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// offerOnly is watch up to the answer, which it returns unused: until the
+// viewer sets it, ICE and DTLS cannot complete. With extra kinds, the
+// viewer receives those too (it records video only).
+func offerOnly(t *testing.T, b *bench, path string, extra ...webrtc.RTPCodecType) (*viewer, webrtc.SessionDescription) {
+	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -144,11 +156,16 @@ func watch(t *testing.T, b *bench, path string) *viewer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
-	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-		t.Fatal(err)
+	for _, kind := range append([]webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo}, extra...) {
+		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	v := &viewer{pc: pc, ssrc: make(chan uint32, 1), got: make(chan struct{}, 1)}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo {
+			return
+		}
 		v.ssrc <- uint32(tr.SSRC())
 		var depack codecs.H264Packet
 		var cur au
@@ -200,10 +217,7 @@ func watch(t *testing.T, b *bench, path string) *viewer {
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("POST: %d %s", resp.StatusCode, body)
 	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return v, webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}
 }
 
 // wait returns the access units once there are n.
@@ -248,15 +262,9 @@ func numbers(aus []au) []int {
 func TestWHEPViewerLifecycle(t *testing.T) {
 	b := newBench(t)
 	b.reg.SetGrace(func(string) time.Duration { return time.Minute })
-	pub, err := b.reg.Publish("live/cam", "encoder 1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { pub.Close() }()
 	video := &media.Track{Codec: media.H264{SPS: testSPS, PPS: testPPS}}
-	if err := pub.SetTracks(video); err != nil {
-		t.Fatal(err)
-	}
+	pub := b.publish(t, "live/cam", "encoder 1", video)
+	defer func() { pub.Close() }()
 	// A GOP in progress before the viewer comes.
 	pub.Write(frame(video, 0, true, testSPS)) // an older GOP
 	pub.Write(frame(video, 1, false, testSPS))
@@ -327,14 +335,8 @@ func TestWHEPViewerLifecycle(t *testing.T) {
 	// again at 0 and it starts with a P frame.
 	pub.Close()
 	time.Sleep(50 * time.Millisecond)
-	pub, err = b.reg.Publish("live/cam", "encoder 2")
-	if err != nil {
-		t.Fatal(err)
-	}
 	video2 := &media.Track{Codec: media.H264{SPS: testSPS2, PPS: testPPS}}
-	if err := pub.SetTracks(video2); err != nil {
-		t.Fatal(err)
-	}
+	pub = b.publish(t, "live/cam", "encoder 2", video2)
 	for n := 99; n < 105; n++ { // 99 is skipped: the viewer waits for the IDR
 		f := frame(video2, n, n == 100, testSPS2)
 		f.PTS -= 100 * time.Second / 30
@@ -366,21 +368,36 @@ func TestWHEPViewerLifecycle(t *testing.T) {
 
 	// A publisher with another codec ends the viewer, saying why.
 	pub.Close()
-	pub, err = b.reg.Publish("live/cam", "encoder 3")
+	pub = b.publish(t, "live/cam", "encoder 3", &media.Track{Codec: media.Opus{Channels: 2}})
+	b.waitLog(t, "viewer session ended", "viewer session not ended by an incompatible republish",
+		"republished with incompatible codecs", "new publisher encoder 3 sends [Opus], readers expected [H264]")
+}
+
+// publish publishes tracks at path as who.
+func (b *bench) publish(t *testing.T, path, who string, tracks ...*media.Track) *media.Publication {
+	t.Helper()
+	pub, err := b.reg.Publish(path, who)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pub.SetTracks(&media.Track{Codec: media.Opus{Channels: 2}}); err != nil {
+	if err := pub.SetTracks(tracks...); err != nil {
 		t.Fatal(err)
 	}
+	return pub
+}
+
+// waitLog waits up to 10 s for the log to say end (failing with what if
+// it does not), then checks that it also says each of also.
+func (b *bench) waitLog(t *testing.T, end, what string, also ...string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(b.logs.String(), "viewer session ended") {
+	for !strings.Contains(b.logs.String(), end) {
 		if time.Now().After(deadline) {
-			t.Fatal("viewer session not ended by an incompatible republish")
+			t.Fatal(what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, want := range []string{"republished with incompatible codecs", "new publisher encoder 3 sends [Opus], readers expected [H264]"} {
+	for _, want := range also {
 		if !strings.Contains(b.logs.String(), want) {
 			t.Errorf("log does not say %q", want)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
@@ -32,9 +33,10 @@ type outTrack struct {
 	tr  *webrtc.RTPTransceiver
 	mid string // set once the offer is made
 	// proc names the hub processor that fills the units' RTP packets
-	// ("rtp": packetize as is; "opus": transcode AAC), newProc makes it.
+	// ("rtp": packetize as is; "opus": transcode AAC), newProc makes it
+	// for the track the hub gives it.
 	proc    string
-	newProc func() media.Processor
+	newProc func(*media.Track) media.Processor
 }
 
 // session is one WHIP session: a PeerConnection sending one stream to the
@@ -61,10 +63,20 @@ type session struct {
 	closed bool        // guarded by mu
 }
 
+// panicComponent names the forward's session in panic reports
+// (internal/panics, bridge_panics_total).
+const panicComponent = "whip forward"
+
+// errPanicked is the failure of a session that a panic ended.
+var errPanicked = errors.New("internal error: a panic ended the session (see the error log)")
+
 // forward makes one WHIP session for st and sends the stream until it
 // fails, the stream ends or ctx ends. It returns how long media flowed.
-// Every failure after the POST, and the end, DELETE the remote session.
-func (f *Forwarder) forward(ctx context.Context, st *media.Stream) (time.Duration, error) {
+// Every failure after the POST, and the end, DELETE the remote session. A
+// panic on the way ends this session like a failure (closed, DELETEd by the
+// deferred calls); Run then starts a new one after the backoff.
+func (f *Forwarder) forward(ctx context.Context, st *media.Stream) (streamed time.Duration, err error) {
+	defer panics.Recover(panicComponent, f.log, func() { err = errPanicked })
 	s, err := newSession(ctx, f, st)
 	if err != nil {
 		return 0, err
@@ -150,9 +162,8 @@ func (s *session) addTracks() error {
 	for _, t := range s.st.Tracks() {
 		ot := &outTrack{src: t, proc: "rtp"}
 		// The hub makes processors again for a new publisher's tracks
-		// (same IDs): look the track up rather than keep t.
-		id := t.ID
-		ot.newProc = func() media.Processor { return transcode.NewRTPPacketizer(s.st.Tracks()[id], rtc.MaxRTPSize) }
+		// (same IDs): make them for the track it gives, never t.
+		ot.newProc = func(t *media.Track) media.Processor { return transcode.NewRTPPacketizer(t, rtc.MaxRTPSize) }
 		var cap webrtc.RTPCodecCapability
 		switch c := t.Codec.(type) {
 		case media.H264:
@@ -174,7 +185,7 @@ func (s *session) addTracks() error {
 				}
 				ot.proc = "opus"
 				bitrate := s.f.cfg.OpusBitrate
-				ot.newProc = func() media.Processor { return transcode.NewAACToOpus(s.st.Tracks()[id], bitrate) }
+				ot.newProc = func(t *media.Track) media.Processor { return transcode.NewAACToOpus(t, bitrate) }
 			}
 			audio = true
 			cap = opusCapability
@@ -285,6 +296,7 @@ func receivingMids(answer string) (map[string]bool, error) {
 }
 
 func (s *session) onState(st webrtc.PeerConnectionState) {
+	defer panics.Recover(panicComponent, s.log, func() { s.cancel(errPanicked) })
 	switch st {
 	case webrtc.PeerConnectionStateConnected:
 		s.connOnce.Do(func() { close(s.connected) })
@@ -330,6 +342,7 @@ func (s *session) waitConnected(timeout time.Duration) error {
 // keyframe requests; it ends when the PeerConnection closes.
 func (s *session) readRTCP(ot *outTrack) {
 	defer s.wg.Done()
+	defer panics.Recover(panicComponent, s.log, func() { s.cancel(errPanicked) })
 	ot.ReadRTCP(func() {
 		// Before media flows there is nothing to ask: the first
 		// video unit sent is a keyframe.
@@ -343,10 +356,16 @@ func (s *session) readRTCP(ot *outTrack) {
 // the stream ends, and returns how long it did.
 func (s *session) stream() (time.Duration, error) {
 	// Processors first: made now, they run over the cached GOP too, so
-	// the reader created next gets it packetized.
+	// the reader created next gets it packetized. A publisher with other
+	// tracks may have taken the stream over since the offer was made: the
+	// hub then refuses a track that is gone.
 	byTrack := make(map[int]*outTrack, len(s.tracks))
 	for _, ot := range s.tracks {
-		defer s.st.AddProcessor(ot.src.ID, ot.proc, ot.newProc)()
+		release, err := s.st.AddProcessor(ot.src, ot.proc, ot.newProc)
+		defer release()
+		if err != nil {
+			return 0, s.republished()
+		}
 		byTrack[ot.src.ID] = ot
 	}
 	reader, err := s.st.NewReader(media.ReaderOptions{Name: "whip forward " + s.f.client.Redacted(), StartAtKeyframe: true})
@@ -354,9 +373,11 @@ func (s *session) stream() (time.Duration, error) {
 		return 0, err
 	}
 	defer reader.Close()
+	// Once the reader is attached, a later takeover with other tracks
+	// ends it; one before is seen here.
 	for _, ot := range s.tracks {
-		if now := s.st.Tracks(); ot.src.ID >= len(now) || now[ot.src.ID].Codec.Name() != ot.src.Codec.Name() {
-			return 0, fmt.Errorf("%w: the stream was republished with other codecs (%s) since the offer was made", media.ErrIncompatibleRepublish, describeTracks(now))
+		if now := s.st.Track(ot.src.ID); now == nil || now.Codec.Name() != ot.src.Codec.Name() {
+			return 0, s.republished()
 		}
 	}
 	s.reader.Store(reader)
@@ -389,6 +410,12 @@ func (s *session) stream() (time.Duration, error) {
 			return time.Since(started), err
 		}
 	}
+}
+
+// republished is the failure of a session whose tracks the stream no longer
+// has: Run starts a new session, offering the new tracks.
+func (s *session) republished() error {
+	return fmt.Errorf("%w: the stream was republished with other tracks (%s) since the offer was made", media.ErrIncompatibleRepublish, describeTracks(s.st.Tracks()))
 }
 
 // close ends the PeerConnection and waits for the session's goroutines.
