@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,45 +13,106 @@ import (
 	egressrtmp "github.com/wishbridge/bridge/egress/rtmp"
 	egresssrt "github.com/wishbridge/bridge/egress/srt"
 	egresswhip "github.com/wishbridge/bridge/egress/whip"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/metrics"
 )
 
 // forwardScan is how often the forward manager looks for newly published
-// paths on pattern routes.
+// paths on pattern routes. A reload does not wait for it (forwards.reconcile).
 const forwardScan = 500 * time.Millisecond
 
 // forwardIdle is how long a forward to a pattern route's path keeps
-// waiting after its stream has gone before it is stopped.
+// waiting after its stream has gone before it is stopped. It covers a
+// publisher's reconnect; a forward whose route is removed or changed stops
+// at once.
 const forwardIdle = time.Minute
 
-// forwards runs the routes' forward targets: one runner per (stream path,
-// target). Routes with an exact path forward from start; pattern routes
-// forward each path that gets published. Runners reconnect on their own; the
-// manager only starts and stops them. One goroutine (run) owns the table.
+// forwardSpec is everything a forward runner is built from, and so its
+// identity: the stream path, the target exactly as configured and the route
+// settings the pushers read. A reload that changes any of it restarts the
+// forward (a rotated WHIP token, a new SRT audio codec), one that changes
+// none leaves it running. newForwarder reads nothing else, so a setting a
+// pusher uses cannot be left out of the identity; config.Forward is held
+// whole and compared with ==, so a field added to it takes part (one that
+// is not comparable fails to compile here, the spec being a map key).
+type forwardSpec struct {
+	path        string
+	target      config.Forward
+	opusBitrate int // bit/s, the route's effective audio.opus_bitrate
+	aacBitrate  int // bit/s, the route's effective audio.aac_bitrate
+}
+
+// forwardSpecs are the forwards r asks for on path.
+func forwardSpecs(path string, r *config.Route) []forwardSpec {
+	out := make([]forwardSpec, len(r.Forward))
+	for i, target := range r.Forward {
+		out[i] = forwardSpec{path: path, target: target, opusBitrate: r.OpusBitrate(), aacBitrate: r.AACBitrate()}
+	}
+	return out
+}
+
+// forwards runs the routes' forward targets: one runner per forwardSpec.
+// Routes with an exact path forward from start; pattern routes forward each
+// path that gets published. Runners reconnect on their own; the manager only
+// starts and stops them. One goroutine (run) owns the table; the zero value
+// is ready once b is set.
 type forwards struct {
 	b       *Bridge
-	running map[string]*forwardRun // key: path + "\x00" + kind + "\x00" + URL
+	running map[forwardSpec]*forwardRun // owned by run's goroutine
 	wg      sync.WaitGroup
 	// live is the running runners as of the last scan, for metrics: the
 	// table itself belongs to run's goroutine.
 	live atomic.Pointer[[]metrics.Runner]
+
+	kickOnce sync.Once
+	kickCh   chan struct{} // buffered 1; read it through kick()
 }
 
 type forwardRun struct {
 	cancel   context.CancelFunc
-	lastSeen time.Time
+	done     chan struct{} // closed when the runner has returned (at once if it never started)
+	lastSeen time.Time     // last scan its path was live (or its route exact)
 	exact    bool
 	runner   metrics.Runner
-	failed   bool // not started (newForwarder failed); kept so it is not retried every scan
+}
+
+// ended reports whether the runner is over without having been stopped:
+// newForwarder failed or the runner panicked. It stays in the table so it is
+// not restarted every scan; a config change gives it a new spec.
+func (r *forwardRun) ended() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (f *forwards) kick() chan struct{} {
+	f.kickOnce.Do(func() { f.kickCh = make(chan struct{}, 1) })
+	return f.kickCh
+}
+
+// reconcile asks the manager to apply the current config now rather than
+// at its next scan, so a removed or changed forward stops within the
+// moment (Reload calls it). It does not wait.
+func (f *forwards) reconcile() {
+	select {
+	case f.kick() <- struct{}{}:
+	default: // a scan is already due
+	}
 }
 
 func (f *forwards) run(ctx context.Context) {
 	defer f.wg.Wait()
-	f.running = make(map[string]*forwardRun)
+	f.running = make(map[forwardSpec]*forwardRun)
 	t := time.NewTicker(forwardScan)
 	defer t.Stop()
+	kick := f.kick()
 	for {
-		f.scan(ctx)
+		// A panic in one scan is logged and the next scan goes on from
+		// the table as it was left; the runners are not affected.
+		panics.Do("forward manager", f.b.log, func() { f.scan(ctx) })
 		select {
 		case <-ctx.Done():
 			for _, r := range f.running {
@@ -59,6 +121,7 @@ func (f *forwards) run(ctx context.Context) {
 			f.live.Store(nil)
 			return
 		case <-t.C:
+		case <-kick:
 		}
 	}
 }
@@ -66,90 +129,131 @@ func (f *forwards) run(ctx context.Context) {
 func (f *forwards) scan(ctx context.Context) {
 	cfg := f.b.cfg.Load()
 	now := time.Now()
-	live := f.b.registry.Paths()
-	wanted := make(map[string]bool)
+	live := make(map[string]bool)
+	for _, p := range f.b.registry.Paths() {
+		live[p] = true
+	}
+	// A pattern route's forwards are looked for on its live paths and on
+	// the paths forwarded already (which may be between publishers).
+	candidates := maps.Clone(live)
+	for spec, run := range f.running {
+		if !run.exact {
+			candidates[spec.path] = true
+		}
+	}
+	// configured: every forward the config asks for, true where its path
+	// is wanted now (an exact route's, or a live one).
+	configured := make(map[forwardSpec]bool)
+	exact := make(map[forwardSpec]bool)
 	for i := range cfg.Routes {
 		r := &cfg.Routes[i]
-		if len(r.Forward) == 0 {
+		if len(r.Forward) > 0 && !strings.Contains(r.Path, "{") {
+			for _, spec := range forwardSpecs(r.Path, r) {
+				configured[spec], exact[spec] = true, true
+			}
+		}
+	}
+	for p := range candidates {
+		r, ok := cfg.Match(p)
+		if !ok || len(r.Forward) == 0 || !strings.Contains(r.Path, "{") {
 			continue
 		}
-		exact := !strings.Contains(r.Path, "{")
-		var paths []string
-		if exact {
-			paths = []string{r.Path}
-		} else {
-			for _, p := range live {
-				if m, ok := cfg.Match(p); ok && m == r {
-					paths = append(paths, p)
-				}
-			}
-		}
-		for _, path := range paths {
-			for _, target := range r.Forward {
-				key := path + "\x00" + target.Kind() + "\x00" + target.URL()
-				wanted[key] = true
-				if run, ok := f.running[key]; ok {
-					run.lastSeen = now
-					continue
-				}
-				runner, err := f.b.newForwarder(path, r, target)
-				if err != nil {
-					f.b.log.Error("forward not started", "route", r.Path, "stream", path, "err", err)
-					// Remember the failure so it is not retried every scan.
-					f.running[key] = &forwardRun{cancel: func() {}, lastSeen: now, exact: true, failed: true}
-					continue
-				}
-				rctx, cancel := context.WithCancel(ctx)
-				f.running[key] = &forwardRun{cancel: cancel, lastSeen: now, exact: exact,
-					runner: metrics.Runner{Path: path, Kind: target.Kind()}}
-				f.b.log.Info("forward started", "route", r.Path, "stream", path, "target", config.RedactURL(target.URL()))
-				f.wg.Add(1)
-				go func() {
-					defer f.wg.Done()
-					runner(rctx)
-				}()
-			}
+		for _, spec := range forwardSpecs(p, r) {
+			configured[spec] = configured[spec] || live[p]
 		}
 	}
-	// Stop forwards a reloaded config no longer has, and those of
-	// pattern-route paths that have not been live for a while.
-	for key, run := range f.running {
-		removed := run.exact && !wanted[key]
-		stale := !run.exact && now.Sub(run.lastSeen) > forwardIdle
-		if removed || stale {
-			run.cancel()
-			delete(f.running, key)
+
+	// Stop forwards the config no longer has (removed, or changed: the
+	// changed one starts below under its new spec once the old has ended),
+	// and those of pattern-route paths that have not been live for a while.
+	ending := make(map[string][]chan struct{}) // by path
+	for spec, run := range f.running {
+		wanted, ok := configured[spec]
+		if wanted {
+			run.lastSeen, run.exact = now, exact[spec]
 		}
+		if ok && (run.exact || now.Sub(run.lastSeen) <= forwardIdle) {
+			continue
+		}
+		run.cancel()
+		delete(f.running, spec)
+		ending[spec.path] = append(ending[spec.path], run.done)
+		reason := "its route changed or is gone"
+		if ok {
+			reason = "its stream has been gone for " + forwardIdle.String()
+		}
+		f.b.log.Info("forward stopped", "stream", spec.path, "target", config.RedactURL(spec.target.URL()), "reason", reason)
 	}
+	for spec, wanted := range configured {
+		if _, ok := f.running[spec]; ok || !wanted {
+			continue
+		}
+		f.start(ctx, spec, exact[spec], now, ending[spec.path])
+	}
+
 	runners := make([]metrics.Runner, 0, len(f.running))
 	for _, run := range f.running {
-		if !run.failed {
+		if !run.ended() {
 			runners = append(runners, run.runner)
 		}
 	}
 	f.live.Store(&runners)
 }
 
+// start runs spec's forward once the runners in after (the same path's
+// forwards just stopped) have returned, so a restarted forward does not
+// meet its own old session at the target.
+func (f *forwards) start(ctx context.Context, spec forwardSpec, exact bool, now time.Time, after []chan struct{}) {
+	log := f.b.log.With("stream", spec.path, "target", config.RedactURL(spec.target.URL()))
+	run := &forwardRun{cancel: func() {}, done: make(chan struct{}), lastSeen: now, exact: exact,
+		runner: metrics.Runner{Path: spec.path, Kind: spec.target.Kind()}}
+	f.running[spec] = run
+	runner, err := f.b.newForwarder(spec)
+	if err != nil {
+		log.Error("forward not started", "err", err)
+		close(run.done)
+		return
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	run.cancel = cancel
+	log.Info("forward started")
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		defer close(run.done)
+		defer panics.Recover("forward", log, nil)
+		for _, done := range after {
+			select {
+			case <-done:
+			case <-rctx.Done():
+				return
+			}
+		}
+		runner(rctx)
+	}()
+}
+
 // newForwarder builds the runner pushing path to one target.
-func (b *Bridge) newForwarder(path string, r *config.Route, f config.Forward) (func(context.Context), error) {
+func (b *Bridge) newForwarder(spec forwardSpec) (func(context.Context), error) {
+	path, f := spec.path, spec.target
 	switch f.Kind() {
 	case config.ForwardRTMP:
 		p, err := egressrtmp.NewPusher(egressrtmp.PushConfig{Registry: b.registry, Path: path, URL: f.RTMP,
-			AACBitrate: r.AACBitrate(), AAC: b.aac, Log: b.log})
+			AACBitrate: spec.aacBitrate, AAC: b.aac, Log: b.log})
 		if err != nil {
 			return nil, err
 		}
 		return p.Run, nil
 	case config.ForwardSRT:
 		p, err := egresssrt.NewPusher(egresssrt.PushConfig{Registry: b.registry, Path: path, URL: f.SRT,
-			Audio: f.AudioCodec(), AACBitrate: r.AACBitrate(), AAC: b.aac, Log: b.log})
+			Audio: f.AudioCodec(), AACBitrate: spec.aacBitrate, AAC: b.aac, Log: b.log})
 		if err != nil {
 			return nil, err
 		}
 		return p.Run, nil
 	case config.ForwardWHIP:
 		p := egresswhip.NewForwarder(egresswhip.Config{Registry: b.registry, Engine: b.engine, Path: path,
-			URL: f.WHIP, Token: f.Token, OpusBitrate: r.OpusBitrate(), Log: b.log})
+			URL: f.WHIP, Token: f.Token, OpusBitrate: spec.opusBitrate, Log: b.log})
 		return p.Run, nil
 	}
 	return nil, fmt.Errorf("forward target of unknown kind %q", f.Kind())

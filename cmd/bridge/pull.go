@@ -10,6 +10,7 @@ import (
 	ingestrtmp "github.com/wishbridge/bridge/ingest/rtmp"
 	ingestsrt "github.com/wishbridge/bridge/ingest/srt"
 	ingestwhep "github.com/wishbridge/bridge/ingest/whep"
+	"github.com/wishbridge/bridge/internal/panics"
 )
 
 // pullIdle is how long an on-demand pull runs with nobody reading.
@@ -28,8 +29,28 @@ type pulls struct {
 	running map[string]*pullRun // guarded by mu; by path
 }
 
+// pullSpec is everything a puller is built from, and so its identity: a
+// reload that changes any of it (the source, its token, on_demand) restarts
+// the pull, one that changes none leaves it running. pulls.run reads
+// nothing else from the route, so a setting a puller uses cannot be left
+// out of the identity.
+type pullSpec struct {
+	path     string
+	url      string
+	token    string // bearer token for a whep+ source
+	onDemand bool
+}
+
+// pullSpecOf is what r asks to pull; the zero pullSpec if r pulls nothing.
+func pullSpecOf(r *config.Route) pullSpec {
+	if r.Pull == "" {
+		return pullSpec{}
+	}
+	return pullSpec{path: r.Path, url: r.Pull, token: r.PullToken, onDemand: r.OnDemand}
+}
+
 type pullRun struct {
-	url    string
+	spec   pullSpec
 	kind   string // the source's protocol: srt, rtmp or whep (metrics)
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -42,14 +63,16 @@ func (p *pulls) start(ctx context.Context, b *Bridge) {
 }
 
 // reconcile makes the running pulls match the current config: pulls whose
-// route is gone or changed stop (and are waited for, so a replacement can
-// publish the path), and routes that pull from start get their puller.
+// route is gone or changed in anything the puller uses stop (and are waited
+// for, so a replacement can publish the path), and routes that pull from
+// start get their puller.
 func (p *pulls) reconcile() {
 	cfg := p.b.cfg.Load()
 	p.mu.Lock()
 	var stopped []*pullRun
 	for path, run := range p.running {
-		if r, ok := cfg.Match(path); !ok || r.Path != path || r.Pull != run.url {
+		if r, ok := cfg.Match(path); !ok || r.Path != path || pullSpecOf(r) != run.spec {
+			p.b.log.Info("pull stopped: its route changed or is gone", "stream", path)
 			run.cancel()
 			stopped = append(stopped, run)
 			delete(p.running, path)
@@ -60,8 +83,8 @@ func (p *pulls) reconcile() {
 		<-run.done
 	}
 	for i := range cfg.Routes {
-		if r := &cfg.Routes[i]; r.Pull != "" && !r.OnDemand {
-			p.run(r, false)
+		if spec := pullSpecOf(&cfg.Routes[i]); spec.url != "" && !spec.onDemand {
+			p.run(spec)
 		}
 	}
 }
@@ -74,59 +97,69 @@ func (p *pulls) demand(path string) bool {
 	if !ok || r.Pull == "" || !r.OnDemand || r.Path != path {
 		return false
 	}
-	p.run(r, true)
+	p.run(pullSpecOf(r))
 	return true
 }
 
-func (p *pulls) run(r *config.Route, onDemand bool) {
+func (p *pulls) run(spec pullSpec) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.running[r.Path]; ok || p.ctx.Err() != nil {
+	if _, ok := p.running[spec.path]; ok || p.ctx.Err() != nil {
 		return
 	}
+	log := p.b.log.With("stream", spec.path, "source", config.RedactURL(spec.url))
 	var run func(context.Context)
-	pr := &pullRun{url: r.Pull, done: make(chan struct{})}
-	switch scheme, _, _ := strings.Cut(strings.ToLower(r.Pull), "://"); scheme {
+	pr := &pullRun{spec: spec, done: make(chan struct{})}
+	switch scheme, _, _ := strings.Cut(strings.ToLower(spec.url), "://"); scheme {
 	case "srt":
 		pr.kind = "srt"
-		pr.srt = ingestsrt.NewPuller(ingestsrt.PullConfig{Registry: p.b.registry, Path: r.Path, URL: r.Pull, Log: p.b.log})
+		pr.srt = ingestsrt.NewPuller(ingestsrt.PullConfig{Registry: p.b.registry, Path: spec.path, URL: spec.url, Log: p.b.log})
 		run = pr.srt.Run
 	case "rtmp", "rtmps":
 		pr.kind = "rtmp"
-		run = ingestrtmp.NewPuller(ingestrtmp.PullConfig{Registry: p.b.registry, Path: r.Path, URL: r.Pull, Log: p.b.log}).Run
+		run = ingestrtmp.NewPuller(ingestrtmp.PullConfig{Registry: p.b.registry, Path: spec.path, URL: spec.url, Log: p.b.log}).Run
 	case "whep+http", "whep+https":
 		pr.kind = "whep"
-		run = ingestwhep.NewPuller(ingestwhep.Config{Registry: p.b.registry, Engine: p.b.engine, Path: r.Path,
-			URL: r.Pull, Token: r.PullToken, Log: p.b.log}).Run
+		run = ingestwhep.NewPuller(ingestwhep.Config{Registry: p.b.registry, Engine: p.b.engine, Path: spec.path,
+			URL: spec.url, Token: spec.token, Log: p.b.log}).Run
 	default:
-		p.b.log.Error("pull not started: unknown scheme", "route", r.Path, "source", config.RedactURL(r.Pull))
+		log.Error("pull not started: unknown scheme")
 		return
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
 	pr.cancel = cancel
-	p.running[r.Path] = pr
-	p.b.log.Info("pull started", "stream", r.Path, "source", config.RedactURL(r.Pull), "on_demand", onDemand)
+	p.running[spec.path] = pr
+	log.Info("pull started", "on_demand", spec.onDemand)
 	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
 		defer close(pr.done)
+		// A panicking puller ends its pull (the watcher below then drops
+		// it from the table, so a reader's demand or a reload starts it
+		// again).
+		defer panics.Recover("pull", log, cancel)
 		run(ctx)
 	}()
-	path := r.Path
 	go func() {
 		defer p.wg.Done()
-		defer cancel()
-		if onDemand {
-			p.stopWhenIdle(ctx, path)
+		defer p.forget(pr)
+		defer panics.Recover("pull watcher", log, nil)
+		if spec.onDemand {
+			p.stopWhenIdle(ctx, spec.path)
 		} else {
 			<-ctx.Done()
 		}
-		p.mu.Lock()
-		if p.running[path] == pr {
-			delete(p.running, path)
-		}
-		p.mu.Unlock()
 	}()
+}
+
+// forget stops run and takes it out of the table, unless it was replaced.
+func (p *pulls) forget(run *pullRun) {
+	run.cancel()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running[run.spec.path] == run {
+		delete(p.running, run.spec.path)
+	}
 }
 
 // stopWhenIdle returns once path has had no reader for pullIdle.

@@ -10,7 +10,9 @@ import (
 // validated it (a bad file never gets here, and the old config keeps
 // running); an unchanged config is a no-op; routes, keys, tokens, grace,
 // audio and B-frame policies take effect for the next request; forwards and
-// pulls that changed are stopped and started, the others keep running.
+// pulls that changed in anything their runner uses (forwardSpec, pullSpec)
+// are stopped and started, those whose route is gone stop, the others keep
+// running.
 // Listeners, WebRTC settings and whether and where metrics are served
 // cannot change without a restart: a change there is logged and left for
 // the next start (a new metrics token applies at once).
@@ -30,6 +32,10 @@ func (b *Bridge) Reload(next *config.Config) {
 		next.Metrics.Enabled, next.Metrics.Path = old.Metrics.Enabled, old.Metrics.Path
 	}
 	b.cfg.Store(next)
-	b.pull.reconcile() // forwards follow on their next scan
+	// A forward or pull whose config changed restarts, and one whose
+	// route is gone stops, now: not at the forward manager's next scan,
+	// nor when a pattern route's forward would have gone idle.
+	b.fwd.reconcile()
+	b.pull.reconcile()
 	b.log.Info("config reloaded", "routes", len(next.Routes))
 }
