@@ -207,12 +207,10 @@ func (p *H264Reencoder) Process(u *media.Unit) error {
 	frames, err := p.dec.Decode(u.NALUs, durationToTicks(u.PTS, 90000), durationToTicks(u.DTS, 90000))
 	out := []*rtp.Packet{}
 	for i := range frames {
-		if cached {
-			frames[i].Release()
-			continue
-		}
-		if encErr := p.encode(&frames[i], &out); encErr != nil && err == nil {
-			err = encErr
+		if !cached {
+			if encErr := p.encode(&frames[i], &out); encErr != nil && err == nil {
+				err = encErr
+			}
 		}
 		frames[i].Release()
 	}
