@@ -66,6 +66,17 @@ func CanReencodeVideo() bool { return av.VideoAvailable() }
 //
 // Bitrate: DefaultVideoBitrate until the first 2 s of the source are
 // measured, then 5/4 of the source's (see reencodeBitrateNum).
+//
+// Backfill: the hub runs a new processor over the GOP it has cached while
+// holding the stream's write lock (see media.Stream.AddProcessor), and
+// the publisher waits. Re-encoding a whole cached GOP there held it for
+// the decode and the encode of every frame (280 ms for a 4 s GOP of
+// 640x360 on a loaded core, several seconds at 1080p), at each first
+// viewer's arrival. So units that reached the hub before the re-encoder
+// was made (Unit.Arrived) are only decoded, since what follows refers to
+// their pictures, and carry no packets; the first frame encoded after them
+// is an IDR. A viewer joining then starts at the first live frame rather
+// than at the cached keyframe, and later joiners start at that IDR.
 type H264Reencoder struct {
 	track *media.Track
 	pk    h264Packetizer
@@ -87,6 +98,8 @@ type H264Reencoder struct {
 
 	keyRequest atomic.Bool
 	now        func() time.Time
+	made       time.Time // units that arrived before are the hub's cache: decoded, not encoded
+	release    func()    // gives its ReencodeSlots slot back; nil without one
 }
 
 // reencoders maps a track to its running re-encoder, for
@@ -153,6 +166,7 @@ func newH264Reencoder(t *media.Track, mtu int) (*H264Reencoder, error) {
 		dec:     dec,
 		bitrate: av.DefaultVideoBitrate,
 		now:     time.Now,
+		made:    time.Now(),
 	}
 	reencoders.Store(t, p)
 	return p, nil
@@ -186,14 +200,17 @@ func (p *H264Reencoder) Process(u *media.Unit) error {
 		return errors.New("h264 re-encode: closed")
 	}
 	p.measure(u)
-	if u.Key {
+	cached := !u.Arrived.IsZero() && !u.Arrived.After(p.made) // see Backfill
+	if u.Key || cached {
 		p.keyPending = true
 	}
 	frames, err := p.dec.Decode(u.NALUs, durationToTicks(u.PTS, 90000), durationToTicks(u.DTS, 90000))
 	out := []*rtp.Packet{}
 	for i := range frames {
-		if encErr := p.encode(&frames[i], &out); encErr != nil && err == nil {
-			err = encErr
+		if !cached {
+			if encErr := p.encode(&frames[i], &out); encErr != nil && err == nil {
+				err = encErr
+			}
 		}
 		frames[i].Release()
 	}
@@ -276,6 +293,9 @@ func (p *H264Reencoder) Close() {
 	p.dec.Close()
 	if p.enc != nil {
 		p.enc.Close()
+	}
+	if p.release != nil {
+		p.release()
 	}
 }
 

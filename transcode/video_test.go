@@ -344,8 +344,9 @@ func TestH264ReencoderInStream(t *testing.T) {
 }
 
 // TestH264ReencoderJoin: a re-encoder made while the stream has a GOP
-// cached runs over the cache, and a viewer joining from it starts with an
-// IDR.
+// cached decodes the cache without encoding it (the stream's write lock is
+// held meanwhile), and a viewer joining from the cache starts with an IDR
+// at the first live unit.
 func TestH264ReencoderJoin(t *testing.T) {
 	needReencode(t)
 	v := readFLVVideo(t, bframesFLV)
@@ -386,11 +387,16 @@ func TestH264ReencoderJoin(t *testing.T) {
 		if u.DTS != units[i].DTS || r.Cached() != (i < 45) {
 			t.Fatalf("unit %d: DTS %v, cached %v", i, u.DTS, r.Cached())
 		}
+		if r.Cached() && len(u.RTP) != 0 {
+			t.Fatalf("cached unit %d has %d packets: the backfill encoded it", i, len(u.RTP))
+		}
 		d.push(i, u.RTP)
 	}
 	checkReencoded(t, d.frames)
-	if len(d.frames) != 58 {
-		t.Errorf("%d frames", len(d.frames))
+	// One frame per live unit: the pictures the decoder held back from
+	// the cached units come out during the first live ones.
+	if len(d.frames) != 45 || d.frames[0].unit != 45 {
+		t.Errorf("%d frames, the first in unit %d; want 45 from unit 45 on", len(d.frames), d.frames[0].unit)
 	}
 }
 

@@ -247,9 +247,10 @@ func (s *session) videoPolicy(ot *outTrack, sps []byte) ([]byte, error) {
 		log.Warn("B-frames passed through: this build cannot re-encode video (needs cgo with FFmpeg and libx264)", "reason", why)
 		return sps, nil
 	}
+	if err := s.reencoder(ot, why); err != nil {
+		return nil, err
+	}
 	log.Info("B-frames: video re-encoded to Constrained Baseline for WebRTC viewers", "reason", why)
-	ot.proc = "rtp-reencode"
-	ot.newProc = func(t *media.Track) media.Processor { return transcode.NewH264Reencoder(t, rtc.MaxRTPSize) }
 	return []byte{0x67, 0x42, 0xc0, 0x1f}, nil
 }
 

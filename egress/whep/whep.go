@@ -13,8 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
+	"github.com/wishbridge/bridge/transcode"
 )
 
 // Config configures a Handler. Registry, Engine, Sessions and Authorize are
@@ -39,6 +41,11 @@ type Config struct {
 	// BFrames returns the route's B-frame policy for path: "reencode"
 	// (also when nil), "passthrough" or "reject".
 	BFrames func(path string) string
+	// Reencoders caps the streams re-encoded at once ("reencode" above):
+	// over it, viewers of another stream are refused as with "reject".
+	// Share one per process; nil means a cap of this handler's own with
+	// the default size (transcode.DefaultReencoders).
+	Reencoders *transcode.ReencodeSlots
 	// Demand, when set, is called for a path with no stream; it starts the
 	// route's on-demand source if there is one and reports whether it did,
 	// in which case the POST waits (up to ReadyTimeout) for the stream.
@@ -58,6 +65,9 @@ type Handler struct {
 	bframesLogged sync.Map // *media.Stream -> bool
 	// pumps send the viewers' units.
 	pumps pumps
+	// reencodeRefusals logs viewers refused for want of a re-encoder, one
+	// line per stream per interval.
+	reencodeRefusals ratelog.Limiter
 }
 
 // NewHandler returns a WHEP handler.
@@ -70,6 +80,9 @@ func NewHandler(cfg Config) *Handler {
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 20 * time.Second
+	}
+	if cfg.Reencoders == nil {
+		cfg.Reencoders = &transcode.ReencodeSlots{}
 	}
 	return &Handler{cfg: cfg, log: cfg.Log.With("component", "whep")}
 }
