@@ -20,6 +20,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -74,6 +75,9 @@ type Receiver struct {
 	lastPLI    atomic.Int64  // Unix ns of the last keyframe request
 	videoSSRC  atomic.Uint32 // SSRC keyframe requests name
 	stats      stats
+	// jumps lets one line a track per interval report the sender's
+	// timestamp jumps (media.SourceClock).
+	jumps ratelog.Limiter
 
 	// mu guards what follows and is held for every publication call, so
 	// the hub sees a single writer.
@@ -98,6 +102,7 @@ type stats struct {
 	damaged        atomic.Uint64 // video units written without NAL units: packets lost or undecodable
 	plis           atomic.Uint64
 	dropped        atomic.Uint64 // units of tracks that are not declared, or beyond maxPendingUnits
+	jumps          atomic.Uint64 // timestamp discontinuities (media.SourceClock)
 }
 
 // New returns a Receiver for cfg. Register its OnTrack with the
@@ -164,6 +169,9 @@ type Stats struct {
 	Damaged        uint64 // video units written without NAL units: packets lost or undecodable
 	PLIs           uint64
 	Dropped        uint64 // units of tracks that are not declared, or beyond the pending limit
+	// TimestampJumps counts the sender's timestamp steps taken as
+	// discontinuities (beyond media.MaxTimestampJump from real time).
+	TimestampJumps uint64
 }
 
 // Stats returns the counters so far.
@@ -172,14 +180,15 @@ func (r *Receiver) Stats() Stats {
 	return Stats{
 		Packets: st.packets.Load(), Bytes: st.bytes.Load(), BadPackets: st.badPackets.Load(),
 		Lost: st.lost.Load(), Late: st.late.Load(), Damaged: st.damaged.Load(),
-		PLIs: st.plis.Load(), Dropped: st.dropped.Load(),
+		PLIs: st.plis.Load(), Dropped: st.dropped.Load(), TimestampJumps: st.jumps.Load(),
 	}
 }
 
 // LogAttrs returns the counters as slog key-value pairs.
 func (s Stats) LogAttrs() []any {
 	return []any{"packets", s.Packets, "bytes", s.Bytes, "lost_video_packets", s.Lost, "late_packets", s.Late,
-		"damaged_units", s.Damaged, "plis", s.PLIs, "dropped_units", s.Dropped, "bad_packets", s.BadPackets}
+		"damaged_units", s.Damaged, "plis", s.PLIs, "dropped_units", s.Dropped, "bad_packets", s.BadPackets,
+		"timestamp_jumps", s.TimestampJumps}
 }
 
 // OnTrack runs one received track until the PeerConnection closes; give it
@@ -243,7 +252,7 @@ var errBadPacket = errors.New("not an RTP packet")
 // readPacket reads the next packet of tr into a packet of its own: the
 // payload copied out of buf, header extensions and padding stripped (the
 // extension IDs are the sender's; readers negotiate their own).
-func (r *Receiver) readPacket(tr *webrtc.TrackRemote, buf []byte) (*rtp.Packet, error) {
+func (r *Receiver) readPacket(tr remoteTrack, buf []byte) (*rtp.Packet, error) {
 	n, _, err := tr.Read(buf)
 	if err != nil {
 		return nil, err
@@ -274,7 +283,7 @@ func (r *Receiver) readPacket(tr *webrtc.TrackRemote, buf []byte) (*rtp.Packet, 
 type videoIn struct {
 	asm   transcode.H264Assembler
 	norm  *transcode.H264Normalizer
-	clock transcode.MediaClock
+	clock media.SourceClock
 	track *media.Track // nil until the first decodable IDR
 	// needKey is set until a decodable IDR arrives, at the start and after
 	// every damaged unit: until then units carry only their RTP packets, so
@@ -282,11 +291,11 @@ type videoIn struct {
 	needKey bool
 }
 
-func (r *Receiver) receiveVideo(tr *webrtc.TrackRemote) {
+func (r *Receiver) receiveVideo(tr remoteTrack) {
 	r.videoSSRC.Store(uint32(tr.SSRC()))
 	v := &videoIn{
 		norm:    transcode.NewH264Normalizer(spropParameterSets(tr.Codec().SDPFmtpLine)),
-		clock:   transcode.MediaClock{Rate: 90000},
+		clock:   media.SourceClock{Rate: 90000},
 		needKey: true,
 	}
 	defer func() {
@@ -302,7 +311,8 @@ func (r *Receiver) receiveVideo(tr *webrtc.TrackRemote) {
 			return
 		}
 		if first {
-			v.clock.Start(p.Timestamp, r.sinceOrigin(time.Now()))
+			now := time.Now()
+			v.clock.Start(uint64(p.Timestamp), r.sinceOrigin(now), now)
 			first = false
 		}
 		v.asm.Push(p, func(au *transcode.RTPAccessUnit) { r.videoUnit(v, au) })
@@ -313,7 +323,7 @@ func (r *Receiver) receiveVideo(tr *webrtc.TrackRemote) {
 // packets (WebRTC readers get them as they came, and recover from a loss
 // themselves), and its NAL units when it is whole and decodable.
 func (r *Receiver) videoUnit(v *videoIn, au *transcode.RTPAccessUnit) {
-	pts := v.clock.PTS(au.Timestamp)
+	pts := r.streamTime(&v.clock, au.Timestamp, "video")
 	u := &media.Unit{PTS: pts, DTS: pts, RTP: au.Packets}
 	if au.Err != nil {
 		r.stats.damaged.Add(1)
@@ -346,12 +356,12 @@ func (r *Receiver) videoUnit(v *videoIn, au *transcode.RTPAccessUnit) {
 	r.deliver(u)
 }
 
-func (r *Receiver) receiveAudio(tr *webrtc.TrackRemote) {
+func (r *Receiver) receiveAudio(tr remoteTrack) {
 	channels := int(tr.Codec().Channels)
 	if channels == 0 {
 		channels = 2 // RFC 7587: the rtpmap of Opus always says 2
 	}
-	clock := transcode.MediaClock{Rate: 48000}
+	clock := media.SourceClock{Rate: 48000}
 	var track *media.Track
 	var next uint16
 	var late uint64
@@ -373,14 +383,31 @@ func (r *Receiver) receiveAudio(tr *webrtc.TrackRemote) {
 			continue // padding
 		}
 		if track == nil {
-			clock.Start(p.Timestamp, r.sinceOrigin(time.Now()))
+			now := time.Now()
+			clock.Start(uint64(p.Timestamp), r.sinceOrigin(now), now)
 			track = &media.Track{Codec: media.Opus{Channels: channels}}
 			r.trackReady(track)
 		}
-		pts := clock.PTS(p.Timestamp)
+		pts := r.streamTime(&clock, p.Timestamp, "audio")
 		p.Timestamp = transcode.RTPTimestamp(track, pts)
 		r.deliver(&media.Unit{Track: track, PTS: pts, DTS: pts, Key: true, Data: p.Payload, RTP: []*rtp.Packet{p}})
 	}
+}
+
+// streamTime returns the stream time of a track's RTP timestamp ts,
+// which arrived now. A jump of the sender's clock is re-anchored by the
+// clock (media.SourceClock), counted and logged at most once per track
+// per ratelog interval.
+func (r *Receiver) streamTime(c *media.SourceClock, ts uint32, track string) time.Duration {
+	pts, jumped := c.Time(uint64(ts), time.Now())
+	if jumped {
+		r.stats.jumps.Add(1)
+		if ok, n := r.jumps.Allow(track); ok {
+			r.cfg.Log.Warn("RTP timestamp jump: the stream clock continues from its last time", "track", track,
+				"rtp_timestamp", ts, "max_jump", media.MaxTimestampJump, "suppressed", n)
+		}
+	}
+	return pts
 }
 
 // sinceOrigin returns how long after the first packet of any track now
