@@ -20,6 +20,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
@@ -36,6 +37,9 @@ const (
 	maxPendingUnits = 512
 	// rtpBufSize is the read buffer of a track: pion's receive MTU.
 	rtpBufSize = 1500
+	// panicComponent names the Receiver's goroutines and callbacks at
+	// the panic boundary (internal/panics).
+	panicComponent = "rtp receive"
 )
 
 // Publication is what a Receiver asks of the hub; *media.Publication has
@@ -195,6 +199,7 @@ func (s Stats) LogAttrs() []any {
 // to the PeerConnection's OnTrack, which calls it on a goroutine of its
 // own.
 func (r *Receiver) OnTrack(tr *webrtc.TrackRemote, rc *webrtc.RTPReceiver) {
+	defer panics.Recover(panicComponent, r.cfg.Log, r.endSession)
 	codec := tr.Codec()
 	kind := ""
 	r.mu.Lock()
@@ -213,6 +218,7 @@ func (r *Receiver) OnTrack(tr *webrtc.TrackRemote, rc *webrtc.RTPReceiver) {
 	defer r.wg.Done()
 	go func() {
 		defer r.wg.Done()
+		defer panics.Recover(panicComponent, r.cfg.Log, r.endSession)
 		drainRTCP(rc)
 	}()
 	log := r.cfg.Log.With("track", tr.Kind().String(), "codec", codec.MimeType, "ssrc", uint32(tr.SSRC()))
@@ -233,6 +239,11 @@ func (r *Receiver) OnTrack(tr *webrtc.TrackRemote, rc *webrtc.RTPReceiver) {
 		}
 	}
 }
+
+// endSession ends the session after a panic in one of the Receiver's
+// goroutines: closing the PeerConnection ends the other track's reads and
+// tells the session (its connection state) that the publisher is gone.
+func (r *Receiver) endSession() { _ = r.cfg.PC.Close() }
 
 // drainRTCP reads the RTCP of a receiver, so that the interceptors see the
 // sender's reports (receiver reports carry LSR/DLSR from them, which the
@@ -451,6 +462,7 @@ func (r *Receiver) trackReady(t *media.Track) {
 // passed since the first packet; if none is, the first one to get ready is
 // declared alone.
 func (r *Receiver) trackWaitOver() {
+	defer panics.Recover(panicComponent, r.cfg.Log, r.endSession)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closing || r.declared != nil {
