@@ -196,6 +196,12 @@ func newOffer(t *testing.T, api *webrtc.API) (*webrtc.PeerConnection, string) {
 
 func post(t *testing.T, url, contentType, body string, hdr map[string]string) *http.Response {
 	t.Helper()
+	return postWith(t, http.DefaultClient, url, contentType, body, hdr)
+}
+
+// postWith POSTs with client (e.g. one bound to another source address).
+func postWith(t *testing.T, client *http.Client, url, contentType, body string, hdr map[string]string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +210,7 @@ func post(t *testing.T, url, contentType, body string, hdr map[string]string) *h
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,6 +218,12 @@ func post(t *testing.T, url, contentType, body string, hdr map[string]string) *h
 }
 
 func watch(t *testing.T, b *Bridge, path string, hdr map[string]string) *viewer {
+	t.Helper()
+	return watchWith(t, http.DefaultClient, b, path, hdr)
+}
+
+// watchWith is watch with the WHEP POST sent by client.
+func watchWith(t *testing.T, client *http.Client, b *Bridge, path string, hdr map[string]string) *viewer {
 	t.Helper()
 	pc, sdp := newOffer(t, newViewerAPI(t))
 	v := &viewer{pc: pc, gotAU: make(chan struct{}, 1)}
@@ -223,7 +235,7 @@ func watch(t *testing.T, b *Bridge, path string, hdr map[string]string) *viewer 
 			go v.readAudio(tr)
 		}
 	})
-	resp := post(t, "http://"+b.HTTPAddr().String()+"/whep/"+path, "application/sdp", sdp, hdr)
+	resp := postWith(t, client, "http://"+b.HTTPAddr().String()+"/whep/"+path, "application/sdp", sdp, hdr)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
