@@ -142,6 +142,8 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			}
 			return config.BFramesReencode
 		},
+		// One cap for the process: re-encoders are CPU, whatever the route.
+		Reencoders: &transcode.ReencodeSlots{Max: cfg.Limits.WithDefaults().VideoReencoders},
 		Log: log,
 	}).Register(mux)
 	whip.NewHandler(whip.Config{
