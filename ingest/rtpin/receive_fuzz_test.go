@@ -196,8 +196,9 @@ func stapA(nalus ...[]byte) []byte {
 // (SSRC changes, any payload type, losses, reordering and duplicates,
 // timestamp jumps, FU-A and STAP-A garbage, NAL units of thousands of
 // packets, datagrams that are not RTP), writing to a hub stream with a
-// reader. Nothing may panic, and every unit a reader gets must be well
-// formed.
+// reader. Nothing may panic, every unit a reader gets must be well
+// formed, and a track's stream time may not step further than a sender's
+// clock may jump (media.MaxTimestampJump) plus the time that passed.
 func FuzzReceive(f *testing.F) {
 	key := pkt(opMarker, nil, stapA(fuzzSPS, fuzzPPS, fuzzIDR)...)
 	opus := pkt(opAudio|opMarker, nil, 0xfc, 0xff, 0xfe)
@@ -235,6 +236,7 @@ func FuzzReceive(f *testing.F) {
 	cert := testCertificate(f)
 	log := slog.New(slog.DiscardHandler)
 	f.Fuzz(func(t *testing.T, b []byte) {
+		start := time.Now()
 		video, audio := readScript(b)
 		pc, err := webrtc.NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cert}})
 		if err != nil {
@@ -267,6 +269,10 @@ func FuzzReceive(f *testing.F) {
 		}
 
 		tracks := pub.Tracks()
+		// A re-anchored clock goes on from its highest time by what passed,
+		// at least a frame (up to a second).
+		maxStep := media.MaxTimestampJump + time.Since(start) + time.Second
+		last := map[*media.Track]time.Duration{}
 		for {
 			u, _, err := rdr.TryRead()
 			if u == nil {
@@ -276,6 +282,10 @@ func FuzzReceive(f *testing.F) {
 				break
 			}
 			checkUnit(t, u, tracks)
+			if prev, ok := last[u.Track]; ok && (u.PTS-prev > maxStep || prev-u.PTS > maxStep) {
+				t.Fatalf("%s stream time stepped from %v to %v (at most %v)", u.Track.Codec.Name(), prev, u.PTS, maxStep)
+			}
+			last[u.Track] = u.PTS
 		}
 		rdr.Close()
 	})
