@@ -144,7 +144,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		},
 		// One cap for the process: re-encoders are CPU, whatever the route.
 		Reencoders: &transcode.ReencodeSlots{Max: cfg.Limits.WithDefaults().VideoReencoders},
-		Log: log,
+		Log:        log,
 	}).Register(mux)
 	whip.NewHandler(whip.Config{
 		Registry:  b.registry,
