@@ -41,6 +41,7 @@ import (
 
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/pushloop"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
@@ -219,6 +220,7 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
+		defer panics.Recover("rtmp push", p.log, func() { cancel(errors.New("internal error reading from the server")) })
 		cancel(c.readLoop())
 	}()
 	p.log.Info("rtmp push started")

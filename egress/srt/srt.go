@@ -31,6 +31,7 @@ import (
 	gosrt "github.com/datarhei/gosrt"
 
 	"github.com/wishbridge/bridge/internal/backoff"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/pushloop"
 	"github.com/wishbridge/bridge/internal/srtcall"
 	"github.com/wishbridge/bridge/media"
@@ -73,6 +74,7 @@ func ServeReader(ctx context.Context, conn gosrt.Conn, st *media.Stream, opts Re
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
+		defer panics.Recover("srt reader", log, func() { cancel(errPeerGone) })
 		buf := make([]byte, gosrt.MAX_PAYLOAD_SIZE)
 		for {
 			if _, err := conn.Read(buf); err != nil {

@@ -18,6 +18,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wishbridge/bridge/internal/panics"
 )
 
 // batcher is the Linux part of Conn: the shards and their flushers.
@@ -311,6 +313,12 @@ func (s *shard) push(pk *packet) error {
 
 func (s *shard) run() {
 	defer s.c.wg.Done()
+	// A panic while flushing must not leave the writers of this shard
+	// blocked on a queue nobody drains: the flusher starts again.
+	defer panics.Recover("udpbatch flusher", s.c.log, func() {
+		s.c.wg.Add(1)
+		go s.run()
+	})
 	for {
 		select {
 		case <-s.wake:
