@@ -9,10 +9,20 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/wishbridge/bridge/internal/addrlimit"
+	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/ratelog"
+	"github.com/wishbridge/bridge/internal/streampath"
+	"github.com/wishbridge/bridge/media"
 )
 
 // MaxSDPSize bounds an SDP offer body. Real offers are 2-10 KiB (Chromium
@@ -28,7 +38,13 @@ const SessionPathPrefix = "/sessions/"
 type Error struct {
 	Status int
 	Msg    string
+	// RetryAfter, when set, is sent as Retry-After (whole seconds, rounded
+	// up); 429 and 503 without it get defaultRetryAfter.
+	RetryAfter time.Duration
 }
+
+// defaultRetryAfter is the Retry-After of a 429 or 503 that names none.
+const defaultRetryAfter = 10 * time.Second
 
 func (e *Error) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Msg) }
 
@@ -48,9 +64,15 @@ func WriteError(w http.ResponseWriter, err error) {
 	if he.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="bridge"`)
 	}
-	if he.Status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
-		// A full server: clients back off instead of hammering it.
-		w.Header().Set("Retry-After", "10")
+	if he.Status == http.StatusServiceUnavailable || he.Status == http.StatusTooManyRequests || he.RetryAfter > 0 {
+		// A full server or a greedy client: back off instead of hammering.
+		retry := he.RetryAfter
+		if retry <= 0 {
+			retry = defaultRetryAfter
+		}
+		if w.Header().Get("Retry-After") == "" {
+			w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -87,6 +109,37 @@ func readBody(w http.ResponseWriter, r *http.Request, mtype string, limit int64,
 		return "", Errorf(http.StatusBadRequest, "empty %s", what)
 	}
 	return string(body), nil
+}
+
+// CheckPath applies the one stream path rule (internal/streampath) to the
+// stream path of a WHIP or WHEP URL: a 400 with the reason if it breaks it.
+func CheckPath(path string) error {
+	if err := streampath.Check(path); err != nil {
+		return Errorf(http.StatusBadRequest, "%v", err)
+	}
+	return nil
+}
+
+// RefusalLog logs an endpoint's refusals: one line per client address per
+// interval (internal/ratelog), which says how many it held back, so a
+// flood of bad requests cannot flood the log. The zero value is ready.
+type RefusalLog struct {
+	lim ratelog.Limiter
+}
+
+// Log logs err, the refusal of request r, with msg: the status and reason
+// of an *Error at Info, anything else (answered 500) at Error.
+func (l *RefusalLog) Log(log *slog.Logger, r *http.Request, msg string, err error) {
+	ok, suppressed := l.lim.Allow(addrlimit.AddrOf(r.RemoteAddr).String())
+	if !ok {
+		return
+	}
+	var he *Error
+	if errors.As(err, &he) {
+		log.Info(msg, "status", he.Status, "reason", he.Msg, "suppressed", suppressed)
+		return
+	}
+	log.Error(msg, "err", err, "suppressed", suppressed)
 }
 
 // BearerToken returns the token of an "Authorization: Bearer" header, or "".
@@ -207,60 +260,283 @@ type Session interface {
 }
 
 // Sessions is the table of live session resources, addressed by an
-// unguessable id. It serves DELETE on SessionPathPrefix + id. Safe for
-// concurrent use; create it with NewSessions.
+// unguessable id. It serves DELETE, PATCH and GET on SessionPathPrefix +
+// id, and it bounds what clients can hold (see Limits): sessions in total
+// and per client address, sessions not connected yet in total and per
+// address, and the viewers joining one stream. A session that has not
+// connected (ICE and DTLS) within Limits.ConnectTimeout is closed by the
+// table, which frees its slots. Safe for concurrent use; create it with
+// NewSessions.
+//
+// An id's life: Reserve (slots taken, connect timer started), Set (the
+// session becomes addressable), Connected (its pending slot is freed),
+// Remove (every slot freed). Set after Remove is refused, so a session
+// that ended before its handler stored it can never hold a slot.
 type Sessions struct {
 	log *slog.Logger
-	max int
+	lim Limits
+
+	// Slots per client address; each has its own lock, taken under mu.
+	all     *addrlimit.Limiter // every reserved session
+	pending *addrlimit.Limiter // reserved sessions not connected yet
+
+	refused  [numLimits]atomic.Uint64
+	timedOut atomic.Uint64
 
 	mu   sync.Mutex
-	byID map[string]Session // guarded by mu
+	byID map[string]*entry // guarded by mu
+	// joining counts the viewers of each stream that are reserved but not
+	// connected, so they count toward its reader limit before they have
+	// a reader; no zero entries. Guarded by mu.
+	joining map[*media.Stream]int
 }
 
-// NewSessions returns a table that holds at most max sessions (0 = 1000).
-func NewSessions(max int, log *slog.Logger) *Sessions {
-	if max <= 0 {
-		max = 1000
+// entry is one reserved id. Its fields are guarded by Sessions.mu.
+type entry struct {
+	s       Session // nil until Set
+	release func()  // frees the session slot
+	// connect is the connect timer, releasePending frees the pending slot
+	// and joins is the stream the viewer joins (nil for a publisher): all
+	// three are cleared when the session connects.
+	connect        *time.Timer
+	releasePending func()
+	joins          *media.Stream
+}
+
+// Limits bound a Sessions table. A zero field means its default; the
+// defaults are those of the config's limits block (config/default.yaml),
+// repeated here so a hand-built table is bounded too.
+type Limits struct {
+	// Sessions and SessionsPerAddress bound WHIP and WHEP sessions
+	// together, in total and per client address (IPv6 per /64).
+	Sessions, SessionsPerAddress int
+	// Pending and PendingPerAddress bound the sessions not connected yet:
+	// the ones a client can open without a working peer. They are closed
+	// after ConnectTimeout.
+	Pending, PendingPerAddress int
+	ConnectTimeout             time.Duration
+	// ReadersPerStream bounds the readers of one stream (all protocols,
+	// see media.Stream.CheckReaders) when a WHEP viewer joins it, unless
+	// the Claim says otherwise (a route's max_readers).
+	ReadersPerStream int
+}
+
+// Defaults of Limits: those of config/default.yaml. 2000 sessions are
+// about what one bridge can serve (docs/BENCHMARKS.md: 540-630 viewers per
+// core); 500 per address lets the load tool and a large NAT in; 50
+// connecting per address is more than any page opens at once, and 5 s is
+// several times the slowest ICE+DTLS over TURN.
+const (
+	DefaultSessions           = 2000
+	DefaultSessionsPerAddress = 500
+	DefaultPending            = 500
+	DefaultPendingPerAddress  = 50
+	DefaultConnectTimeout     = 5 * time.Second
+	DefaultReadersPerStream   = 1000
+)
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
+	def(&l.Sessions, DefaultSessions)
+	def(&l.SessionsPerAddress, DefaultSessionsPerAddress)
+	def(&l.Pending, DefaultPending)
+	def(&l.PendingPerAddress, DefaultPendingPerAddress)
+	def(&l.ReadersPerStream, DefaultReadersPerStream)
+	if l.ConnectTimeout <= 0 {
+		l.ConnectTimeout = DefaultConnectTimeout
+	}
+	return l
+}
+
+// Limit names one limit of a Sessions table; String is its config key.
+type Limit int
+
+// The limits Reserve enforces.
+const (
+	LimitSessions Limit = iota
+	LimitSessionsPerAddress
+	LimitPending
+	LimitPendingPerAddress
+	LimitReadersPerStream
+	numLimits
+)
+
+func (l Limit) String() string {
+	return [numLimits]string{"webrtc_sessions", "webrtc_sessions_per_address", "webrtc_pending",
+		"webrtc_pending_per_address", "readers_per_stream"}[l]
+}
+
+// NewSessions returns a table bounded by lim (zero fields: defaults).
+func NewSessions(lim Limits, log *slog.Logger) *Sessions {
+	lim = lim.withDefaults()
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Sessions{log: log, max: max, byID: make(map[string]Session)}
+	return &Sessions{
+		log:     log.With("component", "webrtc sessions"),
+		lim:     lim,
+		all:     addrlimit.New(lim.Sessions, lim.SessionsPerAddress),
+		pending: addrlimit.New(lim.Pending, lim.PendingPerAddress),
+		byID:    make(map[string]*entry),
+		joining: make(map[*media.Stream]int),
+	}
 }
 
-// ErrFull is returned by Reserve when the server holds its maximum number
-// of sessions.
-var ErrFull = Errorf(http.StatusServiceUnavailable, "server is at its session limit, try again later")
+// A Claim asks Reserve for a session slot.
+type Claim struct {
+	// Peer is the client's address ("host:port", as in
+	// http.Request.RemoteAddr).
+	Peer string
+	// Joins is the stream a viewer will read (nil for a publisher): the
+	// claim is refused when the stream is at MaxReaders, its readers and
+	// the viewers still connecting to it counted.
+	Joins *media.Stream
+	// MaxReaders overrides Limits.ReadersPerStream for Joins (a route's
+	// max_readers); 0 means the table's.
+	MaxReaders int
+}
 
-// Reserve allocates a new session id. The caller must either Set the
-// session or Remove the id.
-func (t *Sessions) Reserve() (string, error) {
+// retryPerClient is the Retry-After of a refusal whose slots are held
+// until sessions end (they may last hours): long enough that a client
+// does not hammer, short enough that a player recovers soon.
+const retryPerClient = 10 * time.Second
+
+// Reserve allocates a new session id for c, or refuses it with an *Error:
+// 429 when c's address holds its share of sessions or of sessions still
+// connecting, 503 when the server holds its maximum of either or the
+// stream its readers; each with Retry-After. The caller must either Set
+// the session or Remove the id.
+func (t *Sessions) Reserve(c Claim) (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err
 	}
 	id := hex.EncodeToString(b[:])
+	addr := addrlimit.AddrOf(c.Peer)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.byID) >= t.max {
-		return "", ErrFull
+	release, err := t.all.Acquire(addr)
+	if err != nil {
+		if errors.Is(err, addrlimit.ErrPerAddr) {
+			return "", t.refuse(LimitSessionsPerAddress, http.StatusTooManyRequests, retryPerClient,
+				"your address holds %d WebRTC sessions, the limit per address: end one first", t.lim.SessionsPerAddress)
+		}
+		return "", t.refuse(LimitSessions, http.StatusServiceUnavailable, retryPerClient,
+			"the server is at its WebRTC session limit (%d), try again later", t.lim.Sessions)
 	}
-	t.byID[id] = nil
+	releasePending, err := t.pending.Acquire(addr)
+	if err != nil {
+		release()
+		// Pending slots free within the connect timeout.
+		if errors.Is(err, addrlimit.ErrPerAddr) {
+			return "", t.refuse(LimitPendingPerAddress, http.StatusTooManyRequests, t.lim.ConnectTimeout,
+				"your address has %d WebRTC sessions still connecting, the limit per address: complete or end them first", t.lim.PendingPerAddress)
+		}
+		return "", t.refuse(LimitPending, http.StatusServiceUnavailable, t.lim.ConnectTimeout,
+			"the server has %d WebRTC sessions connecting, its limit, try again later", t.lim.Pending)
+	}
+	if c.Joins != nil {
+		max := c.MaxReaders
+		if max <= 0 {
+			max = t.lim.ReadersPerStream
+		}
+		if err := c.Joins.CheckReaders(max, t.joining[c.Joins]); err != nil {
+			release()
+			releasePending()
+			return "", t.refuse(LimitReadersPerStream, http.StatusServiceUnavailable, retryPerClient,
+				"stream %q is at its limit of %d readers, try again later", c.Joins.Path(), max)
+		}
+		t.joining[c.Joins]++
+	}
+	e := &entry{release: release, releasePending: releasePending, joins: c.Joins}
+	e.connect = time.AfterFunc(t.lim.ConnectTimeout, func() { t.expire(id, e) })
+	t.byID[id] = e
 	return id, nil
 }
 
-// Set stores s under a reserved id.
-func (t *Sessions) Set(id string, s Session) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.byID[id] = s
+// refuse counts a refusal by limit and returns its error.
+func (t *Sessions) refuse(l Limit, status int, retry time.Duration, format string, args ...any) *Error {
+	t.refused[l].Add(1)
+	err := Errorf(status, format, args...)
+	err.RetryAfter = retry
+	return err
 }
 
-// Remove forgets id (the session calls it when it ends).
+// Set stores s under a reserved id. It reports false, storing nothing,
+// when the id is not reserved (any more): the session ended, or did not
+// connect in time, before it was stored. The caller must then end s.
+func (t *Sessions) Set(id string, s Session) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.byID[id]
+	if e == nil || e.s != nil {
+		return false
+	}
+	e.s = s
+	return true
+}
+
+// Connected tells the table that session id has connected (ICE and DTLS):
+// it no longer counts as pending and is not timed out. Later calls, and
+// calls for an id not in the table, do nothing.
+func (t *Sessions) Connected(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.byID[id]; e != nil {
+		t.connectedLocked(e)
+	}
+}
+
+func (t *Sessions) connectedLocked(e *entry) {
+	if e.connect == nil {
+		return
+	}
+	e.connect.Stop()
+	e.connect = nil
+	e.releasePending()
+	if e.joins != nil {
+		if t.joining[e.joins]--; t.joining[e.joins] <= 0 {
+			delete(t.joining, e.joins)
+		}
+		e.joins = nil
+	}
+}
+
+// Remove forgets id and frees its slots (the session calls it when it
+// ends). Calling it again, or for an unknown id, does nothing.
 func (t *Sessions) Remove(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	e := t.byID[id]
+	if e == nil {
+		return
+	}
 	delete(t.byID, id)
+	t.connectedLocked(e)
+	e.release()
+}
+
+// expire ends session id, reserved as e, if it has not connected within
+// the connect timeout. A session not stored yet is only forgotten: its
+// handler's Set fails and the handler ends it.
+func (t *Sessions) expire(id string, e *entry) {
+	defer panics.Recover("webrtc sessions", t.log, func() { t.Remove(id) })
+	t.mu.Lock()
+	if t.byID[id] != e || e.connect == nil {
+		t.mu.Unlock()
+		return
+	}
+	s := e.s
+	t.mu.Unlock()
+	t.timedOut.Add(1)
+	if s != nil {
+		s.Close(fmt.Sprintf("ICE/DTLS did not complete within %v", t.lim.ConnectTimeout))
+	}
+	t.Remove(id)
 }
 
 // Len returns the number of sessions, reserved ones included.
@@ -270,13 +546,33 @@ func (t *Sessions) Len() int {
 	return len(t.byID)
 }
 
+// Pending returns the number of sessions not connected yet.
+func (t *Sessions) Pending() int {
+	n, _ := t.pending.Len(netip.Addr{})
+	return n
+}
+
+// Refused returns how many claims Reserve refused, by the limit that
+// refused them.
+func (t *Sessions) Refused() map[Limit]uint64 {
+	out := make(map[Limit]uint64, numLimits)
+	for l := range numLimits {
+		out[l] = t.refused[l].Load()
+	}
+	return out
+}
+
+// TimedOut returns how many sessions were ended for not connecting within
+// Limits.ConnectTimeout.
+func (t *Sessions) TimedOut() uint64 { return t.timedOut.Load() }
+
 // CloseAll ends every session (at shutdown).
 func (t *Sessions) CloseAll(reason string) {
 	t.mu.Lock()
 	all := make([]Session, 0, len(t.byID))
-	for _, s := range t.byID {
-		if s != nil {
-			all = append(all, s)
+	for _, e := range t.byID {
+		if e.s != nil {
+			all = append(all, e.s)
 		}
 	}
 	t.mu.Unlock()
@@ -305,8 +601,11 @@ func (t *Sessions) Register(mux *http.ServeMux) {
 }
 
 func (t *Sessions) lookup(w http.ResponseWriter, r *http.Request) (Session, bool) {
+	var s Session
 	t.mu.Lock()
-	s := t.byID[r.PathValue("id")]
+	if e := t.byID[r.PathValue("id")]; e != nil {
+		s = e.s
+	}
 	t.mu.Unlock()
 	if s == nil {
 		WriteError(w, Errorf(http.StatusNotFound, "no such session"))

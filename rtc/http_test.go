@@ -52,10 +52,17 @@ func TestWriteError(t *testing.T) {
 	if w.Code != 401 || w.Header().Get("WWW-Authenticate") == "" || !strings.Contains(w.Body.String(), "wrong bearer token") {
 		t.Errorf("401: %d %v %q", w.Code, w.Header(), w.Body)
 	}
+	for _, status := range []int{503, 429} {
+		w = httptest.NewRecorder()
+		WriteError(w, Errorf(status, "full"))
+		if w.Code != status || w.Header().Get("Retry-After") != "10" {
+			t.Errorf("%d: Retry-After %q, want 10", status, w.Header().Get("Retry-After"))
+		}
+	}
 	w = httptest.NewRecorder()
-	WriteError(w, ErrFull)
-	if w.Code != 503 || w.Header().Get("Retry-After") == "" {
-		t.Errorf("503 without Retry-After: %v", w.Header())
+	WriteError(w, &Error{Status: 429, Msg: "slow down", RetryAfter: 1500 * time.Millisecond})
+	if w.Header().Get("Retry-After") != "2" {
+		t.Errorf("Retry-After %q for 1.5 s, want 2 (rounded up)", w.Header().Get("Retry-After"))
 	}
 	w = httptest.NewRecorder()
 	WriteError(w, errors.New("secret internals"))
@@ -148,22 +155,24 @@ func (f *fakeSession) RestartICE(frag *Sdpfrag) (string, string, error) {
 }
 
 func TestSessions(t *testing.T) {
-	tab := NewSessions(2, nil)
+	tab := NewSessions(Limits{Sessions: 2}, nil)
 	mux := http.NewServeMux()
 	tab.Register(mux)
-	id1, err := tab.Reserve()
+	id1, err := tab.Reserve(Claim{Peer: "192.0.2.1:5000"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(id1) != 32 {
 		t.Errorf("id %q: want 128 random bits in hex", id1)
 	}
-	id2, _ := tab.Reserve()
-	if _, err := tab.Reserve(); !errors.Is(err, ErrFull) {
-		t.Fatalf("third Reserve: %v, want ErrFull", err)
+	id2, _ := tab.Reserve(Claim{Peer: "192.0.2.2:5000"})
+	var he *Error
+	if _, err := tab.Reserve(Claim{Peer: "192.0.2.3:5000"}); !errors.As(err, &he) || he.Status != 503 || !strings.Contains(he.Msg, "session limit") {
+		t.Fatalf("third Reserve: %v, want a 503 at the session limit", err)
 	}
 	s := &fakeSession{closed: make(chan string, 1)}
 	tab.Set(id1, s)
+	tab.Connected(id1)
 
 	w := httptest.NewRecorder()
 	mux.ServeHTTP(w, httptest.NewRequest(http.MethodPut, SessionPathPrefix+id1, nil))
@@ -230,15 +239,16 @@ func TestSenderReporter(t *testing.T) {
 // TestSessionPatch walks a PATCH through every status of servePatch, with
 // a fake session.
 func TestSessionPatch(t *testing.T) {
-	tab := NewSessions(0, slog.New(slog.DiscardHandler))
+	tab := NewSessions(Limits{}, slog.New(slog.DiscardHandler))
 	mux := http.NewServeMux()
 	tab.Register(mux)
-	id, err := tab.Reserve()
+	id, err := tab.Reserve(Claim{Peer: "192.0.2.1:5000"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &fakeSession{closed: make(chan string, 1), etag: `"e1"`, ufrag: "cli1"}
 	tab.Set(id, s)
+	tab.Connected(id)
 
 	const (
 		trickle = "a=ice-ufrag:cli1\r\na=ice-pwd:clientpwdclientpwd1234\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n" +
@@ -395,10 +405,11 @@ func TestRealPatchRequests(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tab := NewSessions(0, slog.New(slog.DiscardHandler))
+			tab := NewSessions(Limits{}, slog.New(slog.DiscardHandler))
 			mux := http.NewServeMux()
 			tab.Register(mux)
-			id, _ := tab.Reserve()
+			id, _ := tab.Reserve(Claim{Peer: "192.0.2.1:5000"})
+			defer tab.Remove(id)
 			etag := p.IfMatch
 			if etag == "" {
 				etag = `"unsent"`

@@ -118,7 +118,15 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	if err != nil {
 		return nil, err
 	}
-	b.sessions = rtc.NewSessions(0, log)
+	sl := cfg.Limits.WithDefaults()
+	b.sessions = rtc.NewSessions(rtc.Limits{
+		Sessions:           sl.WebRTCSessions,
+		SessionsPerAddress: sl.WebRTCSessionsPerAddress,
+		Pending:            sl.WebRTCPending,
+		PendingPerAddress:  sl.WebRTCPendingPerAddress,
+		ConnectTimeout:     sl.WebRTCConnectTimeout,
+		ReadersPerStream:   sl.ReadersPerStream,
+	}, log)
 
 	mux := http.NewServeMux()
 	b.sessions.Register(mux)

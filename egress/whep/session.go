@@ -103,6 +103,7 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			s.connOnce.Do(func() { close(s.connected) })
+			s.h.cfg.Sessions.Connected(s.id)
 		case webrtc.PeerConnectionStateFailed:
 			s.cancel(errors.New("connection failed (ICE or DTLS)"))
 		case webrtc.PeerConnectionStateClosed:
@@ -112,7 +113,6 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 	for _, ot := range s.tracks {
 		go s.readRTCP(ot)
 	}
-	go s.run()
 	ok = true
 	log.Info("viewer session created", "tracks", len(s.tracks))
 	return s, s.Answer(), nil

@@ -7,7 +7,6 @@ package whep
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -33,8 +32,14 @@ type Config struct {
 	// ReadyTimeout bounds how long a POST waits for a stream whose publisher
 	// has connected but whose tracks are not known yet; 0 means 5 s.
 	ReadyTimeout time.Duration
-	// ConnectTimeout bounds ICE+DTLS after the answer; 0 means 20 s.
+	// ConnectTimeout bounds ICE+DTLS after the answer; 0 means 20 s. The
+	// sessions table ends a session that has not connected sooner
+	// (rtc.Limits.ConnectTimeout).
 	ConnectTimeout time.Duration
+	// MaxReaders returns the route's limit of readers of the stream at
+	// path (max_readers); nil or 0 means the sessions table's
+	// (rtc.Limits.ReadersPerStream).
+	MaxReaders func(path string) int
 	// OpusBitrate returns the bitrate (bit/s) of Opus transcoded from AAC
 	// for the stream at path; nil or 0 means transcode.DefaultOpusBitrate.
 	OpusBitrate func(path string) int
@@ -68,6 +73,8 @@ type Handler struct {
 	// reencodeRefusals logs viewers refused for want of a re-encoder, one
 	// line per stream per interval.
 	reencodeRefusals ratelog.Limiter
+	// refusals logs refused POSTs, one line per client per interval.
+	refusals rtc.RefusalLog
 }
 
 // NewHandler returns a WHEP handler.
@@ -93,23 +100,38 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	rtc.RegisterEndpoint(mux, "/whep/", h.servePost)
 }
 
+// servePost creates a viewer session. Refusals, each with a text/plain
+// reason (and Retry-After on 429 and 503):
+//
+//	400  the path breaks the stream path rule (internal/streampath), or
+//	     the offer cannot receive the stream
+//	401, 404  refused by Authorize; 404 also for no stream at path
+//	406  the stream has B-frames and the route rejects them
+//	413, 415  the offer is too large, or not application/sdp
+//	429  the client's address holds its share of sessions, or of sessions
+//	     still connecting (rtc.Limits)
+//	503  the server holds its maximum of sessions or of sessions
+//	     connecting, or the stream its readers
 func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 	path := r.PathValue("path")
+	if err := rtc.CheckPath(path); err != nil {
+		// Not logged with the path: it may be kilobytes of anything.
+		h.refusals.Log(h.log.With("peer", r.RemoteAddr), r, "viewer refused", err)
+		rtc.WriteError(w, err)
+		return
+	}
 	log := h.log.With("stream", path, "peer", r.RemoteAddr)
 	answer, loc, etag, err := h.newSession(w, r, path, log)
 	if err != nil {
-		var he *rtc.Error
-		if errors.As(err, &he) {
-			log.Info("viewer refused", "status", he.Status, "reason", he.Msg)
-		} else {
-			log.Error("viewer failed", "err", err)
-		}
+		h.refusals.Log(log, r, "viewer refused", err)
 		rtc.WriteError(w, err)
 		return
 	}
 	rtc.WriteAnswer(w, loc, etag, answer, h.cfg.Engine.ICEServers())
 }
 
+// newSession answers the viewer's offer. The session is in the sessions
+// table, then running, when it returns.
 func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (answer, location, etag string, err error) {
 	if err := h.cfg.Authorize(path, rtc.BearerToken(r)); err != nil {
 		return "", "", "", err
@@ -126,7 +148,11 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 	if err != nil {
 		return "", "", "", err
 	}
-	id, err := h.cfg.Sessions.Reserve()
+	claim := rtc.Claim{Peer: r.RemoteAddr, Joins: stream}
+	if h.cfg.MaxReaders != nil {
+		claim.MaxReaders = h.cfg.MaxReaders(path)
+	}
+	id, err := h.cfg.Sessions.Reserve(claim)
 	if err != nil {
 		return "", "", "", err
 	}
@@ -135,7 +161,14 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 		h.cfg.Sessions.Remove(id)
 		return "", "", "", err
 	}
-	h.cfg.Sessions.Set(id, s)
+	// In the table first, then running: the session removes itself from
+	// the table when it ends, which must come after Set.
+	stored := h.cfg.Sessions.Set(id, s)
+	go s.run()
+	if !stored {
+		s.Close("ICE/DTLS did not complete in time")
+		return "", "", "", rtc.Errorf(http.StatusServiceUnavailable, "the session timed out before it was answered, try again")
+	}
 	return answer, rtc.Location(r, id), s.ETag(), nil
 }
 

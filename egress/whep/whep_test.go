@@ -40,9 +40,10 @@ func frame(tr *media.Track, n int, key bool, sps []byte) *media.Unit {
 
 // bench is a WHEP handler on a loopback UDP port over a registry.
 type bench struct {
-	reg  *media.Registry
-	url  string
-	logs *syncBuf
+	reg      *media.Registry
+	sessions *rtc.Sessions
+	url      string
+	logs     *syncBuf
 }
 
 type syncBuf struct {
@@ -62,7 +63,11 @@ func (b *syncBuf) String() string {
 	return b.b.String()
 }
 
-func newBench(t *testing.T) *bench {
+func newBench(t *testing.T) *bench { t.Helper(); return newBenchWith(t, rtc.Limits{}) }
+
+// newBenchWith is newBench with the sessions table's limits lim (zero
+// fields: the defaults).
+func newBenchWith(t *testing.T, lim rtc.Limits) *bench {
 	t.Helper()
 	logs := &syncBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -79,7 +84,7 @@ func newBench(t *testing.T) *bench {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sessions := rtc.NewSessions(0, log)
+	sessions := rtc.NewSessions(lim, log)
 	reg := media.NewRegistry(log)
 	mux := http.NewServeMux()
 	sessions.Register(mux)
@@ -96,7 +101,7 @@ func newBench(t *testing.T) *bench {
 		sessions.CloseAll("test over")
 		_ = engine.Close()
 	})
-	return &bench{reg: reg, url: srv.URL, logs: logs}
+	return &bench{reg: reg, sessions: sessions, url: srv.URL, logs: logs}
 }
 
 // viewer is a pion WHEP client that records the video it receives.

@@ -123,7 +123,7 @@ func (r *remote) start(addr string) {
 	t.Helper()
 	r.reg = media.NewRegistry(r.log)
 	r.engine = newEngine(t, r.log)
-	r.sessions = rtc.NewSessions(0, r.log)
+	r.sessions = rtc.NewSessions(rtc.Limits{}, r.log)
 	mux := http.NewServeMux()
 	r.sessions.Register(mux)
 	ingestwhip.NewHandler(ingestwhip.Config{

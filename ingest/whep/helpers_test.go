@@ -103,7 +103,7 @@ func (r *remote) start(addr string) {
 	t := r.t
 	t.Helper()
 	r.engine = newEngine(t, r.log)
-	r.sessions = rtc.NewSessions(0, r.log)
+	r.sessions = rtc.NewSessions(rtc.Limits{}, r.log)
 	mux := http.NewServeMux()
 	r.sessions.Register(mux)
 	egresswhep.NewHandler(egresswhep.Config{

@@ -80,11 +80,11 @@ type testServer struct {
 	client   *http.Client
 }
 
-func newTestServer(t *testing.T) *testServer { return newTestServerWith(t, 0) }
+func newTestServer(t *testing.T) *testServer { return newTestServerWith(t, rtc.Limits{}) }
 
-// newTestServerWith makes a server whose sessions table holds at most
-// maxSessions (0: the default).
-func newTestServerWith(t *testing.T, maxSessions int) *testServer {
+// newTestServerWith makes a server whose sessions table has the limits
+// lim (zero fields: the defaults).
+func newTestServerWith(t *testing.T, lim rtc.Limits) *testServer {
 	t.Helper()
 	log := testLogger()
 	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -97,7 +97,7 @@ func newTestServerWith(t *testing.T, maxSessions int) *testServer {
 	}
 	ts := &testServer{
 		reg:      hub.NewRegistry(log),
-		sessions: rtc.NewSessions(maxSessions, log),
+		sessions: rtc.NewSessions(lim, log),
 		engine:   engine,
 		// No keep-alive: idle connections would count as leaked goroutines.
 		client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second},

@@ -67,6 +67,7 @@ func startSession(h *Handler, pub *publisher, off *offer, rawOffer, id string, l
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			s.log.Info("publisher connected")
+			s.h.cfg.Sessions.Connected(s.id)
 		case webrtc.PeerConnectionStateFailed:
 			s.cancel(errors.New("connection failed (ICE or DTLS)"))
 		case webrtc.PeerConnectionStateClosed:

@@ -15,16 +15,21 @@
 //
 // Refusals, each with a text/plain reason:
 //
-//	400  the body is not an SDP offer, or it offers neither H.264
-//	     (packetization-mode=1; Baseline, Main or High) nor Opus to send
-//	     (RFC 9725 leaves the code to the server; 400 says "fix the request")
+//	400  the path breaks the stream path rule (internal/streampath),
+//	     empty included; the body is not an SDP offer, or it offers
+//	     neither H.264 (packetization-mode=1; Baseline, Main or High) nor
+//	     Opus to send (RFC 9725 leaves the code to the server; 400 says
+//	     "fix the request")
 //	401  ingest.ErrBadKey, with WWW-Authenticate: Bearer
 //	403  ingest.ErrProtocolNotAllowed, or any other refusal of Authorize
-//	404  ingest.ErrNoRoute, or no path
+//	404  ingest.ErrNoRoute
 //	409  the path already has a publisher (media.ErrPublisherExists)
 //	413  the offer is larger than rtc.MaxSDPSize
 //	415  Content-Type is not application/sdp
-//	503  the sessions table is full, with Retry-After
+//	429  the client's address holds its share of sessions, or of sessions
+//	     still connecting (rtc.Limits), with Retry-After
+//	503  the server holds its maximum of sessions, or of sessions
+//	     connecting, with Retry-After
 package whip
 
 import (
@@ -60,6 +65,8 @@ type Handler struct {
 	// without it. NewHandler sets them; tests shorten them.
 	idleTimeout time.Duration
 	trackWait   time.Duration
+	// refusals logs refused POSTs, one line per client per interval.
+	refusals rtc.RefusalLog
 }
 
 // Timing defaults.
@@ -68,8 +75,6 @@ const (
 	// Browsers send a keyframe first and answer a PLI within a few frames;
 	// 3 s leaves room for a slow encoder without holding viewers long.
 	defaultTrackWait = 3 * time.Second
-	// retryAfter is the Retry-After of a 503 at the session limit, seconds.
-	retryAfter = "10"
 )
 
 // NewHandler returns a WHIP handler.
@@ -93,18 +98,16 @@ func (h *Handler) Register(mux *http.ServeMux) {
 
 func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 	path := r.PathValue("path")
+	if err := rtc.CheckPath(path); err != nil {
+		// Not logged with the path: it may be kilobytes of anything.
+		h.refusals.Log(h.log.With("peer", r.RemoteAddr), r, "publish refused", err)
+		rtc.WriteError(w, err)
+		return
+	}
 	log := h.log.With("stream", path, "peer", r.RemoteAddr)
 	s, answer, err := h.newSession(w, r, path, log)
 	if err != nil {
-		var he *rtc.Error
-		if errors.As(err, &he) {
-			log.Info("publish refused", "status", he.Status, "reason", he.Msg)
-		} else {
-			log.Error("publish failed", "err", err)
-		}
-		if errors.Is(err, rtc.ErrFull) {
-			w.Header().Set("Retry-After", retryAfter)
-		}
+		h.refusals.Log(log, r, "publish refused", err)
 		rtc.WriteError(w, err)
 		return
 	}
@@ -114,9 +117,6 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 // newSession admits the publisher, claims the path and answers the offer.
 // The session is running and in the sessions table when it returns.
 func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (*session, string, error) {
-	if path == "" {
-		return nil, "", rtc.Errorf(http.StatusNotFound, "no stream path: publish to /whip/<path>")
-	}
 	if err := h.authorize(r, path, log); err != nil {
 		return nil, "", err
 	}
@@ -128,7 +128,7 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 	if err != nil {
 		return nil, "", err
 	}
-	id, err := h.cfg.Sessions.Reserve()
+	id, err := h.cfg.Sessions.Reserve(rtc.Claim{Peer: r.RemoteAddr})
 	if err != nil {
 		return nil, "", err
 	}
@@ -146,8 +146,12 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 		h.cfg.Sessions.Remove(id)
 		return nil, "", err
 	}
-	h.cfg.Sessions.Set(id, s)
-	s.start()
+	stored := h.cfg.Sessions.Set(id, s)
+	s.start() // after Set: the session removes itself when it ends
+	if !stored {
+		s.Close("ICE/DTLS did not complete in time")
+		return nil, "", rtc.Errorf(http.StatusServiceUnavailable, "the session timed out before it was answered, try again")
+	}
 	s.log.Info("publish session created", "video", s.expectVideo, "audio", s.expectAudio)
 	return s, answer, nil
 }

@@ -77,7 +77,7 @@ func TestPublish(t *testing.T) {
 			{"bad content type", "live/cam2", testToken, "text/plain", chromium, 415, "application/sdp"},
 			{"malformed SDP", "live/cam2", testToken, "application/sdp", "v=0\r\nthis is not SDP\r\n", 400, "cannot be parsed"},
 			{"empty body", "live/cam2", testToken, "application/sdp", "", 400, "empty"},
-			{"no path", "", testToken, "application/sdp", chromium, 404, "no stream path"},
+			{"no path", "", testToken, "application/sdp", chromium, 400, "invalid stream path: empty"},
 			{"recvonly offer", "live/cam2", testToken, "application/sdp", realOffer(t, "chromium156-whep-offer.sdp"), 400, "sendonly or sendrecv"},
 		}
 		for _, tc := range cases {
@@ -528,7 +528,7 @@ func TestPacketLoss(t *testing.T) {
 // TestSessionLimit: at the sessions table's limit a publish gets a 503
 // with Retry-After, and a path freed by DELETE can be published again.
 func TestSessionLimit(t *testing.T) {
-	ts := newTestServerWith(t, 1)
+	ts := newTestServerWith(t, rtc.Limits{Sessions: 1})
 	offer := realOffer(t, "chromium156-whip-whep-js-offer.sdp")
 	resp, body := ts.post(t, "live/a", testToken, "application/sdp", offer)
 	if resp.StatusCode != http.StatusCreated {
