@@ -5,7 +5,9 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	gosrt "github.com/datarhei/gosrt"
@@ -15,6 +17,7 @@ import (
 	egresssrt "github.com/wishbridge/bridge/egress/srt"
 	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/ingest/rtmp"
+	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -171,4 +174,34 @@ func (b *Bridge) publicPaths() []string {
 func (b *Bridge) isPrivate(cfg *config.Config, path string) bool {
 	r, ok := cfg.Match(path)
 	return !ok || r.Private()
+}
+
+// openPublishing describes the routes anyone may publish to (no
+// publish_key, no pull) over a listener bound to a non-loopback address,
+// with the config key that closes each; "" when there are none. Start
+// logs it once as a warning: the embedded default is open for a first run
+// on a laptop, which is a mistake on a server.
+func openPublishing(cfg *config.Config, listeners map[string]net.Addr) string {
+	public := map[string]bool{}
+	for proto, a := range listeners {
+		if ip := addrlimit.AddrOf(a); !ip.IsValid() || !ip.IsLoopback() {
+			public[proto] = true
+		}
+	}
+	var open []string
+	for i, r := range cfg.Routes {
+		if r.PublishKey != "" || r.Pull != "" {
+			continue
+		}
+		var protos []string
+		for _, p := range r.Ingest {
+			if public[p] {
+				protos = append(protos, p)
+			}
+		}
+		if len(protos) > 0 {
+			open = append(open, fmt.Sprintf("routes[%d] %q (%s): set routes[%d].publish_key", i, r.Path, strings.Join(protos, ", "), i))
+		}
+	}
+	return strings.Join(open, "; ")
 }

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -103,9 +104,17 @@ func (p *pump) run() {
 		p.mu.Unlock()
 		more := false
 		for _, s := range turn {
-			if s.pump() {
-				more = true
+			// A panic while sending ends that viewer alone; the pump
+			// goes on with the others.
+			sent := false
+			if panics.Do(panicComponent, s.log, func() { sent = s.pump() }) {
+				s.sendMu.Lock()
+				s.stopped = true
+				s.sendMu.Unlock()
+				s.cancel(errPanicked)
+				continue
 			}
+			more = more || sent
 		}
 		clear(turn) // keep no session alive from here
 		if more {
