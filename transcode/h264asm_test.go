@@ -278,26 +278,3 @@ func FuzzH264Assembler(f *testing.F) {
 		}
 	})
 }
-
-func TestMediaClock(t *testing.T) {
-	c := MediaClock{Rate: 90000}
-	c.Start(0xffffff00, 10*time.Millisecond+3) // offset rounds to a whole tick
-	if got := c.PTS(0xffffff00); got != 10*time.Millisecond {
-		t.Errorf("first pts %v", got)
-	}
-	if got := c.PTS(0x00000100 - 56); got != 10*time.Millisecond+time.Duration(456)*time.Second/90000 {
-		t.Errorf("after the wrap: %v", got)
-	}
-	if got := c.PTS(0xffffff00 - 90000); got != 10*time.Millisecond-time.Second {
-		t.Errorf("reordered before the start: %v", got)
-	}
-	// Round trip through the transcode packetizer's conversion.
-	tr := &media.Track{Codec: media.H264{}}
-	c.Start(1234, 333333333)
-	for _, ts := range []uint32{1234, 1234 + 3000, 1234 + 2999, 1234 + 90000*3600} {
-		back := RTPTimestamp(tr, c.PTS(ts))
-		if want := uint32(ClockTicks(333333333, 90000)) + ts - 1234; back != want {
-			t.Errorf("ts %d -> %v -> %d, expected %d", ts, c.PTS(ts), back, want)
-		}
-	}
-}
