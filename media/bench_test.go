@@ -75,3 +75,22 @@ func benchmarkWriteFanout(b *testing.B, n int, mode string) {
 	s.Close()
 	wg.Wait()
 }
+
+// BenchmarkWriteProcessors is Write with no reader and k processors on the
+// unit's track: the cost a processor adds to every unit besides its own
+// work (its call under the panic boundary, see Processor).
+func BenchmarkWriteProcessors(b *testing.B) {
+	for _, k := range []int{0, 1, 4} {
+		b.Run(fmt.Sprintf("processors=%d", k), func(b *testing.B) {
+			s, video, _ := newTestStream(b)
+			for i := range k {
+				defer addProc(b, s.Stream, video, fmt.Sprint("p", i), func(*Track) Processor { return procFunc(func(*Unit) error { return nil }) })()
+			}
+			u := vunit(video, 0, false)
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Write(u)
+			}
+		})
+	}
+}
