@@ -69,17 +69,23 @@ func TestChooseH264NoH264(t *testing.T) {
 
 func realOffer(t *testing.T, name string) *offer {
 	t.Helper()
+	o, err := parseOffer(realOfferSDP(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// realOfferSDP returns a captured offer from ../shared/sdp.
+func realOfferSDP(t *testing.T, name string) string {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("../../../shared/sdp", name))
 	if err != nil {
 		t.Fatalf("fixture: %v", err)
 	}
 	// The captures end with the capturing tool's notes after a blank line.
 	sdp, _, _ := strings.Cut(strings.ReplaceAll(string(raw), "\r\n", "\n"), "\n\n")
-	o, err := parseOffer(strings.ReplaceAll(sdp, "\n", "\r\n") + "\r\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return o
+	return strings.ReplaceAll(sdp, "\n", "\r\n") + "\r\n"
 }
 
 // TestParseRealOffers: Chromium's WHEP offer can receive the stream's H.264
