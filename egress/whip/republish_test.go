@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
@@ -102,4 +103,43 @@ func TestForwardICEAfterRepublishWithFewerTracks(t *testing.T) {
 	if got.codecs != "H264" || got.videoUnits == 0 || got.width != 640 {
 		t.Errorf("the remote got %+v, expected the H.264 640x360 video only", got)
 	}
+}
+
+// TestForwardPanicEndsSession (issue 12, panic boundary): a panic on the
+// forward's goroutine while it streams ends that session like a failure:
+// its remote session is DELETEd, the panic is counted under "whip
+// forward", and the next session forwards the stream. (It used to end the
+// whole bridge.)
+func TestForwardPanicEndsSession(t *testing.T) {
+	src := startSource(t, "h264-aac.flv")
+	rem := startRemote(t, "", nil)
+	f := newTestForwarder(src, rem.url+"/whip/"+dstPath, "")
+	before := forwardPanics()
+	streaming := make(chan struct{}, 8)
+	var first sync.Once
+	f.onStreaming = func() {
+		first.Do(func() { panic("a bug in the forward") })
+		streaming <- struct{}{}
+	}
+	run(t, f)
+	testkit.WaitStreaming(t, streaming, 30*time.Second)
+	if got := forwardPanics() - before; got != 1 {
+		t.Errorf("%d panics counted under whip forward, expected 1", got)
+	}
+	if n := rem.count("DELETE /sessions/"); n != 1 {
+		t.Errorf("%d DELETEs, expected the panicked session's:\n%s", n, rem.requestLog())
+	}
+	src.logs.WaitLog(t, time.Second, "whip forward failed", "a panic ended the session")
+	if got := receive(t, rem.reg, dstPath, time.Second); got.videoUnits == 0 {
+		t.Errorf("the next session forwarded nothing: %+v", got)
+	}
+}
+
+func forwardPanics() uint64 {
+	for _, c := range panics.Counts() {
+		if c.Component == "whip forward" {
+			return c.N
+		}
+	}
+	return 0
 }
