@@ -16,6 +16,7 @@ import (
 	"github.com/yutopp/go-rtmp/message"
 
 	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/streampath"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
@@ -44,6 +45,23 @@ var (
 	errShutdown    = errors.New("server shutting down")
 	errUnpublished = errors.New("unpublished by the peer")
 )
+
+// panicComponent names the connections' panic boundary in logs and in
+// bridge_panics_total.
+const panicComponent = "rtmp connection"
+
+// errPanicked ends a connection whose callback panicked.
+var errPanicked = errors.New("internal error: a panic was recovered (logged with its stack)")
+
+// abort ends the connection after a panic in one of its callbacks (the
+// panic boundary: every go-rtmp callback defers panics.Recover, so a
+// panic ends this connection only): the callback returns errPanicked and
+// the socket is closed, so go-rtmp tears the connection down and OnClose
+// ends its publication as for any other error.
+func (h *handler) abort() error {
+	_ = h.c.Conn.Close()
+	return h.setErr(errPanicked)
+}
 
 // refusal is the error a handler returns for a refused publish or play;
 // the refusal has been logged already.
@@ -170,6 +188,7 @@ func (h *handler) Fire(e *logrus.Entry) error {
 // size so that status messages fit one chunk. Nothing has been written
 // through go-rtmp yet, so changing its state here does not race its writer.
 func (h *handler) OnServe(rc *gortmp.Conn) {
+	defer panics.Recover(panicComponent, h.log, func() { _ = h.abort() })
 	h.rc = rc
 	cs := rc.GetChunkStreamer()
 	if err := cs.SelfState().SetChunkSize(outChunkSize); err != nil {
@@ -207,7 +226,8 @@ func (h *handler) sendStatus(streamID uint32, level message.NetStreamOnStatusLev
 	})
 }
 
-func (h *handler) OnConnect(_ uint32, cmd *message.NetConnectionConnect) error {
+func (h *handler) OnConnect(_ uint32, cmd *message.NetConnectionConnect) (err error) {
+	defer panics.Recover(panicComponent, h.log, func() { err = h.abort() })
 	h.rawApp = cmd.Command.App
 	h.app, _, _ = strings.Cut(cmd.Command.App, "?") // the query may hold the key
 	h.log.Info("rtmp connect", "app", h.app)
@@ -217,7 +237,8 @@ func (h *handler) OnConnect(_ uint32, cmd *message.NetConnectionConnect) error {
 // OnPublish admits or refuses a publish. A refusal sends an onStatus error
 // with the reason, logs one line, and returns an error, which makes
 // go-rtmp send NetStream.Publish.Failed and close the connection.
-func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.NetStreamPublish) error {
+func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.NetStreamPublish) (err error) {
+	defer panics.Recover(panicComponent, h.log, func() { err = h.abort() })
 	path, key, perr := streamPath(h.rawApp, cmd.PublishingName)
 	logPath := path
 	if perr != nil {
@@ -277,7 +298,8 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 
 // OnPlay serves a play request through Config.Play (play.go), or refuses
 // it when there is no Play hook.
-func (h *handler) OnPlay(ctx *gortmp.StreamContext, _ uint32, cmd *message.NetStreamPlay) error {
+func (h *handler) OnPlay(ctx *gortmp.StreamContext, _ uint32, cmd *message.NetStreamPlay) (err error) {
+	defer panics.Recover(panicComponent, h.log, func() { err = h.abort() })
 	if h.srv.play != nil {
 		return h.play(ctx.StreamID, cmd)
 	}
@@ -292,12 +314,14 @@ func (h *handler) OnPlay(ctx *gortmp.StreamContext, _ uint32, cmd *message.NetSt
 	return h.setErr(&refusal{reason: "play refused: play is not supported yet"})
 }
 
-func (h *handler) OnFCUnpublish(uint32, *message.NetStreamFCUnpublish) error {
+func (h *handler) OnFCUnpublish(uint32, *message.NetStreamFCUnpublish) (err error) {
+	defer panics.Recover(panicComponent, h.log, func() { err = h.abort() })
 	h.endPublish(errUnpublished)
 	return nil
 }
 
-func (h *handler) OnDeleteStream(_ uint32, cmd *message.NetStreamDeleteStream) error {
+func (h *handler) OnDeleteStream(_ uint32, cmd *message.NetStreamDeleteStream) (err error) {
+	defer panics.Recover(panicComponent, h.log, func() { err = h.abort() })
 	if h.stream != nil && cmd.StreamID == h.pubID {
 		h.endPublish(errUnpublished)
 	}
@@ -306,6 +330,11 @@ func (h *handler) OnDeleteStream(_ uint32, cmd *message.NetStreamDeleteStream) e
 
 // OnClose runs once when the connection is torn down, whatever the cause.
 func (h *handler) OnClose() {
+	defer panics.Recover(panicComponent, h.log, func() {
+		if h.stream != nil {
+			h.stream.Close()
+		}
+	})
 	reason := h.closeReason()
 	if h.stream != nil {
 		h.endPublish(reason)
@@ -360,7 +389,8 @@ func (h *handler) endPublish(reason error) {
 }
 
 // OnSetDataFrame reads the announced codecs from onMetaData.
-func (h *handler) OnSetDataFrame(_ uint32, data *message.NetStreamSetDataFrame) error {
+func (h *handler) OnSetDataFrame(_ uint32, data *message.NetStreamSetDataFrame) (err error) {
+	defer panics.Recover(panicComponent, h.log, func() { err = h.abort() })
 	return h.setErr(h.metadata(data.Payload))
 }
 
@@ -403,7 +433,8 @@ func (h *handler) readPayload(r io.Reader) ([]byte, error) {
 	return bytes.Clone(h.buf.Bytes()), nil
 }
 
-func (h *handler) OnVideo(ts uint32, payload io.Reader) error {
+func (h *handler) OnVideo(ts uint32, payload io.Reader) (err error) {
+	defer panics.Recover(panicComponent, h.log, func() { err = h.abort() })
 	if h.stream == nil {
 		return nil
 	}
@@ -485,7 +516,8 @@ func (h *tagSink) onAVCConfig(b []byte) error {
 	return h.maybeDeclare()
 }
 
-func (h *handler) OnAudio(ts uint32, payload io.Reader) error {
+func (h *handler) OnAudio(ts uint32, payload io.Reader) (err error) {
+	defer panics.Recover(panicComponent, h.log, func() { err = h.abort() })
 	if h.stream == nil {
 		return nil
 	}

@@ -33,11 +33,19 @@ func allowAll(ingest.Request) error { return nil }
 // unit) sent on ts.newRdr.
 func startServer(t *testing.T, auth ingest.Authorizer, configure func(*Server)) *testServer {
 	t.Helper()
+	return startServerConfig(t, Config{Authorize: auth}, configure)
+}
+
+// startServerConfig is startServer with a Config; its Registry and Log are
+// the test's.
+func startServerConfig(t *testing.T, cfg Config, configure func(*Server)) *testServer {
+	t.Helper()
 	logs := &testkit.LogBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := media.NewRegistry(log)
+	cfg.Registry, cfg.Log = reg, log
 	ts := &testServer{
-		Server: NewServer(Config{Registry: reg, Authorize: auth, Log: log}),
+		Server: NewServer(cfg),
 		reg:    reg,
 		logs:   logs,
 		errc:   make(chan error, 1),

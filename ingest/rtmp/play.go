@@ -10,6 +10,8 @@ import (
 	"github.com/yutopp/go-rtmp/message"
 
 	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/internal/addrlimit"
+	"github.com/wishbridge/bridge/internal/connlimit"
 )
 
 // Play support: the server speaks the protocol up to the play command and
@@ -83,6 +85,14 @@ type playWriter struct {
 func (w *playWriter) WriteMessage(typeID uint8, ts uint32, payload []byte) error {
 	h := w.h
 	if !w.started {
+		// Config.Play has authorized the player and attached its hub
+		// reader: the count includes this player, so concurrent plays
+		// can be refused together but never all admitted past the limit,
+		// and a player the route refuses learns nothing about the
+		// stream's audience.
+		if err := h.srv.gate.CheckReaders(h.srv.reg, w.path, 0); err != nil {
+			return err
+		}
 		w.started = true
 		if err := h.write(2, 0, 0, &message.UserCtrl{Event: &message.UserCtrlEventStreamBegin{StreamID: w.streamID}}); err != nil {
 			return err
@@ -158,6 +168,11 @@ func (h *handler) play(streamID uint32, cmd *message.NetStreamPlay) error {
 			err = errors.New("nothing to play")
 		}
 		switch {
+		case errors.Is(err, connlimit.ErrReaders):
+			_ = h.sendStatus(streamID, message.NetStreamOnStatusLevelError, message.NetStreamOnStatusCodePlayFailed, fmt.Sprintf("play %q refused: %v", path, err))
+			h.srv.gate.Log(addrlimit.AddrOf(h.c.peer), "rtmp play refused", "peer", h.c.peer, "stream", path, "reason", err.Error())
+			h.quiet = true
+			return h.setErr(&refusal{reason: "play refused: " + err.Error()})
 		case errors.Is(err, ErrStreamNotFound):
 			return refuse(codePlayStreamNotFound, fmt.Sprintf("stream %q not found", path), err)
 		case errors.Is(err, ingest.ErrBadKey):

@@ -35,6 +35,22 @@ func dialRaw(t *testing.T, addr string) *rawClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return handshakeRaw(t, nc)
+}
+
+// dialRawFrom is dialRaw from the local address local.
+func dialRawFrom(t *testing.T, local, addr string) *rawClient {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return handshakeRaw(t, nc)
+}
+
+func handshakeRaw(t *testing.T, nc net.Conn) *rawClient {
+	t.Helper()
 	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := handshake.HandshakeWithServer(nc, nc, &handshake.Config{}); err != nil {
 		nc.Close()

@@ -82,10 +82,21 @@
 // commands and metadata, 8 MiB + 64 KiB for video, 64 KiB for audio; access
 // units by mediacommon's h264.MaxAccessUnitSize and MaxNALUsPerAccessUnit;
 // 16 chunk streams and 8 message streams per connection; a sustained
-// inbound rate above 200 Mbit/s (averaged over 5 s) closes the connection.
+// inbound rate above Config.MaxBitrate (200 Mbit/s by default, averaged
+// over 5 s) closes the connection.
+//
+// Config.MaxConns and MaxConnsPerAddr bound the connections: one over
+// either is closed right after the TCP accept, before the handshake and
+// without a goroutine, so a flood of half-open connections costs a file
+// descriptor for a moment, not a connection's goroutines and buffers; a
+// connection admitted holds its slot at most 10 s unless it publishes or
+// plays. Config.MaxReaders bounds the readers of one stream: a play over it
+// gets NetStream.Play.Failed saying so. Each refusal is counted
+// (Server.Refusals) and logged at most once per client address every 10 s.
 package rtmp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -101,6 +112,8 @@ import (
 	"github.com/yutopp/go-rtmp/message"
 
 	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/internal/addrlimit"
+	"github.com/wishbridge/bridge/internal/connlimit"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -119,7 +132,31 @@ type Config struct {
 	Play func(ctx context.Context, req PlayRequest, w PlayWriter) error
 	// Log receives connection and stream events; nil means slog.Default().
 	Log *slog.Logger
+
+	// MaxConns and MaxConnsPerAddr bound the open connections, in total
+	// and per client address (IPv6 per /64; see internal/addrlimit). A
+	// connection over either is closed right after the TCP accept, before
+	// the handshake and without a goroutine of its own. 0 means no limit.
+	// cmd/bridge sets them from limits.rtmp_connections and
+	// limits.rtmp_connections_per_address.
+	MaxConns, MaxConnsPerAddr int
+	// MaxReaders returns how many readers the stream at path may have,
+	// counted by the hub across every read protocol (media.Stream.Readers:
+	// WHEP viewers, RTMP players, SRT readers); a play of a stream that
+	// has that many already is refused with NetStream.Play.Failed. nil, or
+	// a result <= 0, means no limit. cmd/bridge returns the route's
+	// max_readers or limits.readers_per_stream.
+	MaxReaders func(path string) int
+	// MaxBitrate bounds what one connection sends, in bit/s averaged over
+	// 5 s; over it the connection is closed. 0 means
+	// DefaultMaxBitrate. cmd/bridge sets it from limits.ingest_bitrate.
+	MaxBitrate int
 }
+
+// DefaultMaxBitrate is the inbound bitrate bound when Config.MaxBitrate is
+// 0: above what any contribution encoder sends (4K at high quality is
+// 50-100 Mbit/s), below what would let one peer take a gigabit link.
+const DefaultMaxBitrate = 200_000_000
 
 // Defaults for the timeouts and limits the Config does not expose.
 const (
@@ -127,7 +164,6 @@ const (
 	defaultIdleTimeout  = 10 * time.Second
 	defaultWriteTimeout = 10 * time.Second
 	defaultConfigWait   = time.Second
-	defaultMaxBitrate   = 200_000_000 // bits per second
 	bitrateWindow       = 5 * time.Second
 	// ackWindowSize is the window acknowledgement size announced to the
 	// peer and used for our acknowledgements (the usual 2.5 MB).
@@ -159,11 +195,13 @@ type Server struct {
 	onPublish func(*media.Stream)
 	play      func(context.Context, PlayRequest, PlayWriter) error
 
+	gate *connlimit.Gate // connection slots (taken at accept), reader limit, refusals
+
 	mu        sync.Mutex
 	closed    bool               // guarded by mu
 	serving   bool               // guarded by mu
 	rs        *gortmp.Server     // guarded by mu
-	conns     map[*conn]struct{} // guarded by mu
+	open      map[*conn]struct{} // guarded by mu
 	acceptErr error              // guarded by mu: why the listener failed
 	wg        sync.WaitGroup     // one per accepted connection until it is torn down
 	done      chan struct{}      // closed by Close
@@ -188,11 +226,16 @@ func NewServer(cfg Config) *Server {
 		idleTimeout:  defaultIdleTimeout,
 		writeTimeout: defaultWriteTimeout,
 		configWait:   defaultConfigWait,
-		maxBitrate:   defaultMaxBitrate,
-		conns:        make(map[*conn]struct{}),
+		maxBitrate:   int64(cmp.Or(cfg.MaxBitrate, DefaultMaxBitrate)),
+		gate:         connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr, cfg.MaxReaders, log),
+		open:         make(map[*conn]struct{}),
 		done:         make(chan struct{}),
 	}
 }
+
+// Refusals returns what the server's limits refused since it was made,
+// for metrics.
+func (s *Server) Refusals() connlimit.Refusals { return s.gate.Refusals() }
 
 // Serve accepts connections on l until Close, then returns nil; it returns
 // an error if l fails for another reason (after closing it). Serve takes
@@ -239,8 +282,8 @@ func (s *Server) Close() error {
 	s.closed = true
 	close(s.done)
 	rs := s.rs
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
+	conns := make([]*conn, 0, len(s.open))
+	for c := range s.open {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
@@ -302,14 +345,22 @@ func (l *listener) Accept() (net.Conn, error) {
 			}
 			continue
 		}
+		release, err := s.gate.Acquire(addrlimit.AddrOf(nc.RemoteAddr()), "rtmp connection refused", "peer", nc.RemoteAddr().String())
+		if err != nil {
+			// Refused before go-rtmp sees it: no handshake, no goroutine.
+			nc.Close()
+			continue
+		}
 		c := newConn(nc, s)
+		c.release = release
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
+			release()
 			return nil, net.ErrClosed
 		}
-		s.conns[c] = struct{}{}
+		s.open[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		return c, nil
@@ -318,8 +369,11 @@ func (l *listener) Accept() (net.Conn, error) {
 
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
-	delete(s.conns, c)
+	delete(s.open, c)
 	s.mu.Unlock()
+	if c.release != nil {
+		c.release()
+	}
 	s.wg.Done()
 }
 
@@ -355,6 +409,7 @@ type conn struct {
 	srv      *Server
 	peer     string
 	accepted time.Time
+	release  func() // gives the connection's slot back (Server.conns)
 
 	// Set by the handler from the read goroutine.
 	publishing atomic.Bool
@@ -437,9 +492,10 @@ func (c *conn) fill() error {
 			c.winStart, c.winBytes = now, 0
 		}
 		c.winBytes += int64(n)
-		if limit := c.srv.maxBitrate / 8 * int64(bitrateWindow/time.Second); c.srv.maxBitrate > 0 && c.winBytes > limit {
+		if limit := c.srv.maxBitrate / 8 * int64(bitrateWindow/time.Second); c.winBytes > limit {
 			c.out = c.out[:0]
-			return c.fail(fmt.Errorf("peer sends more than %d Mbit/s", c.srv.maxBitrate/1_000_000))
+			c.srv.gate.CountBitrate()
+			return c.fail(fmt.Errorf("peer sends more than %g Mbit/s (limits.ingest_bitrate)", float64(c.srv.maxBitrate)/1e6))
 		}
 	}
 	if err == nil {
