@@ -29,6 +29,12 @@ func allowAll(ingest.Request) error { return nil }
 // (attached before its first unit) sent on ts.newRdr.
 func startServer(t *testing.T, cfg Config, configure func(*Server)) *testServer {
 	t.Helper()
+	return startServerOn(t, "127.0.0.1:0", cfg, configure)
+}
+
+// startServerOn is startServer listening on addr.
+func startServerOn(t *testing.T, addr string, cfg Config, configure func(*Server)) *testServer {
+	t.Helper()
 	logs := &testkit.LogBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := media.NewRegistry(log)
@@ -54,7 +60,7 @@ func startServer(t *testing.T, cfg Config, configure func(*Server)) *testServer 
 	if configure != nil {
 		configure(ts.Server)
 	}
-	if err := ts.Listen("127.0.0.1:0"); err != nil {
+	if err := ts.Listen(addr); err != nil {
 		t.Fatal(err)
 	}
 	ts.addr = ts.Addr().String()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	mpegtscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 	gosrt "github.com/datarhei/gosrt"
 
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -79,6 +81,11 @@ type publisherConfig struct {
 	// onPublish, if set, is called with the stream before any of its
 	// units is written (tests attach readers there).
 	onPublish func(*media.Stream)
+	// maxBitrate bounds what the peer sends, in bit/s averaged over
+	// bitrateWindow; 0 means no bound. onBitrate, if set, is called when
+	// the bound ends the publisher (for the Server's refusal count).
+	maxBitrate int64
+	onBitrate  func()
 }
 
 // publisher is one SRT connection that sends MPEG-TS (accepted by the
@@ -177,7 +184,10 @@ func (p *publisher) run() {
 			p.stop(fmt.Errorf("no MPEG-TS program (PAT and PMT) within %v", p.cfg.setupTimeout))
 		}
 	})
-	err := p.demux(setup)
+	var err error
+	if panics.Do(panicComponent, p.log, func() { err = p.demux(setup) }) {
+		err = errPanicked // the mediacommon callbacks and the demux loop run in demux
+	}
 	setup.Stop()
 	p.idle.Stop()
 
@@ -231,6 +241,12 @@ func (p *publisher) demux(setup *time.Timer) error {
 	p.pmtAt = time.Now()
 	if err := p.setupTracks(r); err != nil {
 		return err
+	}
+	p.in.keep = []uint16{}
+	for _, es := range []*esTrack{p.video, p.audio} {
+		if es != nil {
+			p.in.keep = append(p.in.keep, es.pid)
+		}
 	}
 	r.OnDecodeError(func(err error) { p.demuxError(err, true) })
 
@@ -642,6 +658,14 @@ type tsReader struct {
 	skipped     int // garbage bytes since the last packet
 	pids        map[uint16]*pidState
 	initialized bool // mediacommon's Initialize is done
+	// keep lists the PIDs passed on once the program is known: those of
+	// the tracks used. Until then (keep is nil) every PID passes;
+	// mediacommon reads at most 1 MiB looking for the program.
+	keep []uint16
+
+	// The bitrate bound: bytes received since winStart.
+	winStart time.Time
+	winBytes int64
 }
 
 // pidState is the continuity state of one PID.
@@ -680,6 +704,9 @@ func (r *tsReader) fill() error {
 	if n > 0 {
 		r.end += n
 		r.p.bytes.Add(uint64(n))
+		if err := r.checkBitrate(n); err != nil {
+			return err
+		}
 		if r.p.errLogged != r.p.demuxErrors.Load() {
 			r.p.logErrors(time.Now())
 		}
@@ -691,6 +718,27 @@ func (r *tsReader) fill() error {
 		return err
 	}
 	return nil
+}
+
+// checkBitrate counts n bytes received and fails once the peer has sent
+// more in the current window than maxBitrate allows.
+func (r *tsReader) checkBitrate(n int) error {
+	limit := r.p.cfg.maxBitrate
+	if limit <= 0 {
+		return nil
+	}
+	now := time.Now()
+	if r.winStart.IsZero() || now.Sub(r.winStart) >= bitrateWindow {
+		r.winStart, r.winBytes = now, 0
+	}
+	r.winBytes += int64(n)
+	if r.winBytes <= limit/8*int64(bitrateWindow/time.Second) {
+		return nil
+	}
+	if r.p.cfg.onBitrate != nil {
+		r.p.cfg.onBitrate()
+	}
+	return fmt.Errorf("peer sends more than %g Mbit/s (limits.ingest_bitrate)", float64(limit)/1e6)
 }
 
 // next returns the next packet in the buffer, or nil if more input is
@@ -710,11 +758,16 @@ func (r *tsReader) next() ([]byte, error) {
 		}
 		pkt := r.buf[r.off : r.off+tsPacketSize]
 		r.off += tsPacketSize
-		r.p.idle.Reset(r.p.cfg.idleTimeout)
 		if r.skipped > 0 {
 			r.p.demuxError(fmt.Errorf("skipped %d bytes that are not MPEG-TS packets", r.skipped), true)
 			r.skipped = 0
 		}
+		if r.keep != nil && !slices.Contains(r.keep, packetPID(pkt)) {
+			// Not a track used: the demuxer would buffer it until its
+			// next payload start, for nothing.
+			continue
+		}
+		r.p.idle.Reset(r.p.cfg.idleTimeout)
 		if err := r.check(pkt); err != nil {
 			return nil, err
 		}
@@ -727,7 +780,7 @@ func (r *tsReader) next() ([]byte, error) {
 // +1 per packet with payload, one duplicate allowed, reset by the
 // discontinuity indicator) and bounds the PES size.
 func (r *tsReader) check(pkt []byte) error {
-	pid := uint16(pkt[1]&0x1f)<<8 | uint16(pkt[2])
+	pid := packetPID(pkt)
 	if pid == 0x1fff { // null packets
 		return nil
 	}
@@ -779,6 +832,9 @@ func (r *tsReader) check(pkt []byte) error {
 	}
 	return nil
 }
+
+// packetPID is the PID of a TS packet.
+func packetPID(pkt []byte) uint16 { return uint16(pkt[1]&0x1f)<<8 | uint16(pkt[2]) }
 
 func (r *tsReader) isVideo(pid uint16) bool {
 	return r.p.video == nil || r.p.video.pid == pid

@@ -20,6 +20,9 @@
 //
 //	1400 REJX_BAD_REQUEST   streamid cannot be parsed (or is empty: HSv4 callers)
 //	1401 REJX_UNAUTHORIZED  missing or wrong key (ingest.ErrBadKey)
+//	1402 REJX_OVERLOAD      a limit: the listener has Config.MaxConns connections, the
+//	                        caller's address Config.MaxConnsPerAddr, or the stream a
+//	                        reader asks for has Config.MaxReaders readers
 //	1403 REJX_FORBIDDEN     protocol not allowed on the route, or any other Authorize error
 //	1404 REJX_NOTFOUND      no route for the path (ingest.ErrNoRoute)
 //	1405 REJX_BAD_MODE      read (m=request, "read:") or an unknown mode
@@ -33,6 +36,12 @@
 // 1409 is the value of SRT_REJX_CONFLICT in libsrt's access_control.h;
 // gosrt v0.11.0 names 1407 REJX_CONFLICT, which libsrt does not use.
 //
+// The connection limits are applied first, before the streamid is even
+// parsed and before a goroutine is started for the request; a connection
+// holds its slot until it ends, publishers and readers alike. Refusals by
+// a limit are counted (Server.Refusals) and logged at most once per caller
+// address every 10 s.
+//
 // # Transport
 //
 // Live mode only (gosrt's only mode), payload size 1316 bytes (7 TS packets;
@@ -42,7 +51,8 @@
 // track) has not arrived 10 s after the accept is closed, and so is one
 // that sends no MPEG-TS packet for 10 s (bytes that are not TS packets do
 // not count); gosrt itself drops a peer it hears nothing from (not even
-// keepalives) for 5 s.
+// keepalives) for 5 s. A publisher that sends more than Config.MaxBitrate
+// (200 Mbit/s by default, averaged over 5 s) is disconnected, as RTMP's.
 //
 // # Demux
 //
@@ -79,9 +89,16 @@
 // handles the packet that carries it and the resync starts at the right
 // frame. One PES (or table) above 9 MiB closes the connection: the demuxer
 // would buffer it whole.
+//
+// Once the program is known, only the packets of the tracks used reach the
+// demuxer: other PIDs (data, tables, tracks left out, PIDs the PMT does not
+// name) are dropped unread and do not count as activity for the idle
+// timeout. The demuxer thus holds at most one PES per used track (9 MiB
+// each) and the at most 1 MiB mediacommon reads to find the program.
 package srt
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,6 +110,9 @@ import (
 	gosrt "github.com/datarhei/gosrt"
 
 	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/internal/addrlimit"
+	"github.com/wishbridge/bridge/internal/connlimit"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -121,7 +141,31 @@ type Config struct {
 	Read *ReadHandler
 	// Log receives connection and stream events; nil means slog.Default().
 	Log *slog.Logger
+
+	// MaxConns and MaxConnsPerAddr bound the connections, publishers and
+	// readers together, in total and per caller address (IPv6 per /64; see
+	// internal/addrlimit): a request over either is rejected with 1402
+	// REJX_OVERLOAD. 0 means no limit. cmd/bridge sets them from
+	// limits.srt_connections and limits.srt_connections_per_address.
+	MaxConns, MaxConnsPerAddr int
+	// MaxReaders returns how many readers the stream at path may have,
+	// counted by the hub across every read protocol (media.Stream.Readers:
+	// WHEP viewers, RTMP players, SRT readers); a reader of a stream that
+	// has that many is rejected with 1402 REJX_OVERLOAD. nil, or a result
+	// <= 0, means no limit. cmd/bridge returns the route's max_readers or
+	// limits.readers_per_stream.
+	MaxReaders func(path string) int
+	// MaxBitrate bounds what one publisher sends, in bit/s averaged over
+	// 5 s; over it the publisher is disconnected. 0 means
+	// DefaultMaxBitrate. cmd/bridge sets it from limits.ingest_bitrate.
+	MaxBitrate int
 }
+
+// DefaultMaxBitrate is the publisher bitrate bound when Config.MaxBitrate
+// is 0, the same as RTMP's: above what any contribution encoder sends (4K
+// at high quality is 50-100 Mbit/s), below what would let one peer take a
+// gigabit link.
+const DefaultMaxBitrate = 200_000_000
 
 // ReadHandler admits and serves SRT readers; see Config.Read.
 type ReadHandler struct {
@@ -137,6 +181,10 @@ const (
 	defaultTrackWait    = 2 * time.Second
 	defaultKeyframeWait = 10 * time.Second
 	payloadSize         = 1316 // 7 TS packets
+	// bitrateWindow is what the bitrate bound averages over: long enough
+	// for an encoder's burst at a keyframe, short enough to stop a flood
+	// within seconds.
+	bitrateWindow = 5 * time.Second
 )
 
 // Reject reasons beyond gosrt's constants.
@@ -145,10 +193,15 @@ const (
 	rejConflict gosrt.RejectionReason = 1409
 )
 
+// panicComponent names the connections' panic boundary in logs and in
+// bridge_panics_total.
+const panicComponent = "srt connection"
+
 // Reasons a connection ends.
 var (
 	errShutdown   = errors.New("server shutting down")
 	errPeerClosed = errors.New("connection closed by the peer (or no packet from it for 5 s)")
+	errPanicked   = errors.New("internal error: a panic was recovered (logged with its stack)")
 )
 
 // Server accepts SRT publishers and turns each publish into a stream in the
@@ -172,7 +225,10 @@ type Server struct {
 	keyframeWait time.Duration // video without a usable keyframe
 	// onPublish, if set, is called with each accepted stream before any of
 	// its units is written (tests attach readers there).
-	onPublish func(*media.Stream)
+	onPublish  func(*media.Stream)
+	maxBitrate int64 // bit/s
+
+	gate *connlimit.Gate // connection slots (taken before a request's goroutine starts), reader limit, refusals
 
 	mu        sync.Mutex
 	ln        gosrt.Listener        // guarded by mu
@@ -211,10 +267,16 @@ func NewServer(cfg Config) *Server {
 		idleTimeout:  defaultIdleTimeout,
 		trackWait:    defaultTrackWait,
 		keyframeWait: defaultKeyframeWait,
+		maxBitrate:   int64(cmp.Or(cfg.MaxBitrate, DefaultMaxBitrate)),
+		gate:         connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr, cfg.MaxReaders, log),
 		pubs:         make(map[string]*publisher),
 		serveDone:    make(chan struct{}),
 	}
 }
+
+// Refusals returns what the server's limits refused since it was made,
+// for metrics.
+func (s *Server) Refusals() connlimit.Refusals { return s.gate.Refusals() }
 
 // publisherConfig is the configuration of an accepted publisher.
 func (s *Server) publisherConfig() publisherConfig {
@@ -226,6 +288,8 @@ func (s *Server) publisherConfig() publisherConfig {
 		trackWait:    s.trackWait,
 		keyframeWait: s.keyframeWait,
 		onPublish:    s.onPublish,
+		maxBitrate:   s.maxBitrate,
+		onBitrate:    s.gate.CountBitrate,
 	}
 }
 
@@ -306,15 +370,23 @@ func (s *Server) Serve() error {
 			ln.Close()
 			return fmt.Errorf("srt: accept: %w", err)
 		}
+		release, err := s.gate.Acquire(addrlimit.AddrOf(req.RemoteAddr()), "srt connection refused",
+			"peer", req.RemoteAddr().String(), "code", int(gosrt.REJX_OVERLOAD))
+		if err != nil {
+			// Refused before anything else: no goroutine, no parsing.
+			req.Reject(gosrt.REJX_OVERLOAD)
+			continue
+		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
+			release()
 			req.Reject(gosrt.REJ_CLOSE)
 			continue // Accept2 returns the listener's error next
 		}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go s.handle(req)
+		go s.handle(req, release)
 	}
 }
 
@@ -424,11 +496,16 @@ type refusal struct {
 }
 
 // handle admits or refuses one connection request and, once accepted, runs
-// the publisher until it ends.
-func (s *Server) handle(req gosrt.ConnRequest) {
+// the publisher until it ends, then gives the connection's slot back
+// (release). A panic ends this connection only: a request not accepted yet
+// is rejected with 1500 REJX_ISE; an accepted one was closed on the way
+// out (ServeReader and publisher.run own theirs).
+func (s *Server) handle(req gosrt.ConnRequest, release func()) {
 	defer s.wg.Done()
+	defer release()
 	peer := req.RemoteAddr().String()
 	log := s.log.With("peer", peer)
+	defer panics.Recover(panicComponent, log, func() { req.Reject(gosrt.REJX_ISE) })
 
 	st, rreq, ref := s.admit(req, peer, log)
 	if ref != nil {
@@ -549,6 +626,15 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 	}
 
 	if reading {
+		// After Read.Admit: a caller the route refuses learns nothing
+		// about the stream's audience. Readers admitted at the same moment
+		// may each see room for one: the overshoot is bounded by the
+		// handshakes in flight, which MaxConns bounds.
+		if err := s.gate.CheckReaders(s.reg, id.Path, 1); err != nil {
+			reason := fmt.Sprintf("stream %q: %v", id.Path, err)
+			s.gate.Log(addrlimit.AddrOf(peer), "srt connection refused", "peer", peer, "stream", id.Path, "code", int(gosrt.REJX_OVERLOAD), "reason", reason)
+			return nil, ingest.Request{}, &refusal{code: gosrt.REJX_OVERLOAD, reason: reason}
+		}
 		return nil, areq, nil
 	}
 	st, err := s.reg.Publish(id.Path, "srt "+peer)
