@@ -11,6 +11,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/ingest/rtpin"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/rtc"
 )
 
@@ -64,6 +65,7 @@ func startSession(h *Handler, pub *publisher, off *offer, rawOffer, id string, l
 	s.in.SetPublication(pub)
 	pc.OnTrack(s.in.OnTrack)
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		defer panics.Recover(panicComponent, log, func() { s.cancel(errPanicked) })
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			s.log.Info("publisher connected")
@@ -142,10 +144,24 @@ func (s *session) Close(reason string) {
 	<-s.done
 }
 
-// run waits for the end of the session and cleans up.
+// panicComponent names the session's goroutine and callbacks in panic
+// reports (internal/panics, bridge_panics_total).
+const panicComponent = "whip session"
+
+// errPanicked ends a session whose goroutine or callback panicked.
+var errPanicked = errors.New("internal error: a panic ended the session (see the error log)")
+
+// run waits for the end of the session and cleans up. A panic on the way
+// ends this session alone.
 func (s *session) run() {
 	defer close(s.done)
-	reason := s.wait()
+	defer panics.Recover(panicComponent, s.log, func() { s.end(errPanicked.Error()) })
+	s.end(s.wait())
+}
+
+// end releases everything the session holds and logs why it ended; safe
+// to call again after a panic in the first call.
+func (s *session) end(reason string) {
 	s.cancel(errors.New(reason)) // a no-op unless it ended by itself (idle)
 	s.in.Close()                 // closes the PeerConnection
 	s.pub.close()
