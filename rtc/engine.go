@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -20,6 +21,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/udpbatch"
 )
 
@@ -48,6 +50,16 @@ type Settings struct {
 	// socket how many it held and how long the oldest waited (see
 	// udpbatch.Options.OnFlush).
 	OnFlush func(packets int, wait time.Duration)
+	// ICECandidates bounds the remote candidates of one session, counted
+	// across its offer, trickle PATCHes and ICE restarts; 0 means
+	// DefaultICECandidates.
+	ICECandidates int
+	// PatchRate bounds the PATCH requests per second of one session (and
+	// their burst); 0 means DefaultPatchRate.
+	PatchRate int
+	// ICECheckRate bounds the connectivity checks per second of one ICE
+	// agent (and their burst); 0 means DefaultICECheckRate.
+	ICECheckRate int
 }
 
 // Engine builds PeerConnections from two APIs shared by every session: one
@@ -59,6 +71,27 @@ type Engine struct {
 	batch      *udpbatch.Conn // nil when Settings.UDP is not a *net.UDPConn
 	iceServers []webrtc.ICEServer
 	nat1to1    []netip.Addr // listed first in answers (OrderCandidates)
+
+	loopback      bool // loopback remote candidates are probed (Settings.IncludeLoopback)
+	iceCandidates int
+	patchRate     int
+	checks        *checkBudget
+	// Counters since start (ICEStats).
+	candidatesDropped atomic.Uint64
+	patchesRefused    atomic.Uint64
+}
+
+// ICEStats counts what the ICE limits held back since start.
+type ICEStats struct {
+	// CandidatesDropped are remote candidates refused for being over a
+	// session's ICECandidates or at an address the bridge never probes.
+	CandidatesDropped uint64
+	// ChecksDropped are connectivity checks not sent, over an agent's
+	// ICECheckRate.
+	ChecksDropped uint64
+	// PatchesRefused are PATCH requests answered 429, over a session's
+	// PatchRate.
+	PatchesRefused uint64
 }
 
 // New builds the API: default codecs (H.264 in every common profile, Opus,
@@ -92,7 +125,8 @@ func New(s Settings) (*Engine, error) {
 		batch = udpbatch.New(uc, udpbatch.Options{Logger: log.With("component", "udpbatch"), OnFlush: s.OnFlush})
 		conn = batch
 	}
-	mux := webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), conn)
+	checks := newCheckBudget(orDefault(s.ICECheckRate, DefaultICECheckRate))
+	mux := webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), newCheckConn(conn, checks))
 	if a, ok := s.UDP.LocalAddr().(*net.UDPAddr); ok && a.IP.IsUnspecified() {
 		// Replies leave with whatever source address the kernel's routing
 		// picks, which is right on a host with one address per family.
@@ -102,6 +136,15 @@ func New(s Settings) (*Engine, error) {
 	se.SetICEUDPMux(mux)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	se.SetIncludeLoopbackCandidate(s.IncludeLoopback)
+	// Every remote candidate, signalled or peer-reflexive, passes this
+	// before the agent probes it (see unprobeable).
+	se.SetRemoteIPFilter(func(ip net.IP) (keep bool) {
+		panics.Do("rtc", log, func() {
+			addr, ok := netip.AddrFromSlice(ip)
+			keep = ok && unprobeable(addr, s.IncludeLoopback) == ""
+		})
+		return keep
+	})
 	// Fail dead sessions quickly so their resources return to the pool.
 	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
 	// No mDNS: pion would open multicast sockets and goroutines per peer
@@ -131,7 +174,20 @@ func New(s Settings) (*Engine, error) {
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 	sendAPI := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(se))
-	return &Engine{api: api, sendAPI: sendAPI, mux: mux, batch: batch, iceServers: slices.Clone(s.ICEServers), nat1to1: nat}, nil
+	return &Engine{
+		api: api, sendAPI: sendAPI, mux: mux, batch: batch, iceServers: slices.Clone(s.ICEServers), nat1to1: nat,
+		loopback:      s.IncludeLoopback,
+		iceCandidates: orDefault(s.ICECandidates, DefaultICECandidates),
+		patchRate:     orDefault(s.PatchRate, DefaultPatchRate),
+		checks:        checks,
+	}, nil
+}
+
+func orDefault(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
 }
 
 // interceptors registers what every peer needs: the NACK generator,
@@ -199,6 +255,15 @@ func (e *Engine) UDPStats() udpbatch.Stats {
 	return e.batch.Stats()
 }
 
+// ICEStats returns what the ICE limits held back since start.
+func (e *Engine) ICEStats() ICEStats {
+	return ICEStats{
+		CandidatesDropped: e.candidatesDropped.Load(),
+		ChecksDropped:     e.checks.dropped.Load(),
+		PatchesRefused:    e.patchesRefused.Load(),
+	}
+}
+
 // ICEServers returns the configured ICE servers (for Link headers).
 func (e *Engine) ICEServers() []webrtc.ICEServer { return e.iceServers }
 
@@ -247,6 +312,9 @@ func (l *slogLogger) warn(msg string) {
 var benignWarnings = []string{
 	"Failed to ping without candidate pairs",
 	"UDPMuxDefault should not listening on unspecified address",
+	// A peer-reflexive candidate at an address the bridge never probes
+	// (the remote IP filter): one per packet a client sends from there.
+	"Ignoring remote candidate filtered by remote IP policy",
 }
 
 func (l *slogLogger) Error(msg string) { l.log.Error(msg) }

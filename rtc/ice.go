@@ -16,11 +16,28 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
+
+	"github.com/wishbridge/bridge/internal/ratelog"
 )
 
 // restartGatherTimeout bounds ICE gathering after an ICE restart. With the
 // UDP mux host candidates come at once; STUN servers can take longer.
 const restartGatherTimeout = 5 * time.Second
+
+// DefaultICECandidates is the remote candidates one session may have when
+// Settings.ICECandidates is 0, across its offer, trickle PATCHes and ICE
+// restarts together. A browser offers a host candidate per interface and
+// address family, one server-reflexive and one relayed per STUN/TURN
+// server: 2-10 in practice. Each costs up to 8 connectivity checks per
+// bridge host candidate, sent to an address the client chose.
+const DefaultICECandidates = 20
+
+// DefaultPatchRate is the PATCH requests one session may make per second
+// (and in a burst) when Settings.PatchRate is 0. Clients trickle a batch of
+// candidates per PATCH (whip-whep.js, OBS none at all) and restart ICE on a
+// network change: a handful per session in its life.
+const DefaultPatchRate = 5
 
 // ICESession is the ICE side of a WHIP or WHEP session resource, written
 // once for both: it holds the entity-tag that names the current ICE session
@@ -28,16 +45,45 @@ const restartGatherTimeout = 5 * time.Second
 // restarts on the session's PeerConnection. WHIP and WHEP sessions embed
 // it, which makes them rtc.Session implementations. Safe for concurrent use;
 // PATCHes are applied one at a time.
+//
+// It holds the session to its limits: Settings.ICECandidates remote
+// candidates in its life (the offer's, stripped by SetRemoteOffer, count),
+// Settings.PatchRate PATCHes per second (429 over it).
 type ICESession struct {
 	pc        *webrtc.PeerConnection
+	e         *Engine
 	preferred []netip.Addr // NAT 1:1 addresses: listed first in answers
 	log       *slog.Logger
+	patches   *rate.Limiter
+	logLim    ratelog.Limiter // one line per interval about dropped candidates
 
 	mu          sync.Mutex
 	etag        string   // guarded by mu
 	remoteOffer string   // the offer the current ICE session was negotiated with; guarded by mu
 	remoteUfrag string   // its ice-ufrag; guarded by mu
 	mids        []string // a=mid of each of its media sections, in order; guarded by mu
+	// remotes are the transport addresses of the remote candidates given
+	// to the agent in the session's life, at most Engine.iceCandidates;
+	// guarded by mu.
+	remotes candidateSet
+}
+
+// candidateSet is the remote candidate addresses a session has given its
+// agent. The same address again (a client that trickles what its offer
+// had, a restart that repeats its candidates) costs nothing more.
+type candidateSet map[netip.AddrPort]struct{}
+
+// admit reports whether the agent may have a candidate at ap: one it has,
+// or a new one while the set holds fewer than max.
+func (c candidateSet) admit(ap netip.AddrPort, max int) bool {
+	if _, ok := c[ap]; ok {
+		return true
+	}
+	if len(c) >= max {
+		return false
+	}
+	c[ap] = struct{}{}
+	return true
 }
 
 // NewICESession returns the ICE side of a session whose PeerConnection has
@@ -50,11 +96,91 @@ func (e *Engine) NewICESession(pc *webrtc.PeerConnection, log *slog.Logger) (*IC
 	if rd == nil {
 		return nil, fmt.Errorf("ice session: no remote description")
 	}
-	s := &ICESession{pc: pc, preferred: e.nat1to1, log: log, etag: newETag()}
+	s := &ICESession{
+		pc: pc, e: e, preferred: e.nat1to1, log: log, etag: newETag(),
+		patches: rate.NewLimiter(rate.Limit(e.patchRate), e.patchRate),
+		remotes: candidateSet{},
+	}
 	if err := s.setRemote(rd.SDP); err != nil {
 		return nil, fmt.Errorf("ice session: %w", err)
 	}
+	// The offer's candidates (SetRemoteOffer kept those within the limit)
+	// are the first of the session's.
+	for _, c := range sdpCandidates(rd.SDP) {
+		if ap, reason := e.usableCandidate(c, s.remoteUfrag); reason == "" {
+			s.remotes.admit(ap, e.iceCandidates)
+		}
+	}
 	return s, nil
+}
+
+// SetRemoteOffer sets a WHIP or WHEP client's offer as pc's remote
+// description, without the candidates the bridge must not probe: those it
+// cannot use (see usableCandidate) and those beyond Settings.ICECandidates
+// distinct addresses (counted in ICEStats, logged on log). An offer pion
+// refuses is a 400 (*Error) with the reason.
+func (e *Engine) SetRemoteOffer(pc *webrtc.PeerConnection, offer string, log *slog.Logger) error {
+	offer, dropped := e.limitOfferCandidates(offer)
+	if len(dropped) > 0 {
+		log.Info("offer's ICE candidates dropped", "dropped", dropped, "limit", e.iceCandidates)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return Errorf(http.StatusBadRequest, "SDP offer rejected: %v", err)
+	}
+	return nil
+}
+
+// limitOfferCandidates returns offer without the a=candidate lines the
+// bridge must not probe, and how many it dropped for each reason. Every
+// other line is kept as it was.
+func (e *Engine) limitOfferCandidates(offer string) (string, map[dropReason]int) {
+	var d sdp.SessionDescription
+	if err := d.UnmarshalString(offer); err != nil {
+		return offer, nil // pion will say what is wrong with it
+	}
+	ufrag, _ := iceCredentials(&d)
+	kept := candidateSet{}
+	var dropped map[dropReason]int
+	lines := strings.SplitAfter(offer, "\n")
+	out := lines[:0]
+	for _, l := range lines {
+		if v, ok := strings.CutPrefix(strings.TrimRight(l, "\r\n"), "a=candidate:"); ok {
+			ap, reason := e.usableCandidate(v, ufrag)
+			if reason == "" && !kept.admit(ap, e.iceCandidates) {
+				reason = dropOverLimit
+			}
+			if reason != "" {
+				if dropped == nil {
+					dropped = map[dropReason]int{}
+				}
+				dropped[reason]++
+				e.countDropped(reason)
+				continue
+			}
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, ""), dropped
+}
+
+// sdpCandidates returns the values of the a=candidate lines of an SDP.
+func sdpCandidates(desc string) []string {
+	var out []string
+	for l := range strings.Lines(desc) {
+		if v, ok := strings.CutPrefix(strings.TrimRight(l, "\r\n"), "a=candidate:"); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// countDropped counts a candidate dropped for reason in ICEStats when a
+// limit refused it (over the count, or an address never probed); those of
+// no use to the bridge (TCP, RTCP, malformed) are not.
+func (e *Engine) countDropped(reason dropReason) {
+	if reason == dropOverLimit || reason == dropAddress {
+		e.candidatesDropped.Add(1)
+	}
 }
 
 // setRemote records offer as the description of the current ICE session.
@@ -108,11 +234,15 @@ func (s *ICESession) RemoteICEUfrag() string {
 }
 
 // Trickle adds the candidates of frag to the current ICE session. Those the
-// bridge cannot use (see usableCandidate), and those of media sections the
-// session does not have, are discarded silently (RFC 9725 section 4.3.2).
-// It fails with 412 when frag names another ICE session than the current
-// one (an ICE restart came in between).
+// bridge cannot use (see usableCandidate), those beyond the session's
+// candidate limit, and those of media sections the session does not have,
+// are discarded silently (RFC 9725 section 4.3.2). It fails with 412 when
+// frag names another ICE session than the current one (an ICE restart came
+// in between), with 429 over the session's PATCH rate.
 func (s *ICESession) Trickle(frag *Sdpfrag) error {
+	if err := s.allowPatch(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if frag.ICEUfrag != "" && frag.ICEUfrag != s.remoteUfrag {
@@ -122,19 +252,39 @@ func (s *ICESession) Trickle(frag *Sdpfrag) error {
 	return nil
 }
 
+// allowPatch takes a PATCH from the session's budget: a 429 (*Error) with
+// the wait until the next one when it is spent.
+func (s *ICESession) allowPatch() error {
+	now := time.Now()
+	if s.patches.AllowN(now, 1) {
+		return nil
+	}
+	s.e.patchesRefused.Add(1)
+	wait := time.Duration((1 - s.patches.TokensAt(now)) / float64(s.patches.Limit()) * float64(time.Second))
+	err := Errorf(http.StatusTooManyRequests, "more than %d PATCH requests per second on this session; wait %v", s.e.patchRate, wait.Round(time.Millisecond))
+	err.RetryAfter = wait
+	return err
+}
+
 // addCandidates adds frag's usable candidates, each to the media section
-// it names by a=mid (or by position, without one). With BUNDLE there is one
-// transport, but a candidate for a section the session does not have is
-// not the session's (RFC 8840 section 4.4) and is dropped.
+// it names by a=mid (or by position, without one), while the session is
+// within its candidate limit. With BUNDLE there is one transport, but a
+// candidate for a section the session does not have is not the session's
+// (RFC 8840 section 4.4) and is dropped.
 func (s *ICESession) addCandidates(frag *Sdpfrag) {
-	added, dropped := 0, map[string]int{}
+	added, dropped := 0, map[dropReason]int{}
 	add := func(value, mid string) {
-		if reason := usableCandidate(value, s.remoteUfrag); reason != "" {
+		ap, reason := s.e.usableCandidate(value, s.remoteUfrag)
+		if reason == "" && !s.remotes.admit(ap, s.e.iceCandidates) {
+			reason = dropOverLimit
+		}
+		if reason != "" {
 			dropped[reason]++
+			s.e.countDropped(reason)
 			return
 		}
 		if err := s.pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: value, SDPMid: &mid}); err != nil {
-			dropped["refused by pion"]++
+			dropped[dropRefused]++
 			return
 		}
 		added++
@@ -144,7 +294,7 @@ func (s *ICESession) addCandidates(frag *Sdpfrag) {
 			add(c, s.mids[0])
 		}
 	} else {
-		dropped["no media section"] += len(frag.Candidates)
+		dropped[dropNoMedia] += len(frag.Candidates)
 	}
 	for i, m := range frag.Media {
 		mid := m.Mid
@@ -152,11 +302,17 @@ func (s *ICESession) addCandidates(frag *Sdpfrag) {
 			mid = s.mids[i]
 		}
 		if !slices.Contains(s.mids, mid) {
-			dropped["unknown mid"] += len(m.Candidates)
+			dropped[dropUnknownMid] += len(m.Candidates)
 			continue
 		}
 		for _, c := range m.Candidates {
 			add(c, mid)
+		}
+	}
+	if dropped[dropOverLimit] > 0 || dropped[dropAddress] > 0 {
+		if ok, n := s.logLim.Allow("candidates"); ok {
+			s.log.Info("trickled ICE candidates dropped", "added", added, "dropped", dropped, "limit", s.e.iceCandidates, "suppressed", n)
+			return
 		}
 	}
 	if added > 0 || len(dropped) > 0 {
@@ -164,25 +320,79 @@ func (s *ICESession) addCandidates(frag *Sdpfrag) {
 	}
 }
 
-// usableCandidate returns why the bridge cannot use the a=candidate value
-// v of the ICE session with ufrag remoteUfrag, or "" if it can. The bridge
-// gathers UDP only and muxes RTCP (RFC 8858), so TCP candidates and
-// component 2 are of no use; a candidate that names another ufrag belongs
-// to another ICE session. mDNS (.local) host candidates are left to pion,
-// which resolves them or drops them.
-func usableCandidate(v, remoteUfrag string) string {
+// dropReason says why a remote candidate was not given to the agent.
+type dropReason string
+
+const (
+	dropMalformed    dropReason = "malformed"
+	dropNotUDP       dropReason = "not UDP"
+	dropRTCP         dropReason = "RTCP component"
+	dropOtherSession dropReason = "other ICE session"
+	dropNotIP        dropReason = "not an IP address"
+	dropAddress      dropReason = "address never probed"
+	dropOverLimit    dropReason = "over the session's candidate limit"
+	dropRefused      dropReason = "refused by pion"
+	dropNoMedia      dropReason = "no media section"
+	dropUnknownMid   dropReason = "unknown mid"
+)
+
+// usableCandidate returns the transport address of the a=candidate value v
+// of the ICE session with ufrag remoteUfrag, or why the bridge cannot use
+// it. The bridge gathers UDP only and muxes RTCP (RFC 8858), so TCP
+// candidates and component 2 are of no use; a candidate that names another
+// ufrag belongs to another ICE session. mDNS (.local) names are not
+// resolved (the engine disables mDNS, pion would drop them with a warning
+// each); the peer-reflexive candidate its checks make stands in for them.
+// Addresses the bridge never probes: see unprobeable.
+func (e *Engine) usableCandidate(v, remoteUfrag string) (netip.AddrPort, dropReason) {
 	c, err := ice.UnmarshalCandidate(v)
 	if err != nil {
-		return "malformed"
+		return netip.AddrPort{}, dropMalformed
 	}
 	switch {
 	case !c.NetworkType().IsUDP():
-		return "not UDP"
+		return netip.AddrPort{}, dropNotUDP
 	case c.Component() != ice.ComponentRTP:
-		return "RTCP component"
+		return netip.AddrPort{}, dropRTCP
 	}
 	if u, ok := c.GetExtension("ufrag"); ok && remoteUfrag != "" && u.Value != remoteUfrag {
-		return "other ICE session"
+		return netip.AddrPort{}, dropOtherSession
+	}
+	addr, err := netip.ParseAddr(c.Address())
+	if err != nil {
+		return netip.AddrPort{}, dropNotIP
+	}
+	addr = addr.Unmap().WithZone("")
+	if c.Port() == 0 || unprobeable(addr, e.loopback) != "" {
+		return netip.AddrPort{}, dropAddress
+	}
+	return netip.AddrPortFrom(addr, uint16(c.Port())), ""
+}
+
+// unprobeable returns why the bridge must never send connectivity checks to
+// addr, or "": addresses no peer has (unspecified, 0.0.0.0/8), addresses
+// that reach many hosts at once (multicast, 240.0.0.0/4 with the limited
+// broadcast address), and loopback unless the bridge gathers loopback
+// candidates itself (Settings.IncludeLoopback: tests, single-host setups),
+// since there they can only reach services on the bridge's own host.
+// Private and link-local addresses are probed: LAN clients have those, and
+// a client could as well make the bridge probe a public address, which the
+// candidate limit and the check rate bound alike.
+func unprobeable(addr netip.Addr, loopback bool) string {
+	addr = addr.Unmap()
+	switch {
+	case !addr.IsValid():
+		return "invalid"
+	case addr.IsUnspecified():
+		return "unspecified"
+	case addr.IsMulticast():
+		return "multicast"
+	case addr.Is4() && addr.As4()[0] == 0:
+		return "this network (0.0.0.0/8)"
+	case addr.Is4() && addr.As4()[0] >= 240:
+		return "reserved or broadcast (240.0.0.0/4)"
+	case addr.IsLoopback() && !loopback:
+		return "loopback"
 	}
 	return ""
 }
@@ -193,16 +403,26 @@ func usableCandidate(v, remoteUfrag string) string {
 // description (nothing but ICE is renegotiated), the new answer gives the
 // bridge's new credentials and candidates. It returns them as an sdpfrag
 // body (the BUNDLE-tagged media section, every candidate,
-// a=end-of-candidates) and the new entity-tag.
+// a=end-of-candidates) and the new entity-tag. Its candidates count toward
+// the session's limit like trickled ones, the restart toward its PATCH
+// rate (429 over it); the new ICE agent credentials keep the check budget
+// of the previous ones.
 func (s *ICESession) RestartICE(frag *Sdpfrag) (answerFrag, etag string, err error) {
 	if frag.ICEUfrag == "" || frag.ICEPwd == "" {
 		return "", "", Errorf(http.StatusBadRequest, "an ICE restart needs both a=ice-ufrag and a=ice-pwd")
 	}
+	if err := s.allowPatch(); err != nil {
+		return "", "", err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var local *sdp.SessionDescription
+	var prevLocalUfrag string
 	if ld := s.pc.CurrentLocalDescription(); ld != nil {
 		local, _ = ld.Unmarshal()
+	}
+	if local != nil {
+		prevLocalUfrag, _ = iceCredentials(local)
 	}
 	offer, err := restartOffer(s.remoteOffer, local, frag.ICEUfrag, frag.ICEPwd)
 	if err != nil {
@@ -216,6 +436,8 @@ func (s *ICESession) RestartICE(frag *Sdpfrag) (answerFrag, etag string, err err
 	gathered := webrtc.GatheringCompletePromise(s.pc)
 	answer, err := s.pc.CreateAnswer(nil)
 	if err == nil {
+		// Before the agent checks with its new credentials.
+		s.e.checks.carryOver(prevLocalUfrag, answerUfrag(answer.SDP))
 		err = s.pc.SetLocalDescription(answer)
 	}
 	if err != nil {
@@ -364,6 +586,16 @@ func inactive(m *sdp.MediaDescription) bool {
 	}
 	_, ok := m.Attribute("inactive")
 	return ok
+}
+
+// answerUfrag returns the local ice-ufrag of an answer, "" if it has none.
+func answerUfrag(desc string) string {
+	var d sdp.SessionDescription
+	if err := d.UnmarshalString(desc); err != nil {
+		return ""
+	}
+	ufrag, _ := iceCredentials(&d)
+	return ufrag
 }
 
 // iceCredentials returns the ICE credentials of a description: session

@@ -61,22 +61,26 @@ func TestOrderCandidates(t *testing.T) {
 }
 
 func TestUsableCandidate(t *testing.T) {
-	for cand, want := range map[string]string{
+	e := &Engine{}
+	for cand, want := range map[string]dropReason{
 		"1 1 udp 2122260223 192.0.2.1 61764 typ host generation 0 ufrag EsAw":                     "",
 		"candidate:1 1 UDP 2015363327 198.18.0.1 34455 typ host":                                  "",
 		"1 1 udp 2122260223 fe80::b4f4:97ff:fed4:9e53 34468 typ host":                             "",
 		"1 1 udp 1694498815 198.51.100.9 40000 typ srflx raddr 0.0.0.0 rport 5000":                "",
-		"1 1 udp 2122260223 1f4712db-ea17-4bcf-a596-105139dfd8bf.local 54321 typ host":            "",
-		"2 1 TCP 1015021823 198.18.0.1 9 typ host tcptype active":                                 "not UDP",
-		"1 2 udp 2122260222 192.0.2.1 61765 typ host":                                             "RTCP component",
-		"1 1 udp 2122260223 192.0.2.1 61764 typ host generation 0 ufrag Old1":                     "other ICE session",
-		"1 1 udp 2122260223 192.0.2.1":                                                            "malformed",
-		"garbage":                                                                                 "malformed",
-		"1 1 udp 2122260223 192.0.2.1 61764 typ unknowntype":                                      "malformed",
-		"1 1 sctp 2122260223 192.0.2.1 61764 typ host":                                            "malformed",
-		"1387637174 1 udp 2122260223 192.0.2.1 99999 typ host generation 0 ufrag EsAw network-id": "malformed",
+		"1 1 udp 2122260223 1f4712db-ea17-4bcf-a596-105139dfd8bf.local 54321 typ host":            dropNotIP,
+		"2 1 TCP 1015021823 198.18.0.1 9 typ host tcptype active":                                 dropNotUDP,
+		"1 2 udp 2122260222 192.0.2.1 61765 typ host":                                             dropRTCP,
+		"1 1 udp 2122260223 192.0.2.1 61764 typ host generation 0 ufrag Old1":                     dropOtherSession,
+		"1 1 udp 2122260223 192.0.2.1":                                                            dropMalformed,
+		"garbage":                                                                                 dropMalformed,
+		"1 1 udp 2122260223 192.0.2.1 61764 typ unknowntype":                                      dropMalformed,
+		"1 1 sctp 2122260223 192.0.2.1 61764 typ host":                                            dropMalformed,
+		"1387637174 1 udp 2122260223 192.0.2.1 99999 typ host generation 0 ufrag EsAw network-id": dropMalformed,
+		"1 1 udp 2122260223 224.0.0.251 5353 typ host":                                            dropAddress,
+		"1 1 udp 2122260223 127.0.0.1 5000 typ host":                                              dropAddress,
+		"1 1 udp 2122260223 192.0.2.1 0 typ host":                                                 dropAddress,
 	} {
-		if got := usableCandidate(cand, "EsAw"); got != want {
+		if _, got := e.usableCandidate(cand, "EsAw"); got != want {
 			t.Errorf("%q: %q, want %q", cand, got, want)
 		}
 	}
@@ -195,16 +199,67 @@ func offerFrag(t *testing.T, pc *webrtc.PeerConnection) *Sdpfrag {
 	return localFrag(d, nil)
 }
 
+// recvClient returns a testClient that receives one video track, its
+// offer set and gathered, and that offer as CreateOffer made it: without
+// candidates.
+func recvClient(t *testing.T) (*webrtc.PeerConnection, string) {
+	t.Helper()
+	client := testClient(t)
+	if _, err := client.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := client.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(client)
+	if err := client.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	return client, offer.SDP
+}
+
+// vp8Session answers offer as a WHIP or WHEP session does (SetRemoteOffer,
+// Answer, NewICESession), from a server PeerConnection that sends one VP8
+// track.
+func vp8Session(t *testing.T, e *Engine, offer string) (*ICESession, *webrtc.PeerConnection, *webrtc.TrackLocalStaticRTP) {
+	t.Helper()
+	server, err := e.NewPeerConnection()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Close() })
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.AddTrack(track); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if err := e.SetRemoteOffer(server, offer, log); err != nil {
+		t.Fatal(err)
+	}
+	if err := Answer(server, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ice, err := e.NewICESession(server, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ice, server, track
+}
+
 // TestICESessionRestart: a pion client trickles candidates (usable ones
 // and ones to drop) and restarts ICE through an ICESession; the server's
 // RTP keeps reaching it over the new ICE session.
 func TestICESessionRestart(t *testing.T) {
 	e := testEngine(t, slog.New(slog.DiscardHandler))
 
-	client := testClient(t)
-	if _, err := client.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-		t.Fatal(err)
-	}
+	// The offer goes without candidates (as OBS and whip-whep.js send it);
+	// they come by trickle.
+	client, offer := recvClient(t)
 	var mu sync.Mutex
 	received := 0
 	var iceStates []webrtc.ICEConnectionState
@@ -239,46 +294,7 @@ func TestICESessionRestart(t *testing.T) {
 		}
 	}
 
-	// The offer goes without candidates (as OBS and whip-whep.js send it);
-	// they come by trickle.
-	offer, err := client.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(client)
-	if err := client.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-
-	server, err := e.NewPeerConnection()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = server.Close() })
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := server.AddTrack(track); err != nil {
-		t.Fatal(err)
-	}
-	if err := server.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP}); err != nil {
-		t.Fatal(err)
-	}
-	answer, err := server.CreateAnswer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sg := webrtc.GatheringCompletePromise(server)
-	if err := server.SetLocalDescription(answer); err != nil {
-		t.Fatal(err)
-	}
-	<-sg
-	ice, err := e.NewICESession(server, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ice, _, track := vp8Session(t, e, offer)
 	ans := ice.Answer()
 	if !strings.Contains(ans, "a=end-of-candidates\r\n") || !strings.Contains(ans, "a=candidate:") {
 		t.Fatalf("answer without its candidates or end-of-candidates:\n%s", ans)
@@ -338,7 +354,7 @@ func TestICESessionRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gathered = webrtc.GatheringCompletePromise(client)
+	gathered := webrtc.GatheringCompletePromise(client)
 	if err := client.SetLocalDescription(restart); err != nil {
 		t.Fatal(err)
 	}

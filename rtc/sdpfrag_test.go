@@ -195,7 +195,7 @@ func TestParseRealPatches(t *testing.T) {
 		for _, c := range m.Candidates {
 			// GStreamer sends TCP and IPv6 link-local candidates: dropped
 			// when applied, not a parse error.
-			if reason := usableCandidate(c, f.ICEUfrag); reason != "" && !strings.Contains(c, "TCP") {
+			if _, reason := (&Engine{loopback: true}).usableCandidate(c, f.ICEUfrag); reason != "" && !strings.Contains(c, "TCP") {
 				t.Errorf("%s: candidate %q unusable (%s)", name, c, reason)
 			}
 		}
@@ -232,7 +232,7 @@ func FuzzParseSdpfrag(f *testing.F) {
 		}
 		for _, m := range frag.Media {
 			for _, c := range m.Candidates {
-				_ = usableCandidate(c, frag.ICEUfrag) // must not panic
+				_, _ = (&Engine{}).usableCandidate(c, frag.ICEUfrag) // must not panic
 				_ = candidateRank(c, nil)
 			}
 		}

@@ -114,6 +114,9 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		Interfaces:      cfg.WebRTC.Interfaces,
 		IncludeLoopback: opts.IncludeLoopback,
 		Log:             log,
+		ICECandidates:   cfg.Limits.ICECandidates,
+		PatchRate:       cfg.Limits.PatchRate,
+		ICECheckRate:    cfg.Limits.ICECheckRate,
 	})
 	if err != nil {
 		return nil, err

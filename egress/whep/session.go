@@ -77,8 +77,8 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 			_ = pc.Close()
 		}
 	}()
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: rawOffer}); err != nil {
-		return nil, "", rtc.Errorf(http.StatusBadRequest, "SDP offer rejected: %v", err)
+	if err := h.cfg.Engine.SetRemoteOffer(pc, rawOffer, log); err != nil {
+		return nil, "", err
 	}
 	s := &session{
 		h: h, id: id, log: log, pc: pc, stream: stream,

@@ -77,8 +77,8 @@ func startSession(h *Handler, pub *publisher, off *offer, rawOffer, id string, l
 		}
 	})
 
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: rawOffer}); err != nil {
-		return nil, "", rtc.Errorf(http.StatusBadRequest, "SDP offer rejected: %v", err)
+	if err := h.cfg.Engine.SetRemoteOffer(pc, rawOffer, log); err != nil {
+		return nil, "", err
 	}
 	if err := s.selectCodecs(off); err != nil {
 		return nil, "", err
