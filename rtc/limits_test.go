@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net"
@@ -298,5 +299,84 @@ func TestCheckBound(t *testing.T) {
 	}
 	if max := int(float64(checkRate) * (elapsed.Seconds() + 1)); packets > max {
 		t.Errorf("%d checks in %v, want at most %d (ice_check_rate %d/s and a second's burst)", packets, elapsed, max, checkRate)
+	}
+}
+
+// bindingRequest is a STUN Binding request as an ICE agent sends it:
+// USERNAME (padded), then an attribute after it.
+func bindingRequest(username string) []byte {
+	attr := func(typ uint16, v []byte) []byte {
+		b := binary.BigEndian.AppendUint16(nil, typ)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(v)))
+		b = append(b, v...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	body := append(attr(stunUsername, []byte(username)), attr(0x8028, []byte{1, 2, 3, 4})...) // FINGERPRINT
+	p := binary.BigEndian.AppendUint16(nil, stunBindingRequest)
+	p = binary.BigEndian.AppendUint16(p, uint16(len(body)))
+	p = binary.BigEndian.AppendUint32(p, stunMagicCookie)
+	p = append(p, make([]byte, 12)...) // transaction ID
+	return append(p, body...)
+}
+
+func TestCheckUfrag(t *testing.T) {
+	if u, ok := checkUfrag(bindingRequest("remote7:LoCaL")); !ok || u != "LoCaL" {
+		t.Errorf("binding request: %q %v, want LoCaL", u, ok)
+	}
+	resp := bindingRequest("a:b")
+	resp[0], resp[1] = 0x01, 0x01 // a Binding success response: not a check
+	for name, p := range map[string][]byte{
+		"response": resp,
+		"RTP":      {0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		"short":    bindingRequest("a:b")[:19],
+		"cut":      bindingRequest("remote:local")[:26],
+	} {
+		if u, ok := checkUfrag(p); ok {
+			t.Errorf("%s: taken for a check of %q", name, u)
+		}
+	}
+}
+
+func FuzzCheckUfrag(f *testing.F) {
+	f.Add(bindingRequest("remote:local"))
+	f.Add(bindingRequest(""))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		_, _ = checkUfrag(p) // must not panic
+	})
+}
+
+// TestCheckBudget: an agent's checks pass up to the burst, then at the
+// rate; an ICE restart's new credentials draw from the same budget; idle
+// budgets are forgotten.
+func TestCheckBudget(t *testing.T) {
+	b := newCheckBudget(10)
+	now := time.Now()
+	sent := 0
+	for range 30 {
+		if b.allow("agent1", now) {
+			sent++
+		}
+	}
+	if sent != 10 || b.dropped.Load() != 20 {
+		t.Fatalf("%d of 30 checks at once sent, %d dropped: want the burst, 10", sent, b.dropped.Load())
+	}
+	if !b.allow("agent2", now) {
+		t.Error("another agent's check refused: budgets are per agent")
+	}
+	b.carryOver("agent1", "agent1-restarted")
+	if b.allow("agent1-restarted", now) {
+		t.Error("a restart refilled the budget")
+	}
+	if !b.allow("agent1-restarted", now.Add(100*time.Millisecond)) {
+		t.Error("no check 100 ms later at 10/s")
+	}
+	b.allow("agent3", now.Add(time.Hour)) // sweeps
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.byUfrag) != 1 {
+		t.Errorf("%d budgets kept after an hour idle, want only the one in use", len(b.byUfrag))
 	}
 }
