@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
@@ -171,5 +172,45 @@ func TestReaderLimit(t *testing.T) {
 	third.command(8, third.connect("live"), "play", 0, args{nil, "a", float64(-2000)})
 	if st := third.waitStatus(); st.Code != "NetStream.Play.Reset" {
 		t.Fatalf("player after a reader left: %+v", st)
+	}
+}
+
+// panicCount is the number of panics recovered under component so far.
+func panicCount(component string) uint64 {
+	for _, c := range panics.Counts() {
+		if c.Component == component {
+			return c.N
+		}
+	}
+	return 0
+}
+
+// TestPanicEndsConnection: a panic in a go-rtmp callback ends that
+// connection alone, is counted, and the server goes on serving.
+func TestPanicEndsConnection(t *testing.T) {
+	ts := startServer(t, allowAll, func(s *Server) {
+		s.onPublish = func(st *media.Stream) {
+			if st.Path() == "live/boom" {
+				panic("boom")
+			}
+		}
+	})
+	before := panicCount(panicComponent)
+	c := dialRaw(t, ts.addr)
+	c.command(8, c.connect("live"), "publish", 0, args{nil, "boom", "live"})
+	if err := c.waitClosed(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := panicCount(panicComponent) - before; n != 1 {
+		t.Errorf("%d panics counted under %q, want 1", n, panicComponent)
+	}
+	ts.logs.WaitLog(t, time.Second, "panic recovered", "component=\"rtmp connection\"", "peer=")
+	testkit.WaitFor(t, 5*time.Second, "the publication ended", func() bool {
+		_, ok := ts.reg.Get("live/boom")
+		return !ok
+	})
+	other := dialRaw(t, ts.addr)
+	if st := other.publish(other.connect("live"), "fine"); st.Code != "NetStream.Publish.Start" {
+		t.Fatalf("publish after the panic: %+v", st)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/connlimit"
+	"github.com/wishbridge/bridge/internal/panics"
 )
 
 // Play support: the server speaks the protocol up to the play command and
@@ -152,13 +153,13 @@ func (h *handler) play(streamID uint32, cmd *message.NetStreamPlay) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
+	panics.Go(panicComponent, h.log, func() {
 		select {
 		case <-h.srv.done:
 			cancel()
 		case <-ctx.Done():
 		}
-	}()
+	})
 	w := &playWriter{h: h, streamID: streamID, path: path}
 	started := time.Now()
 	err := h.srv.play(ctx, PlayRequest{Path: path, Key: key, Remote: h.c.peer}, w)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -129,7 +130,11 @@ func (p *Puller) Run(ctx context.Context) {
 	p.log.Info("rtmp pull started")
 	bo := backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
 	for {
-		streamed, err := p.pull(ctx)
+		var streamed time.Duration
+		var err error
+		if panics.Do("rtmp pull", p.log, func() { streamed, err = p.pull(ctx) }) {
+			err = errPanicked // the deferred closes ran; the next attempt starts afresh
+		}
 		if ctx.Err() != nil {
 			p.log.Info("rtmp pull stopped")
 			return
@@ -148,7 +153,7 @@ func (p *Puller) Run(ctx context.Context) {
 
 // pull makes one connection and publishes what it plays until it fails or
 // ctx ends. It returns for how long the stream was published.
-func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
+func (p *Puller) pull(ctx context.Context) (streamed time.Duration, err error) {
 	c, err := dialPull(ctx, p.src, p.setupTimeout, p.idleTimeout)
 	if err != nil {
 		return 0, err
@@ -158,6 +163,8 @@ func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	s := &pullSession{p: p, c: c}
+	// A panic while publishing ends the publication too, as an error would.
+	defer panics.Recover("rtmp pull", p.log, func() { streamed, err = s.end(errPanicked), errPanicked })
 	err = s.receive()
 	if ctx.Err() != nil {
 		err = errPullStopped

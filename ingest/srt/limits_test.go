@@ -12,6 +12,7 @@ import (
 	gosrt "github.com/datarhei/gosrt"
 
 	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
@@ -284,4 +285,43 @@ func TestJunkPIDs(t *testing.T) {
 	if _, ok := ts.reg.Get("live/junk"); !ok {
 		t.Errorf("the stream ended:\n%s", ts.logs.String())
 	}
+}
+
+// panicCount is the number of panics recovered under component so far.
+func panicCount(component string) uint64 {
+	for _, c := range panics.Counts() {
+		if c.Component == component {
+			return c.N
+		}
+	}
+	return 0
+}
+
+// TestPanicEndsConnection: a panic while a publisher is served (here in
+// the hook that runs before the demux, on the same goroutine as the
+// mediacommon callbacks) ends that publisher alone, is counted, and the
+// server goes on serving.
+func TestPanicEndsConnection(t *testing.T) {
+	ts := startServer(t, Config{}, nil)
+	onPublish := ts.onPublish
+	ts.onPublish = func(st *media.Stream) {
+		if st.Path() == "live/boom" {
+			panic("boom")
+		}
+		onPublish(st)
+	}
+	before := panicCount(panicComponent)
+	if _, err := dial(t, ts, "publish:live/boom", ""); err != nil {
+		t.Fatal(err)
+	}
+	ts.logs.WaitLog(t, 5*time.Second, "srt publish ended", "stream=live/boom", "panic was recovered")
+	if n := panicCount(panicComponent) - before; n != 1 {
+		t.Errorf("%d panics counted under %q, want 1", n, panicComponent)
+	}
+	if _, ok := ts.reg.Get("live/boom"); ok {
+		t.Errorf("the stream of the publisher that panicked is still there")
+	}
+	pkts := tsPackets(t, "h264-aac.ts")
+	sendPackets(t, ts, "live/fine", pkts[:len(pkts)/10], time.Second, nil)
+	testkit.WaitReady(t, ts.reg, "live/fine", 5*time.Second)
 }

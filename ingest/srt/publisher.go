@@ -173,9 +173,6 @@ func (p *publisher) stopReason() error {
 // summary.
 func (p *publisher) run() {
 	p.log.Info("srt "+p.cfg.what, "latency", p.cfg.latency)
-	if p.cfg.onPublish != nil {
-		p.cfg.onPublish(p.stream.Stream)
-	}
 	p.idle = time.AfterFunc(p.cfg.idleTimeout, func() {
 		p.stop(fmt.Errorf("no MPEG-TS packet for %v", p.cfg.idleTimeout))
 	})
@@ -184,9 +181,16 @@ func (p *publisher) run() {
 			p.stop(fmt.Errorf("no MPEG-TS program (PAT and PMT) within %v", p.cfg.setupTimeout))
 		}
 	})
+	// The panic boundary: the mediacommon callbacks and the demux loop
+	// run in demux; a panic ends this publisher as any error would.
 	var err error
-	if panics.Do(panicComponent, p.log, func() { err = p.demux(setup) }) {
-		err = errPanicked // the mediacommon callbacks and the demux loop run in demux
+	if panics.Do(panicComponent, p.log, func() {
+		if p.cfg.onPublish != nil {
+			p.cfg.onPublish(p.stream.Stream)
+		}
+		err = p.demux(setup)
+	}) {
+		err = errPanicked
 	}
 	setup.Stop()
 	p.idle.Stop()

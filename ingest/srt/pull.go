@@ -21,6 +21,7 @@ import (
 
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/srtcall"
 	"github.com/wishbridge/bridge/media"
 )
@@ -173,7 +174,11 @@ func (p *Puller) Run(ctx context.Context) {
 	p.log.Info("srt pull started")
 	bo := backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
 	for {
-		streamed, err := p.pull(ctx)
+		var streamed time.Duration
+		var err error
+		if panics.Do("srt pull", p.log, func() { streamed, err = p.pull(ctx) }) {
+			err = errPanicked // the deferred closes ran; the next attempt starts afresh
+		}
 		if ctx.Err() != nil {
 			p.log.Info("srt pull stopped")
 			return
