@@ -51,6 +51,15 @@ routes:
       enabled: true
 metrics:
   enabled: true
+# Every viewer comes from this one address, faster than a real audience:
+# the per-address and pending limits are raised for the load, as the
+# config reference says a load test should.
+limits:
+  webrtc_sessions: 10000
+  webrtc_sessions_per_address: 10000
+  webrtc_pending: 2000
+  webrtc_pending_per_address: 2000
+  readers_per_stream: 10000
 EOF
 
 bridge_pid=
