@@ -205,3 +205,14 @@ func openPublishing(cfg *config.Config, listeners map[string]net.Addr) string {
 	}
 	return strings.Join(open, "; ")
 }
+
+// maxReaders is the limit of readers of the stream at path, across every
+// read protocol: the route's max_readers, or limits.readers_per_stream.
+// Read per request, so a reload applies to the next reader.
+func (b *Bridge) maxReaders(path string) int {
+	cfg := b.cfg.Load()
+	if r, ok := cfg.Match(path); ok && r.MaxReaders > 0 {
+		return r.MaxReaders
+	}
+	return cfg.Limits.WithDefaults().ReadersPerStream
+}

@@ -13,8 +13,8 @@ import (
 // pulls that changed in anything their runner uses (forwardSpec, pullSpec)
 // are stopped and started, those whose route is gone stop, the others keep
 // running.
-// Listeners, WebRTC settings and whether and where metrics are served
-// cannot change without a restart: a change there is logged and left for
+// Listeners, WebRTC settings, limits other than readers_per_stream, and
+// whether and where metrics are served cannot change without a restart: a change there is logged and left for
 // the next start (a new metrics token applies at once).
 func (b *Bridge) Reload(next *config.Config) {
 	old := b.cfg.Load()
@@ -30,6 +30,15 @@ func (b *Bridge) Reload(next *config.Config) {
 		// The endpoint is a route on the HTTP mux, which cannot drop one.
 		b.log.Warn("config reload: metrics.enabled and metrics.path changes need a restart; keeping the running ones (a new metrics.token applies)")
 		next.Metrics.Enabled, next.Metrics.Path = old.Metrics.Enabled, old.Metrics.Path
+	}
+	if kept := old.Limits; kept.WithDefaults() != next.Limits.WithDefaults() {
+		// The limiters are built at start; the readers' limit is read per
+		// reader, so it alone applies now.
+		kept.ReadersPerStream = next.Limits.ReadersPerStream
+		if kept.WithDefaults() != next.Limits.WithDefaults() {
+			b.log.Warn("config reload: limits changes need a restart, except readers_per_stream (and routes' max_readers); keeping the running ones")
+		}
+		next.Limits = kept
 	}
 	b.cfg.Store(next)
 	// A forward or pull whose config changed restarts, and one whose
