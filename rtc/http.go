@@ -206,7 +206,8 @@ func serveNoContent(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http
 // WriteAnswer answers a WHIP or WHEP POST: 201 Created with the session's
 // absolute Location, its entity-tag (RFC 9725 section 4.3.1), Accept-Patch
 // (trickle ICE and ICE restarts are supported), one Link per ICE server and
-// the SDP answer.
+// the SDP answer. iceServers come from Engine.ICEServers, and only once the
+// route has admitted the client: they may carry TURN credentials.
 func WriteAnswer(w http.ResponseWriter, location, etag, answer string, iceServers []webrtc.ICEServer) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/sdp")
@@ -282,6 +283,9 @@ type Sessions struct {
 
 	refused  [numLimits]atomic.Uint64
 	timedOut atomic.Uint64
+	// patchLog logs refused PATCHes once per client per interval: a
+	// flood of them (429s) must not write a line each.
+	patchLog RefusalLog
 
 	mu   sync.Mutex
 	byID map[string]*entry // guarded by mu
@@ -690,7 +694,7 @@ func (t *Sessions) servePatch(w http.ResponseWriter, r *http.Request) {
 		}
 		answer, etag, err := s.RestartICE(frag)
 		if err != nil {
-			log.Warn("ICE restart failed", "err", err)
+			t.patchLog.Log(log, r, "ICE restart refused", err)
 			WriteError(w, err)
 			return
 		}
@@ -701,7 +705,7 @@ func (t *Sessions) servePatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.Trickle(frag); err != nil {
-		log.Info("trickle refused", "err", err)
+		t.patchLog.Log(log, r, "trickle refused", err)
 		WriteError(w, err)
 		return
 	}
