@@ -51,10 +51,10 @@ type Sources struct {
 	Refusals func() []Refusal
 }
 
-// Refusal counts the clients one protocol refused for one reason since
-// start: Protocol "rtmp", "srt", "whip", "whep", "webrtc" (session limits
-// shared by WHIP and WHEP); Reason a short stable word such as "total",
-// "per_address", "pending", "per_stream", "patch_rate", "bitrate".
+// Refusal counts what one limit refused or dropped since start: clients,
+// requests, candidates, packets. Protocol is "rtmp", "srt" or "webrtc"
+// (WHIP and WHEP share their limits); Reason is the limits.* config key
+// of the limit ("webrtc_pending_per_address", "ice_candidates", ...).
 type Refusal struct {
 	Protocol, Reason string
 	N                uint64
@@ -127,7 +127,7 @@ func New(src Sources, log *slog.Logger) (*Metrics, error) {
 		[]string{"component"}, nil)})
 	if src.Refusals != nil {
 		cs = append(cs, &refusalCollector{desc: prometheus.NewDesc("bridge_refused_total",
-			"Clients refused by a limit, by protocol and reason.", []string{"protocol", "reason"}, nil), list: src.Refusals})
+			"What the limits refused or dropped (clients, requests, ICE candidates, connectivity checks), by protocol and reason, the limits.* config key.", []string{"protocol", "reason"}, nil), list: src.Refusals})
 	}
 	if src.UDP != nil {
 		for _, c := range []struct {

@@ -32,9 +32,10 @@ type Settings struct {
 	// caller, so a bind error surfaces before anything starts). The Engine
 	// owns it from New on and closes it in Close.
 	UDP net.PacketConn
-	// ICEServers are used by the bridge's own agents and advertised to
-	// clients (Link headers).
-	ICEServers []webrtc.ICEServer
+	// ICEServers are used by the bridge's own agents and, TURN servers
+	// only with derived credentials, advertised to admitted clients (Link
+	// headers): see ICEServers.Bridge and ICEServers.Client.
+	ICEServers ICEServers
 	// NAT1To1 lists public IP addresses to advertise as host candidates, in
 	// addition to the local ones, for a host behind a 1:1 NAT.
 	NAT1To1 []string
@@ -69,7 +70,7 @@ type Engine struct {
 	sendAPI    *webrtc.API // sending peers: no interceptors (see NewSenderPeerConnection)
 	mux        interface{ Close() error }
 	batch      *udpbatch.Conn // nil when Settings.UDP is not a *net.UDPConn
-	iceServers []webrtc.ICEServer
+	iceServers ICEServers
 	nat1to1    []netip.Addr // listed first in answers (OrderCandidates)
 
 	loopback      bool // loopback remote candidates are probed (Settings.IncludeLoopback)
@@ -234,7 +235,7 @@ func interceptors(m *webrtc.MediaEngine) (*interceptor.Registry, error) {
 // media (a WHIP publisher, a WHEP source we pull): its RTP goes through
 // the NACK generator, receiver reports and TWCC feedback.
 func (e *Engine) NewPeerConnection() (*webrtc.PeerConnection, error) {
-	return e.api.NewPeerConnection(webrtc.Configuration{ICEServers: e.iceServers})
+	return e.api.NewPeerConnection(e.agentConfig())
 }
 
 // NewSenderPeerConnection returns a PeerConnection for a peer we only send
@@ -243,7 +244,7 @@ func (e *Engine) NewPeerConnection() (*webrtc.PeerConnection, error) {
 // packet to every viewer (and pion's run a goroutine each per peer).
 // OutTrack answers NACKs and keyframe requests and makes the sender reports.
 func (e *Engine) NewSenderPeerConnection() (*webrtc.PeerConnection, error) {
-	return e.sendAPI.NewPeerConnection(webrtc.Configuration{ICEServers: e.iceServers})
+	return e.sendAPI.NewPeerConnection(e.agentConfig())
 }
 
 // UDPStats returns the UDP socket's send counters: packets sent, send
@@ -263,9 +264,6 @@ func (e *Engine) ICEStats() ICEStats {
 		PatchesRefused:    e.patchesRefused.Load(),
 	}
 }
-
-// ICEServers returns the configured ICE servers (for Link headers).
-func (e *Engine) ICEServers() []webrtc.ICEServer { return e.iceServers }
 
 // Close closes the UDP mux and its socket. Sessions must be closed first.
 func (e *Engine) Close() error { return e.mux.Close() }

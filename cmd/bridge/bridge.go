@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/webrtc/v4"
-
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/egress/whep"
 	"github.com/wishbridge/bridge/ingest/rtmp"
@@ -271,10 +269,10 @@ func (b *Bridge) closeListeners() {
 	}
 }
 
-func iceServers(in []config.ICEServer) []webrtc.ICEServer {
-	out := make([]webrtc.ICEServer, 0, len(in))
+func iceServers(in []config.ICEServer) rtc.ICEServers {
+	out := make(rtc.ICEServers, 0, len(in))
 	for _, s := range in {
-		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+		out = append(out, rtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential, Secret: s.Secret, TTL: s.TTLOrDefault()})
 	}
 	return out
 }

@@ -170,10 +170,17 @@ func newViewerAPI(t *testing.T) *webrtc.API {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 }
 
-// offer builds a recvonly audio+video offer with all candidates.
+// newOffer builds a recvonly audio+video offer with all candidates.
 func newOffer(t *testing.T, api *webrtc.API) (*webrtc.PeerConnection, string) {
 	t.Helper()
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	return newOfferWith(t, api, webrtc.Configuration{})
+}
+
+// newOfferWith is newOffer from a PeerConnection with cfg (ICE servers, an
+// ICE transport policy).
+func newOfferWith(t *testing.T, api *webrtc.API, cfg webrtc.Configuration) (*webrtc.PeerConnection, string) {
+	t.Helper()
+	pc, err := api.NewPeerConnection(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,7 @@ func TestHostileInput(t *testing.T) {
 		SRTConnectionsPerAddress:  16,
 	}.WithDefaults()
 	cfg.Routes = append([]config.Route{{Path: "private/{name}", PublishKey: "s3cret-pub", ReadKey: "s3cret-read"}}, cfg.Routes...)
+	cfg.Metrics.Enabled = true
 	b := startBridge(t, cfg)
 	publish(t, "h264-aac.flv", "rtmp://"+b.RTMPAddr().String()+"/live/main")
 	waitStream(t, b, "live/main")
@@ -248,6 +249,10 @@ func TestHostileInput(t *testing.T) {
 		}
 		if !refused {
 			t.Fatal("20 never-connecting sessions from one address were all accepted")
+		}
+		_, _, body := getMetrics(t, "http://"+b.HTTPAddr().String()+"/metrics", "")
+		if v, _ := sampleValue(body, `bridge_refused_total{protocol="webrtc",reason="webrtc_pending_per_address"}`); v < 1 {
+			t.Errorf("the refusal is not counted in bridge_refused_total")
 		}
 		other := clientFrom("127.0.0.2")
 		defer other.CloseIdleConnections()

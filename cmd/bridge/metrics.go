@@ -205,8 +205,19 @@ func (f *forwards) runners() []metrics.Runner {
 	return nil
 }
 
-// refusals gathers the refusal counters of every adapter.
+// refusals gathers what every limit refused or dropped, by protocol and
+// the limits.* key that did it.
 func (b *Bridge) refusals() []metrics.Refusal {
 	var out []metrics.Refusal
+	for l, n := range b.sessions.Refused() {
+		out = append(out, metrics.Refusal{Protocol: "webrtc", Reason: l.String(), N: n})
+	}
+	ice := b.engine.ICEStats()
+	out = append(out,
+		metrics.Refusal{Protocol: "webrtc", Reason: "webrtc_connect_timeout", N: b.sessions.TimedOut()},
+		metrics.Refusal{Protocol: "webrtc", Reason: "ice_candidates", N: ice.CandidatesDropped},
+		metrics.Refusal{Protocol: "webrtc", Reason: "ice_check_rate", N: ice.ChecksDropped},
+		metrics.Refusal{Protocol: "webrtc", Reason: "patch_rate", N: ice.PatchesRefused},
+	)
 	return out
 }

@@ -121,18 +121,18 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := h.log.With("stream", path, "peer", r.RemoteAddr)
-	answer, loc, etag, err := h.newSession(w, r, path, log)
+	answer, id, etag, err := h.newSession(w, r, path, log)
 	if err != nil {
 		h.refusals.Log(log, r, "viewer refused", err)
 		rtc.WriteError(w, err)
 		return
 	}
-	rtc.WriteAnswer(w, loc, etag, answer, h.cfg.Engine.ICEServers())
+	rtc.WriteAnswer(w, rtc.Location(r, id), etag, answer, h.cfg.Engine.ICEServers(id))
 }
 
-// newSession answers the viewer's offer. The session is in the sessions
-// table, then running, when it returns.
-func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (answer, location, etag string, err error) {
+// newSession answers the viewer's offer and returns the session's id. The
+// session is in the sessions table, then running, when it returns.
+func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (answer, sessionID, etag string, err error) {
 	if err := h.cfg.Authorize(path, rtc.BearerToken(r)); err != nil {
 		return "", "", "", err
 	}
@@ -169,7 +169,7 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 		s.Close("ICE/DTLS did not complete in time")
 		return "", "", "", rtc.Errorf(http.StatusServiceUnavailable, "the session timed out before it was answered, try again")
 	}
-	return answer, rtc.Location(r, id), s.ETag(), nil
+	return answer, id, s.ETag(), nil
 }
 
 // waitStream returns the stream at path once its tracks are known.

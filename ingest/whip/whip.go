@@ -111,7 +111,7 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 		rtc.WriteError(w, err)
 		return
 	}
-	rtc.WriteAnswer(w, rtc.Location(r, s.id), s.ETag(), answer, h.cfg.Engine.ICEServers())
+	rtc.WriteAnswer(w, rtc.Location(r, s.id), s.ETag(), answer, h.cfg.Engine.ICEServers(s.id))
 }
 
 // newSession admits the publisher, claims the path and answers the offer.
