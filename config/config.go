@@ -166,8 +166,10 @@ func (m Metrics) LogValue() slog.Value { return slog.StringValue(m.String()) }
 
 // WebRTC configures ICE for every PeerConnection the bridge makes.
 type WebRTC struct {
-	// ICEServers are used by the bridge and handed to WHIP/WHEP clients in
-	// Link headers.
+	// ICEServers are used by the bridge's own agents; STUN servers, and
+	// TURN servers with a Secret (per-session derived credentials), are
+	// also handed to admitted WHIP/WHEP clients in Link headers. Static
+	// TURN credentials never are.
 	ICEServers []ICEServer `yaml:"ice_servers"`
 	// NAT1To1 are public IPs or hostnames advertised as host candidates when
 	// the bridge sits behind a 1:1 NAT. Hostnames are kept as written; the
