@@ -22,6 +22,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/internal/udpbatch"
 )
 
@@ -270,13 +271,34 @@ func (e *Engine) Close() error { return e.mux.Close() }
 
 // slogLoggerFactory routes pion's logs into slog. Debug and trace are
 // dropped: pion is chatty there and the bridge logs what matters itself.
-type slogLoggerFactory struct{ log *slog.Logger }
-
-func (f *slogLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
-	return &slogLogger{log: f.log.With("scope", scope)}
+// Warnings and errors pass once per kind per interval: pion logs one per
+// bad packet ("Failed to handle decode ICE from ..."), which a client
+// sending garbage would turn into a flood.
+type slogLoggerFactory struct {
+	log   *slog.Logger
+	limit ratelog.Limiter // shared by every scope's logger
 }
 
-type slogLogger struct{ log *slog.Logger }
+func (f *slogLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
+	return &slogLogger{log: f.log.With("scope", scope), scope: scope, limit: &f.limit}
+}
+
+type slogLogger struct {
+	log   *slog.Logger
+	scope string
+	limit *ratelog.Limiter
+}
+
+// pass reports whether a warning or error may be logged, keyed by its
+// scope and its first words (the rest names peers and values, which vary
+// per packet), with the count held back since the last one.
+func (l *slogLogger) pass(msg string) (bool, int) {
+	kind := msg
+	if i := strings.IndexAny(kind, "0123456789:("); i >= 0 {
+		kind = kind[:i]
+	}
+	return l.limit.Allow(l.scope + " " + kind)
+}
 
 func (l *slogLogger) Trace(string)          {}
 func (l *slogLogger) Tracef(string, ...any) {}
@@ -300,7 +322,9 @@ func (l *slogLogger) warn(msg string) {
 			return
 		}
 	}
-	l.log.Warn(msg)
+	if ok, n := l.pass(msg); ok {
+		l.log.Warn(msg, "suppressed", n)
+	}
 }
 
 // benignWarnings are the starts of pion warnings that are not: the ICE
@@ -315,7 +339,9 @@ var benignWarnings = []string{
 	"Ignoring remote candidate filtered by remote IP policy",
 }
 
-func (l *slogLogger) Error(msg string) { l.log.Error(msg) }
-func (l *slogLogger) Errorf(f string, a ...any) {
-	l.log.Error(fmt.Sprintf(f, a...))
+func (l *slogLogger) Error(msg string) {
+	if ok, n := l.pass(msg); ok {
+		l.log.Error(msg, "suppressed", n)
+	}
 }
+func (l *slogLogger) Errorf(f string, a ...any) { l.Error(fmt.Sprintf(f, a...)) }

@@ -16,6 +16,7 @@ import (
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/metrics"
@@ -152,8 +153,10 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			return config.BFramesReencode
 		},
 		// One cap for the process: re-encoders are CPU, whatever the route.
-		Reencoders: &transcode.ReencodeSlots{Max: cfg.Limits.WithDefaults().VideoReencoders},
-		Log:        log,
+		Reencoders:        &transcode.ReencodeSlots{Max: sl.VideoReencoders},
+		RetransmitPercent: sl.RetransmitPercent,
+		MaxReaders:        b.maxReaders,
+		Log:               log,
 	}).Register(mux)
 	whip.NewHandler(whip.Config{
 		Registry:  b.registry,
@@ -217,6 +220,11 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	b.serve("http", func() error { return b.httpSrv.Serve(b.httpLn) })
 	b.serve("srt", b.srtSrv.Serve)
 	b.serve("rtmp", func() error { return b.rtmpSrv.Serve(b.rtmpLn) })
+	if open := openPublishing(cfg, map[string]net.Addr{
+		config.IngestRTMP: b.rtmpLn.Addr(), config.IngestSRT: b.srtSrv.Addr(), config.IngestWHIP: b.httpLn.Addr(),
+	}); open != "" {
+		log.Warn("anyone who can reach this bridge may publish on these routes; close them with a publish key: " + open)
+	}
 	log.Info("bridge started", "http", b.httpLn.Addr().String(), "rtmp", b.rtmpLn.Addr().String(),
 		"srt", b.srtSrv.Addr().String(), "webrtc_udp", b.udp.LocalAddr().String())
 	return b, nil
@@ -226,6 +234,7 @@ func (b *Bridge) serve(name string, f func() error) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
+		defer panics.Recover("listener "+name, b.log, nil)
 		if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			b.log.Error("listener stopped", "listener", name, "err", err)
 		}

@@ -186,6 +186,7 @@ func (s *session) addTracks(off *offer) error {
 		}
 		ot.OutTrack = rtc.NewOutTrack(s.pc, s.stream, local, sender)
 		ot.SetDelayObserver(s.h.cfg.SendDelay)
+		ot.SetRetransmitPercent(s.h.cfg.RetransmitPercent)
 		s.tracks = append(s.tracks, ot)
 	}
 	if len(s.tracks) == 0 {

@@ -40,6 +40,10 @@ type Config struct {
 	// path (max_readers); nil or 0 means the sessions table's
 	// (rtc.Limits.ReadersPerStream).
 	MaxReaders func(path string) int
+	// RetransmitPercent is each viewer's NACK resend budget per track, in
+	// percent of the track's bitrate (rtc.OutTrack.SetRetransmitPercent);
+	// 0 means rtc.DefaultRetransmitPercent.
+	RetransmitPercent int
 	// OpusBitrate returns the bitrate (bit/s) of Opus transcoded from AAC
 	// for the stream at path; nil or 0 means transcode.DefaultOpusBitrate.
 	OpusBitrate func(path string) int
