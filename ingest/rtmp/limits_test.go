@@ -214,3 +214,30 @@ func TestPanicEndsConnection(t *testing.T) {
 		t.Fatalf("publish after the panic: %+v", st)
 	}
 }
+
+// TestBitrateCap: a publisher sending above Config.MaxBitrate is
+// disconnected with a log line saying so.
+func TestBitrateCap(t *testing.T) {
+	ts := startServerConfig(t, Config{Authorize: allowAll, MaxBitrate: 1_000_000}, nil)
+	c := dialRaw(t, ts.addr)
+	id := c.connect("live")
+	if st := c.publish(id, "fast"); st.Code != "NetStream.Publish.Start" {
+		t.Fatalf("publish: %+v", st)
+	}
+	// Video command frames (FLV frame type 5: no picture, ignored) of
+	// 60 KB each: 1.2 MB is more than the 625 KB 1 Mbit/s allows in 5 s.
+	tag := make([]byte, 60<<10)
+	tag[0] = 0x57
+	for i := range 20 {
+		if err := c.video(id, uint32(i), tag); err != nil {
+			break
+		}
+	}
+	if err := c.waitClosed(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ts.logs.WaitLog(t, time.Second, "rtmp publish ended", "stream=live/fast", "peer sends more than 1 Mbit/s")
+	if n := ts.Refusals().Bitrate; n != 1 {
+		t.Errorf("%d bitrate refusals counted, want 1", n)
+	}
+}

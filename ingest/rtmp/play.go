@@ -48,6 +48,12 @@ var ErrStreamNotFound = errors.New("stream not found")
 // When Config.Play returns after that, the client gets
 // NetStream.Play.Stop. Either way the connection is closed afterwards.
 //
+// The first WriteMessage fails, and the play is refused with
+// NetStream.Play.Failed, when the stream at the request's path has more
+// readers than Config.MaxReaders allows, counting the hub reader Config.Play
+// attached for this player: Config.Play should attach its reader before
+// its first write and return the write's error.
+//
 // Config.Play runs on the connection's goroutine, which reads nothing from
 // the client meanwhile (a player sends nothing that matters once it
 // plays), so the writes cannot race go-rtmp's own. Its ctx ends when the
