@@ -149,14 +149,9 @@ type Config struct {
 	MaxReaders func(path string) int
 	// MaxBitrate bounds what one connection sends, in bit/s averaged over
 	// 5 s; over it the connection is closed. 0 means
-	// DefaultMaxBitrate. cmd/bridge sets it from limits.ingest_bitrate.
+	// connlimit.DefaultMaxBitrate. cmd/bridge sets it from limits.ingest_bitrate.
 	MaxBitrate int
 }
-
-// DefaultMaxBitrate is the inbound bitrate bound when Config.MaxBitrate is
-// 0: above what any contribution encoder sends (4K at high quality is
-// 50-100 Mbit/s), below what would let one peer take a gigabit link.
-const DefaultMaxBitrate = 200_000_000
 
 // Defaults for the timeouts and limits the Config does not expose.
 const (
@@ -226,7 +221,7 @@ func NewServer(cfg Config) *Server {
 		idleTimeout:  defaultIdleTimeout,
 		writeTimeout: defaultWriteTimeout,
 		configWait:   defaultConfigWait,
-		maxBitrate:   int64(cmp.Or(cfg.MaxBitrate, DefaultMaxBitrate)),
+		maxBitrate:   int64(cmp.Or(cfg.MaxBitrate, connlimit.DefaultMaxBitrate)),
 		gate:         connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr, cfg.MaxReaders, log),
 		open:         make(map[*conn]struct{}),
 		done:         make(chan struct{}),

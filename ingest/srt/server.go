@@ -157,15 +157,9 @@ type Config struct {
 	MaxReaders func(path string) int
 	// MaxBitrate bounds what one publisher sends, in bit/s averaged over
 	// 5 s; over it the publisher is disconnected. 0 means
-	// DefaultMaxBitrate. cmd/bridge sets it from limits.ingest_bitrate.
+	// connlimit.DefaultMaxBitrate. cmd/bridge sets it from limits.ingest_bitrate.
 	MaxBitrate int
 }
-
-// DefaultMaxBitrate is the publisher bitrate bound when Config.MaxBitrate
-// is 0, the same as RTMP's: above what any contribution encoder sends (4K
-// at high quality is 50-100 Mbit/s), below what would let one peer take a
-// gigabit link.
-const DefaultMaxBitrate = 200_000_000
 
 // ReadHandler admits and serves SRT readers; see Config.Read.
 type ReadHandler struct {
@@ -267,7 +261,7 @@ func NewServer(cfg Config) *Server {
 		idleTimeout:  defaultIdleTimeout,
 		trackWait:    defaultTrackWait,
 		keyframeWait: defaultKeyframeWait,
-		maxBitrate:   int64(cmp.Or(cfg.MaxBitrate, DefaultMaxBitrate)),
+		maxBitrate:   int64(cmp.Or(cfg.MaxBitrate, connlimit.DefaultMaxBitrate)),
 		gate:         connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr, cfg.MaxReaders, log),
 		pubs:         make(map[string]*publisher),
 		serveDone:    make(chan struct{}),

@@ -17,6 +17,12 @@ import (
 	"github.com/wishbridge/bridge/media"
 )
 
+// DefaultMaxBitrate is the ingest bitrate bound (bit/s) of an RTMP or SRT
+// publisher whose listener is not given one: above what any contribution
+// encoder sends (4K at high quality is 50-100 Mbit/s), below what would let
+// one peer take a gigabit link. limits.ingest_bitrate has the same default.
+const DefaultMaxBitrate = 200_000_000
+
 // ErrReaders refuses a reader of a stream that has its maximum of readers.
 var ErrReaders = errors.New("the stream has its maximum of readers")
 
