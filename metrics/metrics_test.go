@@ -129,7 +129,7 @@ bridge_srt_ingest_packets_retransmitted_total{path="live/srt"} 5
 # HELP bridge_srt_ingest_rtt_seconds Smoothed round-trip time of the SRT connection publishing the stream.
 # TYPE bridge_srt_ingest_rtt_seconds gauge
 bridge_srt_ingest_rtt_seconds{path="live/srt"} 0.025
-# HELP bridge_stream_published 1 for each stream in the hub (publishing, or waiting for its publisher to come back within the route's grace); ingest is how it arrives.
+# HELP bridge_stream_published 1 for each stream in the hub (publishing, or waiting for its publisher to come back within the route's grace); ingest is how it arrives. Under path="(private)", the number of streams whose paths this scrape may not see.
 # TYPE bridge_stream_published gauge
 bridge_stream_published{ingest="rtmp",path="live/cam1"} 1
 bridge_stream_published{ingest="srt",path="live/srt"} 1
