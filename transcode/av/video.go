@@ -3,6 +3,9 @@ package av
 import (
 	"bytes"
 	"errors"
+	"fmt"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 )
 
 // Video: H.264 decoding (libavcodec's decoder) and H.264 encoding (libx264
@@ -69,6 +72,44 @@ const (
 	// 8192x4320 at most; a larger picture is a corrupt stream).
 	maxVideoDimension = 8192
 )
+
+// MaxVideoPixels bounds the coded picture size (width x height) the
+// decoder and the encoder accept: 4096x2304, the largest frame of H.264
+// level 5.1/5.2 (MaxFS 36864 macroblocks), which holds 4K UHD (3840x2160)
+// and DCI 4K (4096x2160), what encoders publish live. At the cap a picture
+// is 14 MiB. The size is the publisher's to declare in its SPS, and memory
+// and CPU follow it, not the bitrate: libavcodec alone accepts up to about
+// 16384x16384, and 20 access units of a few hundred bytes declaring
+// 16000x8000 (cropped to 16x8000, which libavcodec's own max_pixels does
+// not see) held 4 GB and 34 s of CPU in the decoder; 8192x8192 pictures
+// took 860 MB and 1.4 s per frame in the decoder and libx264 together.
+const MaxVideoPixels = 4096 * 2304
+
+// checkSPSSize refuses an SPS NAL unit (any other NAL unit passes) that
+// declares a coded picture over MaxVideoPixels, with the size, before
+// libavcodec sees it. The coded size is what memory follows: cropping in
+// the SPS makes the visible size as small as 16 pixels wide, which is all
+// libavcodec's max_pixels looks at. An SPS mediacommon cannot parse passes
+// here; the decoder refuses it inside libavcodec (bvdec_get_format).
+func checkSPSSize(nalu []byte) error {
+	if len(nalu) == 0 || h264.NALUType(nalu[0]&0x1f) != h264.NALUTypeSPS {
+		return nil
+	}
+	var sps h264.SPS
+	if sps.Unmarshal(nalu) != nil {
+		return nil
+	}
+	w := 16 * (int64(sps.PicWidthInMbsMinus1) + 1)
+	h := 16 * (int64(sps.PicHeightInMapUnitsMinus1) + 1)
+	if !sps.FrameMbsOnlyFlag {
+		h *= 2 // map units are field macroblock pairs
+	}
+	if w*h > MaxVideoPixels {
+		return fmt.Errorf("av: h264 decoder: the SPS declares a coded picture of %dx%d, larger than %d pixels (4096x2304, H.264 level 5.1)",
+			w, h, MaxVideoPixels)
+	}
+	return nil
+}
 
 var errFrameReleased = errors.New("av: video frame was released")
 

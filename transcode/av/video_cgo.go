@@ -92,7 +92,19 @@ static void bvdec_free(bvdec *d) {
 	av_free(d);
 }
 
-static int bvdec_open(bvdec **out, const uint8_t *extra, int extra_len) {
+// bvdec_get_format refuses a coded picture larger than the decoder's
+// max_pixels. FFmpeg checks max_pixels against the cropped size only, so
+// an SPS cropping a 16000x8000 picture down to 16x8000 passes it and still
+// costs 16000x8000 per picture; libavcodec asks get_format before it
+// allocates anything for a new size.
+static enum AVPixelFormat bvdec_get_format(AVCodecContext *ctx, const enum AVPixelFormat *fmts) {
+	if ((int64_t)ctx->coded_width * ctx->coded_height > ctx->max_pixels) {
+		return AV_PIX_FMT_NONE;
+	}
+	return avcodec_default_get_format(ctx, fmts);
+}
+
+static int bvdec_open(bvdec **out, const uint8_t *extra, int extra_len, int64_t max_pixels) {
 	const AVCodec *c = avcodec_find_decoder(AV_CODEC_ID_H264);
 	if (!c) return AVERROR_DECODER_NOT_FOUND;
 	bvdec *d = av_mallocz(sizeof(*d));
@@ -107,6 +119,8 @@ static int bvdec_open(bvdec **out, const uint8_t *extra, int extra_len) {
 	d->ctx->pkt_timebase = (AVRational){1, 90000};
 	// One thread: frame threading would add a frame of delay per thread.
 	d->ctx->thread_count = 1;
+	d->ctx->max_pixels = max_pixels;
+	d->ctx->get_format = bvdec_get_format;
 	if (extra_len > 0) {
 		d->ctx->extradata = av_mallocz(extra_len + AV_INPUT_BUFFER_PADDING_SIZE);
 		if (!d->ctx->extradata) {
@@ -421,8 +435,12 @@ type VideoDecoder struct {
 // NewVideoDecoder opens an H.264 decoder. sps and pps (NAL units without
 // start codes; either may be nil when access units carry them in-band) are
 // the parameter sets known in advance; later ones in access units replace
-// them, including a change of resolution.
+// them, including a change of resolution. A coded picture larger than
+// MaxVideoPixels is refused, here for sps and by Decode for later ones.
 func NewVideoDecoder(sps, pps []byte) (*VideoDecoder, error) {
+	if err := checkSPSSize(sps); err != nil {
+		return nil, err
+	}
 	var extra []byte
 	if len(sps) > 0 && len(pps) > 0 {
 		extra = make([]byte, 0, 8+len(sps)+len(pps))
@@ -434,7 +452,7 @@ func NewVideoDecoder(sps, pps []byte) (*VideoDecoder, error) {
 		ex = (*C.uint8_t)(unsafe.Pointer(&extra[0]))
 	}
 	var c *C.bvdec
-	if ret := C.bvdec_open(&c, ex, C.int(len(extra))); ret < 0 {
+	if ret := C.bvdec_open(&c, ex, C.int(len(extra)), MaxVideoPixels); ret < 0 {
 		return nil, avError("open h264 decoder", ret)
 	}
 	d := &VideoDecoder{c: c}
@@ -453,7 +471,9 @@ func NewVideoDecoder(sps, pps []byte) (*VideoDecoder, error) {
 // The caller owns the frames and must Release them. A corrupt access unit
 // returns an error, and the decoder stays usable for the next one (until
 // the next IDR, pictures may show errors); frames decoded before an error
-// are returned with it. au is only read during the call.
+// are returned with it. au is only read during the call. An access unit
+// with an SPS declaring a picture over MaxVideoPixels is refused whole,
+// before the decoder sees it.
 func (d *VideoDecoder) Decode(au [][]byte, pts, dts int64) ([]VideoFrame, error) {
 	if d.c == nil {
 		return nil, errVideoDecoderClosed
@@ -462,6 +482,9 @@ func (d *VideoDecoder) Decode(au [][]byte, pts, dts int64) ([]VideoFrame, error)
 	for _, n := range au {
 		if len(n) > 0 {
 			size += 4 + len(n)
+		}
+		if err := checkSPSSize(n); err != nil {
+			return nil, err
 		}
 	}
 	if size == 0 {
@@ -574,6 +597,9 @@ func NewVideoEncoder(width, height int, fps float64, bitrate int) (*VideoEncoder
 	if w < 2 || h < 2 || width > maxVideoDimension || height > maxVideoDimension || bitrate < 0 {
 		return nil, fmt.Errorf("av: libx264 encoder: bad parameters: %dx%d, bitrate %d", width, height, bitrate)
 	}
+	if w*h > MaxVideoPixels {
+		return nil, fmt.Errorf("av: libx264 encoder: %dx%d is larger than %d pixels", width, height, MaxVideoPixels)
+	}
 	num, den := fpsRational(fps)
 	e := &VideoEncoder{fpsNum: num, fpsDen: den, bitrate: bitrate}
 	if err := e.open(w, h, false); err != nil {
@@ -661,7 +687,7 @@ func (e *VideoEncoder) Encode(f VideoFrame) ([]VideoPacket, error) {
 	defer runtime.KeepAlive(e)
 	defer runtime.KeepAlive(f.pic)
 	w, h := f.Width&^1, f.Height&^1
-	if w < 2 || h < 2 || f.Width > maxVideoDimension || f.Height > maxVideoDimension {
+	if w < 2 || h < 2 || f.Width > maxVideoDimension || f.Height > maxVideoDimension || w*h > MaxVideoPixels {
 		return nil, fmt.Errorf("av: libx264 encoder: picture of %dx%d", f.Width, f.Height)
 	}
 	if e.sent && f.PTS <= e.lastPTS {
