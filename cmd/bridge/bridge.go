@@ -192,7 +192,9 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	b.aac = transcode.NewAACViews(log)
-	b.rtmpSrv = rtmp.NewServer(rtmp.Config{Registry: b.registry, Authorize: b.authorizePublish, Play: b.playRTMP, Log: log})
+	b.rtmpSrv = rtmp.NewServer(rtmp.Config{Registry: b.registry, Authorize: b.authorizePublish, Play: b.playRTMP, Log: log,
+		MaxConns: sl.RTMPConnections, MaxConnsPerAddr: sl.RTMPConnectionsPerAddress,
+		MaxReaders: b.maxReaders, MaxBitrate: sl.IngestBitrate})
 
 	b.srtSrv = srt.NewServer(srt.Config{
 		Registry:  b.registry,
@@ -203,8 +205,10 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			}
 			return ""
 		},
-		Read: &srt.ReadHandler{Admit: b.authorizeSRTRead, Serve: b.serveSRTReader},
-		Log:  log,
+		Read:     &srt.ReadHandler{Admit: b.authorizeSRTRead, Serve: b.serveSRTReader},
+		Log:      log,
+		MaxConns: sl.SRTConnections, MaxConnsPerAddr: sl.SRTConnectionsPerAddress,
+		MaxReaders: b.maxReaders, MaxBitrate: sl.IngestBitrate,
 	})
 	if err := b.srtSrv.Listen(cfg.Listen.SRT); err != nil {
 		return nil, fmt.Errorf("listen srt %s: %w", cfg.Listen.SRT, err)

@@ -118,9 +118,18 @@ func TestHostileInput(t *testing.T) {
 			}
 			hold = append(hold, c) // says nothing: a stalled handshake
 		}
+		// 20 stalled connections and the publisher's from one address,
+		// which may hold 16: the rest were closed at accept, and counted.
+		_, _, body := getMetrics(t, "http://"+b.HTTPAddr().String()+"/metrics", "")
+		if v, _ := sampleValue(body, `bridge_refused_total{protocol="rtmp",reason="rtmp_connections_per_address"}`); v < 1 {
+			t.Errorf("no RTMP connection refused over rtmp_connections_per_address")
+		}
 	})
 	t.Run("oversized RTMP message", func(t *testing.T) {
-		c, err := net.DialTimeout("tcp", b.RTMPAddr().String(), 5*time.Second)
+		// From another address: this one's RTMP slots are held by the
+		// stalled handshakes above.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", b.RTMPAddr().String())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/wishbridge/bridge/config"
 	ingestsrt "github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/internal/addrlimit"
+	"github.com/wishbridge/bridge/internal/connlimit"
 	"github.com/wishbridge/bridge/metrics"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -211,6 +212,14 @@ func (b *Bridge) refusals() []metrics.Refusal {
 	var out []metrics.Refusal
 	for l, n := range b.sessions.Refused() {
 		out = append(out, metrics.Refusal{Protocol: "webrtc", Reason: l.String(), N: n})
+	}
+	for proto, r := range map[string]connlimit.Refusals{"rtmp": b.rtmpSrv.Refusals(), "srt": b.srtSrv.Refusals()} {
+		out = append(out,
+			metrics.Refusal{Protocol: proto, Reason: proto + "_connections", N: r.ConnsTotal},
+			metrics.Refusal{Protocol: proto, Reason: proto + "_connections_per_address", N: r.ConnsPerAddr},
+			metrics.Refusal{Protocol: proto, Reason: "readers_per_stream", N: r.Readers},
+			metrics.Refusal{Protocol: proto, Reason: "ingest_bitrate", N: r.Bitrate},
+		)
 	}
 	ice := b.engine.ICEStats()
 	out = append(out,
