@@ -27,13 +27,25 @@ const (
 // stream's GOP.
 type gopCache struct {
 	units []*Unit
-	// sizes[i] is units[i].Size() when it was cached: what bytes counts
-	// for it and gives back when it leaves, also when a processor's
-	// backfill has put a copy with more in its place since.
+	// sizes[i] is what bytes counts for units[i] and gives back when it
+	// leaves: its Size() when it was cached, or when a processor's backfill
+	// put a copy with the processor's output in its place (replace).
 	sizes  []int
 	bytes  int        // sum of sizes, at most MaxGOPBytes
 	tracks []gopTrack // per track ID
 	gen    uint64     // keyframes cached so far, for gopTrack.gen
+	// first is the sequence number of units[0]. Every unit cached takes
+	// the next number (units[i] has first+i) and keeps it while it stays,
+	// so that a processor's backfill, which runs without the stream's
+	// locks, finds where it left off however the cache moved meanwhile
+	// (see Stream.AddProcessor). Never decreases: a number is never reused.
+	first uint64
+}
+
+// seqUnit is a cached unit with its sequence number (see gopCache.first).
+type seqUnit struct {
+	seq uint64
+	u   *Unit
 }
 
 type gopTrack struct {
@@ -70,7 +82,7 @@ func (c *gopCache) add(u *Unit) {
 		}
 		size := u.Size()
 		if len(c.units) >= MaxGOPUnits || c.bytes+size > MaxGOPBytes {
-			c.drop()
+			c.evict(id)
 			return
 		}
 		c.push(u, size)
@@ -86,11 +98,69 @@ func (c *gopCache) add(u *Unit) {
 	}
 	size := u.Size()
 	if c.bytes+size > MaxGOPBytes || len(c.units) >= MaxGOPUnits {
-		t.start = -1
-		c.trim()
+		c.evict(id)
 		return
 	}
 	c.push(u, size)
+}
+
+// evict applies the bound to a unit of track id that does not fit: for a
+// video track, its GOP goes (the other video tracks' stay); for another
+// track, the whole cache does.
+func (c *gopCache) evict(id int) {
+	if !c.tracks[id].video {
+		c.drop()
+		return
+	}
+	c.tracks[id].start = -1
+	c.trim()
+}
+
+// replace puts u, a copy of units[i] with a processor's output added (see
+// Stream.AddProcessor), in its place, and counts u's size instead, so that
+// no processor's output escapes MaxGOPBytes. If the cache then exceeds it,
+// the bound applies as in add (evict).
+func (c *gopCache) replace(i int, u *Unit) {
+	size := u.Size()
+	c.bytes += size - c.sizes[i]
+	c.units[i], c.sizes[i] = u, size
+	if c.bytes > MaxGOPBytes {
+		c.evict(u.Track.ID)
+	}
+}
+
+// index returns the position in units of the unit with sequence number
+// seq, or -1 if it has left the cache.
+func (c *gopCache) index(seq uint64) int {
+	if seq < c.first || seq-c.first >= uint64(len(c.units)) {
+		return -1
+	}
+	return int(seq - c.first)
+}
+
+// since appends to out the units of track id that a reader joining now
+// gets (see join; for a video track, from its last keyframe on) and whose
+// sequence number is next or more, in write order.
+func (c *gopCache) since(id int, next uint64, out []seqUnit) []seqUnit {
+	if id < 0 || id >= len(c.tracks) {
+		return out
+	}
+	from := 0
+	if t := c.tracks[id]; t.video {
+		if t.start < 0 {
+			return out
+		}
+		from = t.start
+	}
+	if next > c.first {
+		from = max(from, int(min(next-c.first, uint64(len(c.units)))))
+	}
+	for i := from; i < len(c.units); i++ {
+		if c.units[i].Track.ID == id {
+			out = append(out, seqUnit{seq: c.first + uint64(i), u: c.units[i]})
+		}
+	}
+	return out
 }
 
 func (c *gopCache) push(u *Unit, size int) {
@@ -118,6 +188,7 @@ func (c *gopCache) trim() {
 	for _, size := range c.sizes[:base] {
 		c.bytes -= size
 	}
+	c.first += uint64(base)
 	n := copy(c.units, c.units[base:])
 	copy(c.sizes, c.sizes[base:])
 	clear(c.units[n:])
@@ -132,6 +203,7 @@ func (c *gopCache) trim() {
 // empty releases every cached unit.
 func (c *gopCache) empty() {
 	clear(c.units)
+	c.first += uint64(len(c.units))
 	c.units, c.sizes, c.bytes = c.units[:0], c.sizes[:0], 0
 }
 

@@ -216,11 +216,13 @@ func (r *Registry) remove(s *Stream) {
 // every reader, before fan-out (e.g. RTP packetization). It runs on the
 // publisher's goroutine, inside Publication.Write, and may set fields of
 // the unit it is given. When it is created while the stream has a GOP
-// cached, it also runs once over (copies of) the cached units of its track,
-// on the goroutine calling Stream.AddProcessor (see there). It never runs
-// concurrently with itself. Process must not call methods of its stream
-// nor modify the bytes of a unit's payload in place (it may replace the
-// fields: the same payload may be shared by a cached copy).
+// cached, it first runs over (copies of) the cached units of its track and
+// those written meanwhile, on the goroutine calling Stream.AddProcessor
+// and without the stream's locks (see there); Write runs it only once that
+// is done. So it never runs concurrently with itself. Process must not call
+// methods of its stream nor modify the bytes of a unit's payload in place
+// (it may replace the fields: the same payload may be shared by a cached
+// copy).
 //
 // A processor that also has a Close() or Close() error method is closed by
 // the hub once the last reference to it is released (or a new publisher
@@ -253,10 +255,20 @@ type Stream struct {
 
 	readers atomic.Pointer[[]*Reader] // copy-on-write snapshot, read per unit without locks
 
+	// pmu serialises the making of new processors (AddProcessor): one
+	// backfill at a time per stream, so that a processor's backfill sees
+	// the output of the processors made before it (they run in that order
+	// in Write) and two callers asking for the same processor get one. It
+	// is held across a backfill, while wmu and mu are not.
+	//
 	// wmu serialises the write path: Write (timestamps, processors, GOP
 	// cache, fan-out) and everything that must see it stand still: a
-	// processor's creation and backfill, a new reader's snapshot of the
-	// GOP cache, a takeover. Lock order: wmu, then mu, then a Reader's mu.
+	// processor's creation, each step of its backfill that reads or fills
+	// the cache (not its run over the copies), a new reader's snapshot of
+	// the GOP cache, a takeover.
+	//
+	// Lock order: pmu, then wmu, then mu, then a Reader's mu.
+	pmu    sync.Mutex
 	wmu    sync.Mutex
 	writer *Publication    // guarded by wmu: the publication whose units are taken
 	gop    gopCache        // guarded by wmu
@@ -283,12 +295,18 @@ type Stream struct {
 // noTime marks "no timestamp yet" in Stream.last.
 const noTime = time.Duration(math.MinInt64)
 
+// A procEntry is one processor of a stream. Until it is in
+// Stream.processors (the end of its backfill, see Stream.join), it belongs
+// to the goroutine in AddProcessor that made it, which alone runs p, with
+// or without the stream's locks: nothing else can reach it (Write runs the
+// procs snapshot, a takeover walks processors, and nobody holds a
+// reference to release). From then on, only Write runs p.
 type procEntry struct {
 	track   int
 	name    string
 	log     *slog.Logger // the stream's, with the track and the processor's name
 	newProc func(*Track) Processor
-	p       Processor // guarded by Stream.wmu (read by Write), replaced under wmu and mu
+	p       Processor // once in processors: guarded by Stream.wmu (read by Write), replaced under wmu and mu
 	refs    int       // guarded by Stream.mu
 	removed bool      // guarded by Stream.mu: no longer in Stream.processors
 	errs    errorCounter
@@ -410,9 +428,27 @@ func (s *Stream) ownsTrack(t *Track) bool {
 // the processor's output (e.g. u.RTP) like live units. Readers that already
 // hold the original units keep them unchanged (nothing they can see is
 // modified). Add the processors a reader needs before creating the reader.
-// Until the backfill is done, Write waits: creating a processor holds up
-// the publisher for the time its run over the cache takes (a transcoder
-// over a few seconds of audio: tens of milliseconds, once per processor).
+//
+// That backfill runs on the caller's goroutine without the stream's locks,
+// so the publisher's Writes go on meanwhile (without the new processor:
+// re-encoding a cached GOP takes up to a second). It then catches up with
+// the units of its track written meanwhile, round after round (see join),
+// and Write runs it from the next unit on. The processor thus sees the
+// units of its track once each, in write order, from the first cached one
+// on, across the backfill and the live units. The exception is units that
+// left the cache before the backfill reached them: when a new keyframe
+// started a new GOP meanwhile, the processor goes on from that keyframe
+// (the copies of the old GOP are dropped); when the GOP outgrew the cache,
+// from the next unit written. A processor no faster than the stream
+// finishes with the locks held after maxBackfillRounds rounds, holding up
+// the publisher as it would once live. New processors of one stream are
+// made one at a time: a caller waits while another processor's backfill
+// runs, unless the processor it asks for already runs.
+//
+// When the stream is taken over during the backfill, the processor is
+// closed and made again for the new publisher's track, as below, and its
+// backfill goes on over that publisher's units; if the track is gone, or
+// has another codec, AddProcessor fails with ErrNoTrack.
 //
 // When a new publisher takes the stream over with compatible tracks, every
 // processor is closed and made again by newProc with the new publisher's
@@ -429,37 +465,56 @@ func (s *Stream) ownsTrack(t *Track) bool {
 // of the stream. If it returns nil or panics, or the new processor panics
 // over the cached GOP, nothing is added and AddProcessor returns an error.
 func (s *Stream) AddProcessor(t *Track, name string, newProc func(*Track) Processor) (release func(), err error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if t == nil {
 		return func() {}, fmt.Errorf("stream %q: processor %q: %w: no track given", s.path, name, ErrNoTrack)
 	}
-	cur := s.Track(t.ID) // the tracks change only under both locks: cur stays
-	if cur == nil || cur.Codec.Name() != t.Codec.Name() {
-		return func() {}, fmt.Errorf("stream %q: processor %q for %s: %w: the stream's tracks are now %s",
-			s.path, name, t, ErrNoTrack, codecNames(s.Tracks()))
+	// A processor that runs already: take a reference, without waiting
+	// for another one's backfill.
+	s.mu.Lock()
+	_, e, err := s.processorLocked(t, name)
+	if e != nil {
+		e.refs++
 	}
-	i := slices.IndexFunc(s.processors, func(e *procEntry) bool { return e.track == t.ID && e.name == name })
-	var e *procEntry
-	if i >= 0 {
-		e = s.processors[i]
-	} else {
-		e = &procEntry{track: t.ID, name: name, newProc: newProc, log: s.log.With("track", t.ID, "processor", name)}
-		if e.p = e.make(cur); e.p == nil {
-			return func() {}, fmt.Errorf("stream %q: processor %q for %s: its constructor failed (see the log)", s.path, name, cur)
-		}
-		if !s.backfillLocked(e) {
-			s.closeProcessor(e, e.p)
-			return func() {}, fmt.Errorf("stream %q: processor %q for %s: it panicked over the cached GOP (see the log)", s.path, name, cur)
-		}
-		s.processors = append(s.processors, e)
-		s.publishProcessorsLocked()
+	s.mu.Unlock()
+	if err != nil {
+		return func() {}, err
 	}
-	e.refs++
+	if e == nil {
+		s.pmu.Lock()
+		defer s.pmu.Unlock()
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var cur *Track
+		if cur, e, err = s.processorLocked(t, name); err != nil {
+			return func() {}, err
+		}
+		if e == nil { // nobody made it while this caller waited for pmu
+			e = &procEntry{track: t.ID, name: name, newProc: newProc, log: s.log.With("track", t.ID, "processor", name)}
+			if err := s.join(e, cur); err != nil {
+				return func() {}, err
+			}
+		}
+		e.refs++
+	}
 	var once sync.Once
 	return func() { once.Do(func() { s.releaseProcessor(e) }) }, nil
+}
+
+// processorLocked returns the stream's current track like t (its ID and
+// codec) and the processor named name on it, nil if there is none. Called
+// with mu held; the tracks change only under both locks.
+func (s *Stream) processorLocked(t *Track, name string) (*Track, *procEntry, error) {
+	cur := s.Track(t.ID)
+	if cur == nil || cur.Codec.Name() != t.Codec.Name() {
+		return nil, nil, fmt.Errorf("stream %q: processor %q for %s: %w: the stream's tracks are now %s",
+			s.path, name, t, ErrNoTrack, codecNames(s.Tracks()))
+	}
+	if i := slices.IndexFunc(s.processors, func(e *procEntry) bool { return e.track == t.ID && e.name == name }); i >= 0 {
+		return cur, s.processors[i], nil
+	}
+	return cur, nil, nil
 }
 
 // make runs e's constructor for track t, under the panic boundary. It
@@ -474,27 +529,98 @@ func (e *procEntry) make(t *Track) (p Processor) {
 	return p
 }
 
-// backfillLocked runs a new processor over copies of the cached units of
-// its track and puts the copies in the cache. It reports false if the
-// processor panicked (the cache keeps the units not yet processed).
-// Called with wmu and mu held.
-func (s *Stream) backfillLocked(e *procEntry) bool {
-	for i, u := range s.gop.units {
-		if u.Track.ID != e.track {
-			continue
+// maxBackfillRounds bounds the rounds of a backfill (see join). Each round
+// runs over the units written during the one before, so with a processor
+// k times as fast as the stream a round leaves 1/k of its units to the
+// next: twice as fast (k = 2) gets through a full cache (MaxGOPUnits, 2^11)
+// in 12 rounds. A processor slower than that runs the rest with the locks
+// held, as Write would run it.
+const maxBackfillRounds = 16
+
+// join makes e's processor for cur, runs it over the cached units of its
+// track (its backfill) and adds it to the stream's processors, so that
+// Write runs it from the next unit. On an error, e's processor is closed
+// and the stream is left as it was, but for the copies already put in the
+// cache. Called with pmu, wmu and mu held; it releases wmu and mu while it
+// runs the processor, and holds them again when it returns.
+//
+// Invariant: next is the sequence number (gopCache.first) past the last
+// unit the processor has run over, so each unit it is given has a larger
+// number than the one before: no unit twice, write order kept. Each round
+// takes, under the locks, the cached units of the track numbered next or
+// more (gopCache.since: for a video track, only from its last keyframe,
+// so after a new keyframe the round starts there) and their copies, runs
+// over the copies without the locks, and, locked again, puts each copy in
+// place of its original if that is still cached. When a round finds no
+// unit, every unit of the track written so far that is still cached has
+// been run over; with the locks still held, e joins processors and Write
+// runs it from the next unit: no unit between the two. Units that left
+// the cache between two rounds are the ones skipped (see AddProcessor).
+func (s *Stream) join(e *procEntry, cur *Track) error {
+	var next uint64
+	var batch []seqUnit
+	for round := 1; ; round++ {
+		if e.p == nil {
+			if e.p = e.make(cur); e.p == nil {
+				return fmt.Errorf("stream %q: processor %q for %s: its constructor failed (see the log)", s.path, e.name, cur)
+			}
 		}
-		c := *u
-		if !s.process(e, &c) {
-			return false
+		if batch = s.gop.since(e.track, next, batch[:0]); len(batch) == 0 {
+			break
 		}
-		s.gop.units[i] = &c
+		copies := make([]*Unit, len(batch))
+		for i, b := range batch {
+			c := *b.u
+			copies[i] = &c
+		}
+		unlocked := round <= maxBackfillRounds
+		if unlocked {
+			s.mu.Unlock()
+			s.wmu.Unlock()
+		}
+		done := 0
+		for _, c := range copies {
+			if !s.process(e, c) {
+				break
+			}
+			done++
+		}
+		if unlocked {
+			s.wmu.Lock()
+			s.mu.Lock()
+		}
+		for i, b := range batch[:done] {
+			if j := s.gop.index(b.seq); j >= 0 {
+				s.gop.replace(j, copies[i])
+			}
+		}
+		if done < len(copies) {
+			s.closeProcessor(e, e.p)
+			return fmt.Errorf("stream %q: processor %q for %s: it panicked over the cached GOP (see the log)", s.path, e.name, cur)
+		}
+		next = batch[len(batch)-1].seq + 1
+		if now := s.Track(e.track); now != cur {
+			// Taken over meanwhile: the cache holds the new publisher's
+			// units, all numbered next or more. As renewProcessorsLocked
+			// does for the running processors, make it again.
+			s.closeProcessor(e, e.p)
+			e.p = nil
+			if now == nil || now.Codec.Name() != cur.Codec.Name() {
+				return fmt.Errorf("stream %q: processor %q for %s: %w: the stream was taken over with tracks %s",
+					s.path, e.name, cur, ErrNoTrack, codecNames(s.Tracks()))
+			}
+			cur = now
+		}
 	}
-	return true
+	s.processors = append(s.processors, e)
+	s.publishProcessorsLocked()
+	return nil
 }
 
 // process runs one processor on u, counting and logging its failures. It
 // reports false if the processor panicked (reported by internal/panics):
-// the caller must end it. Called with wmu held.
+// the caller must end it. Called by whoever runs e (see procEntry): Write,
+// with wmu held, or the backfill.
 func (s *Stream) process(e *procEntry, u *Unit) bool {
 	var err error
 	if panics.Do("processor", e.log, func() { err = e.p.Process(u) }) {
