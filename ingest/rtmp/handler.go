@@ -17,6 +17,7 @@ import (
 
 	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/internal/streampath"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
@@ -131,8 +132,10 @@ type tagSink struct {
 	videoStarted bool // an IDR has been accepted
 	pending      []*media.Unit
 	pendingBytes int
-	videoTS      tsUnwrapper
-	audioTS      tsUnwrapper
+	videoTS      rtmpClock
+	audioTS      rtmpClock
+	jumps        uint64          // timestamp discontinuities re-anchored
+	jumpLog      ratelog.Limiter // one line per interval for them
 
 	// Once-only log lines.
 	audioIgnored   bool
@@ -455,7 +458,6 @@ func (h *tagSink) video(ts uint32, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("video tag at %d ms: %w", ts, err)
 	}
-	dts := h.videoTS.unwrap(ts)
 	switch {
 	case tag.FrameType == frameTypeCommand:
 		return nil
@@ -464,6 +466,9 @@ func (h *tagSink) video(ts uint32, data []byte) error {
 	case tag.PacketType == avcPacketEndOfSequence:
 		return nil
 	}
+	// Only frames run the clock: encoders stamp their sequence headers
+	// 0 however far their frames' timestamps start.
+	dts := h.streamTime(&h.videoTS, "video", ts)
 	if h.expectVideo == unknown {
 		h.expectVideo = yes
 	}
@@ -545,10 +550,10 @@ func (h *tagSink) audio(ts uint32, data []byte) error {
 	if h.audioIgnored {
 		return nil
 	}
-	dts := h.audioTS.unwrap(ts)
 	if tag.PacketType == aacPacketSequenceHeader {
 		return h.onAACConfig(tag.Data)
 	}
+	dts := h.streamTime(&h.audioTS, "audio", ts)
 	if h.expectAudio == unknown {
 		h.expectAudio = yes
 	}
@@ -694,27 +699,34 @@ func (h *tagSink) write1(u *media.Unit) {
 	h.stream.Write(u)
 }
 
-// tsUnwrapper extends 32-bit RTMP millisecond timestamps past their wrap
-// (every 49.7 days).
-type tsUnwrapper struct {
-	init bool
-	last uint32
-	high int64
+// rtmpClock is one track's clock over RTMP's 32-bit millisecond
+// timestamps: media.SourceClock unwraps them (every 49.7 days) and takes a
+// step that is more than media.MaxTimestampJump off the time that passed
+// as a discontinuity, so a publisher stamping its tags 2^31 ms apart
+// cannot overflow the stream clock.
+type rtmpClock struct {
+	media.SourceClock
+	started bool
 }
 
-func (t *tsUnwrapper) unwrap(ts uint32) int64 {
-	if !t.init {
-		t.init, t.last = true, ts
+// streamTime returns the stream time in milliseconds of a tag of track
+// kind stamped ts; the first tag's time is its timestamp.
+func (h *tagSink) streamTime(c *rtmpClock, kind string, ts uint32) int64 {
+	now := time.Now()
+	if !c.started {
+		c.Rate, c.started = 1000, true
+		c.Start(uint64(ts), time.Duration(ts)*time.Millisecond, now)
 		return int64(ts)
 	}
-	switch d := int64(ts) - int64(t.last); {
-	case d < -(1 << 31): // wrapped forward
-		t.high += 1 << 32
-	case d > 1<<31: // a late timestamp from before the wrap
-		return t.high - 1<<32 + int64(ts)
+	d, jumped := c.Time(uint64(ts), now)
+	if jumped {
+		h.jumps++
+		if ok, n := h.jumpLog.Allow(""); ok {
+			h.log.Warn("rtmp timestamp jump: taken as a discontinuity, the stream clock goes on",
+				"track", kind, "timestamp_ms", ts, "jumps", h.jumps, "suppressed", n)
+		}
 	}
-	t.last = ts
-	return t.high + int64(ts)
+	return d.Milliseconds()
 }
 
 // streamPath builds the stream path and key from the connect app name and

@@ -328,8 +328,51 @@ func TestHandlerRejects(t *testing.T) {
 	}
 }
 
-func TestTimestampUnwrap(t *testing.T) {
-	var u tsUnwrapper
+// TestTimestampJumps: a publisher that stamps each tag 2^31 ms after the
+// last (the largest step a 32-bit unwrapper takes as forward) must not
+// carry the stream clock off: each jump is a discontinuity, the stream
+// time goes on from where it was, and it never goes back.
+func TestTimestampJumps(t *testing.T) {
+	rig := newHandlerRig(t, time.Second)
+	for i, tag := range readFLV(t, "h264-aac.flv") {
+		ts := tag.TS + uint32(i)<<31 // wraps modulo 2^32, as on the wire
+		var err error
+		switch tag.Type {
+		case 8:
+			err = rig.h.OnAudio(ts, bytes.NewReader(tag.Data))
+		case 9:
+			err = rig.h.OnVideo(ts, bytes.NewReader(tag.Data))
+		}
+		if err != nil {
+			t.Fatalf("tag %d: %v", i, err)
+		}
+	}
+	units := rig.drain()
+	if len(units) < 100 {
+		t.Fatalf("only %d units", len(units))
+	}
+	first, last := map[*media.Track]time.Duration{}, map[*media.Track]time.Duration{}
+	for _, u := range units {
+		f, ok := first[u.Track]
+		if !ok {
+			f, first[u.Track] = u.DTS, u.DTS
+		}
+		if u.DTS-f > time.Minute {
+			t.Fatalf("unit at %v after the first: the stream clock ran off (the fixture is 10 s long)", u.DTS-f)
+		}
+		if prev, ok := last[u.Track]; ok && u.DTS < prev {
+			t.Fatalf("%v after %v: the stream clock went back", u.DTS, prev)
+		}
+		last[u.Track] = u.DTS
+	}
+	if rig.h.jumps == 0 {
+		t.Error("no jump counted")
+	}
+}
+
+func TestTimestampWrap(t *testing.T) {
+	var c rtmpClock
+	h := &tagSink{log: slog.New(slog.DiscardHandler)}
 	for _, tc := range []struct {
 		in   uint32
 		want int64
@@ -339,12 +382,13 @@ func TestTimestampUnwrap(t *testing.T) {
 		{5, 1<<32 + 5},           // wrapped
 		{0xfffffffe, 0xfffffffe}, // a late one from before the wrap
 		{40, 1<<32 + 40},
-		{1 << 31, 1<<32 + 1<<31},
-		{(1 << 31) + 100, 1<<32 + 1<<31 + 100},
 	} {
-		if got := u.unwrap(tc.in); got != tc.want {
-			t.Errorf("unwrap(%#x) = %#x, want %#x", tc.in, got, tc.want)
+		if got := h.streamTime(&c, "video", tc.in); got != tc.want {
+			t.Errorf("streamTime(%#x) = %#x, want %#x", tc.in, got, tc.want)
 		}
+	}
+	if h.jumps != 0 {
+		t.Errorf("%d jumps counted in a plain wrap", h.jumps)
 	}
 }
 
