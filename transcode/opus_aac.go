@@ -12,6 +12,7 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode/av"
 )
@@ -383,6 +384,7 @@ func (v *aacView) stop() {
 
 func (v *aacView) run(ctx context.Context) {
 	defer close(v.done)
+	defer panics.Recover("aac view", v.log, v.abort)
 	var reason error
 	for {
 		u, err := v.reader.Read(ctx)
@@ -414,6 +416,20 @@ func (v *aacView) run(ctx context.Context) {
 		reason = errors.New("no reader left")
 	}
 	v.log.Info("aac view stopped", "reason", reason.Error())
+}
+
+// abort ends a view whose goroutine panicked (in a conversion of publisher
+// input, say): the view's stream ends first, so its readers see the end and
+// the next Acquire starts a new view, whatever the converters' state. Every
+// step is idempotent: the panic may have come after some of them.
+func (v *aacView) abort() {
+	v.pub.Close()
+	v.reader.Close()
+	for _, c := range v.conv {
+		if c != nil {
+			c.Close()
+		}
+	}
 }
 
 // convert writes the view's units for source unit u.
