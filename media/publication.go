@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/wishbridge/bridge/internal/panics"
 )
 
 // Publication is one publisher's hold on a stream, from Registry.Publish to
@@ -327,7 +329,12 @@ func (p *Publication) Close() {
 		return
 	}
 	gen := s.graceGen
-	s.graceTimer = time.AfterFunc(wait, func() { s.graceExpired(gen) })
+	s.graceTimer = time.AfterFunc(wait, func() {
+		// This is the stream's last step: after a panic there is
+		// nothing left that this goroutine could end.
+		defer panics.Recover("stream grace", s.log, nil)
+		s.graceExpired(gen)
+	})
 	s.mu.Unlock()
 	s.log.Info("publisher left: readers wait for a new one", "peer", p.peer, "grace", wait.Round(time.Millisecond).String())
 }

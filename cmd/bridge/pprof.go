@@ -5,11 +5,15 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/wishbridge/bridge/internal/panics"
 )
 
 // servePprof serves the profiler on its own mux and address, so it is never
-// reachable through the public HTTP listener.
+// reachable through the public HTTP listener. A panic ends the profiler
+// alone (its server is gone with the goroutine), never the bridge.
 func servePprof(addr string, log *slog.Logger) {
+	defer panics.Recover("pprof", log, nil)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -187,6 +187,7 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 	// When Run is stopped, a write blocked on a stalled target gives up
 	// within a second, and so does the unpublish after it.
 	defer context.AfterFunc(ctx, func() {
+		defer panics.Recover("rtmp push", p.log, func() { _ = c.nc.Close() })
 		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		c.w.setTimeout(time.Second)
 	})()

@@ -312,6 +312,7 @@ func (s *session) onState(st webrtc.PeerConnectionState) {
 		if !s.closed && s.lost == nil {
 			grace := s.f.disconnectGrace
 			s.lost = time.AfterFunc(grace, func() {
+				defer panics.Recover(panicComponent, s.log, func() { s.cancel(errPanicked) })
 				s.cancel(fmt.Errorf("connection lost: no answer from the endpoint's ICE agent for %v", grace))
 			})
 			s.log.Info("connection to the endpoint interrupted", "grace", grace.String())

@@ -114,6 +114,7 @@ import (
 	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/connlimit"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -373,8 +374,15 @@ func (s *Server) forget(c *conn) {
 }
 
 // onConnect builds the per-connection handler and go-rtmp configuration.
-func (s *Server) onConnect(nc net.Conn) (io.ReadWriteCloser, *gortmp.ConnConfig) {
+// go-rtmp calls it on the connection's goroutine with no recover around it:
+// after a panic the connection is closed (its slot given back) and go-rtmp
+// gets it with its default configuration, so its handshake fails at once.
+func (s *Server) onConnect(nc net.Conn) (rwc io.ReadWriteCloser, cfg *gortmp.ConnConfig) {
 	c := nc.(*conn)
+	defer panics.Recover(panicComponent, s.log.With("peer", c.peer), func() {
+		_ = c.Close()
+		rwc, cfg = c, nil
+	})
 	h := newHandler(s, c)
 	lg := logrus.New()
 	lg.Out = io.Discard

@@ -173,10 +173,14 @@ func (p *publisher) stopReason() error {
 // summary.
 func (p *publisher) run() {
 	p.log.Info("srt "+p.cfg.what, "latency", p.cfg.latency)
+	// A panic in a timer ends the connection; the demux then ends.
+	closeConn := func() { _ = p.conn.Close() }
 	p.idle = time.AfterFunc(p.cfg.idleTimeout, func() {
+		defer panics.Recover(panicComponent, p.log, closeConn)
 		p.stop(fmt.Errorf("no MPEG-TS packet for %v", p.cfg.idleTimeout))
 	})
 	setup := time.AfterFunc(p.cfg.setupTimeout, func() {
+		defer panics.Recover(panicComponent, p.log, closeConn)
 		if !p.programRead.Load() {
 			p.stop(fmt.Errorf("no MPEG-TS program (PAT and PMT) within %v", p.cfg.setupTimeout))
 		}

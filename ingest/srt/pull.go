@@ -235,7 +235,10 @@ func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
 	pub := newPublisher(p.pubCfg, conn, st, p.src.redacted, p.log)
 	p.setCurrent(pub)
 	defer p.setCurrent(nil)
-	stop := context.AfterFunc(ctx, func() { pub.stop(errPullStopped) })
+	stop := context.AfterFunc(ctx, func() {
+		defer panics.Recover("srt pull", p.log, func() { _ = pub.conn.Close() })
+		pub.stop(errPullStopped)
+	})
 	defer stop()
 	started := time.Now()
 	pub.run() // closes the connection and the publication

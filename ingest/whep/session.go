@@ -12,9 +12,18 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/ingest/rtpin"
+	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
+
+// panicComponent names the pull session's callbacks in panic reports and
+// in bridge_panics_total.
+const panicComponent = "whep pull"
+
+// errPanicked is the failure of a session that a panic ended; the puller
+// retries as after any other failure.
+var errPanicked = errors.New("internal error: a panic ended the session (see the error log)")
 
 // session is one WHEP session: a PeerConnection whose received tracks are
 // published at the puller's path. Each received track has a goroutine
@@ -125,6 +134,7 @@ func newSession(ctx context.Context, p *Puller) (*session, error) {
 	}
 	pc.OnTrack(s.in.OnTrack)
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		defer panics.Recover(panicComponent, s.log, func() { s.cancel(errPanicked) })
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			s.connOnce.Do(func() {

@@ -84,6 +84,14 @@ type Count struct {
 	N         uint64
 }
 
+// CountOf returns component's number of recovered panics (0 if none).
+func CountOf(component string) uint64 {
+	if c, ok := counts.Load(component); ok {
+		return c.(*atomic.Uint64).Load()
+	}
+	return 0
+}
+
 // Counts returns the recovered panics per component, sorted by component.
 func Counts() []Count {
 	var out []Count

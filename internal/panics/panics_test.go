@@ -9,15 +9,6 @@ import (
 	"time"
 )
 
-func count(component string) uint64 {
-	for _, c := range Counts() {
-		if c.Component == component {
-			return c.N
-		}
-	}
-	return 0
-}
-
 func TestRecoverEndsOnlyTheGoroutine(t *testing.T) {
 	var buf bytes.Buffer // written by the goroutine, read after wg.Wait
 	log := slog.New(slog.NewTextHandler(&buf, nil))
@@ -32,7 +23,7 @@ func TestRecoverEndsOnlyTheGoroutine(t *testing.T) {
 	}()
 	wg.Wait()
 	<-ended
-	if n := count("test session"); n != 1 {
+	if n := CountOf("test session"); n != 1 {
 		t.Errorf("count %d, want 1", n)
 	}
 	out := buf.String()
@@ -53,7 +44,7 @@ func TestCleanupPanicAlsoStopped(t *testing.T) {
 		panic("first")
 	}()
 	<-done
-	if count("test double") != 1 || count("test double (cleanup)") != 1 {
+	if CountOf("test double") != 1 || CountOf("test double (cleanup)") != 1 {
 		t.Errorf("counts: %v", Counts())
 	}
 }
@@ -69,10 +60,10 @@ func TestDoAndGo(t *testing.T) {
 	done := make(chan struct{})
 	Go("test go", log, func() { defer close(done); panic("y") })
 	<-done
-	for count("test go") == 0 {
+	for CountOf("test go") == 0 {
 		time.Sleep(time.Millisecond) // Recover counts after fn's deferred close ran
 	}
-	if count("test do") != 1 {
+	if CountOf("test do") != 1 {
 		t.Errorf("counts: %v", Counts())
 	}
 }
