@@ -68,7 +68,7 @@ func spsOf(mbW, mbH, crop int, truncatedVUI bool) []byte {
 	w.ue(0)    // seq_parameter_set_id
 	w.ue(0)    // log2_max_frame_num_minus4
 	w.ue(2)    // pic_order_cnt_type
-	w.ue(1)    // max_num_ref_frames
+	w.ue(16)   // max_num_ref_frames
 	w.u(1, 0)  // gaps_in_frame_num_value_allowed_flag
 	w.ue(uint64(mbW - 1))
 	w.ue(uint64(mbH - 1))
@@ -93,9 +93,8 @@ func spsOf(mbW, mbH, crop int, truncatedVUI bool) []byte {
 	return w.nalu(0x67)
 }
 
-// ppsAndIDR return a CAVLC PPS for spsOf and an IDR slice whose header is
-// valid and whose data is not: enough for a decoder to set the picture up.
-func ppsAndIDR() (pps, idr []byte) {
+// ppsOf returns a CAVLC PPS for spsOf.
+func ppsOf() []byte {
 	var p bitWriter
 	p.ue(0)   // pic_parameter_set_id
 	p.ue(0)   // seq_parameter_set_id
@@ -112,20 +111,35 @@ func ppsAndIDR() (pps, idr []byte) {
 	p.u(1, 1) // deblocking_filter_control_present_flag
 	p.u(1, 0) // constrained_intra_pred_flag
 	p.u(1, 0) // redundant_pic_cnt_present_flag
+	return p.nalu(0x68)
+}
+
+// iSliceOf returns a reference I slice for spsOf and ppsOf, frame number
+// n of a GOP (0: the IDR), whose header is valid and whose data is not:
+// enough for a decoder to set the picture up, and keep it as a reference
+// (up to spsOf's 16).
+func iSliceOf(n int) []byte {
 	var s bitWriter
-	s.ue(0)   // first_mb_in_slice
-	s.ue(7)   // slice_type: I (all slices)
-	s.ue(0)   // pic_parameter_set_id
-	s.u(4, 0) // frame_num
-	s.ue(0)   // idr_pic_id
-	s.u(1, 0) // no_output_of_prior_pics_flag
-	s.u(1, 0) // long_term_reference_flag
-	s.ue(0)   // slice_qp_delta (se 0)
-	s.ue(1)   // disable_deblocking_filter_idc
+	s.ue(0)              // first_mb_in_slice
+	s.ue(7)              // slice_type: I (all slices)
+	s.ue(0)              // pic_parameter_set_id
+	s.u(4, uint64(n%16)) // frame_num
+	if n == 0 {
+		s.ue(0)   // idr_pic_id
+		s.u(1, 0) // no_output_of_prior_pics_flag
+		s.u(1, 0) // long_term_reference_flag
+	} else {
+		s.u(1, 0) // adaptive_ref_pic_marking_mode_flag: sliding window
+	}
+	s.ue(0) // slice_qp_delta (se 0)
+	s.ue(1) // disable_deblocking_filter_idc
 	for range 64 {
 		s.ue(0) // mb_type I_NxN, then whatever the decoder makes of it
 	}
-	return p.nalu(0x68), s.nalu(0x65)
+	if n == 0 {
+		return s.nalu(0x65)
+	}
+	return s.nalu(0x61) // nal_ref_idc 3, non-IDR slice
 }
 
 func TestSPSOf(t *testing.T) {
@@ -153,7 +167,7 @@ func TestSPSOf(t *testing.T) {
 // and also when the SPS is one only libavcodec can parse.
 func TestVideoDecoderPictureLimit(t *testing.T) {
 	needVideo(t)
-	pps, idr := ppsAndIDR()
+	pps, idr := ppsOf(), iSliceOf(0)
 	decode := func(d *VideoDecoder, sps []byte) ([]VideoFrame, error) {
 		frames, err := d.Decode([][]byte{sps, pps, idr}, 0, 0)
 		more, _ := d.Flush()
