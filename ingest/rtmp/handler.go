@@ -16,6 +16,7 @@ import (
 	"github.com/yutopp/go-rtmp/message"
 
 	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/internal/streampath"
@@ -253,7 +254,7 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 			reason = cause.Error() // the details, for the log only
 		}
 		_ = h.sendStatus(ctx.StreamID, message.NetStreamOnStatusLevelError, code, desc)
-		h.log.Warn("rtmp publish refused", "stream", logPath, "reason", reason)
+		h.srv.gate.LogKind(h.log, addrlimit.AddrOf(h.c.peer), string(code), "rtmp publish refused", "stream", logPath, "reason", reason)
 		h.quiet = true
 		return h.setErr(&refusal{reason: "publish refused: " + reason})
 	}

@@ -44,6 +44,9 @@ func startServerConfig(t *testing.T, cfg Config, configure func(*Server)) *testS
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := media.NewRegistry(log)
 	cfg.Registry, cfg.Log = reg, log
+	if cfg.RefusalLogEvery == 0 {
+		cfg.RefusalLogEvery = time.Nanosecond // tests read every refusal's line
+	}
 	ts := &testServer{
 		Server: NewServer(cfg),
 		reg:    reg,

@@ -147,7 +147,7 @@ func (h *handler) play(streamID uint32, cmd *message.NetStreamPlay) error {
 			reason = cause.Error()
 		}
 		_ = h.sendStatus(streamID, message.NetStreamOnStatusLevelError, code, desc)
-		h.log.Warn("rtmp play refused", "stream", logPath, "reason", reason)
+		h.srv.gate.LogKind(h.log, addrlimit.AddrOf(h.c.peer), string(code), "rtmp play refused", "stream", logPath, "reason", reason)
 		h.quiet = true
 		return h.setErr(&refusal{reason: "play refused: " + reason})
 	}

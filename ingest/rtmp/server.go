@@ -152,6 +152,11 @@ type Config struct {
 	// 5 s; over it the connection is closed. 0 means
 	// connlimit.DefaultMaxBitrate. cmd/bridge sets it from limits.ingest_bitrate.
 	MaxBitrate int
+	// RefusalLogEvery is how often one client address may log a refusal
+	// of one kind (its status or reject code); 0 means
+	// ratelog.DefaultInterval. Tests that expect every refusal's line set
+	// it short.
+	RefusalLogEvery time.Duration
 }
 
 // Defaults for the timeouts and limits the Config does not expose.
@@ -223,7 +228,7 @@ func NewServer(cfg Config) *Server {
 		writeTimeout: defaultWriteTimeout,
 		configWait:   defaultConfigWait,
 		maxBitrate:   int64(cmp.Or(cfg.MaxBitrate, connlimit.DefaultMaxBitrate)),
-		gate:         connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr, cfg.MaxReaders, log),
+		gate:         newGate(cfg, log),
 		open:         make(map[*conn]struct{}),
 		done:         make(chan struct{}),
 	}
@@ -558,4 +563,11 @@ func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.closed.Do(func() { c.srv.forget(c) })
 	return err
+}
+
+// newGate makes the server's admission gate from cfg.
+func newGate(cfg Config, log *slog.Logger) *connlimit.Gate {
+	g := connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr, cfg.MaxReaders, log)
+	g.KindLog.Every = cfg.RefusalLogEvery
+	return g
 }

@@ -39,6 +39,9 @@ func startServerOn(t *testing.T, addr string, cfg Config, configure func(*Server
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := media.NewRegistry(log)
 	cfg.Registry, cfg.Log = reg, log
+	if cfg.RefusalLogEvery == 0 {
+		cfg.RefusalLogEvery = time.Nanosecond // tests read every refusal's line
+	}
 	if cfg.Authorize == nil {
 		cfg.Authorize = allowAll
 	}

@@ -2,6 +2,7 @@ package srt
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"runtime"
@@ -324,4 +325,25 @@ func TestPanicEndsConnection(t *testing.T) {
 	pkts := tsPackets(t, "h264-aac.ts")
 	sendPackets(t, ts, "live/fine", pkts[:len(pkts)/10], time.Second, nil)
 	testkit.WaitReady(t, ts.reg, "live/fine", 5*time.Second)
+}
+
+// TestRefusalLogLimited (defect 16): a caller repeating one refused
+// request gets one log line per interval, however often it calls; a
+// refusal of another kind from it is still logged.
+func TestRefusalLogLimited(t *testing.T) {
+	ts := startServer(t, Config{RefusalLogEvery: time.Hour, Authorize: func(req ingest.Request) error {
+		return fmt.Errorf("path %q: %w", req.Path, ingest.ErrBadKey)
+	}}, nil)
+	for range 8 {
+		if _, err := dial(t, ts, "publish:live/x?key=wrong", ""); rejectCode(err) != int(gosrt.REJX_UNAUTHORIZED) {
+			t.Fatalf("wrong key: %v, want 1401", err)
+		}
+	}
+	if _, err := dial(t, ts, "publish:live/../x", ""); err == nil {
+		t.Fatal("a bad path was accepted")
+	}
+	ts.logs.WaitLog(t, time.Second, "srt connection refused", "code=1400")
+	if n := ts.logs.Count("srt connection refused", "code=1401"); n != 1 {
+		t.Errorf("%d lines for 8 refusals of one kind from one address, want 1", n)
+	}
 }

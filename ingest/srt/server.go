@@ -159,6 +159,11 @@ type Config struct {
 	// 5 s; over it the publisher is disconnected. 0 means
 	// connlimit.DefaultMaxBitrate. cmd/bridge sets it from limits.ingest_bitrate.
 	MaxBitrate int
+	// RefusalLogEvery is how often one client address may log a refusal
+	// of one kind (its status or reject code); 0 means
+	// ratelog.DefaultInterval. Tests that expect every refusal's line set
+	// it short.
+	RefusalLogEvery time.Duration
 }
 
 // ReadHandler admits and serves SRT readers; see Config.Read.
@@ -262,7 +267,7 @@ func NewServer(cfg Config) *Server {
 		trackWait:    defaultTrackWait,
 		keyframeWait: defaultKeyframeWait,
 		maxBitrate:   int64(cmp.Or(cfg.MaxBitrate, connlimit.DefaultMaxBitrate)),
-		gate:         connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr, cfg.MaxReaders, log),
+		gate:         newGate(cfg, log),
 		pubs:         make(map[string]*publisher),
 		serveDone:    make(chan struct{}),
 	}
@@ -567,7 +572,7 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 		if path != "" {
 			args = append([]any{"stream", path}, args...)
 		}
-		log.Warn("srt connection refused", args...)
+		s.gate.LogKind(log, addrlimit.AddrOf(peer), fmt.Sprint(int(code)), "srt connection refused", args...)
 		return &refusal{code: code, reason: reason}
 	}
 
@@ -639,4 +644,11 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJX_ISE, err.Error())
 	}
 	return st, ingest.Request{}, nil
+}
+
+// newGate makes the server's admission gate from cfg.
+func newGate(cfg Config, log *slog.Logger) *connlimit.Gate {
+	g := connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr, cfg.MaxReaders, log)
+	g.KindLog.Every = cfg.RefusalLogEvery
+	return g
 }

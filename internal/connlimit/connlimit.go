@@ -44,7 +44,10 @@ type Gate struct {
 	conns      *addrlimit.Limiter
 	maxReaders func(path string) int
 	log        *slog.Logger
-	logLim     ratelog.Limiter
+	logLim     ratelog.Limiter // Acquire's and Log's lines, per address
+	// KindLog limits LogKind's lines, per address and kind; set its Every
+	// before use to change the interval.
+	KindLog ratelog.Limiter
 
 	connsTotal, connsPerAddr, readers, bitrate atomic.Uint64
 }
@@ -104,6 +107,18 @@ func (g *Gate) CountBitrate() { g.bitrate.Add(1) }
 func (g *Gate) Log(addr netip.Addr, msg string, args ...any) {
 	if ok, n := g.logLim.Allow(addr.String()); ok {
 		g.log.Warn(msg, append(args, "suppressed", n)...)
+	}
+}
+
+// LogKind logs a refusal of the connection whose logger is log (it names
+// the peer), unless addr logged a refusal of the same kind (e.g. its
+// protocol's status or reject code) within the interval: a client that
+// repeats one bad request cannot flood the log, and a different refusal
+// of the same client is still told. The line says how many were held
+// back.
+func (g *Gate) LogKind(log *slog.Logger, addr netip.Addr, kind, msg string, args ...any) {
+	if ok, n := g.KindLog.Allow(addr.String() + " " + kind); ok {
+		log.Warn(msg, append(args, "suppressed", n)...)
 	}
 }
 
