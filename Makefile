@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/bridge
 PKGS    := ./...
 
-.PHONY: build run test lint bench fuzz clean
+.PHONY: build run test soak lint bench fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/bridge
@@ -15,9 +15,15 @@ run: build
 	./$(BIN) $(ARGS)
 
 # Unit, integration and end-to-end tests (the e2e ones run ffmpeg and
-# headless Chromium through playwright-core).
+# headless Chromium through playwright-core), with the soak (TestSoak) for
+# SOAK (default 60s).
 test: lint test/browser/node_modules/playwright-core
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	SOAK=$(or $(SOAK),60s) $(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+# The soak alone for SOAK (default 10m): a publisher reconnecting every
+# minute, 100 viewers joining and leaving, resources back at the end.
+soak:
+	SOAK=$(or $(SOAK),10m) $(GO) test -race -count=1 -timeout 30m -run '^TestSoak$$' ./cmd/bridge
 
 test/browser/node_modules/playwright-core: test/browser/package-lock.json
 	npm ci --prefix test/browser --no-audit --no-fund

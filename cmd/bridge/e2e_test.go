@@ -232,6 +232,16 @@ func watch(t *testing.T, b *Bridge, path string, hdr map[string]string) *viewer 
 // watchWith is watch with the WHEP POST sent by client.
 func watchWith(t *testing.T, client *http.Client, b *Bridge, path string, hdr map[string]string) *viewer {
 	t.Helper()
+	v := join(t, client, b, path, hdr)
+	t.Cleanup(func() { _ = v.pc.Close() })
+	return v
+}
+
+// join is watchWith for a caller that closes v.pc itself: the soak's
+// viewers come and go, and a closed PeerConnection kept by a test cleanup
+// would count as heap the bridge did not give back.
+func join(t *testing.T, client *http.Client, b *Bridge, path string, hdr map[string]string) *viewer {
+	t.Helper()
 	pc, sdp := newOffer(t, newViewerAPI(t))
 	v := &viewer{pc: pc, gotAU: make(chan struct{}, 1)}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
@@ -258,7 +268,6 @@ func watchWith(t *testing.T, client *http.Client, b *Bridge, path string, hdr ma
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
 		t.Fatalf("answer rejected: %v\n%s", err, body)
 	}
-	t.Cleanup(func() { _ = pc.Close() })
 	return v
 }
 
