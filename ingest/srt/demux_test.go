@@ -1,6 +1,7 @@
 package srt
 
 import (
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -488,6 +489,25 @@ func TestTimestamps(t *testing.T) {
 			t.Errorf("timestamp %d (%d): %v after %v, want %v", i, raw, d, prev, want)
 		}
 		prev = d
+	}
+}
+
+// TestTimestampJumps (defect 13 for SRT): a sender stepping its PES clock
+// by 2^32 ticks (13 hours) per timestamp, the largest step mediacommon's
+// decoder took as forward, must not carry the stream clock off.
+func TestTimestampJumps(t *testing.T) {
+	p := &publisher{log: slog.New(slog.DiscardHandler)}
+	var prev time.Duration
+	for i := range 10000 {
+		raw := (int64(i)<<32 + int64(i)*3000) & (1<<33 - 1)
+		d := p.ts(raw)
+		if d < prev || d > time.Hour {
+			t.Fatalf("timestamp %d: %v after %v: the stream clock ran off", i, d, prev)
+		}
+		prev = d
+	}
+	if p.jumps == 0 {
+		t.Error("no jump counted")
 	}
 }
 

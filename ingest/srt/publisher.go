@@ -20,6 +20,7 @@ import (
 	gosrt "github.com/datarhei/gosrt"
 
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -112,7 +113,10 @@ type publisher struct {
 
 	// Demux state, owned by run's goroutine.
 	in          tsReader
-	td          mpegts.TimeDecoder
+	clock       media.SourceClock // every PES timestamp, 90 kHz, 33 bits
+	clockOn     bool              // started on the first timestamp
+	jumps       uint64            // timestamp discontinuities re-anchored
+	jumpLog     ratelog.Limiter   // one line per interval for them
 	video       *esTrack
 	audio       *esTrack
 	h264        *transcode.H264Normalizer
@@ -125,7 +129,7 @@ type publisher struct {
 	declared     bool
 	pending      []*media.Unit
 	pendingBytes int
-	origin       time.Duration // stream time 0, on the TimeDecoder's clock
+	origin       time.Duration // stream time 0, on the source clock
 	// audioFloor: audio before the first video frame is dropped, until an
 	// audio unit at or after it arrives.
 	audioFloor    time.Duration
@@ -373,10 +377,27 @@ func aacChannels(cfg uint8) int {
 	}
 }
 
-// ts converts a 90 kHz PES timestamp to the decoder's continuous clock (33-bit
-// wrap handled), as a duration.
+// ts converts a 90 kHz PES timestamp to the publisher's continuous clock,
+// counted from the first timestamp:
+// media.SourceClock unwraps the 33-bit timestamps and takes a step more
+// than media.MaxTimestampJump off the time that passed as a
+// discontinuity (counted, logged once per interval), so a sender jumping
+// its clock by up to 2^32 ticks per PES cannot overflow the stream clock.
 func (p *publisher) ts(raw int64) time.Duration {
-	return ticksToDuration(p.td.Decode(raw))
+	now := time.Now()
+	if !p.clockOn {
+		p.clock.Rate, p.clock.Bits, p.clockOn = 90000, 33, true
+		p.clock.Start(uint64(raw), 0, now) // counted from the first
+		return 0
+	}
+	d, jumped := p.clock.Time(uint64(raw), now)
+	if jumped {
+		p.jumps++
+		if ok, n := p.jumpLog.Allow(""); ok {
+			p.log.Warn("srt timestamp jump: taken as a discontinuity, the stream clock goes on", "jumps", p.jumps, "suppressed", n)
+		}
+	}
+	return d
 }
 
 // ticksToDuration converts 90 kHz ticks, exactly to the nanosecond and
