@@ -273,24 +273,13 @@ func (p *Publication) retime(u *Unit) {
 		u.PTS += p.off
 		u.DTS += p.off
 		if len(u.RTP) > 0 { // an RTP publisher's packets, on the stream clock too
-			d := uint32(clockTicks(p.off, u.Track.Codec.ClockRate()))
+			d := uint32(ClockTicks(p.off, u.Track.Codec.ClockRate()))
 			for _, pkt := range u.RTP {
 				pkt.Timestamp += d
 			}
 		}
 	}
 	s.last[id] = max(s.last[id], u.PTS, u.DTS)
-}
-
-// clockTicks returns d on a clock of rate ticks per second, rounded to the
-// nearest tick, without overflowing for any Duration.
-func clockTicks(d time.Duration, rate int) int64 {
-	secs, rem := int64(d/time.Second), int64(d%time.Second)
-	if rem < 0 {
-		secs--
-		rem += int64(time.Second)
-	}
-	return secs*int64(rate) + (rem*int64(rate)+int64(time.Second)/2)/int64(time.Second)
 }
 
 // Close ends the publication: later Writes are discarded and, after the

@@ -422,7 +422,7 @@ func TestRepublishShiftsRTP(t *testing.T) {
 	if u.PTS <= old.PTS {
 		t.Fatalf("PTS %v after %v", u.PTS, old.PTS)
 	}
-	want := uint32(clockTicks(u.PTS, 48000))
+	want := uint32(ClockTicks(u.PTS, 48000))
 	if got := u.RTP[0].Timestamp; got != want || u.RTP[1].Timestamp != want+960 {
 		t.Fatalf("packet timestamps %d, %d; expected %d (the shifted PTS at 48 kHz) and 960 more", got, u.RTP[1].Timestamp, want)
 	}

@@ -102,10 +102,7 @@ func (c *SourceClock) mask() uint64 {
 }
 
 // ticks returns d in whole ticks, rounded to the nearest.
-func (c *SourceClock) ticks(d time.Duration) int64 { return clockTicks(d, c.Rate) }
+func (c *SourceClock) ticks(d time.Duration) int64 { return ClockTicks(d, c.Rate) }
 
-// duration returns t ticks as a Duration, exact to the nanosecond.
-func (c *SourceClock) duration(t int64) time.Duration {
-	r := int64(c.Rate)
-	return time.Duration(t/r)*time.Second + time.Duration(t%r)*time.Second/time.Duration(r)
-}
+// duration returns t ticks as a Duration (see TicksDuration).
+func (c *SourceClock) duration(t int64) time.Duration { return TicksDuration(t, c.Rate) }

@@ -13,7 +13,6 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/media"
-	"github.com/wishbridge/bridge/transcode"
 )
 
 // OutTrack sends the units of one hub track to one peer (a WHEP viewer, a
@@ -145,7 +144,7 @@ func (t *OutTrack) Send(u *media.Unit, cached bool) error {
 		t.stats.CachedUnits++
 	}
 	adj := t.clock.adjust(u.RTP[0].Timestamp, cached)
-	unitTS := uint32(transcode.ClockTicks(u.PTS, t.rate))
+	unitTS := uint32(media.ClockTicks(u.PTS, t.rate))
 	pct := t.retransmitPercent
 	if pct <= 0 {
 		pct = DefaultRetransmitPercent

@@ -99,7 +99,7 @@ func discontinuity(enc *av.Encoder, restarted int, err error) error {
 // Process implements media.Processor.
 func (p *aacToOpus) Process(u *media.Unit) error {
 	restarted := p.enc.Restarts()
-	frames, err := p.dec.Decode(u.Data, durationToTicks(u.PTS, int64(p.rate)))
+	frames, err := p.dec.Decode(u.Data, media.ClockTicks(u.PTS, p.rate))
 	var out []*rtp.Packet
 	for _, f := range frames {
 		pkts, encErr := p.enc.Encode(f)

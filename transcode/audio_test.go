@@ -73,8 +73,8 @@ func TestAACToOpusGap(t *testing.T) {
 				}
 				// Packets holding silence for the gap would be stamped
 				// inside it, well clear of both frames' audio.
-				gapStart := ClockTicks(time.Duration(i-1)*tc.step+frameDur, 48000) + 960
-				gapEnd := ClockTicks(u.PTS, 48000) - 2*960
+				gapStart := media.ClockTicks(time.Duration(i-1)*tc.step+frameDur, 48000) + 960
+				gapEnd := media.ClockTicks(u.PTS, 48000) - 2*960
 				for _, pk := range u.RTP {
 					if ts := int64(pk.Timestamp); ts > gapStart && ts < gapEnd {
 						t.Fatalf("frame %d: Opus packet at %d inside the gap %d..%d", i, ts, gapStart, gapEnd)
@@ -85,7 +85,7 @@ func TestAACToOpusGap(t *testing.T) {
 			// plus, where filled, the gaps: in 20 ms packets of 960.
 			audio := len(frames) * 1024
 			if filled {
-				audio += (len(frames) - 1) * int(ClockTicks(gap, 48000))
+				audio += (len(frames) - 1) * int(media.ClockTicks(gap, 48000))
 			}
 			perFrame := float64(packets) / float64(len(frames))
 			t.Logf("%d AAC frames, %d Opus packets (%.2f per frame), %d discontinuities", len(frames), packets, perFrame, discontinuities)

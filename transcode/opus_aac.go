@@ -135,7 +135,7 @@ func (c *OpusToAAC) Transcode(u *media.Unit, out *media.Track) ([]*media.Unit, e
 		}
 	}
 	restarted := c.enc.Restarts()
-	frames, err := c.dec.Decode(u.Data, ClockTicks(u.PTS, 48000))
+	frames, err := c.dec.Decode(u.Data, media.ClockTicks(u.PTS, 48000))
 	var units []*media.Unit
 	for _, f := range frames {
 		pkts, encErr := c.enc.Encode(f)

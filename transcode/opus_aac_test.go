@@ -32,7 +32,7 @@ func opusUnits(t testing.TB, track *media.Track, start time.Duration, seconds fl
 	}
 	defer enc.Close()
 	pcm, n := stereoTone(seconds)
-	base := ClockTicks(start, 48000)
+	base := media.ClockTicks(start, 48000)
 	var units []*media.Unit
 	for off := 0; off < n; off += 960 {
 		k := min(960, n-off)
@@ -132,7 +132,7 @@ func TestOpusToAAC(t *testing.T) {
 	defer dec.Close()
 	var left, right []float32
 	for _, u := range aac {
-		frames, err := dec.Decode(u.Data, ClockTicks(u.PTS, 48000))
+		frames, err := dec.Decode(u.Data, media.ClockTicks(u.PTS, 48000))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -48,7 +48,7 @@ const (
 // (RFC 7587, payload type 111); for any other codec, or an mtu outside
 // [MinRTPMTU, MaxRTPMTU], every Process call returns an error.
 //
-// Packets carry the unit's PTS on the codec's clock (see RTPTimestamp) with
+// Packets carry the unit's PTS on the codec's clock (see media.RTPTimestamp) with
 // no random offset, sequence numbers consecutive across units from a random
 // start, and a fixed random SSRC; readers add their own offsets and rewrite
 // SSRC and payload type. A unit that already carries RTP packets (from an
@@ -78,30 +78,6 @@ func NewRTPPacketizer(t *media.Track, mtu int) media.Processor {
 	return errProcessor{fmt.Errorf("rtp packetizer: %s: codec %s is not supported (supported: H264, Opus)", t, t.Codec.Name())}
 }
 
-// RTPTimestamp converts a stream time to t's RTP clock (Codec.ClockRate:
-// 90 kHz for H264, 48 kHz for Opus), rounded to the nearest tick, so that a
-// time that came from that clock converts back exactly (1/30 s is 3000
-// ticks, not 2999). Negative times and times past 2^32 ticks wrap modulo
-// 2^32 as RTP timestamps do; it does not overflow for any Duration.
-func RTPTimestamp(t *media.Track, pts time.Duration) uint32 {
-	return uint32(durationToTicks(pts, int64(t.Codec.ClockRate())))
-}
-
-// ClockTicks returns d on a clock of rate ticks per second, rounded to the
-// nearest tick.
-func ClockTicks(d time.Duration, rate int) int64 { return durationToTicks(d, int64(rate)) }
-
-// durationToTicks returns round(d * rate / 1s) without overflowing int64:
-// whole seconds and the non-negative remainder are scaled separately.
-func durationToTicks(d time.Duration, rate int64) int64 {
-	secs, rem := int64(d/time.Second), int64(d%time.Second)
-	if rem < 0 {
-		secs--
-		rem += int64(time.Second)
-	}
-	return secs*rate + (rem*rate+int64(time.Second)/2)/int64(time.Second)
-}
-
 // rtpState is what every packetizer of a track keeps between units.
 type rtpState struct {
 	track  *media.Track
@@ -117,7 +93,7 @@ type rtpState struct {
 func (s *rtpState) newPackets(n int, pts time.Duration, marker bool) []*rtp.Packet {
 	pkts := make([]rtp.Packet, n)
 	out := make([]*rtp.Packet, n)
-	ts := RTPTimestamp(s.track, pts)
+	ts := media.RTPTimestamp(s.track, pts)
 	for i := range pkts {
 		pkts[i].Header = rtp.Header{
 			Version:        2,

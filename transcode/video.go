@@ -204,7 +204,7 @@ func (p *H264Reencoder) Process(u *media.Unit) error {
 	if u.Key || cached {
 		p.keyPending = true
 	}
-	frames, err := p.dec.Decode(u.NALUs, durationToTicks(u.PTS, 90000), durationToTicks(u.DTS, 90000))
+	frames, err := p.dec.Decode(u.NALUs, media.ClockTicks(u.PTS, 90000), media.ClockTicks(u.DTS, 90000))
 	out := []*rtp.Packet{}
 	for i := range frames {
 		if !cached {
@@ -224,7 +224,7 @@ func (p *H264Reencoder) Process(u *media.Unit) error {
 func (p *H264Reencoder) encode(f *av.VideoFrame, out *[]*rtp.Packet) error {
 	if p.encoded && f.PTS <= p.lastPTS {
 		return fmt.Errorf("decoded picture at %v does not follow the previous one at %v; dropped",
-			ticksToTime(f.PTS), ticksToTime(p.lastPTS))
+			media.TicksDuration(f.PTS, 90000), media.TicksDuration(p.lastPTS, 90000))
 	}
 	if p.enc == nil {
 		enc, err := av.NewVideoEncoder(f.Width, f.Height, p.fps, p.bitrate)
@@ -251,7 +251,7 @@ func (p *H264Reencoder) encode(f *av.VideoFrame, out *[]*rtp.Packet) error {
 			p.lastIDR = now
 			p.keyRequest.Store(false)
 		}
-		tmp := media.Unit{Track: p.track, PTS: ticksToTime(vp.PTS), NALUs: vp.NALUs}
+		tmp := media.Unit{Track: p.track, PTS: media.TicksDuration(vp.PTS, 90000), NALUs: vp.NALUs}
 		if err := p.pk.Process(&tmp); err != nil {
 			return err
 		}
@@ -297,16 +297,4 @@ func (p *H264Reencoder) Close() {
 	if p.release != nil {
 		p.release()
 	}
-}
-
-// ticksToTime converts a time on the 90 kHz clock to a stream time,
-// rounded to the nanosecond, so that durationToTicks gives the ticks back.
-func ticksToTime(ticks int64) time.Duration {
-	const rate = 90000
-	secs, rem := ticks/rate, ticks%rate
-	if rem < 0 {
-		secs--
-		rem += rate
-	}
-	return time.Duration(secs)*time.Second + time.Duration((rem*int64(time.Second)+rate/2)/rate)
 }

@@ -281,7 +281,7 @@ func TestH264ReencoderInStream(t *testing.T) {
 			}
 		}
 		for _, p := range u.RTP {
-			if unitTS := RTPTimestamp(video, u.PTS); max(int32(p.Timestamp-unitTS), int32(unitTS-p.Timestamp)) > 6*3000 {
+			if unitTS := media.RTPTimestamp(video, u.PTS); max(int32(p.Timestamp-unitTS), int32(unitTS-p.Timestamp)) > 6*3000 {
 				t.Fatalf("unit %d at %d: packet at %d", i, unitTS, p.Timestamp)
 			}
 			if i >= 60 {
@@ -316,14 +316,14 @@ func TestH264ReencoderInStream(t *testing.T) {
 	// implies for any decoder.
 	inPTS := map[uint32]bool{}
 	for _, u := range units {
-		inPTS[RTPTimestamp(video, u.PTS)] = true
+		inPTS[media.RTPTimestamp(video, u.PTS)] = true
 	}
 	var worst, sum time.Duration
 	for i, f := range d.frames {
 		if !inPTS[f.ts] {
 			t.Fatalf("frame %d: timestamp %d is no input PTS", i, f.ts)
 		}
-		lag := units[f.unit].DTS - ticksToTime(int64(f.ts)-int64(RTPTimestamp(video, 0)))
+		lag := units[f.unit].DTS - media.TicksDuration(int64(f.ts)-int64(media.RTPTimestamp(video, 0)), 90000)
 		worst = max(worst, lag)
 		sum += lag
 	}
@@ -528,14 +528,6 @@ func TestH264ReencoderRTPSource(t *testing.T) {
 		t.Fatalf("%d frames from %d units", len(d.frames), len(units))
 	}
 	checkReencoded(t, d.frames)
-}
-
-func TestTicksToTime(t *testing.T) {
-	for _, ticks := range []int64{0, 1, 2999, 3000, 89999, 90000, -1, -3000, 1 << 40, -(1 << 40)} {
-		if got := durationToTicks(ticksToTime(ticks), 90000); got != ticks {
-			t.Errorf("%d ticks -> %v -> %d", ticks, ticksToTime(ticks), got)
-		}
-	}
 }
 
 // BenchmarkH264Reencoder measures the re-encoding processor per unit

@@ -159,7 +159,7 @@ func (o *tsOut) ticks(d time.Duration) (int64, bool) {
 	if d < 0 {
 		return 0, false
 	}
-	return (tsStart + transcode.ClockTicks(d, 90000)) & tsMask, true
+	return (tsStart + media.ClockTicks(d, 90000)) & tsMask, true
 }
 
 func (o *tsOut) write(u *media.Unit) error {

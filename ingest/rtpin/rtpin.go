@@ -360,7 +360,7 @@ func (r *Receiver) videoUnit(v *videoIn, au *transcode.RTPAccessUnit) {
 		r.trackReady(v.track)
 	}
 	u.Track = v.track
-	ts := transcode.RTPTimestamp(v.track, pts)
+	ts := media.RTPTimestamp(v.track, pts)
 	for _, p := range u.RTP {
 		p.Timestamp = ts
 	}
@@ -400,7 +400,7 @@ func (r *Receiver) receiveAudio(tr remoteTrack) {
 			r.trackReady(track)
 		}
 		pts := r.streamTime(&clock, p.Timestamp, "audio")
-		p.Timestamp = transcode.RTPTimestamp(track, pts)
+		p.Timestamp = media.RTPTimestamp(track, pts)
 		r.deliver(&media.Unit{Track: track, PTS: pts, DTS: pts, Key: true, Data: p.Payload, RTP: []*rtp.Packet{p}})
 	}
 }

@@ -222,7 +222,7 @@ func checkVideo(t *testing.T, c *testClient, vt *hub.Track, units []*hub.Unit) {
 		if n := c.rec.countTS(u.RTP[0].SSRC, sent0.ts); n != len(u.RTP) {
 			t.Errorf("unit %d has %d packets, %d were sent", i, len(u.RTP), n)
 		}
-		wantTS := transcode.RTPTimestamp(vt, u.PTS)
+		wantTS := hub.RTPTimestamp(vt, u.PTS)
 		for _, p := range u.RTP {
 			sent, _, ok := c.rec.lookup(p.SSRC, p.SequenceNumber)
 			if !ok || !bytes.Equal(sent.payload, p.Payload) {

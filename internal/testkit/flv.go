@@ -135,7 +135,7 @@ func WithOpus(t testing.TB, m *FLVMedia) *FLVMedia {
 			out.Units = append(out.Units, u)
 			continue
 		}
-		frames, err := dec.Decode(u.Data, transcode.ClockTicks(u.PTS, c.SampleRate))
+		frames, err := dec.Decode(u.Data, media.ClockTicks(u.PTS, c.SampleRate))
 		if err != nil {
 			t.Fatal(err)
 		}
