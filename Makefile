@@ -21,9 +21,10 @@ test: lint test/browser/node_modules/playwright-core
 	SOAK=$(or $(SOAK),60s) $(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 # The soak alone for SOAK (default 10m): a publisher reconnecting every
-# minute, 100 viewers joining and leaving, resources back at the end.
+# minute, 100 viewers joining and leaving, resources back at the end;
+# verbose, for its "soak:" lines (start/end figures).
 soak:
-	SOAK=$(or $(SOAK),10m) $(GO) test -race -count=1 -timeout 30m -run '^TestSoak$$' ./cmd/bridge
+	SOAK=$(or $(SOAK),10m) $(GO) test -race -count=1 -v -timeout 30m -run '^TestSoak$$' ./cmd/bridge
 
 test/browser/node_modules/playwright-core: test/browser/package-lock.json
 	npm ci --prefix test/browser --no-audit --no-fund
