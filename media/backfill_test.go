@@ -115,7 +115,7 @@ type addResult struct {
 func addAsync(s *Stream, tr *Track, name string, newProc func(*Track) Processor) <-chan addResult {
 	res := make(chan addResult, 1)
 	go func() {
-		release, err := s.AddProcessor(tr, name, newProc)
+		release, err := releaseOf(s.AddProcessor(tr, name, newProc))
 		res <- addResult{release, err}
 	}()
 	return res
@@ -271,7 +271,7 @@ func TestBackfillSecondCaller(t *testing.T) {
 	ranWhenAdded := make(chan int, 1)
 	second := make(chan addResult, 1)
 	go func() {
-		release, err := s.AddProcessor(video, "slow", newProc)
+		release, err := releaseOf(s.AddProcessor(video, "slow", newProc))
 		ranWhenAdded <- len(p.ran())
 		second <- addResult{release, err}
 	}()

@@ -393,7 +393,7 @@ func (h *hubRun) pickTrack(s *Stream, arg byte) *Track {
 // panicking in Process at once and in Close.
 func (h *hubRun) addProcessor(s *Stream, tr *Track, name string, how byte) bool {
 	t := h.t
-	release, err := s.AddProcessor(tr, name, func(cur *Track) Processor {
+	release, err := releaseOf(s.AddProcessor(tr, name, func(cur *Track) Processor {
 		// As a constructor written before the hub checked would: it
 		// indexes the stream's tracks with the ID it is given.
 		if s.Tracks()[cur.ID] != cur {
@@ -415,7 +415,7 @@ func (h *hubRun) addProcessor(s *Stream, tr *Track, name string, how byte) bool 
 		p := &fuzzProc{t: t, track: cur.ID}
 		h.made = append(h.made, p)
 		return p
-	})
+	}))
 	if release == nil {
 		t.Fatal("AddProcessor returned a nil release")
 	}

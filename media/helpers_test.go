@@ -44,7 +44,7 @@ func newTestReader(t testing.TB, s *Publication, size int) *Reader {
 // (from any goroutine) if the hub refuses it.
 func addProc(t testing.TB, s *Stream, track *Track, name string, newProc func(*Track) Processor) (release func()) {
 	t.Helper()
-	release, err := s.AddProcessor(track, name, newProc)
+	release, err := releaseOf(s.AddProcessor(track, name, newProc))
 	if err != nil {
 		t.Error(err)
 	}
@@ -178,3 +178,7 @@ func goroutineBaseline(t *testing.T) func() {
 		}
 	}
 }
+
+// releaseOf returns the Release of the handle AddProcessor returned, with
+// its error: the tests hold a processor as a func.
+func releaseOf(h *ProcessorHandle, err error) (func(), error) { return h.Release, err }

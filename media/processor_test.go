@@ -182,7 +182,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 func TestProcessorNil(t *testing.T) {
 	s, video, _ := newTestStream(t)
 	r := newTestReader(t, s, 0)
-	release, err := s.AddProcessor(video, "nil", func(*Track) Processor { return nil })
+	release, err := releaseOf(s.AddProcessor(video, "nil", func(*Track) Processor { return nil }))
 	if err == nil {
 		t.Fatal("AddProcessor with a constructor returning nil: no error")
 	}
@@ -279,7 +279,7 @@ func TestAddProcessorUnknownTrack(t *testing.T) {
 		"another codec": {ID: audio.ID, Codec: Opus{Channels: 2}},
 		"nil":           nil,
 	} {
-		release, err := s.AddProcessor(tr, "p", never)
+		release, err := releaseOf(s.AddProcessor(tr, "p", never))
 		if !errors.Is(err, ErrNoTrack) {
 			t.Errorf("%s: %v, expected ErrNoTrack", name, err)
 		}

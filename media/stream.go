@@ -455,18 +455,15 @@ func (s *Stream) ownsTrack(t *Track) bool {
 // track (same ID and codec), so that a stateful processor never mixes two
 // publishers' units and sees the new track parameters.
 //
-// The returned release function is never nil (a no-op when err is not
-// nil). It drops the caller's reference and may be called more than once.
-// When the last reference is released the processor is removed, and
-// release returns only once no Write is running it (and after closing it,
-// if it has a Close method): after that it is never called again.
+// The returned handle holds the caller's reference until its Release
+// (see ProcessorHandle); it is nil when err is not nil.
 //
 // newProc is called with the stream's locks held and must not call methods
 // of the stream. If it returns nil or panics, or the new processor panics
 // over the cached GOP, nothing is added and AddProcessor returns an error.
-func (s *Stream) AddProcessor(t *Track, name string, newProc func(*Track) Processor) (release func(), err error) {
+func (s *Stream) AddProcessor(t *Track, name string, newProc func(*Track) Processor) (_ *ProcessorHandle, err error) {
 	if t == nil {
-		return func() {}, fmt.Errorf("stream %q: processor %q: %w: no track given", s.path, name, ErrNoTrack)
+		return nil, fmt.Errorf("stream %q: processor %q: %w: no track given", s.path, name, ErrNoTrack)
 	}
 	// A processor that runs already: take a reference, without waiting
 	// for another one's backfill.
@@ -477,7 +474,7 @@ func (s *Stream) AddProcessor(t *Track, name string, newProc func(*Track) Proces
 	}
 	s.mu.Unlock()
 	if err != nil {
-		return func() {}, err
+		return nil, err
 	}
 	if e == nil {
 		s.pmu.Lock()
@@ -488,18 +485,17 @@ func (s *Stream) AddProcessor(t *Track, name string, newProc func(*Track) Proces
 		defer s.mu.Unlock()
 		var cur *Track
 		if cur, e, err = s.processorLocked(t, name); err != nil {
-			return func() {}, err
+			return nil, err
 		}
 		if e == nil { // nobody made it while this caller waited for pmu
 			e = &procEntry{track: t.ID, name: name, newProc: newProc, log: s.log.With("track", t.ID, "processor", name)}
 			if err := s.join(e, cur); err != nil {
-				return func() {}, err
+				return nil, err
 			}
 		}
 		e.refs++
 	}
-	var once sync.Once
-	return func() { once.Do(func() { s.releaseProcessor(e) }) }, nil
+	return &ProcessorHandle{s: s, e: e}, nil
 }
 
 // processorLocked returns the stream's current track like t (its ID and

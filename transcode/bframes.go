@@ -203,8 +203,8 @@ func DetectBFrames(s *media.Stream, track int) (has bool, reason string) {
 	// A processor of its own, run once over the cache (AddProcessor's
 	// backfill) and removed at once.
 	name := fmt.Sprintf("bframe-detect-%d", detectSeq.Add(1))
-	release, err := s.AddProcessor(tracks[track], name, func(*media.Track) media.Processor { return d })
-	release()
+	h, err := s.AddProcessor(tracks[track], name, func(*media.Track) media.Processor { return d })
+	h.Release()
 	if err != nil { // the stream was republished meanwhile: nothing seen
 		return false, ""
 	}

@@ -152,3 +152,7 @@ func naluTypes(nalus [][]byte) []h264.NALUType {
 	}
 	return out
 }
+
+// releaseOf returns the Release of the handle AddProcessor returned, with
+// its error: the tests hold a processor as a func.
+func releaseOf(h *media.ProcessorHandle, err error) (func(), error) { return h.Release, err }

@@ -61,7 +61,7 @@ func TestReencodeSlots(t *testing.T) {
 	}
 
 	// a's viewer connects: its re-encoder runs (over the cached units too).
-	release, err := streams[0].AddProcessor(tracks[0], "rtp-reencode", newA)
+	release, err := releaseOf(streams[0].AddProcessor(tracks[0], "rtp-reencode", newA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func BenchmarkReencoderBackfill(b *testing.B) {
 	needReencode(b)
 	st, video := publishFixture(b, media.NewRegistry(nil), "live/bench", "../../shared/media/long-gop.flv", 120)
 	for b.Loop() {
-		release, err := st.AddProcessor(video, "rtp-reencode", func(t *media.Track) media.Processor { return NewH264Reencoder(t, testMTU) })
+		release, err := releaseOf(st.AddProcessor(video, "rtp-reencode", func(t *media.Track) media.Processor { return NewH264Reencoder(t, testMTU) }))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -399,7 +399,7 @@ func TestRTPPacketizerInStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tr := range s.Tracks() {
-		release, err := s.AddProcessor(tr, "rtp", func(t *media.Track) media.Processor { return NewRTPPacketizer(t, testMTU) })
+		release, err := releaseOf(s.AddProcessor(tr, "rtp", func(t *media.Track) media.Processor { return NewRTPPacketizer(t, testMTU) }))
 		if err != nil {
 			t.Fatal(err)
 		}

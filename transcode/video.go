@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,7 +61,9 @@ func CanReencodeVideo() bool { return av.VideoAvailable() }
 // units the hub's GOP cache starts from: a viewer joining from the cache,
 // or replaying it after a keyframe request, starts with an IDR. Besides,
 // libx264 makes one at least every 2 s, and RequestKeyframe forces one
-// (at most one per media.KeyframeRequestInterval).
+// (at most one per media.KeyframeRequestInterval): it is a
+// media.KeyframeRequester, so a reader asks through the
+// media.ProcessorHandle it holds.
 //
 // Bitrate: DefaultVideoBitrate until the first 2 s of the source are
 // measured, then 5/4 of the source's (see reencodeBitrateNum).
@@ -101,10 +102,6 @@ type H264Reencoder struct {
 	made       time.Time // units that arrived before are the hub's cache: decoded, not encoded
 	release    func()    // gives its ReencodeSlots slot back; nil without one
 }
-
-// reencoders maps a track to its running re-encoder, for
-// RequestReencodedKeyframe.
-var reencoders sync.Map // *media.Track -> *H264Reencoder
 
 // NewH264Reencoder returns the "rtp-reencode" processor for H.264 track t,
 // to be registered with
@@ -168,22 +165,10 @@ func newH264Reencoder(t *media.Track, mtu int) (*H264Reencoder, error) {
 		now:     time.Now,
 		made:    time.Now(),
 	}
-	reencoders.Store(t, p)
 	return p, nil
 }
 
-// RequestReencodedKeyframe asks the re-encoder running for track t (the
-// stream's current *media.Track, as given to NewH264Reencoder) for an IDR,
-// and reports whether there is one. Requests are merged: at most one IDR
-// per media.KeyframeRequestInterval. Safe for concurrent use.
-func RequestReencodedKeyframe(t *media.Track) bool {
-	v, ok := reencoders.Load(t)
-	if !ok {
-		return false
-	}
-	v.(*H264Reencoder).RequestKeyframe()
-	return true
-}
+var _ media.KeyframeRequester = (*H264Reencoder)(nil)
 
 // RequestKeyframe makes an upcoming frame an IDR: the next one, or, if an
 // IDR went out less than media.KeyframeRequestInterval ago, the first one
@@ -289,7 +274,6 @@ func (p *H264Reencoder) Close() {
 		return
 	}
 	p.closed = true
-	reencoders.CompareAndDelete(p.track, p)
 	p.dec.Close()
 	if p.enc != nil {
 		p.enc.Close()

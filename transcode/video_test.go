@@ -233,16 +233,16 @@ func TestH264ReencoderInStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	var proc *H264Reencoder
-	release, err := s.AddProcessor(video, "rtp-reencode", func(t *media.Track) media.Processor {
+	release, err := releaseOf(s.AddProcessor(video, "rtp-reencode", func(t *media.Track) media.Processor {
 		p := NewH264Reencoder(t, testMTU)
 		proc, _ = p.(*H264Reencoder)
 		return p
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A packetizer added later leaves the re-encoded packets alone.
-	releaseRTP, err := s.AddProcessor(video, "rtp", func(t *media.Track) media.Processor { return NewRTPPacketizer(t, testMTU) })
+	releaseRTP, err := releaseOf(s.AddProcessor(video, "rtp", func(t *media.Track) media.Processor { return NewRTPPacketizer(t, testMTU) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +363,7 @@ func TestH264ReencoderJoin(t *testing.T) {
 	for _, u := range units[:45] {
 		s.Write(u)
 	}
-	release, err := s.AddProcessor(video, "rtp-reencode", func(t *media.Track) media.Processor { return NewH264Reencoder(t, testMTU) })
+	release, err := releaseOf(s.AddProcessor(video, "rtp-reencode", func(t *media.Track) media.Processor { return NewH264Reencoder(t, testMTU) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,12 +404,31 @@ func TestH264ReencoderKeyframeRequest(t *testing.T) {
 	needReencode(t)
 	v := readFLVVideo(t, "../../shared/media/long-gop.flv") // IDRs at units 0, 120, 240
 	video, units := v.track()
-	if RequestReencodedKeyframe(video) {
+	// Requests reach it through the hub's handle, as a viewer's do; the
+	// test runs it itself (nothing is written to the stream).
+	pub, err := media.NewRegistry(nil).Publish("live/test", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.SetTracks(video); err != nil {
+		t.Fatal(err)
+	}
+	packetizer, err := pub.AddProcessor(video, "rtp", func(t *media.Track) media.Processor { return NewRTPPacketizer(t, testMTU) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer packetizer.Release()
+	if packetizer.RequestKeyframe() {
 		t.Fatal("request for a track with no re-encoder accepted")
 	}
 	p, ok := NewH264Reencoder(video, testMTU).(*H264Reencoder)
 	if !ok {
 		t.Fatal("no re-encoder")
+	}
+	h, err := pub.AddProcessor(video, "rtp-reencode", func(*media.Track) media.Processor { return p })
+	if err != nil {
+		t.Fatal(err)
 	}
 	// 50 ms per unit: KeyframeRequestInterval is 10 units.
 	now := time.Unix(1000, 0)
@@ -439,20 +458,20 @@ func TestH264ReencoderKeyframeRequest(t *testing.T) {
 		}
 	}
 	// Long after the last IDR: served at once.
-	if !RequestReencodedKeyframe(video) || !idrAt(20) {
+	if !h.RequestKeyframe() || !idrAt(20) {
 		t.Fatal("no IDR for the request")
 	}
 	// Requests are merged: two more right after make one IDR, at unit 30.
 	p.RequestKeyframe()
-	RequestReencodedKeyframe(video)
+	h.RequestKeyframe()
 	for i := 21; i < 60; i++ {
 		if idrAt(i) != (i == 30) {
 			t.Fatalf("unit %d: unexpected IDR or lack of one", i)
 		}
 	}
+	h.Release() // the last reference: the hub closes it
 	p.Close()
-	p.Close()
-	if RequestReencodedKeyframe(video) {
+	if h.RequestKeyframe() {
 		t.Error("request after close accepted")
 	}
 	if err := p.Process(units[60]); err == nil {

@@ -34,6 +34,9 @@ type outTrack struct {
 	// newProc makes it for the track the hub gives it.
 	proc    string
 	newProc func(*media.Track) media.Processor
+	// handle is the hub's processor once forward added it: a keyframe
+	// request goes to it first (a re-encoder makes an IDR).
+	handle atomic.Pointer[media.ProcessorHandle]
 }
 
 // session is one viewer. Its run goroutine owns the reader and the
@@ -275,7 +278,7 @@ func (s *session) requestKeyframe(ot *outTrack) {
 	}
 	// A forced IDR from the shared re-encoder is cheaper for the viewer
 	// than a replay of the whole cached GOP.
-	if t := s.stream.Track(ot.src.ID); ot.proc == "rtp-reencode" && t != nil && transcode.RequestReencodedKeyframe(t) {
+	if ot.handle.Load().RequestKeyframe() {
 		return
 	}
 	if r := s.reader.Load(); r != nil {
@@ -325,11 +328,12 @@ func (s *session) forward() string {
 	// refuses a track that is gone.
 	byTrack := make(map[int]*outTrack, len(s.tracks))
 	for _, ot := range s.tracks {
-		release, err := s.stream.AddProcessor(ot.src, ot.proc, ot.newProc)
-		defer release()
+		h, err := s.stream.AddProcessor(ot.src, ot.proc, ot.newProc)
+		defer h.Release()
 		if err != nil {
 			return s.cannotContinue(s.stream.Tracks())
 		}
+		ot.handle.Store(h)
 		byTrack[ot.src.ID] = ot
 	}
 	s.byTrack = byTrack

@@ -37,6 +37,9 @@ type outTrack struct {
 	// for the track the hub gives it.
 	proc    string
 	newProc func(*media.Track) media.Processor
+	// handle is the hub's processor once stream added it: a keyframe
+	// request goes to it first (a re-encoder makes an IDR).
+	handle atomic.Pointer[media.ProcessorHandle]
 }
 
 // session is one WHIP session: a PeerConnection sending one stream to the
@@ -345,9 +348,14 @@ func (s *session) readRTCP(ot *outTrack) {
 	defer s.wg.Done()
 	defer panics.Recover(panicComponent, s.log, func() { s.cancel(errPanicked) })
 	ot.ReadRTCP(func() {
-		// Before media flows there is nothing to ask: the first
-		// video unit sent is a keyframe.
-		if r := s.reader.Load(); r != nil && ot.src.IsVideo() {
+		// A forced IDR from the shared re-encoder is cheaper for the
+		// target than a replay of the cached GOP. Otherwise, before
+		// media flows there is nothing to ask: the first video unit
+		// sent is a keyframe.
+		if !ot.src.IsVideo() || ot.handle.Load().RequestKeyframe() {
+			return
+		}
+		if r := s.reader.Load(); r != nil {
 			r.RequestKeyframe(ot.src.ID)
 		}
 	})
@@ -362,11 +370,12 @@ func (s *session) stream() (time.Duration, error) {
 	// hub then refuses a track that is gone.
 	byTrack := make(map[int]*outTrack, len(s.tracks))
 	for _, ot := range s.tracks {
-		release, err := s.st.AddProcessor(ot.src, ot.proc, ot.newProc)
-		defer release()
+		h, err := s.st.AddProcessor(ot.src, ot.proc, ot.newProc)
+		defer h.Release()
 		if err != nil {
 			return 0, s.republished()
 		}
+		ot.handle.Store(h)
 		byTrack[ot.src.ID] = ot
 	}
 	reader, err := s.st.NewReader(media.ReaderOptions{Name: "whip forward " + s.f.client.Redacted(), StartAtKeyframe: true})
