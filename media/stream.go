@@ -56,6 +56,8 @@ type Registry struct {
 	mu      sync.Mutex
 	streams map[string]*Stream              // guarded by mu
 	grace   func(path string) time.Duration // guarded by mu; nil: no grace
+
+	subs subscribers // told of Published and Ended (events.go), outside mu
 }
 
 // NewRegistry returns an empty registry that logs to log (slog.Default if nil).
@@ -105,6 +107,14 @@ func (r *Registry) graceFor(path string) time.Duration {
 // stay attached and continue with the new publisher's units once it has
 // called SetTracks (see Publication for what "compatible" means).
 func (r *Registry) Publish(path, publisher string) (*Publication, error) {
+	p, err := r.publish(path, publisher)
+	if err == nil {
+		r.emit(Event{Kind: Published, Path: path, Stream: p.Stream})
+	}
+	return p, err
+}
+
+func (r *Registry) publish(path, publisher string) (*Publication, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s, ok := r.streams[path]; ok {
@@ -206,10 +216,11 @@ func (r *Registry) EndWaiting() {
 
 func (r *Registry) remove(s *Stream) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.streams[s.path] == s {
 		delete(r.streams, s.path)
 	}
+	r.mu.Unlock()
+	r.emit(Event{Kind: Ended, Path: s.path, Stream: s})
 }
 
 // A Processor transforms the units of one track on the write side, once for
@@ -275,13 +286,14 @@ type Stream struct {
 	last   []time.Duration // guarded by wmu: per track, the latest PTS or DTS written; noTime if none
 
 	mu         sync.Mutex
-	cur        *Publication // guarded by mu: the attached publication; nil while waiting for one
-	publisher  string       // guarded by mu: description of cur, or of the last one
-	hadTracks  bool         // guarded by mu: some publication declared tracks
-	graceTimer *time.Timer  // guarded by mu: ends the stream when the grace runs out
-	graceUntil time.Time    // guarded by mu: when the grace runs out
-	graceGen   uint64       // guarded by mu: invalidates a timer that fires late
-	processors []*procEntry // guarded by mu; in the order they were added
+	cur        *Publication  // guarded by mu: the attached publication; nil while waiting for one
+	publisher  string        // guarded by mu: description of cur, or of the last one
+	kind       PublisherKind // guarded by mu: set by cur (SetKind), or by the last one
+	hadTracks  bool          // guarded by mu: some publication declared tracks
+	graceTimer *time.Timer   // guarded by mu: ends the stream when the grace runs out
+	graceUntil time.Time     // guarded by mu: when the grace runs out
+	graceGen   uint64        // guarded by mu: invalidates a timer that fires late
+	processors []*procEntry  // guarded by mu; in the order they were added
 	// procs is the snapshot Write runs: procs[trackID] lists that track's
 	// processors in the order of processors. Replaced, never modified.
 	procs  atomic.Pointer[[][]*procEntry]

@@ -41,6 +41,8 @@ type Error struct {
 	// RetryAfter, when set, is sent as Retry-After (whole seconds, rounded
 	// up); 429 and 503 without it get defaultRetryAfter.
 	RetryAfter time.Duration
+	// Location, when set, is sent as Location (a redirect, see Redirect).
+	Location string
 }
 
 // defaultRetryAfter is the Retry-After of a 429 or 503 that names none.
@@ -51,6 +53,13 @@ func (e *Error) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Msg) }
 // Errorf returns an *Error with a formatted message.
 func Errorf(status int, format string, args ...any) *Error {
 	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Redirect returns a 307 Temporary Redirect to location (RFC 9110 section
+// 15.4.8: the client repeats its request, body and method included,
+// there), for a stream served by another node.
+func Redirect(location, format string, args ...any) *Error {
+	return &Error{Status: http.StatusTemporaryRedirect, Msg: fmt.Sprintf(format, args...), Location: location}
 }
 
 // WriteError answers with err's status and message as text/plain; errors
@@ -73,6 +82,9 @@ func WriteError(w http.ResponseWriter, err error) {
 		if w.Header().Get("Retry-After") == "" {
 			w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
 		}
+	}
+	if he.Location != "" {
+		w.Header().Set("Location", he.Location)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 	"time"
 
@@ -15,71 +13,58 @@ import (
 	"github.com/wishbridge/bridge/config"
 	egressrtmp "github.com/wishbridge/bridge/egress/rtmp"
 	egresssrt "github.com/wishbridge/bridge/egress/srt"
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/media"
-	"github.com/wishbridge/bridge/rtc"
 )
 
 // authorizeRead is the one admission policy for readers, whatever their
 // protocol (req.Protocol is config.ReadWHEP, ReadRTMP or ReadSRT): the
 // path must match a route that lets that protocol read, and the route's
-// read_key, if it has one, must be req.Key (WHEP: the bearer token, RTMP:
+// read_key, if it has one, must be req.Credential (WHEP: the bearer token, RTMP:
 // the stream name's ?key=, SRT: the streamid's key). The error wraps
-// ingest.ErrNoRoute, ingest.ErrProtocolNotAllowed or ingest.ErrBadKey.
-func (b *Bridge) authorizeRead(req ingest.Request) (*config.Route, error) {
+// access.ErrNoRoute, access.ErrProtocolNotAllowed or access.ErrBadKey.
+func (b *Bridge) authorizeRead(req access.Request) (*config.Route, error) {
 	route, ok := b.cfg.Load().Match(req.Path)
 	if !ok {
-		return nil, ingest.ErrNoRoute
+		return nil, access.ErrNoRoute
 	}
-	if !route.AllowsRead(req.Protocol) {
-		return nil, fmt.Errorf("%s may not read on this route: %w", req.Protocol, ingest.ErrProtocolNotAllowed)
+	if !route.AllowsRead(string(req.Protocol)) {
+		return nil, fmt.Errorf("%s may not read on this route: %w", req.Protocol, access.ErrProtocolNotAllowed)
 	}
-	if want := route.ReadCredential(); want != "" && !secretEqual(req.Key, want) {
-		return nil, ingest.ErrBadKey
+	if want := route.ReadCredential(); want != "" && !secretEqual(req.Credential, want) {
+		return nil, access.ErrBadKey
 	}
 	return route, nil
 }
 
 // authorizeSRTRead admits an SRT reader of req.Path: authorizeRead, and
 // the stream must be live or about to be pulled on demand.
-func (b *Bridge) authorizeSRTRead(req ingest.Request) error {
-	req.Protocol = config.ReadSRT
+func (b *Bridge) authorizeSRTRead(req access.Request) error {
 	if _, err := b.authorizeRead(req); err != nil {
 		return err
 	}
 	if _, ok := b.registry.Get(req.Path); !ok && !b.pull.demand(req.Path) {
-		return fmt.Errorf("no stream is being published at %q: %w", req.Path, ingest.ErrNoRoute)
+		return fmt.Errorf("stream %q: %w", req.Path, access.ErrNoStream)
 	}
 	return nil
 }
 
-// authorizeWHEP admits a WHEP viewer of path with the bearer token it
-// sent, answering as WHEP clients expect: 404 when no route serves WHEP
-// there, 401 for a missing or wrong token.
-func (b *Bridge) authorizeWHEP(path, token string) error {
-	_, err := b.authorizeRead(ingest.Request{Protocol: config.ReadWHEP, Path: path, Key: token})
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ingest.ErrBadKey) && token == "":
-		return rtc.Errorf(http.StatusUnauthorized, "this stream needs a bearer token (Authorization: Bearer ...)")
-	case errors.Is(err, ingest.ErrBadKey):
-		return rtc.Errorf(http.StatusUnauthorized, "wrong bearer token")
-	default:
-		return rtc.Errorf(http.StatusNotFound, "no route serves WHEP playback at %q", path)
-	}
+// admitRead is authorizeRead as an access.Authorizer (WHEP).
+func (b *Bridge) admitRead(req access.Request) error {
+	_, err := b.authorizeRead(req)
+	return err
 }
 
 // playRTMP serves RTMP play on the bridge's RTMP port, for any stream
 // whatever its ingest, once authorizeRead admits it.
 func (b *Bridge) playRTMP(ctx context.Context, req rtmp.PlayRequest, w rtmp.PlayWriter) error {
-	route, err := b.authorizeRead(ingest.Request{Protocol: config.ReadRTMP, Path: req.Path, Key: req.Key, Remote: req.Remote})
+	route, err := b.authorizeRead(access.Request{Action: access.Read, Protocol: access.RTMP, Path: req.Path, Credential: req.Key, Remote: req.Remote})
 	if err != nil {
 		return err
 	}
-	st, err := b.waitStream(ctx, req.Path)
+	st, err := b.locate(ctx, req.Path)
 	if err != nil {
 		return fmt.Errorf("play %q: %w", req.Path, rtmp.ErrStreamNotFound)
 	}
@@ -89,8 +74,8 @@ func (b *Bridge) playRTMP(ctx context.Context, req rtmp.PlayRequest, w rtmp.Play
 
 // serveSRTReader sends a stream as MPEG-TS to an SRT reader that
 // authorizeSRTRead admitted.
-func (b *Bridge) serveSRTReader(ctx context.Context, conn gosrt.Conn, req ingest.Request) error {
-	st, err := b.waitStream(ctx, req.Path)
+func (b *Bridge) serveSRTReader(ctx context.Context, conn gosrt.Conn, req access.Request) error {
+	st, err := b.locate(ctx, req.Path)
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("stream %q is gone", req.Path)
@@ -107,43 +92,28 @@ func (b *Bridge) serveSRTReader(ctx context.Context, conn gosrt.Conn, req ingest
 // that is starting (an on-demand pull, a publisher in its handshake).
 const streamWait = 5 * time.Second
 
-// waitStream returns the stream at path or, if it has none but an
-// on-demand pull, starts the pull and waits up to streamWait for it.
-func (b *Bridge) waitStream(ctx context.Context, path string) (*media.Stream, error) {
-	if st, ok := b.registry.Get(path); ok {
-		return st, nil
+// locate returns the stream at path once its tracks are known or, if it
+// has none but an on-demand pull, starts the pull; either way it waits up
+// to streamWait.
+func (b *Bridge) locate(ctx context.Context, path string) (*media.Stream, error) {
+	if _, ok := b.registry.Get(path); !ok && !b.pull.demand(path) {
+		return nil, fmt.Errorf("stream %q: %w", path, access.ErrNoStream)
 	}
-	if !b.pull.demand(path) {
-		return nil, errors.New("no stream")
-	}
-	ctx, cancel := context.WithTimeout(ctx, streamWait)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-tick.C:
-			if st, ok := b.registry.Get(path); ok {
-				return st, nil
-			}
-		}
-	}
+	return access.WaitReady(ctx, b.registry, path, streamWait)
 }
 
 // authorizePublish is the admission policy for every ingest adapter.
-func (b *Bridge) authorizePublish(req ingest.Request) error {
+func (b *Bridge) authorizePublish(req access.Request) error {
 	route, ok := b.cfg.Load().Match(req.Path)
 	if !ok {
-		return ingest.ErrNoRoute
+		return access.ErrNoRoute
 	}
-	if !route.AllowsIngest(req.Protocol) || route.Pull != "" {
+	if !route.AllowsIngest(string(req.Protocol)) || route.Pull != "" {
 		// A pull route's stream comes from its source only.
-		return ingest.ErrProtocolNotAllowed
+		return access.ErrProtocolNotAllowed
 	}
-	if route.PublishKey != "" && !secretEqual(req.Key, route.PublishKey) {
-		return ingest.ErrBadKey
+	if route.PublishKey != "" && !secretEqual(req.Credential, route.PublishKey) {
+		return access.ErrBadKey
 	}
 	return nil
 }

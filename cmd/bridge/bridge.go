@@ -138,14 +138,14 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		Registry:  b.registry,
 		Engine:    b.engine,
 		Sessions:  b.sessions,
-		Authorize: b.authorizeWHEP,
+		Authorize: b.admitRead,
 		OpusBitrate: func(path string) int {
 			if r, ok := b.cfg.Load().Match(path); ok {
 				return r.OpusBitrate()
 			}
 			return 0
 		},
-		Demand: func(path string) bool { return b.pull.demand(path) },
+		Locate:            b.locate,
 		BFrames: func(path string) string {
 			if r, ok := b.cfg.Load().Match(path); ok {
 				return r.BFramesPolicy()

@@ -6,12 +6,13 @@
 package whep
 
 import (
-	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
@@ -24,14 +25,15 @@ type Config struct {
 	Registry *media.Registry
 	Engine   *rtc.Engine
 	Sessions *rtc.Sessions
-	// Authorize decides whether path may be played with token (the bearer
-	// token the client sent, "" if none). It returns nil, or an *rtc.Error:
-	// 404 when no route serves WHEP at path, 401 for a missing/wrong token.
-	Authorize func(path, token string) error
-	Log       *slog.Logger
-	// ReadyTimeout bounds how long a POST waits for a stream whose publisher
-	// has connected but whose tracks are not known yet; 0 means 5 s.
-	ReadyTimeout time.Duration
+	// Authorize admits viewers: it gets Action Read, Protocol WHEP, the
+	// path, the bearer token as Credential ("" if none) and the peer's
+	// address. See servePost for the answers to its refusals.
+	Authorize access.Authorizer
+	// Locate finds the stream an admitted viewer plays, starting an
+	// on-demand source or waiting for tracks as the node decides; nil
+	// means access.Local(Registry, defaultLocateWait).
+	Locate access.Locator
+	Log    *slog.Logger
 	// ConnectTimeout bounds ICE+DTLS after the answer; 0 means 20 s. The
 	// sessions table ends a session that has not connected sooner
 	// (rtc.Limits.ConnectTimeout).
@@ -55,10 +57,6 @@ type Config struct {
 	// Share one per process; nil means a cap of this handler's own with
 	// the default size (transcode.DefaultReencoders).
 	Reencoders *transcode.ReencodeSlots
-	// Demand, when set, is called for a path with no stream; it starts the
-	// route's on-demand source if there is one and reports whether it did,
-	// in which case the POST waits (up to ReadyTimeout) for the stream.
-	Demand func(path string) bool
 	// SendDelay, when set, is told the delay the bridge added to each live
 	// unit sent to a viewer (see rtc.OutTrack.SetDelayObserver).
 	SendDelay func(video bool, d time.Duration)
@@ -86,8 +84,8 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	if cfg.ReadyTimeout <= 0 {
-		cfg.ReadyTimeout = 5 * time.Second
+	if cfg.Locate == nil {
+		cfg.Locate = access.Local(cfg.Registry, defaultLocateWait)
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 20 * time.Second
@@ -109,7 +107,11 @@ func (h *Handler) Register(mux *http.ServeMux) {
 //
 //	400  the path breaks the stream path rule (internal/streampath), or
 //	     the offer cannot receive the stream
-//	401, 404  refused by Authorize; 404 also for no stream at path
+//	307  *access.Elsewhere: the stream is served by another node, whose
+//	     URL is the Location
+//	401  access.ErrBadKey, with WWW-Authenticate: Bearer
+//	404  any other refusal of Authorize (no route serves WHEP at path), or
+//	     no stream at path (access.ErrNoStream from Locate)
 //	406  the stream has B-frames and the route rejects them
 //	413, 415  the offer is too large, or not application/sdp
 //	429  the client's address holds its share of sessions, or of sessions
@@ -137,16 +139,17 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 // newSession answers the viewer's offer and returns the session's id. The
 // session is in the sessions table, then running, when it returns.
 func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (answer, sessionID, etag string, err error) {
-	if err := h.cfg.Authorize(path, rtc.BearerToken(r)); err != nil {
-		return "", "", "", err
+	token := rtc.BearerToken(r)
+	if err := h.cfg.Authorize(access.Request{Action: access.Read, Protocol: access.WHEP, Path: path, Credential: token, Remote: r.RemoteAddr}); err != nil {
+		return "", "", "", refusal(err, path, token)
 	}
 	raw, err := rtc.ReadSDP(w, r)
 	if err != nil {
 		return "", "", "", err
 	}
-	stream, err := h.waitStream(r.Context(), path)
+	stream, err := h.cfg.Locate(r.Context(), path)
 	if err != nil {
-		return "", "", "", err
+		return "", "", "", refusal(err, path, token)
 	}
 	off, err := parseOffer(raw)
 	if err != nil {
@@ -176,35 +179,27 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 	return answer, id, s.ETag(), nil
 }
 
-// waitStream returns the stream at path once its tracks are known.
-func (h *Handler) waitStream(ctx context.Context, path string) (*media.Stream, error) {
-	t := time.NewTimer(h.cfg.ReadyTimeout)
-	defer t.Stop()
-	s, ok := h.cfg.Registry.Get(path)
-	if !ok && h.cfg.Demand != nil && h.cfg.Demand(path) {
-		// An on-demand source is starting: give it until the deadline.
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for !ok {
-			select {
-			case <-tick.C:
-				s, ok = h.cfg.Registry.Get(path)
-			case <-t.C:
-				return nil, rtc.Errorf(http.StatusNotFound, "the on-demand source of %q did not start within %v", path, h.cfg.ReadyTimeout)
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
+// defaultLocateWait bounds the wait of a Handler without Config.Locate
+// for a stream whose publisher has connected but whose tracks are not
+// known yet: an encoder sends its parameter sets within its first second.
+const defaultLocateWait = 5 * time.Second
+
+// refusal answers an Authorize or Locate error as WHEP clients expect (see
+// servePost).
+func refusal(err error, path, token string) error {
+	var he *rtc.Error
+	switch e := access.ElsewhereOf(err); {
+	case errors.As(err, &he):
+		return he
+	case e != nil:
+		return rtc.Redirect(e.Location, "the stream %q is served by another node", path)
+	case errors.Is(err, access.ErrBadKey) && token == "":
+		return rtc.Errorf(http.StatusUnauthorized, "this stream needs a bearer token (Authorization: Bearer ...)")
+	case errors.Is(err, access.ErrBadKey):
+		return rtc.Errorf(http.StatusUnauthorized, "wrong bearer token")
+	case errors.Is(err, access.ErrNoStream):
+		return rtc.Errorf(http.StatusNotFound, "%v", err)
+	default:
+		return rtc.Errorf(http.StatusNotFound, "no route serves WHEP playback at %q", path)
 	}
-	if !ok {
-		return nil, rtc.Errorf(http.StatusNotFound, "no stream is being published at %q", path)
-	}
-	select {
-	case <-s.Ready():
-		return s, nil
-	case <-s.Done():
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	return nil, rtc.Errorf(http.StatusNotFound, "stream %q has a publisher but no media yet", path)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -92,7 +93,7 @@ func newBenchWith(t *testing.T, lim rtc.Limits) *bench {
 		Registry:  reg,
 		Engine:    engine,
 		Sessions:  sessions,
-		Authorize: func(string, string) error { return nil },
+		Authorize: func(access.Request) error { return nil },
 		Log:       log,
 	}).Register(mux)
 	srv := httptest.NewServer(mux)

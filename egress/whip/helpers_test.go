@@ -16,7 +16,7 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	ingestwhip "github.com/wishbridge/bridge/ingest/whip"
 	"github.com/wishbridge/bridge/internal/testkit"
@@ -55,7 +55,7 @@ func startSource(t *testing.T, fixture string) *source {
 	log, logs := testkit.NamedLog(t, "local")
 	s := &source{reg: media.NewRegistry(log), log: log, logs: logs}
 	s.engine = newEngine(t, log)
-	srv := rtmp.NewServer(rtmp.Config{Registry: s.reg, Authorize: func(ingest.Request) error { return nil }, Log: log})
+	srv := rtmp.NewServer(rtmp.Config{Registry: s.reg, Authorize: func(access.Request) error { return nil }, Log: log})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -128,9 +128,9 @@ func (r *remote) start(addr string) {
 	r.sessions.Register(mux)
 	ingestwhip.NewHandler(ingestwhip.Config{
 		Registry: r.reg, Engine: r.engine, Sessions: r.sessions, Log: r.log,
-		Authorize: func(req ingest.Request) error {
-			if r.token != "" && req.Key != r.token {
-				return ingest.ErrBadKey
+		Authorize: func(req access.Request) error {
+			if r.token != "" && req.Credential != r.token {
+				return access.BadKey(access.Publish)
 			}
 			return nil
 		},

@@ -15,7 +15,7 @@ import (
 	gortmp "github.com/yutopp/go-rtmp"
 	"github.com/yutopp/go-rtmp/message"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/ratelog"
@@ -267,15 +267,17 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 	if perr != nil {
 		return refuse(message.NetStreamOnStatusCodePublishBadName, perr.Error(), nil)
 	}
-	req := ingest.Request{Protocol: "rtmp", Path: path, Key: key, Remote: h.c.peer}
+	req := access.Request{Action: access.Publish, Protocol: access.RTMP, Path: path, Credential: key, Remote: h.c.peer}
 	if err := h.srv.auth(req); err != nil {
 		switch {
-		case errors.Is(err, ingest.ErrBadKey):
-			return refuse(codePublishUnauthorized, fmt.Sprintf("publish %q refused: %v", path, ingest.ErrBadKey), err)
-		case errors.Is(err, ingest.ErrNoRoute):
-			return refuse(message.NetStreamOnStatusCodePublishBadName, fmt.Sprintf("publish %q refused: %v", path, ingest.ErrNoRoute), err)
-		case errors.Is(err, ingest.ErrProtocolNotAllowed):
-			return refuse(message.NetStreamOnStatusCodePublishBadName, fmt.Sprintf("publish %q refused: %v", path, ingest.ErrProtocolNotAllowed), err)
+		case errors.Is(err, access.ErrBadKey):
+			return refuse(codePublishUnauthorized, fmt.Sprintf("publish %q refused: %v", path, access.BadKey(access.Publish)), err)
+		case errors.Is(err, access.ErrNoRoute):
+			return refuse(message.NetStreamOnStatusCodePublishBadName, fmt.Sprintf("publish %q refused: %v", path, access.ErrNoRoute), err)
+		case errors.Is(err, access.ErrProtocolNotAllowed):
+			return refuse(message.NetStreamOnStatusCodePublishBadName, fmt.Sprintf("publish %q refused: %v", path, access.ErrProtocolNotAllowed), err)
+		case access.ElsewhereOf(err) != nil:
+			return refuse(message.NetStreamOnStatusCodePublishFailed, fmt.Sprintf("publish %q refused: the stream is served by another node", path), err)
 		default:
 			return refuse(message.NetStreamOnStatusCodePublishFailed, fmt.Sprintf("publish %q refused", path), err)
 		}
@@ -287,6 +289,7 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 		}
 		return refuse(message.NetStreamOnStatusCodePublishFailed, fmt.Sprintf("publish %q failed", path), err)
 	}
+	st.SetKind(access.KindRTMP)
 	h.stream = st
 	h.pubID = ctx.StreamID
 	h.started = time.Now()

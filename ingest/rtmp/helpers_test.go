@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
@@ -26,12 +26,12 @@ type testServer struct {
 	newRdr  chan *media.Reader
 }
 
-func allowAll(ingest.Request) error { return nil }
+func allowAll(access.Request) error { return nil }
 
 // startServer serves on 127.0.0.1:0. configure may adjust the server before
 // Serve. Every accepted stream gets a reader (attached before its first
 // unit) sent on ts.newRdr.
-func startServer(t *testing.T, auth ingest.Authorizer, configure func(*Server)) *testServer {
+func startServer(t *testing.T, auth access.Authorizer, configure func(*Server)) *testServer {
 	t.Helper()
 	return startServerConfig(t, Config{Authorize: auth}, configure)
 }

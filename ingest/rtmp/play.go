@@ -9,7 +9,7 @@ import (
 
 	"github.com/yutopp/go-rtmp/message"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/connlimit"
 	"github.com/wishbridge/bridge/internal/panics"
@@ -41,7 +41,8 @@ var ErrStreamNotFound = errors.New("stream not found")
 // The play is refused if Config.Play returns before its first
 // WriteMessage: the client gets an onStatus error whose code and
 // description follow the error (ErrStreamNotFound: NetStream.Play.StreamNotFound;
-// ingest.ErrBadKey, ingest.ErrNoRoute: NetStream.Play.Failed saying so;
+// access.ErrNoStream and *access.Elsewhere: NetStream.Play.StreamNotFound;
+// access.ErrBadKey, access.ErrNoRoute: NetStream.Play.Failed saying so;
 // anything else NetStream.Play.Failed "play failed"; the error itself is
 // logged, not sent). The first WriteMessage starts the play (User Control
 // StreamBegin, onStatus NetStream.Play.Reset and NetStream.Play.Start).
@@ -180,12 +181,12 @@ func (h *handler) play(streamID uint32, cmd *message.NetStreamPlay) error {
 			h.srv.gate.Log(addrlimit.AddrOf(h.c.peer), "rtmp play refused", "peer", h.c.peer, "stream", path, "reason", err.Error())
 			h.quiet = true
 			return h.setErr(&refusal{reason: "play refused: " + err.Error()})
-		case errors.Is(err, ErrStreamNotFound):
+		case errors.Is(err, ErrStreamNotFound), errors.Is(err, access.ErrNoStream), access.ElsewhereOf(err) != nil:
 			return refuse(codePlayStreamNotFound, fmt.Sprintf("stream %q not found", path), err)
-		case errors.Is(err, ingest.ErrBadKey):
+		case errors.Is(err, access.ErrBadKey):
 			return refuse(message.NetStreamOnStatusCodePlayFailed, fmt.Sprintf("play %q refused: missing or wrong key", path), err)
-		case errors.Is(err, ingest.ErrNoRoute):
-			return refuse(message.NetStreamOnStatusCodePlayFailed, fmt.Sprintf("play %q refused: %v", path, ingest.ErrNoRoute), err)
+		case errors.Is(err, access.ErrNoRoute):
+			return refuse(message.NetStreamOnStatusCodePlayFailed, fmt.Sprintf("play %q refused: %v", path, access.ErrNoRoute), err)
 		default:
 			return refuse(message.NetStreamOnStatusCodePlayFailed, fmt.Sprintf("play %q failed", path), err)
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/panics"
@@ -318,6 +319,7 @@ func (s *pullSession) start() error {
 	if err != nil {
 		return err
 	}
+	pub.SetKind(access.KindRTMPPull)
 	s.c.playing = true
 	s.started = time.Now()
 	s.sink = tagSink{stream: pub, log: s.p.log, configWait: s.p.configWait}

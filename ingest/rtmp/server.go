@@ -43,11 +43,13 @@
 // the client can show why (ffmpeg prints "Server error: <description>"):
 //
 //   - NetStream.Publish.BadName: invalid name, no route or protocol not
-//     allowed on the route (ingest.ErrNoRoute, ingest.ErrProtocolNotAllowed),
+//     allowed on the route (access.ErrNoRoute, access.ErrProtocolNotAllowed),
 //     or the path already has a publisher (media.ErrPublisherExists; the
 //     first publisher keeps going);
-//   - NetStream.Publish.Unauthorized: missing or wrong key (ingest.ErrBadKey);
-//   - NetStream.Publish.Failed: any other Authorize error.
+//   - NetStream.Publish.Unauthorized: missing or wrong key (access.ErrBadKey);
+//   - NetStream.Publish.Failed: the stream is served by another node
+//     (*access.Elsewhere; RTMP cannot redirect), or any other Authorize
+//     error.
 //
 // go-rtmp follows every refusal with its own NetStream.Publish.Failed
 // "Publish failed."; ours is sent first.
@@ -111,7 +113,7 @@ import (
 	gortmp "github.com/yutopp/go-rtmp"
 	"github.com/yutopp/go-rtmp/message"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/connlimit"
 	"github.com/wishbridge/bridge/internal/panics"
@@ -122,12 +124,12 @@ import (
 type Config struct {
 	// Registry receives the published streams.
 	Registry *media.Registry
-	// Authorize decides every publish; it is called with Protocol "rtmp",
-	// the stream path, the key and the peer address, on the connection's
+	// Authorize decides every publish; it is called with Action Publish,
+	// Protocol RTMP, the stream path, the key and the peer address, on the connection's
 	// goroutine (a slow Authorize holds up that connection only, and
 	// Close waits for it). Required: a nil Authorize refuses every
 	// publish.
-	Authorize ingest.Authorizer
+	Authorize access.Authorizer
 	// Play, when set, serves play requests (see PlayWriter); nil refuses
 	// every play with NetStream.Play.Failed.
 	Play func(ctx context.Context, req PlayRequest, w PlayWriter) error
@@ -182,7 +184,7 @@ const (
 // different goroutines.
 type Server struct {
 	reg  *media.Registry
-	auth ingest.Authorizer
+	auth access.Authorizer
 	log  *slog.Logger
 
 	// Tunables, fixed before Serve (tests shorten them).
@@ -216,7 +218,7 @@ func NewServer(cfg Config) *Server {
 	}
 	auth := cfg.Authorize
 	if auth == nil {
-		auth = ingest.DenyAll
+		auth = access.DenyAll
 	}
 	return &Server{
 		play:         cfg.Play,

@@ -16,7 +16,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/yutopp/go-rtmp/handshake"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
@@ -265,13 +265,13 @@ func TestSecondPublisherRefused(t *testing.T) {
 func TestAuthorizeFFmpeg(t *testing.T) {
 	testkit.FFmpegBin(t, "ffmpeg")
 	var mu sync.Mutex
-	var reqs []ingest.Request
-	auth := func(r ingest.Request) error {
+	var reqs []access.Request
+	auth := func(r access.Request) error {
 		mu.Lock()
 		reqs = append(reqs, r)
 		mu.Unlock()
-		if r.Key != "SECRET" {
-			return fmt.Errorf("route %q: %w", r.Path, ingest.ErrBadKey)
+		if r.Credential != "SECRET" {
+			return fmt.Errorf("route %q: %w", r.Path, access.BadKey(access.Publish))
 		}
 		return nil
 	}
@@ -299,7 +299,7 @@ func TestAuthorizeFFmpeg(t *testing.T) {
 		t.Fatalf("%d Authorize calls", len(reqs))
 	}
 	for i, key := range []string{"WRONG", "SECRET"} {
-		if r := reqs[i]; r.Protocol != "rtmp" || r.Path != "live/test" || r.Key != key || !strings.HasPrefix(r.Remote, "127.0.0.1:") {
+		if r := reqs[i]; r.Protocol != "rtmp" || r.Path != "live/test" || r.Credential != key || !strings.HasPrefix(r.Remote, "127.0.0.1:") {
 			t.Errorf("request %d: %+v", i, r)
 		}
 	}
@@ -311,14 +311,14 @@ func TestAuthorizeFFmpeg(t *testing.T) {
 
 // TestRefusalStatus checks the onStatus a refused client receives.
 func TestRefusalStatus(t *testing.T) {
-	auth := func(r ingest.Request) error {
+	auth := func(r access.Request) error {
 		switch {
 		case r.Path == "noroute/x":
-			return fmt.Errorf("%q: %w", r.Path, ingest.ErrNoRoute)
+			return fmt.Errorf("%q: %w", r.Path, access.ErrNoRoute)
 		case r.Path == "other/x":
 			return errors.New("database unavailable")
-		case r.Key != "k":
-			return fmt.Errorf("%q: %w", r.Path, ingest.ErrBadKey)
+		case r.Credential != "k":
+			return fmt.Errorf("%q: %w", r.Path, access.BadKey(access.Publish))
 		}
 		return nil
 	}

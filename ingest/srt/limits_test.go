@@ -12,7 +12,7 @@ import (
 
 	gosrt "github.com/datarhei/gosrt"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
@@ -117,7 +117,7 @@ func TestReaderLimit(t *testing.T) {
 	var reg *media.Registry
 	read := &ReadHandler{
 		Admit: allowAll,
-		Serve: func(ctx context.Context, conn gosrt.Conn, req ingest.Request) error {
+		Serve: func(ctx context.Context, conn gosrt.Conn, req access.Request) error {
 			defer conn.Close()
 			stop := context.AfterFunc(ctx, func() { conn.Close() })
 			defer stop()
@@ -331,8 +331,8 @@ func TestPanicEndsConnection(t *testing.T) {
 // request gets one log line per interval, however often it calls; a
 // refusal of another kind from it is still logged.
 func TestRefusalLogLimited(t *testing.T) {
-	ts := startServer(t, Config{RefusalLogEvery: time.Hour, Authorize: func(req ingest.Request) error {
-		return fmt.Errorf("path %q: %w", req.Path, ingest.ErrBadKey)
+	ts := startServer(t, Config{RefusalLogEvery: time.Hour, Authorize: func(req access.Request) error {
+		return fmt.Errorf("path %q: %w", req.Path, access.BadKey(access.Publish))
 	}}, nil)
 	for range 8 {
 		if _, err := dial(t, ts, "publish:live/x?key=wrong", ""); rejectCode(err) != int(gosrt.REJX_UNAUTHORIZED) {

@@ -19,6 +19,7 @@ import (
 	"github.com/datarhei/gosrt/circular"
 	"github.com/datarhei/gosrt/packet"
 
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/panics"
@@ -232,6 +233,7 @@ func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	st.SetKind(access.KindSRTPull)
 	pub := newPublisher(p.pubCfg, conn, st, p.src.redacted, p.log)
 	p.setCurrent(pub)
 	defer p.setCurrent(nil)

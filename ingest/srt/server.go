@@ -19,12 +19,14 @@
 // fail with "Input/output error".)
 //
 //	1400 REJX_BAD_REQUEST   streamid cannot be parsed (or is empty: HSv4 callers)
-//	1401 REJX_UNAUTHORIZED  missing or wrong key (ingest.ErrBadKey)
+//	1401 REJX_UNAUTHORIZED  missing or wrong key (access.ErrBadKey)
 //	1402 REJX_OVERLOAD      a limit: the listener has Config.MaxConns connections, the
 //	                        caller's address Config.MaxConnsPerAddr, or the stream a
 //	                        reader asks for has Config.MaxReaders readers
 //	1403 REJX_FORBIDDEN     protocol not allowed on the route, or any other Authorize error
-//	1404 REJX_NOTFOUND      no route for the path (ingest.ErrNoRoute)
+//	1404 REJX_NOTFOUND      no route for the path (access.ErrNoRoute), no stream to
+//	                        read (access.ErrNoStream), or the stream is served by
+//	                        another node (*access.Elsewhere: SRT cannot redirect)
 //	1405 REJX_BAD_MODE      read (m=request, "read:") or an unknown mode
 //	1409 REJX_CONFLICT      the path already has a publisher (media.ErrPublisherExists)
 //	1500 REJX_ISE           registry failure
@@ -109,7 +111,7 @@ import (
 
 	gosrt "github.com/datarhei/gosrt"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/connlimit"
 	"github.com/wishbridge/bridge/internal/panics"
@@ -120,11 +122,12 @@ import (
 type Config struct {
 	// Registry receives the published streams.
 	Registry *media.Registry
-	// Authorize decides every publish; it is called with Protocol "srt",
+	// Authorize decides every publish; it is called with Action Publish,
+	// Protocol SRT,
 	// the stream path, the key (s= or key= of the streamid) and the peer
 	// address, before the connection is accepted, on a goroutine of its
 	// own. Required: a nil Authorize refuses every publish.
-	Authorize ingest.Authorizer
+	Authorize access.Authorizer
 	// Passphrase returns the passphrase a path requires ("" = none). It is
 	// called after Authorize allowed the publish, before the accept. nil
 	// means no path has one. libsrt accepts passphrases of 10 to 79
@@ -134,8 +137,8 @@ type Config struct {
 	Latency time.Duration
 	// Read, when set, serves readers (streamid "read:PATH" or
 	// "#!::r=PATH,m=request"). Read.Admit decides before the accept, like
-	// Authorize (ingest.ErrBadKey: 1401, ingest.ErrNoRoute or no such
-	// stream: 1404); the route's passphrase applies as for publishers.
+	// Authorize (access.ErrBadKey: 1401, access.ErrNoRoute or
+	// access.ErrNoStream: 1404), with Action Read; the route's passphrase applies as for publishers.
 	// Read.Serve then owns the accepted connection until the context ends
 	// (at Close) or it returns. nil refuses readers with 1405.
 	Read *ReadHandler
@@ -168,8 +171,8 @@ type Config struct {
 
 // ReadHandler admits and serves SRT readers; see Config.Read.
 type ReadHandler struct {
-	Admit func(req ingest.Request) error
-	Serve func(ctx context.Context, conn gosrt.Conn, req ingest.Request) error
+	Admit access.Authorizer
+	Serve func(ctx context.Context, conn gosrt.Conn, req access.Request) error
 }
 
 // Defaults for what the Config does not expose.
@@ -208,7 +211,7 @@ var (
 // called from any goroutine.
 type Server struct {
 	reg        *media.Registry
-	auth       ingest.Authorizer
+	auth       access.Authorizer
 	passphrase func(string) string
 	read       *ReadHandler
 	latency    time.Duration
@@ -246,7 +249,7 @@ func NewServer(cfg Config) *Server {
 	}
 	auth := cfg.Authorize
 	if auth == nil {
-		auth = ingest.DenyAll
+		auth = access.DenyAll
 	}
 	latency := cfg.Latency
 	if latency <= 0 {
@@ -545,7 +548,7 @@ func (s *Server) handle(req gosrt.ConnRequest, release func()) {
 }
 
 // serveReader accepts an admitted reader and hands it to Read.Serve.
-func (s *Server) serveReader(req gosrt.ConnRequest, rreq ingest.Request, log *slog.Logger) {
+func (s *Server) serveReader(req gosrt.ConnRequest, rreq access.Request, log *slog.Logger) {
 	log = log.With("stream", rreq.Path)
 	if s.isClosed() {
 		req.Reject(gosrt.REJ_CLOSE)
@@ -566,7 +569,7 @@ func (s *Server) serveReader(req gosrt.ConnRequest, rreq ingest.Request, log *sl
 // path is claimed in the registry and its Publication returned; for an
 // admitted reader the Publication is nil and the request is returned. A
 // refusal has been logged.
-func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*media.Publication, ingest.Request, *refusal) {
+func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*media.Publication, access.Request, *refusal) {
 	refuse := func(path string, code gosrt.RejectionReason, reason string) *refusal {
 		args := []any{"code", int(code), "reason", reason}
 		if path != "" {
@@ -585,28 +588,28 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 		if req.Version() == 4 {
 			err = fmt.Errorf("%w (HSv4 caller: it cannot send a streamid)", err)
 		}
-		return nil, ingest.Request{}, refuse("", code, err.Error())
+		return nil, access.Request{}, refuse("", code, err.Error())
 	}
 	log.Info("srt connect", "stream", id.Path, "mode", id.Mode.String(), "encrypted", req.IsEncrypted())
 	reading := id.Mode == ModeRead && s.read != nil
 	if id.Mode != ModePublish && !reading {
-		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJX_BAD_MODE, fmt.Sprintf("mode %s is not supported yet: this listener accepts publishing (m=publish or publish:)", id.Mode))
+		return nil, access.Request{}, refuse(id.Path, gosrt.REJX_BAD_MODE, fmt.Sprintf("mode %s is not supported yet: this listener accepts publishing (m=publish or publish:)", id.Mode))
 	}
 
-	areq := ingest.Request{Protocol: "srt", Path: id.Path, Key: id.Key, Remote: peer}
+	areq := access.Request{Action: access.Publish, Protocol: access.SRT, Path: id.Path, Credential: id.Key, Remote: peer}
 	admit := s.auth
 	if reading {
-		admit = s.read.Admit
+		areq.Action, admit = access.Read, s.read.Admit
 	}
 	if err := admit(areq); err != nil {
 		code := gosrt.REJX_FORBIDDEN
 		switch {
-		case errors.Is(err, ingest.ErrBadKey):
+		case errors.Is(err, access.ErrBadKey):
 			code = gosrt.REJX_UNAUTHORIZED
-		case errors.Is(err, ingest.ErrNoRoute):
+		case errors.Is(err, access.ErrNoRoute), errors.Is(err, access.ErrNoStream), access.ElsewhereOf(err) != nil:
 			code = gosrt.REJX_NOTFOUND
 		}
-		return nil, ingest.Request{}, refuse(id.Path, code, err.Error())
+		return nil, access.Request{}, refuse(id.Path, code, err.Error())
 	}
 
 	want := ""
@@ -615,12 +618,12 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 	}
 	switch {
 	case want != "" && !req.IsEncrypted():
-		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJ_UNSECURE, "the stream requires encryption: the caller set no passphrase")
+		return nil, access.Request{}, refuse(id.Path, gosrt.REJ_UNSECURE, "the stream requires encryption: the caller set no passphrase")
 	case want == "" && req.IsEncrypted():
-		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJ_UNSECURE, "the caller encrypts but the stream has no passphrase")
+		return nil, access.Request{}, refuse(id.Path, gosrt.REJ_UNSECURE, "the caller encrypts but the stream has no passphrase")
 	case want != "":
 		if err := req.SetPassphrase(want); err != nil {
-			return nil, ingest.Request{}, refuse(id.Path, gosrt.REJ_BADSECRET, "wrong passphrase")
+			return nil, access.Request{}, refuse(id.Path, gosrt.REJ_BADSECRET, "wrong passphrase")
 		}
 	}
 
@@ -632,18 +635,19 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 		if err := s.gate.CheckReaders(s.reg, id.Path, 1); err != nil {
 			reason := fmt.Sprintf("stream %q: %v", id.Path, err)
 			s.gate.Log(addrlimit.AddrOf(peer), "srt connection refused", "peer", peer, "stream", id.Path, "code", int(gosrt.REJX_OVERLOAD), "reason", reason)
-			return nil, ingest.Request{}, &refusal{code: gosrt.REJX_OVERLOAD, reason: reason}
+			return nil, access.Request{}, &refusal{code: gosrt.REJX_OVERLOAD, reason: reason}
 		}
 		return nil, areq, nil
 	}
 	st, err := s.reg.Publish(id.Path, "srt "+peer)
 	if err != nil {
 		if errors.Is(err, media.ErrPublisherExists) {
-			return nil, ingest.Request{}, refuse(id.Path, rejConflict, fmt.Sprintf("stream %q already has a publisher", id.Path))
+			return nil, access.Request{}, refuse(id.Path, rejConflict, fmt.Sprintf("stream %q already has a publisher", id.Path))
 		}
-		return nil, ingest.Request{}, refuse(id.Path, gosrt.REJX_ISE, err.Error())
+		return nil, access.Request{}, refuse(id.Path, gosrt.REJX_ISE, err.Error())
 	}
-	return st, ingest.Request{}, nil
+	st.SetKind(access.KindSRT)
+	return st, access.Request{}, nil
 }
 
 // newGate makes the server's admission gate from cfg.

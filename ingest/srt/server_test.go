@@ -11,7 +11,7 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
@@ -158,15 +158,15 @@ func TestPublishFFmpeg(t *testing.T) {
 }
 
 // keyAuth allows path "live/test" with key "secret" and nothing else.
-func keyAuth(req ingest.Request) error {
+func keyAuth(req access.Request) error {
 	if req.Protocol != "srt" {
-		return fmt.Errorf("protocol %q: %w", req.Protocol, ingest.ErrProtocolNotAllowed)
+		return fmt.Errorf("protocol %q: %w", req.Protocol, access.ErrProtocolNotAllowed)
 	}
 	if req.Path != "live/test" && req.Path != "live/other" {
-		return fmt.Errorf("path %q: %w", req.Path, ingest.ErrNoRoute)
+		return fmt.Errorf("path %q: %w", req.Path, access.ErrNoRoute)
 	}
-	if req.Key != "secret" {
-		return fmt.Errorf("path %q: %w", req.Path, ingest.ErrBadKey)
+	if req.Credential != "secret" {
+		return fmt.Errorf("path %q: %w", req.Path, access.BadKey(access.Publish))
 	}
 	return nil
 }
@@ -175,8 +175,8 @@ func TestPublishAccessControlSyntax(t *testing.T) {
 	testkit.FFmpegBin(t, "ffmpeg")
 	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	var mu sync.Mutex
-	var reqs []ingest.Request
-	ts := startServer(t, Config{Authorize: func(r ingest.Request) error {
+	var reqs []access.Request
+	ts := startServer(t, Config{Authorize: func(r access.Request) error {
 		mu.Lock()
 		reqs = append(reqs, r)
 		mu.Unlock()
@@ -202,7 +202,7 @@ func TestPublishAccessControlSyntax(t *testing.T) {
 	}
 	mu.Lock()
 	for _, r := range reqs {
-		if r.Protocol != "srt" || r.Path != "live/test" || r.Key != "secret" || !strings.HasPrefix(r.Remote, "127.0.0.1:") {
+		if r.Protocol != "srt" || r.Path != "live/test" || r.Credential != "secret" || !strings.HasPrefix(r.Remote, "127.0.0.1:") {
 			t.Errorf("Authorize got %+v", r)
 		}
 	}

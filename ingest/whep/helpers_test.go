@@ -16,8 +16,8 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
+	"github.com/wishbridge/bridge/access"
 	egresswhep "github.com/wishbridge/bridge/egress/whep"
-	"github.com/wishbridge/bridge/ingest"
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
@@ -67,7 +67,7 @@ func startRemote(t *testing.T, token string) *remote {
 	ff := testkit.FFmpegBin(t, "ffmpeg")
 	log, logs := testkit.NamedLog(t, "remote")
 	r := &remote{t: t, log: log, logs: logs, token: token, reg: media.NewRegistry(log)}
-	srv := rtmp.NewServer(rtmp.Config{Registry: r.reg, Authorize: func(ingest.Request) error { return nil }, Log: log})
+	srv := rtmp.NewServer(rtmp.Config{Registry: r.reg, Authorize: func(access.Request) error { return nil }, Log: log})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -108,9 +108,9 @@ func (r *remote) start(addr string) {
 	r.sessions.Register(mux)
 	egresswhep.NewHandler(egresswhep.Config{
 		Registry: r.reg, Engine: r.engine, Sessions: r.sessions, Log: r.log,
-		Authorize: func(path, token string) error {
-			if r.token != "" && token != r.token {
-				return rtc.Errorf(http.StatusUnauthorized, "wrong token")
+		Authorize: func(req access.Request) error {
+			if r.token != "" && req.Credential != r.token {
+				return access.ErrBadKey
 			}
 			return nil
 		},

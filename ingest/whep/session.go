@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/ingest/rtpin"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
@@ -84,6 +85,7 @@ func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	pub.SetKind(access.KindWHEPPull)
 	s.setPublication(pub)
 	if err := s.accept(answer); err != nil {
 		return 0, err

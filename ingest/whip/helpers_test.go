@@ -25,7 +25,7 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
 	"github.com/pion/webrtc/v4/pkg/media/oggreader"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	hub "github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -54,21 +54,24 @@ func testLogger() *slog.Logger {
 }
 
 // testAuthorize: live/... needs testToken; rtmp-only/... refuses WHIP;
+// moved/... is published on another node;
 // anything else has no route.
-func testAuthorize(req ingest.Request) error {
+func testAuthorize(req access.Request) error {
 	if req.Protocol != "whip" {
-		return errors.New("unexpected protocol " + req.Protocol)
+		return errors.New("unexpected protocol " + string(req.Protocol))
 	}
 	switch {
 	case strings.HasPrefix(req.Path, "live/"):
-		if req.Key != testToken {
-			return ingest.ErrBadKey
+		if req.Credential != testToken {
+			return access.BadKey(access.Publish)
 		}
 		return nil
 	case strings.HasPrefix(req.Path, "rtmp-only/"):
-		return ingest.ErrProtocolNotAllowed
+		return access.ErrProtocolNotAllowed
+	case strings.HasPrefix(req.Path, "moved/"):
+		return &access.Elsewhere{Location: "https://node2.example/whip/" + req.Path}
 	}
-	return ingest.ErrNoRoute
+	return access.ErrNoRoute
 }
 
 type testServer struct {

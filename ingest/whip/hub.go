@@ -1,6 +1,9 @@
 package whip
 
-import "github.com/wishbridge/bridge/media"
+import (
+	"github.com/wishbridge/bridge/access"
+	"github.com/wishbridge/bridge/media"
+)
 
 // publisher is everything this package asks of the hub, in one place so a
 // change of the hub's publisher API touches only this file. It is the
@@ -17,6 +20,7 @@ func publish(reg *media.Registry, path, who string) (*publisher, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.SetKind(access.KindWHIP)
 	return &publisher{pub: p}, nil
 }
 

@@ -20,9 +20,11 @@
 //	     neither H.264 (packetization-mode=1; Baseline, Main or High) nor
 //	     Opus to send (RFC 9725 leaves the code to the server; 400 says
 //	     "fix the request")
-//	401  ingest.ErrBadKey, with WWW-Authenticate: Bearer
-//	403  ingest.ErrProtocolNotAllowed, or any other refusal of Authorize
-//	404  ingest.ErrNoRoute
+//	307  *access.Elsewhere: the stream is published on another node,
+//	     whose URL is the Location
+//	401  access.ErrBadKey, with WWW-Authenticate: Bearer
+//	403  access.ErrProtocolNotAllowed, or any other refusal of Authorize
+//	404  access.ErrNoRoute
 //	409  the path already has a publisher (media.ErrPublisherExists)
 //	413  the offer is larger than rtc.MaxSDPSize
 //	415  Content-Type is not application/sdp
@@ -38,7 +40,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/wishbridge/bridge/ingest"
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -48,10 +50,10 @@ type Config struct {
 	Registry *media.Registry
 	Engine   *rtc.Engine
 	Sessions *rtc.Sessions
-	// Authorize admits publishers: it gets Protocol "whip", the path, the
-	// bearer token as Key ("" if none) and the peer's address. Nil refuses
-	// everyone.
-	Authorize ingest.Authorizer
+	// Authorize admits publishers: it gets Action Publish, Protocol WHIP,
+	// the path, the bearer token as Credential ("" if none) and the peer's
+	// address. Nil refuses everyone.
+	Authorize access.Authorizer
 	Log       *slog.Logger
 }
 
@@ -163,18 +165,20 @@ func (h *Handler) authorize(r *http.Request, path string, log *slog.Logger) erro
 		return rtc.Errorf(http.StatusForbidden, "publishing is not enabled on this server")
 	}
 	token := rtc.BearerToken(r)
-	err := h.cfg.Authorize(ingest.Request{Protocol: "whip", Path: path, Key: token, Remote: r.RemoteAddr})
+	err := h.cfg.Authorize(access.Request{Action: access.Publish, Protocol: access.WHIP, Path: path, Credential: token, Remote: r.RemoteAddr})
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ingest.ErrBadKey):
+	case access.ElsewhereOf(err) != nil:
+		return rtc.Redirect(access.ElsewhereOf(err).Location, "the stream %q is published on another node", path)
+	case errors.Is(err, access.ErrBadKey):
 		if token == "" {
 			return rtc.Errorf(http.StatusUnauthorized, "publishing at %q needs a bearer token (Authorization: Bearer ...)", path)
 		}
 		return rtc.Errorf(http.StatusUnauthorized, "wrong bearer token for %q", path)
-	case errors.Is(err, ingest.ErrNoRoute):
+	case errors.Is(err, access.ErrNoRoute):
 		return rtc.Errorf(http.StatusNotFound, "no route accepts publishing at %q", path)
-	case errors.Is(err, ingest.ErrProtocolNotAllowed):
+	case errors.Is(err, access.ErrProtocolNotAllowed):
 		return rtc.Errorf(http.StatusForbidden, "the route for %q does not accept WHIP publishing", path)
 	}
 	log.Info("publish refused by policy", "err", err)
