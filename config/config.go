@@ -428,6 +428,29 @@ type Audio struct {
 	AACBitrate int `yaml:"aac_bitrate"`
 }
 
+// Pull source kinds (Route.PullKind).
+const (
+	PullSRT  = "srt"
+	PullRTMP = "rtmp"
+	PullWHEP = "whep"
+)
+
+// PullKind is the protocol of the route's Pull source (PullSRT, PullRTMP
+// or PullWHEP, from its scheme), or "" if it pulls nothing or its scheme is
+// none of pullSchemes (which Validate reports).
+func (r *Route) PullKind() string {
+	scheme, _, _ := strings.Cut(strings.ToLower(r.Pull), "://")
+	switch scheme {
+	case "srt":
+		return PullSRT
+	case "rtmp", "rtmps":
+		return PullRTMP
+	case "whep+http", "whep+https":
+		return PullWHEP
+	}
+	return ""
+}
+
 // Forward target kinds (Forward.Kind).
 const (
 	ForwardWHIP = "whip"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -135,7 +134,7 @@ func TestPrivateRouteOnEveryReadProtocol(t *testing.T) {
 		if _, ok := sampleValue(body, `bridge_stream_published{ingest="rtmp",path="live/open"}`); !ok {
 			t.Errorf("tokenless metrics do not show the public stream")
 		}
-		next := *b.cfg.Load()
+		next := *b.node.Config()
 		next.Metrics.Token = "s3cret-metrics-token"
 		b.Reload(&next)
 		_, _, body = getMetrics(t, url, "Bearer s3cret-metrics-token")
@@ -143,21 +142,4 @@ func TestPrivateRouteOnEveryReadProtocol(t *testing.T) {
 			t.Errorf("metrics with the token do not show private/cam")
 		}
 	})
-}
-
-func TestOpenPublishingWarning(t *testing.T) {
-	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1935}
-	public := &net.TCPAddr{IP: net.IPv4zero, Port: 1935}
-	cfg := config.Default()
-	if got := openPublishing(cfg, map[string]net.Addr{config.IngestRTMP: local, config.IngestWHIP: local}); got != "" {
-		t.Errorf("loopback listeners: %q, want no warning", got)
-	}
-	got := openPublishing(cfg, map[string]net.Addr{config.IngestRTMP: public, config.IngestWHIP: local})
-	if !strings.Contains(got, `routes[0] "{path...}" (rtmp): set routes[0].publish_key`) {
-		t.Errorf("wildcard RTMP listener: %q", got)
-	}
-	cfg.Routes[0].PublishKey = "k"
-	if got := openPublishing(cfg, map[string]net.Addr{config.IngestRTMP: public}); got != "" {
-		t.Errorf("keyed route: %q, want no warning", got)
-	}
 }

@@ -17,30 +17,28 @@ import (
 	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
 	"github.com/wishbridge/bridge/internal/panics"
-	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/metrics"
+	"github.com/wishbridge/bridge/node"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
 	"github.com/wishbridge/bridge/web"
 )
 
-// Bridge is one running bridge: its listeners, the hub and the adapters.
-// There are no package globals, so tests can run several in one process.
+// Bridge is one running bridge: its listeners, the hub, the node (the
+// route runtime) and the adapters. There are no package globals, so tests
+// can run several in one process.
 type Bridge struct {
 	log *slog.Logger
-	cfg atomic.Pointer[config.Config]
 
 	registry *media.Registry
+	node     *node.Node
 	engine   *rtc.Engine
 	sessions *rtc.Sessions
 	// metrics sees every stream path; publicMetrics, served to scrapes
 	// without the metrics token, sums private ones (see newMetrics).
 	metrics       *metrics.Metrics
 	publicMetrics *metrics.Metrics
-	// refusedLog keeps refusals from flooding the log: one line per peer
-	// per interval.
-	refusedLog ratelog.Limiter
 	// sendDelay is filled by the WHEP sessions, batchWait by the UDP
 	// socket's flushers; both served by metrics.
 	sendDelay *metrics.SendDelay
@@ -48,19 +46,12 @@ type Bridge struct {
 	httpSrv   *http.Server
 	rtmpSrv   *rtmp.Server
 	srtSrv    *srt.Server
-	// aac shares one Opus -> AAC transcode per stream among every RTMP/SRT
-	// egress that needs it.
-	aac  *transcode.AACViews
-	fwd  forwards
-	pull pulls
-	// stopOutbound ends the forward manager, the pullers and their runners.
-	stopOutbound context.CancelFunc
 
 	httpLn net.Listener
 	rtmpLn net.Listener
 	udp    net.PacketConn
 
-	closing atomic.Bool // set by Close: publishers leaving now get no grace
+	closing atomic.Bool // set by Close
 	wg      sync.WaitGroup
 }
 
@@ -74,18 +65,6 @@ type Options struct {
 // runs), builds the adapters and starts serving.
 func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err error) {
 	b := &Bridge{log: log, registry: media.NewRegistry(log)}
-	b.cfg.Store(cfg)
-	// Viewers stay for the route's grace while a publisher reconnects,
-	// except at shutdown.
-	b.registry.SetGrace(func(path string) time.Duration {
-		if b.closing.Load() {
-			return 0
-		}
-		if r, ok := b.cfg.Load().Match(path); ok {
-			return r.GraceDuration()
-		}
-		return 0
-	})
 	defer func() {
 		if err != nil {
 			b.closeListeners()
@@ -130,39 +109,31 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		ReadersPerStream:   sl.ReadersPerStream,
 	}, log)
 
+	b.node = node.New(cfg, node.Options{Registry: b.registry, Engine: b.engine, Log: log,
+		SRTStats: func(path string) (srt.Stats, bool) { return b.srtSrv.Stats(path) }})
 	mux := http.NewServeMux()
 	b.sessions.Register(mux)
 	b.sendDelay = metrics.NewSendDelay()
 	whep.NewHandler(whep.Config{
-		SendDelay: b.sendDelay.Observe,
-		Registry:  b.registry,
-		Engine:    b.engine,
-		Sessions:  b.sessions,
-		Authorize: b.admitRead,
-		OpusBitrate: func(path string) int {
-			if r, ok := b.cfg.Load().Match(path); ok {
-				return r.OpusBitrate()
-			}
-			return 0
-		},
-		Locate:            b.locate,
-		BFrames: func(path string) string {
-			if r, ok := b.cfg.Load().Match(path); ok {
-				return r.BFramesPolicy()
-			}
-			return config.BFramesReencode
-		},
+		SendDelay:   b.sendDelay.Observe,
+		Registry:    b.registry,
+		Engine:      b.engine,
+		Sessions:    b.sessions,
+		Authorize:   b.node.Authorize,
+		Locate:      b.node.Locate,
+		OpusBitrate: b.node.OpusBitrate,
+		BFrames:     b.node.BFrames,
 		// One cap for the process: re-encoders are CPU, whatever the route.
 		Reencoders:        &transcode.ReencodeSlots{Max: sl.VideoReencoders},
 		RetransmitPercent: sl.RetransmitPercent,
-		MaxReaders:        b.maxReaders,
+		MaxReaders:        b.node.MaxReaders,
 		Log:               log,
 	}).Register(mux)
 	whip.NewHandler(whip.Config{
 		Registry:  b.registry,
 		Engine:    b.engine,
 		Sessions:  b.sessions,
-		Authorize: b.authorizePublish,
+		Authorize: b.node.Authorize,
 		Log:       log,
 	}).Register(mux)
 	audioNote := ""
@@ -170,7 +141,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		audioNote = "This build cannot transcode audio (built without cgo/FFmpeg): AAC sources play without sound."
 		log.Warn("built without FFmpeg: AAC audio will not reach WebRTC viewers (Opus sources pass through)")
 	}
-	web.New(web.Config{Streams: b.publicPaths, AudioNote: audioNote, RTMPPort: b.rtmpLn.Addr().(*net.TCPAddr).Port}).Register(mux)
+	web.New(web.Config{Streams: b.node.PublicPaths, AudioNote: audioNote, RTMPPort: b.rtmpLn.Addr().(*net.TCPAddr).Port}).Register(mux)
 	if b.metrics, err = b.newMetrics(true); err != nil {
 		return nil, err
 	}
@@ -191,40 +162,23 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	b.aac = transcode.NewAACViews(log)
-	b.rtmpSrv = rtmp.NewServer(rtmp.Config{Registry: b.registry, Authorize: b.authorizePublish, Play: b.playRTMP, Log: log,
+	b.rtmpSrv = rtmp.NewServer(rtmp.Config{Registry: b.registry, Authorize: b.node.Authorize, Play: b.node.PlayRTMP, Log: log,
 		MaxConns: sl.RTMPConnections, MaxConnsPerAddr: sl.RTMPConnectionsPerAddress,
-		MaxReaders: b.maxReaders, MaxBitrate: sl.IngestBitrate})
-
-	b.srtSrv = srt.NewServer(srt.Config{
-		Registry:  b.registry,
-		Authorize: b.authorizePublish,
-		Passphrase: func(path string) string {
-			if r, ok := b.cfg.Load().Match(path); ok {
-				return r.Passphrase
-			}
-			return ""
-		},
-		Read:     &srt.ReadHandler{Admit: b.authorizeSRTRead, Serve: b.serveSRTReader},
-		Log:      log,
-		MaxConns: sl.SRTConnections, MaxConnsPerAddr: sl.SRTConnectionsPerAddress,
-		MaxReaders: b.maxReaders, MaxBitrate: sl.IngestBitrate,
-	})
+		MaxReaders: b.node.MaxReaders, MaxBitrate: sl.IngestBitrate})
+	b.srtSrv = srt.NewServer(srt.Config{Registry: b.registry, Authorize: b.node.Authorize, Passphrase: b.node.Passphrase,
+		Read: b.node.SRTReads(), Log: log, MaxConns: sl.SRTConnections, MaxConnsPerAddr: sl.SRTConnectionsPerAddress,
+		MaxReaders: b.node.MaxReaders, MaxBitrate: sl.IngestBitrate})
 	if err := b.srtSrv.Listen(cfg.Listen.SRT); err != nil {
 		return nil, fmt.Errorf("listen srt %s: %w", cfg.Listen.SRT, err)
 	}
 
 	// Outbound work (pulls, forwards) is ready before any request can ask
 	// for an on-demand pull.
-	fctx, cancel := context.WithCancel(context.Background())
-	b.stopOutbound = cancel
-	b.fwd.b = b
-	b.pull.start(fctx, b)
-	b.serve("forwards", func() error { b.fwd.run(fctx); return nil })
+	b.node.Start()
 	b.serve("http", func() error { return b.httpSrv.Serve(b.httpLn) })
 	b.serve("srt", b.srtSrv.Serve)
 	b.serve("rtmp", func() error { return b.rtmpSrv.Serve(b.rtmpLn) })
-	if open := openPublishing(cfg, map[string]net.Addr{
+	if open := node.OpenPublishing(cfg, map[string]net.Addr{
 		config.IngestRTMP: b.rtmpLn.Addr(), config.IngestSRT: b.srtSrv.Addr(), config.IngestWHIP: b.httpLn.Addr(),
 	}); open != "" {
 		log.Warn("anyone who can reach this bridge may publish on these routes; close them with a publish key: " + open)
@@ -245,6 +199,9 @@ func (b *Bridge) serve(name string, f func() error) {
 	}()
 }
 
+// Reload swaps in a new configuration (see node.Node.Reload).
+func (b *Bridge) Reload(next *config.Config) { b.node.Reload(next) }
+
 // HTTPAddr, RTMPAddr and UDPAddr return the bound addresses.
 func (b *Bridge) HTTPAddr() net.Addr { return b.httpLn.Addr() }
 func (b *Bridge) RTMPAddr() net.Addr { return b.rtmpLn.Addr() }
@@ -257,11 +214,11 @@ func (b *Bridge) Close(ctx context.Context) error {
 	if b.closing.Swap(true) {
 		return nil // already closed (or closing)
 	}
+	b.node.Drain() // publishers leaving now get no grace
 	err := b.httpSrv.Shutdown(ctx)
 	_ = b.rtmpSrv.Close()
 	_ = b.srtSrv.Close()
-	b.stopOutbound()
-	b.pull.wait()
+	b.node.Stop()
 	b.registry.EndWaiting() // publishers are gone: no grace at shutdown
 	b.sessions.CloseAll("server shutting down")
 	_ = b.engine.Close()

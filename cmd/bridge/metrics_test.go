@@ -161,7 +161,7 @@ func TestMetrics(t *testing.T) {
 	// A reloaded token applies to the next scrape; turning metrics off
 	// needs a restart, so they stay served.
 	next := config.Default()
-	next.Listen = b.cfg.Load().Listen
+	next.Listen = b.node.Config().Listen
 	next.Metrics = config.Metrics{Enabled: false, Token: "second-t0ken"}
 	b.Reload(next)
 	if status, _, _ := getMetrics(t, url, auth); status != http.StatusUnauthorized {
@@ -223,21 +223,5 @@ func TestMetricsPullAndForward(t *testing.T) {
 	_, _, body := getMetrics(t, url, "")
 	if v, ok := sampleValue(body, `bridge_srt_ingest_packets_received_total{path="cams/srt"}`); !ok || v <= 0 {
 		t.Errorf("pull connection's packets received = %v (present %t), want > 0", v, ok)
-	}
-}
-
-func TestIngestOf(t *testing.T) {
-	for _, tt := range []struct{ publisher, want string }{
-		{"rtmp 127.0.0.1:5000", "rtmp"},
-		{"srt 127.0.0.1:5000", "srt"},
-		{"whip 10.0.0.5:53211", "whip"},
-		{"srt pull srt://cam.example:9000", "srt_pull"},
-		{"rtmp pull rtmp://src.example/live/<redacted>", "rtmp_pull"},
-		{"whep pull https://h.example/whep/x", "whep_pull"},
-		{"127.0.0.1:5000", "unknown"},
-	} {
-		if got := ingestOf(tt.publisher); got != tt.want {
-			t.Errorf("ingestOf(%q) = %q, want %q", tt.publisher, got, tt.want)
-		}
 	}
 }

@@ -19,7 +19,7 @@ func withRoutes(routes ...config.Route) *config.Config {
 // reload reloads b with cfg on b's own listeners (a listener change would
 // only be logged).
 func reload(b *Bridge, cfg *config.Config) {
-	cfg.Listen = b.cfg.Load().Listen
+	cfg.Listen = b.node.Config().Listen
 	b.Reload(cfg)
 }
 

@@ -33,7 +33,7 @@ func TestReload(t *testing.T) {
 	}
 
 	next := route("second-token")
-	next.Listen = b.cfg.Load().Listen
+	next.Listen = b.node.Config().Listen
 	next.Listen.HTTP = "127.0.0.1:1" // needs a restart: not applied
 	b.Reload(next)
 	if got := status("first-token"); got != http.StatusUnauthorized {
@@ -42,7 +42,7 @@ func TestReload(t *testing.T) {
 	if got := status("second-token"); got != http.StatusCreated {
 		t.Errorf("new token after reload: %d, want 201", got)
 	}
-	if got := b.cfg.Load().Listen.HTTP; got == "127.0.0.1:1" {
+	if got := b.node.Config().Listen.HTTP; got == "127.0.0.1:1" {
 		t.Error("listen change applied without a restart")
 	}
 	if _, ok := b.registry.Get("private/cam"); !ok {

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -14,12 +14,9 @@ import (
 	egresssrt "github.com/wishbridge/bridge/egress/srt"
 	egresswhip "github.com/wishbridge/bridge/egress/whip"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/metrics"
 )
-
-// forwardScan is how often the forward manager looks for newly published
-// paths on pattern routes. A reload does not wait for it (forwards.reconcile).
-const forwardScan = 500 * time.Millisecond
 
 // forwardIdle is how long a forward to a pattern route's path keeps
 // waiting after its stream has gone before it is stopped. It covers a
@@ -54,26 +51,34 @@ func forwardSpecs(path string, r *config.Route) []forwardSpec {
 // forwards runs the routes' forward targets: one runner per forwardSpec.
 // Routes with an exact path forward from start; pattern routes forward each
 // path that gets published. Runners reconnect on their own; the manager only
-// starts and stops them. One goroutine (run) owns the table; the zero value
-// is ready once b is set.
+// starts and stops them. It looks at the config and the registry's paths
+// (scan) when told to: by the hub's events (a stream ready or ended), by
+// Reload, and when a gone path's forwardIdle runs out. One goroutine (run)
+// owns the table.
 type forwards struct {
-	b       *Bridge
+	n       *Node
 	running map[forwardSpec]*forwardRun // owned by run's goroutine
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup              // the runners and the readiness waiters
 	// live is the running runners as of the last scan, for metrics: the
 	// table itself belongs to run's goroutine.
 	live atomic.Pointer[[]metrics.Runner]
 
-	kickOnce sync.Once
-	kickCh   chan struct{} // buffered 1; read it through kick()
+	kick chan struct{} // buffered 1: a scan is due; made by start
+
+	// waitMu orders the readiness waiters' wg.Add before the final
+	// wg.Wait: once stopped, no waiter starts.
+	waitMu  sync.Mutex
+	stopped bool // guarded by waitMu
 }
 
 type forwardRun struct {
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when the runner has returned (at once if it never started)
-	lastSeen time.Time     // last scan its path was live (or its route exact)
-	exact    bool
-	runner   metrics.Runner
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the runner has returned (at once if it never started)
+	// goneSince is when the scans stopped finding its path live (a
+	// pattern route's publisher left); zero while it is.
+	goneSince time.Time
+	exact     bool
+	runner    metrics.Runner
 }
 
 // ended reports whether the runner is over without having been stopped:
@@ -88,31 +93,71 @@ func (r *forwardRun) ended() bool {
 	}
 }
 
-func (f *forwards) kick() chan struct{} {
-	f.kickOnce.Do(func() { f.kickCh = make(chan struct{}, 1) })
-	return f.kickCh
+// start runs the manager until ctx ends; wg waits for it and its runners.
+func (f *forwards) start(ctx context.Context, wg *sync.WaitGroup) {
+	f.kick = make(chan struct{}, 1)
+	f.running = make(map[forwardSpec]*forwardRun)
+	unsubscribe := f.n.reg.Subscribe(func(e media.Event) { f.onEvent(ctx, e) })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer panics.Recover("forward manager", f.n.log, nil)
+		f.run(ctx)
+		unsubscribe()
+		f.waitMu.Lock()
+		f.stopped = true
+		f.waitMu.Unlock()
+		f.wg.Wait()
+	}()
 }
 
-// reconcile asks the manager to apply the current config now rather than
-// at its next scan, so a removed or changed forward stops within the
-// moment (Reload calls it). It does not wait.
+// onEvent asks for a scan when a stream becomes live (its tracks known:
+// it is then in the registry's Paths) or ends. It does not block the hub:
+// a stream still negotiating its tracks is waited for on a goroutine.
+func (f *forwards) onEvent(ctx context.Context, e media.Event) {
+	if e.Kind == media.Ended {
+		f.reconcile()
+		return
+	}
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	if f.stopped {
+		return
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		defer panics.Recover("forward manager", f.n.log, nil)
+		select {
+		case <-e.Stream.Ready():
+			f.reconcile()
+		case <-e.Stream.Done():
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// reconcile asks the manager to apply the current config and the live
+// paths now (Reload and the hub's events call it). It does not wait.
 func (f *forwards) reconcile() {
 	select {
-	case f.kick() <- struct{}{}:
+	case f.kick <- struct{}{}:
 	default: // a scan is already due
 	}
 }
 
 func (f *forwards) run(ctx context.Context) {
-	defer f.wg.Wait()
-	f.running = make(map[forwardSpec]*forwardRun)
-	t := time.NewTicker(forwardScan)
-	defer t.Stop()
-	kick := f.kick()
+	idle := time.NewTimer(time.Hour)
+	defer idle.Stop()
 	for {
 		// A panic in one scan is logged and the next scan goes on from
 		// the table as it was left; the runners are not affected.
-		panics.Do("forward manager", f.b.log, func() { f.scan(ctx) })
+		var next time.Duration
+		panics.Do("forward manager", f.n.log, func() { next = f.scan(ctx) })
+		idle.Stop()
+		if next > 0 {
+			idle.Reset(next)
+		}
 		select {
 		case <-ctx.Done():
 			for _, r := range f.running {
@@ -120,17 +165,21 @@ func (f *forwards) run(ctx context.Context) {
 			}
 			f.live.Store(nil)
 			return
-		case <-t.C:
-		case <-kick:
+		case <-idle.C:
+		case <-f.kick:
 		}
 	}
 }
 
-func (f *forwards) scan(ctx context.Context) {
-	cfg := f.b.cfg.Load()
+// scan starts and stops runners to match the config and the live paths.
+// It returns when the next pattern-route forward whose path is gone will
+// have idled for forwardIdle (0: none is waiting), for the manager to scan
+// again then.
+func (f *forwards) scan(ctx context.Context) (next time.Duration) {
+	cfg := f.n.Config()
 	now := time.Now()
 	live := make(map[string]bool)
-	for _, p := range f.b.registry.Paths() {
+	for _, p := range f.n.reg.Paths() {
 		live[p] = true
 	}
 	// A pattern route's forwards are looked for on its live paths and on
@@ -169,10 +218,17 @@ func (f *forwards) scan(ctx context.Context) {
 	ending := make(map[string][]chan struct{}) // by path
 	for spec, run := range f.running {
 		wanted, ok := configured[spec]
-		if wanted {
-			run.lastSeen, run.exact = now, exact[spec]
+		switch {
+		case wanted:
+			run.goneSince, run.exact = time.Time{}, exact[spec]
+		case run.goneSince.IsZero():
+			run.goneSince = now
 		}
-		if ok && (run.exact || now.Sub(run.lastSeen) <= forwardIdle) {
+		idleFor := now.Sub(run.goneSince)
+		if ok && (run.exact || run.goneSince.IsZero() || idleFor < forwardIdle) {
+			if !run.exact && !run.goneSince.IsZero() && (next == 0 || forwardIdle-idleFor < next) {
+				next = forwardIdle - idleFor
+			}
 			continue
 		}
 		run.cancel()
@@ -182,13 +238,13 @@ func (f *forwards) scan(ctx context.Context) {
 		if ok {
 			reason = "its stream has been gone for " + forwardIdle.String()
 		}
-		f.b.log.Info("forward stopped", "stream", spec.path, "target", config.RedactURL(spec.target.URL()), "reason", reason)
+		f.n.log.Info("forward stopped", "stream", spec.path, "target", config.RedactURL(spec.target.URL()), "reason", reason)
 	}
 	for spec, wanted := range configured {
 		if _, ok := f.running[spec]; ok || !wanted {
 			continue
 		}
-		f.start(ctx, spec, exact[spec], now, ending[spec.path])
+		f.startRunner(ctx, spec, exact[spec], ending[spec.path])
 	}
 
 	runners := make([]metrics.Runner, 0, len(f.running))
@@ -198,17 +254,18 @@ func (f *forwards) scan(ctx context.Context) {
 		}
 	}
 	f.live.Store(&runners)
+	return next
 }
 
-// start runs spec's forward once the runners in after (the same path's
-// forwards just stopped) have returned, so a restarted forward does not
-// meet its own old session at the target.
-func (f *forwards) start(ctx context.Context, spec forwardSpec, exact bool, now time.Time, after []chan struct{}) {
-	log := f.b.log.With("stream", spec.path, "target", config.RedactURL(spec.target.URL()))
-	run := &forwardRun{cancel: func() {}, done: make(chan struct{}), lastSeen: now, exact: exact,
+// startRunner runs spec's forward once the runners in after (the same
+// path's forwards just stopped) have returned, so a restarted forward does
+// not meet its own old session at the target.
+func (f *forwards) startRunner(ctx context.Context, spec forwardSpec, exact bool, after []chan struct{}) {
+	log := f.n.log.With("stream", spec.path, "target", config.RedactURL(spec.target.URL()))
+	run := &forwardRun{cancel: func() {}, done: make(chan struct{}), exact: exact,
 		runner: metrics.Runner{Path: spec.path, Kind: spec.target.Kind()}}
 	f.running[spec] = run
-	runner, err := f.b.newForwarder(spec)
+	runner, err := f.n.newForwarder(spec)
 	if err != nil {
 		log.Error("forward not started", "err", err)
 		close(run.done)
@@ -233,27 +290,35 @@ func (f *forwards) start(ctx context.Context, spec forwardSpec, exact bool, now 
 	}()
 }
 
+// runners lists the running forward runners, as of the manager's last scan.
+func (f *forwards) runners() []metrics.Runner {
+	if l := f.live.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
 // newForwarder builds the runner pushing path to one target.
-func (b *Bridge) newForwarder(spec forwardSpec) (func(context.Context), error) {
+func (n *Node) newForwarder(spec forwardSpec) (func(context.Context), error) {
 	path, f := spec.path, spec.target
 	switch f.Kind() {
 	case config.ForwardRTMP:
-		p, err := egressrtmp.NewPusher(egressrtmp.PushConfig{Registry: b.registry, Path: path, URL: f.RTMP,
-			AACBitrate: spec.aacBitrate, AAC: b.aac, Log: b.log})
+		p, err := egressrtmp.NewPusher(egressrtmp.PushConfig{Registry: n.reg, Path: path, URL: f.RTMP,
+			AACBitrate: spec.aacBitrate, AAC: n.aac, Log: n.log})
 		if err != nil {
 			return nil, err
 		}
 		return p.Run, nil
 	case config.ForwardSRT:
-		p, err := egresssrt.NewPusher(egresssrt.PushConfig{Registry: b.registry, Path: path, URL: f.SRT,
-			Audio: f.AudioCodec(), AACBitrate: spec.aacBitrate, AAC: b.aac, Log: b.log})
+		p, err := egresssrt.NewPusher(egresssrt.PushConfig{Registry: n.reg, Path: path, URL: f.SRT,
+			Audio: f.AudioCodec(), AACBitrate: spec.aacBitrate, AAC: n.aac, Log: n.log})
 		if err != nil {
 			return nil, err
 		}
 		return p.Run, nil
 	case config.ForwardWHIP:
-		p := egresswhip.NewForwarder(egresswhip.Config{Registry: b.registry, Engine: b.engine, Path: path,
-			URL: f.WHIP, Token: f.Token, OpusBitrate: spec.opusBitrate, Log: b.log})
+		p := egresswhip.NewForwarder(egresswhip.Config{Registry: n.reg, Engine: n.engine, Path: path,
+			URL: f.WHIP, Token: f.Token, OpusBitrate: spec.opusBitrate, Log: n.log})
 		return p.Run, nil
 	}
 	return nil, fmt.Errorf("forward target of unknown kind %q", f.Kind())

@@ -1,8 +1,7 @@
-package main
+package node
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,11 +20,11 @@ const pullIdle = 30 * time.Second
 // pullIdle. Pullers reconnect on their own; readers ride out a reconnect
 // through the route's grace.
 type pulls struct {
-	b   *Bridge
-	ctx context.Context
-	wg  sync.WaitGroup
+	n  *Node
+	wg sync.WaitGroup
 
 	mu      sync.Mutex
+	ctx     context.Context     // guarded by mu; set by start: nil until then
 	running map[string]*pullRun // guarded by mu; by path
 }
 
@@ -37,6 +36,7 @@ type pulls struct {
 type pullSpec struct {
 	path     string
 	url      string
+	kind     string // config.PullSRT, PullRTMP or PullWHEP, from url
 	token    string // bearer token for a whep+ source
 	onDemand bool
 }
@@ -46,19 +46,20 @@ func pullSpecOf(r *config.Route) pullSpec {
 	if r.Pull == "" {
 		return pullSpec{}
 	}
-	return pullSpec{path: r.Path, url: r.Pull, token: r.PullToken, onDemand: r.OnDemand}
+	return pullSpec{path: r.Path, url: r.Pull, kind: r.PullKind(), token: r.PullToken, onDemand: r.OnDemand}
 }
 
 type pullRun struct {
 	spec   pullSpec
-	kind   string // the source's protocol: srt, rtmp or whep (metrics)
 	cancel context.CancelFunc
 	done   chan struct{}
-	srt    *ingestsrt.Puller // for its connection statistics; nil unless kind is srt
+	srt    *ingestsrt.Puller // for its connection statistics; nil unless spec.kind is srt
 }
 
-func (p *pulls) start(ctx context.Context, b *Bridge) {
-	p.b, p.ctx, p.running = b, ctx, make(map[string]*pullRun)
+func (p *pulls) start(ctx context.Context) {
+	p.mu.Lock()
+	p.ctx, p.running = ctx, make(map[string]*pullRun)
+	p.mu.Unlock()
 	p.reconcile()
 }
 
@@ -67,12 +68,12 @@ func (p *pulls) start(ctx context.Context, b *Bridge) {
 // for, so a replacement can publish the path), and routes that pull from
 // start get their puller.
 func (p *pulls) reconcile() {
-	cfg := p.b.cfg.Load()
+	cfg := p.n.Config()
 	p.mu.Lock()
 	var stopped []*pullRun
 	for path, run := range p.running {
 		if r, ok := cfg.Match(path); !ok || r.Path != path || pullSpecOf(r) != run.spec {
-			p.b.log.Info("pull stopped: its route changed or is gone", "stream", path)
+			p.n.log.Info("pull stopped: its route changed or is gone", "stream", path)
 			run.cancel()
 			stopped = append(stopped, run)
 			delete(p.running, path)
@@ -93,7 +94,7 @@ func (p *pulls) reconcile() {
 // running yet); readers call it when they find no stream. It reports
 // whether path has an on-demand pull, so the reader should wait.
 func (p *pulls) demand(path string) bool {
-	r, ok := p.b.cfg.Load().Match(path)
+	r, ok := p.n.Config().Match(path)
 	if !ok || r.Pull == "" || !r.OnDemand || r.Path != path {
 		return false
 	}
@@ -104,24 +105,21 @@ func (p *pulls) demand(path string) bool {
 func (p *pulls) run(spec pullSpec) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.running[spec.path]; ok || p.ctx.Err() != nil {
+	if _, ok := p.running[spec.path]; ok || p.ctx == nil || p.ctx.Err() != nil {
 		return
 	}
-	log := p.b.log.With("stream", spec.path, "source", config.RedactURL(spec.url))
+	log := p.n.log.With("stream", spec.path, "source", config.RedactURL(spec.url))
 	var run func(context.Context)
 	pr := &pullRun{spec: spec, done: make(chan struct{})}
-	switch scheme, _, _ := strings.Cut(strings.ToLower(spec.url), "://"); scheme {
-	case "srt":
-		pr.kind = "srt"
-		pr.srt = ingestsrt.NewPuller(ingestsrt.PullConfig{Registry: p.b.registry, Path: spec.path, URL: spec.url, Log: p.b.log})
+	switch spec.kind {
+	case config.PullSRT:
+		pr.srt = ingestsrt.NewPuller(ingestsrt.PullConfig{Registry: p.n.reg, Path: spec.path, URL: spec.url, Log: p.n.log})
 		run = pr.srt.Run
-	case "rtmp", "rtmps":
-		pr.kind = "rtmp"
-		run = ingestrtmp.NewPuller(ingestrtmp.PullConfig{Registry: p.b.registry, Path: spec.path, URL: spec.url, Log: p.b.log}).Run
-	case "whep+http", "whep+https":
-		pr.kind = "whep"
-		run = ingestwhep.NewPuller(ingestwhep.Config{Registry: p.b.registry, Engine: p.b.engine, Path: spec.path,
-			URL: spec.url, Token: spec.token, Log: p.b.log}).Run
+	case config.PullRTMP:
+		run = ingestrtmp.NewPuller(ingestrtmp.PullConfig{Registry: p.n.reg, Path: spec.path, URL: spec.url, Log: p.n.log}).Run
+	case config.PullWHEP:
+		run = ingestwhep.NewPuller(ingestwhep.Config{Registry: p.n.reg, Engine: p.n.engine, Path: spec.path,
+			URL: spec.url, Token: spec.token, Log: p.n.log}).Run
 	default:
 		log.Error("pull not started: unknown scheme")
 		return
@@ -172,10 +170,10 @@ func (p *pulls) stopWhenIdle(ctx context.Context, path string) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if s, ok := p.b.registry.Get(path); ok && s.Readers() > 0 {
+			if s, ok := p.n.reg.Get(path); ok && s.Readers() > 0 {
 				last = now
 			} else if now.Sub(last) > pullIdle {
-				p.b.log.Info("on-demand pull stopped: nobody is reading", "stream", path)
+				p.n.log.Info("on-demand pull stopped: nobody is reading", "stream", path)
 				return
 			}
 		}

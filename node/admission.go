@@ -1,0 +1,122 @@
+package node
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+
+	gosrt "github.com/datarhei/gosrt"
+
+	"github.com/wishbridge/bridge/access"
+	"github.com/wishbridge/bridge/config"
+	egressrtmp "github.com/wishbridge/bridge/egress/rtmp"
+	egresssrt "github.com/wishbridge/bridge/egress/srt"
+	"github.com/wishbridge/bridge/ingest/rtmp"
+	"github.com/wishbridge/bridge/ingest/srt"
+	"github.com/wishbridge/bridge/media"
+)
+
+// Authorize is the one admission policy (an access.Authorizer), for every
+// adapter, publishers and readers alike. The path must match a route, and:
+//   - a publisher's protocol must be one of the route's ingest ones, and
+//     the route must not pull (its stream comes from its source only); the
+//     route's publish_key, if any, must be the credential;
+//   - a reader's protocol must be one the route lets read, and its
+//     read_key (whep.token), if any, must be the credential.
+//
+// The error wraps access.ErrNoRoute, access.ErrProtocolNotAllowed or
+// access.ErrBadKey. Keys are compared in constant time and never logged.
+func (n *Node) Authorize(req access.Request) error {
+	_, err := n.admit(req)
+	return err
+}
+
+// admit is Authorize, returning the route that admitted req.
+func (n *Node) admit(req access.Request) (*config.Route, error) {
+	route, ok := n.Config().Match(req.Path)
+	if !ok {
+		return nil, access.ErrNoRoute
+	}
+	switch req.Action {
+	case access.Publish:
+		if !route.AllowsIngest(string(req.Protocol)) || route.Pull != "" {
+			return nil, access.ErrProtocolNotAllowed
+		}
+		if route.PublishKey != "" && !secretEqual(req.Credential, route.PublishKey) {
+			return nil, access.BadKey(access.Publish)
+		}
+	case access.Read:
+		if !route.AllowsRead(string(req.Protocol)) {
+			return nil, fmt.Errorf("%s may not read on this route: %w", req.Protocol, access.ErrProtocolNotAllowed)
+		}
+		if want := route.ReadCredential(); want != "" && !secretEqual(req.Credential, want) {
+			return nil, access.BadKey(access.Read)
+		}
+	default:
+		return nil, fmt.Errorf("%v: unknown action", req)
+	}
+	return route, nil
+}
+
+// secretEqual compares in constant time, so response timing does not
+// reveal how much of a secret was right.
+func secretEqual(got, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// Locate finds the stream an admitted reader of path reads (an
+// access.Locator): the one published there, or, if there is none but the
+// route pulls on demand, the pull it starts. Either way it waits up to
+// Options.StreamWait for the stream's tracks. Nothing published and
+// nothing to pull is access.ErrNoStream at once.
+func (n *Node) Locate(ctx context.Context, path string) (*media.Stream, error) {
+	if _, ok := n.reg.Get(path); !ok && !n.pulls.demand(path) {
+		return nil, fmt.Errorf("stream %q: %w", path, access.ErrNoStream)
+	}
+	return access.WaitReady(ctx, n.reg, path, n.streamWait)
+}
+
+// PlayRTMP serves RTMP play on the bridge's RTMP port (ingest/rtmp's
+// Config.Play), for any stream whatever its ingest, once Authorize admits
+// the player and Locate finds the stream.
+func (n *Node) PlayRTMP(ctx context.Context, req rtmp.PlayRequest, w rtmp.PlayWriter) error {
+	route, err := n.admit(access.Request{Action: access.Read, Protocol: access.RTMP, Path: req.Path, Credential: req.Key, Remote: req.Remote})
+	if err != nil {
+		return err
+	}
+	st, err := n.Locate(ctx, req.Path)
+	if err != nil {
+		return fmt.Errorf("play %q: %w", req.Path, err)
+	}
+	return egressrtmp.Play(ctx, w, st, egressrtmp.PlayOptions{Name: "rtmp play " + req.Remote,
+		AACBitrate: route.AACBitrate(), AAC: n.aac, Log: n.log})
+}
+
+// SRTReads admits and serves the SRT listener's readers (ingest/srt's
+// Config.Read).
+func (n *Node) SRTReads() *srt.ReadHandler {
+	return &srt.ReadHandler{Admit: n.admitSRTRead, Serve: n.serveSRTReader}
+}
+
+// admitSRTRead is Authorize, and the stream must be live or about to be
+// pulled on demand: SRT refuses before the accept or not at all.
+func (n *Node) admitSRTRead(req access.Request) error {
+	if err := n.Authorize(req); err != nil {
+		return err
+	}
+	if _, ok := n.reg.Get(req.Path); !ok && !n.pulls.demand(req.Path) {
+		return fmt.Errorf("stream %q: %w", req.Path, access.ErrNoStream)
+	}
+	return nil
+}
+
+// serveSRTReader sends a stream as MPEG-TS to an admitted SRT reader.
+func (n *Node) serveSRTReader(ctx context.Context, conn gosrt.Conn, req access.Request) error {
+	st, err := n.Locate(ctx, req.Path)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	return egresssrt.ServeReader(ctx, conn, st, egresssrt.ReaderOptions{Name: "srt read " + req.Remote,
+		Audio: egresssrt.AudioAAC, AACBitrate: n.Policy(req.Path).AACBitrate, AAC: n.aac, Log: n.log})
+}
