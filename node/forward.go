@@ -16,6 +16,7 @@ import (
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/metrics"
+	"github.com/wishbridge/bridge/webrtccodec"
 )
 
 // forwardIdle is how long a forward to a pattern route's path keeps
@@ -318,7 +319,7 @@ func (n *Node) newForwarder(spec forwardSpec) (func(context.Context), error) {
 		return p.Run, nil
 	case config.ForwardWHIP:
 		p := egresswhip.NewForwarder(egresswhip.Config{Registry: n.reg, Engine: n.engine, Path: path,
-			URL: f.WHIP, Token: f.Token, OpusBitrate: spec.opusBitrate, Log: n.log})
+			URL: f.WHIP, Token: f.Token, OpusBitrate: spec.opusBitrate, BFrames: webrtccodec.BFramePolicy(n.Policy(path).BFrames), Log: n.log})
 		return p.Run, nil
 	}
 	return nil, fmt.Errorf("forward target of unknown kind %q", f.Kind())

@@ -16,7 +16,7 @@ import (
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
-	"github.com/wishbridge/bridge/transcode"
+	"github.com/wishbridge/bridge/webrtccodec"
 )
 
 // gatherTimeout bounds ICE gathering; with the UDP mux it takes
@@ -30,9 +30,9 @@ type outTrack struct {
 	*rtc.OutTrack
 	src *media.Track
 	// proc names the hub processor that fills the units' RTP packets for
-	// this track ("rtp": packetize as is; "opus": transcode AAC), and
-	// newProc makes it for the track the hub gives it.
-	proc    string
+	// this track, and newProc makes it for the track the hub gives it
+	// (see webrtccodec.Send).
+	proc    webrtccodec.Processor
 	newProc func(*media.Track) media.Processor
 	// handle is the hub's processor once forward added it: a keyframe
 	// request goes to it first (a re-encoder makes an IDR).
@@ -121,56 +121,42 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 	return s, s.Answer(), nil
 }
 
-// addTracks attaches one local track per hub track the offer can receive.
+// addTracks attaches one local track per hub track the offer can receive,
+// sent as the codec table says (webrtccodec.Plan).
 func (s *session) addTracks(off *offer) error {
 	for _, t := range s.stream.Tracks() {
-		ot := &outTrack{src: t, proc: "rtp"}
-		// The hub makes processors again for a new publisher's tracks
-		// (same IDs): make them for the track it gives, never t.
-		ot.newProc = func(t *media.Track) media.Processor { return transcode.NewRTPPacketizer(t, rtc.MaxRTPSize) }
-		var cap webrtc.RTPCodecCapability
-		switch c := t.Codec.(type) {
-		case media.H264:
-			if !off.hasVideo {
-				return rtc.Errorf(http.StatusBadRequest, "offer has no video section that can receive the stream's H264 video")
-			}
-			sps, err := s.videoPolicy(ot, c.SPS)
-			if err != nil {
-				return err
-			}
-			fmtp, err := chooseH264(off.video, sps)
-			if err != nil {
-				return err
-			}
-			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp, RTCPFeedback: rtc.VideoFeedback}
-		case media.Opus, media.AAC:
-			if !off.hasAudio || !hasOpus(off.audio) {
+		kind, err := webrtccodec.KindOf(t)
+		if err != nil {
+			s.log.Info("track not sent: WHEP cannot carry it yet", "track", t.String(), "err", err)
+			continue
+		}
+		offered := off.video
+		if kind == webrtc.RTPCodecTypeVideo && !off.hasVideo {
+			return rtc.Errorf(http.StatusBadRequest, "offer has no video section that can receive the stream's %s video", t.Codec.Name())
+		}
+		if kind == webrtc.RTPCodecTypeAudio {
+			if !off.hasAudio || !webrtccodec.HasOpus(off.audio) {
 				s.log.Info("offer cannot receive Opus audio; sending video only", "offered", describeCodecs(off.audio))
 				continue
 			}
-			if _, ok := c.(media.AAC); ok {
-				if !transcode.CanTranscodeAudio() {
-					s.log.Warn("AAC audio not sent: this build cannot transcode (built without cgo/FFmpeg)")
-					continue
-				}
-				ot.proc = "opus"
-				bitrate := 0
-				if f := s.h.cfg.OpusBitrate; f != nil {
-					bitrate = f(s.stream.Path())
-				}
-				ot.newProc = func(t *media.Track) media.Processor { return transcode.NewAACToOpus(t, bitrate) }
-			}
-			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
-		default:
-			s.log.Info("track not sent: WHEP cannot carry it yet", "track", t.String())
+			offered = off.audio
+		}
+		send, err := webrtccodec.Plan(s.stream, t, s.sendOptions())
+		if errors.Is(err, webrtccodec.ErrCannotTranscode) {
+			s.log.Warn("AAC audio not sent: this build cannot transcode (built without cgo/FFmpeg)")
 			continue
 		}
-		kind := "video"
-		if !t.IsVideo() {
-			kind = "audio"
+		if err != nil {
+			return err
 		}
+		cap, err := send.Answer(offered)
+		if err != nil {
+			return err
+		}
+		s.logBFrames(send.BFrames)
+		ot := &outTrack{src: t, proc: send.Processor, newProc: send.NewProcessor}
 		// One msid stream for all tracks so the browser lip-syncs them.
-		local, err := webrtc.NewTrackLocalStaticRTP(cap, kind, "bridge")
+		local, err := webrtc.NewTrackLocalStaticRTP(cap, kind.String(), "bridge")
 		if err != nil {
 			return fmt.Errorf("new %s track: %w", kind, err)
 		}
@@ -218,44 +204,30 @@ func describeTracks(tracks []*media.Track) string {
 	return strings.Join(names, " ")
 }
 
-// videoPolicy applies the route's B-frame policy to an H.264 track: WebRTC
-// decoders cannot reorder frames, so a source with B-frames is re-encoded
-// (once per track, shared by every viewer), passed through as is, or
-// refused. It returns the SPS whose profile the answer must carry.
-func (s *session) videoPolicy(ot *outTrack, sps []byte) ([]byte, error) {
-	has, why := transcode.DetectBFrames(s.stream, ot.src.ID)
-	if !has {
-		return sps, nil
-	}
-	policy := "reencode"
+// sendOptions are the route's options for sending the stream to viewers.
+func (s *session) sendOptions() webrtccodec.Options {
+	o := webrtccodec.Options{Reencoders: s.h.cfg.Reencoders, Log: s.log, Refusals: &s.h.reencodeRefusals}
 	if f := s.h.cfg.BFrames; f != nil {
-		policy = f(s.stream.Path())
+		o.BFrames = webrtccodec.BFramePolicy(f(s.stream.Path()))
 	}
-	// Log the decision once per stream, not once per viewer.
-	_, logged := s.h.bframesLogged.LoadOrStore(s.stream, true)
-	log := s.log
-	if logged {
-		log = slog.New(slog.DiscardHandler)
-	} else {
-		st := s.stream
-		panics.Go(panicComponent, s.log, func() { <-st.Done(); s.h.bframesLogged.Delete(st) })
+	if f := s.h.cfg.OpusBitrate; f != nil {
+		o.OpusBitrate = f(s.stream.Path())
 	}
-	switch {
-	case policy == "reject":
-		return nil, rtc.Errorf(http.StatusNotAcceptable,
-			"stream %q has B-frames (%s), which WebRTC players cannot show: set the publisher's encoder to bframes=0 (OBS x264 options: bframes=0; ffmpeg: -bf 0)", s.stream.Path(), why)
-	case policy == "passthrough":
-		log.Info("B-frames passed through as the route asks; some players will stutter", "reason", why)
-		return sps, nil
-	case !transcode.CanReencodeVideo():
-		log.Warn("B-frames passed through: this build cannot re-encode video (needs cgo with FFmpeg and libx264)", "reason", why)
-		return sps, nil
+	return o
+}
+
+// logBFrames logs what was done about the stream's B-frames, once per
+// stream, not once per viewer.
+func (s *session) logBFrames(d webrtccodec.BFramesDecision) {
+	if d.Reason == "" {
+		return
 	}
-	if err := s.reencoder(ot, why); err != nil {
-		return nil, err
+	if _, logged := s.h.bframesLogged.LoadOrStore(s.stream, true); logged {
+		return
 	}
-	log.Info("B-frames: video re-encoded to Constrained Baseline for WebRTC viewers", "reason", why)
-	return []byte{0x67, 0x42, 0xc0, 0x1f}, nil
+	st := s.stream
+	panics.Go(panicComponent, s.log, func() { <-st.Done(); s.h.bframesLogged.Delete(st) })
+	d.Log(s.log)
 }
 
 // readRTCP reads the RTCP the viewer sends about ot, so the interceptors
@@ -328,7 +300,7 @@ func (s *session) forward() string {
 	// refuses a track that is gone.
 	byTrack := make(map[int]*outTrack, len(s.tracks))
 	for _, ot := range s.tracks {
-		h, err := s.stream.AddProcessor(ot.src, ot.proc, ot.newProc)
+		h, err := s.stream.AddProcessor(ot.src, string(ot.proc), ot.newProc)
 		defer h.Release()
 		if err != nil {
 			return s.cannotContinue(s.stream.Tracks())

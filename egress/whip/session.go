@@ -16,13 +16,8 @@ import (
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
-	"github.com/wishbridge/bridge/transcode"
+	"github.com/wishbridge/bridge/webrtccodec"
 )
-
-// opusCapability is what the Opus track is offered as.
-var opusCapability = webrtc.RTPCodecCapability{
-	MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
-}
 
 // outTrack is one hub track sent to the target.
 type outTrack struct {
@@ -32,10 +27,10 @@ type outTrack struct {
 	src *media.Track
 	tr  *webrtc.RTPTransceiver
 	mid string // set once the offer is made
-	// proc names the hub processor that fills the units' RTP packets
-	// ("rtp": packetize as is; "opus": transcode AAC), newProc makes it
-	// for the track the hub gives it.
-	proc    string
+	// proc names the hub processor that fills the units' RTP packets,
+	// newProc makes it for the track the hub gives it (see
+	// webrtccodec.Send).
+	proc    webrtccodec.Processor
 	newProc func(*media.Track) media.Processor
 	// handle is the hub's processor once stream added it: a keyframe
 	// request goes to it first (a re-encoder makes an IDR).
@@ -158,49 +153,40 @@ func newSession(ctx context.Context, f *Forwarder, st *media.Stream) (*session, 
 	return s, nil
 }
 
-// addTracks adds a sendonly transceiver for the stream's first H.264 track
-// and its first Opus or AAC track, each offering exactly the codec sent.
+// addTracks adds a sendonly transceiver for the stream's first video track
+// and its first audio track, each offering exactly the codec sent, as the
+// codec table says (webrtccodec.Plan, with the route's B-frame policy).
 func (s *session) addTracks() error {
 	var video, audio bool
+	opts := webrtccodec.Options{BFrames: s.f.cfg.BFrames, OpusBitrate: s.f.cfg.OpusBitrate, Reencoders: s.f.cfg.Reencoders,
+		Log: s.log, Refusals: &s.f.reencodeRefusals}
 	for _, t := range s.st.Tracks() {
-		ot := &outTrack{src: t, proc: "rtp"}
-		// The hub makes processors again for a new publisher's tracks
-		// (same IDs): make them for the track it gives, never t.
-		ot.newProc = func(t *media.Track) media.Processor { return transcode.NewRTPPacketizer(t, rtc.MaxRTPSize) }
-		var cap webrtc.RTPCodecCapability
-		switch c := t.Codec.(type) {
-		case media.H264:
-			if video {
-				s.log.Info("track not forwarded: one video track is sent", "track", t.String())
-				continue
-			}
-			video = true
-			cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: h264FMTP(c.SPS), RTCPFeedback: rtc.VideoFeedback}
-		case media.Opus, media.AAC:
-			if audio {
-				s.log.Info("track not forwarded: one audio track is sent", "track", t.String())
-				continue
-			}
-			if _, ok := c.(media.AAC); ok {
-				if !transcode.CanTranscodeAudio() {
-					s.log.Warn("AAC audio not forwarded: this build cannot transcode it to Opus (built without cgo/FFmpeg)")
-					continue
-				}
-				ot.proc = "opus"
-				bitrate := s.f.cfg.OpusBitrate
-				ot.newProc = func(t *media.Track) media.Processor { return transcode.NewAACToOpus(t, bitrate) }
-			}
-			audio = true
-			cap = opusCapability
-		default:
-			s.log.Info("track not forwarded: WHIP forwarding carries H264 and Opus (AAC is transcoded)", "track", t.String())
+		kind, err := webrtccodec.KindOf(t)
+		if err != nil {
+			s.log.Info("track not forwarded", "track", t.String(), "err", err)
 			continue
 		}
-		kind := "video"
-		if !t.IsVideo() {
-			kind = "audio"
+		if (kind == webrtc.RTPCodecTypeVideo && video) || (kind == webrtc.RTPCodecTypeAudio && audio) {
+			s.log.Info("track not forwarded: one "+kind.String()+" track is sent", "track", t.String())
+			continue
 		}
-		local, err := webrtc.NewTrackLocalStaticRTP(cap, kind, "bridge")
+		send, err := webrtccodec.Plan(s.st, t, opts)
+		if errors.Is(err, webrtccodec.ErrCannotTranscode) {
+			s.log.Warn("AAC audio not forwarded: this build cannot transcode it to Opus (built without cgo/FFmpeg)")
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		send.BFrames.Log(s.log)
+		if kind == webrtc.RTPCodecTypeVideo {
+			video = true
+		} else {
+			audio = true
+		}
+		ot := &outTrack{src: t, proc: send.Processor, newProc: send.NewProcessor}
+		cap := send.Capability()
+		local, err := webrtc.NewTrackLocalStaticRTP(cap, kind.String(), "bridge")
 		if err != nil {
 			return fmt.Errorf("new %s track: %w", kind, err)
 		}
@@ -221,26 +207,6 @@ func (s *session) addTracks() error {
 		return fmt.Errorf("stream has no track WHIP forwarding can send (tracks: %s)", describeTracks(s.st.Tracks()))
 	}
 	return nil
-}
-
-// h264FMTP returns the fmtp line offered for H.264 whose SPS is sps: the
-// stream's profile and level in profile-level-id (constraint flags
-// normalised to the forms WebRTC stacks list: 42e0 for Constrained
-// Baseline, 00 otherwise), packetization-mode 1.
-func h264FMTP(sps []byte) string {
-	profile, iop, level := byte(0x42), byte(0xe0), byte(0x1f)
-	if len(sps) >= 4 {
-		profile, level = sps[1], sps[3]
-		switch {
-		case profile == 0x42 && sps[2]&0x40 != 0: // Constrained Baseline
-			iop = 0xe0
-		case profile == 0x42, profile == 0x4d, profile == 0x64:
-			iop = 0x00
-		default:
-			iop = sps[2]
-		}
-	}
-	return fmt.Sprintf("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=%02x%02x%02x", profile, iop, level)
 }
 
 func describeTracks(tracks []*media.Track) string {
@@ -370,7 +336,7 @@ func (s *session) stream() (time.Duration, error) {
 	// hub then refuses a track that is gone.
 	byTrack := make(map[int]*outTrack, len(s.tracks))
 	for _, ot := range s.tracks {
-		h, err := s.st.AddProcessor(ot.src, ot.proc, ot.newProc)
+		h, err := s.st.AddProcessor(ot.src, string(ot.proc), ot.newProc)
 		defer h.Release()
 		if err != nil {
 			return 0, s.republished()

@@ -29,10 +29,13 @@
 //
 // # Media
 //
-// H.264 video and Opus audio, one track of each at most. H.264 goes as the
-// hub's "rtp" processor packetizes it (an RTP source's packets pass through
-// unchanged); AAC is transcoded to Opus by the hub's "opus" processor,
-// shared with WHEP viewers of the same stream; Opus passes through. Like a
+// H.264 video and Opus audio, one track of each at most, as the codec table
+// (webrtccodec) says, the same as for WHEP viewers. H.264 goes as the hub's
+// PacketizeRTP processor packetizes it (an RTP source's packets pass
+// through unchanged); H.264 with B-frames gets the route's B-frame policy
+// (Config.BFrames: re-encoded by the ReencodeH264 processor, shared with the
+// stream's WHEP viewers, passed through, or refused); AAC is transcoded to
+// Opus by the AACToOpus processor, shared likewise; Opus passes through. Like a
 // WHEP viewer, the target gets consecutive sequence numbers and timestamps
 // from a random origin per track, starts at the stream's last keyframe (the
 // cached GOP is sent at once, squeezed, see rtc.OutTrack), gets sender reports
@@ -58,8 +61,11 @@ import (
 
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
+	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
+	"github.com/wishbridge/bridge/transcode"
+	"github.com/wishbridge/bridge/webrtccodec"
 )
 
 // Config configures a Forwarder. Registry, Engine, Path and URL are
@@ -79,6 +85,15 @@ type Config struct {
 	// means transcode.DefaultOpusBitrate. The transcode is shared with the
 	// stream's WHEP viewers: the first to need it sets the bitrate.
 	OpusBitrate int
+	// BFrames is the route's B-frame policy for H.264 with B-frames, as
+	// for the stream's WHEP viewers (re-encoded, shared with them, passed
+	// through, or refused: the forward then fails and retries); the zero
+	// value means webrtccodec.BFramesReencode.
+	BFrames webrtccodec.BFramePolicy
+	// Reencoders caps the re-encoders of the process: give the one the
+	// WHEP handler has. nil means a cap of this forwarder's own with the
+	// default size (transcode.DefaultReencoders).
+	Reencoders *transcode.ReencodeSlots
 	// Log receives the forwarder's events; nil means slog.Default().
 	Log *slog.Logger
 	// HTTPClient sends the requests; nil means a client of the
@@ -123,6 +138,9 @@ type Forwarder struct {
 	// onStreaming, if set, is called each time media starts flowing to
 	// the target.
 	onStreaming func()
+	// reencodeRefusals logs forwards refused for want of a re-encoder,
+	// one line per interval.
+	reencodeRefusals ratelog.Limiter
 }
 
 // NewForwarder returns a forwarder for cfg. A bad configuration (no URL,
@@ -130,6 +148,9 @@ type Forwarder struct {
 func NewForwarder(cfg Config) *Forwarder {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.Reencoders == nil {
+		cfg.Reencoders = &transcode.ReencodeSlots{}
 	}
 	f := &Forwarder{
 		cfg:        cfg,

@@ -24,6 +24,7 @@ import (
 	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
+	"github.com/wishbridge/bridge/webrtccodec"
 )
 
 const (
@@ -208,9 +209,9 @@ func (r *Receiver) OnTrack(tr *webrtc.TrackRemote, rc *webrtc.RTPReceiver) {
 		return
 	}
 	switch {
-	case tr.Kind() == webrtc.RTPCodecTypeVideo && AcceptableCodec(codec) && !r.videoIn:
+	case tr.Kind() == webrtc.RTPCodecTypeVideo && webrtccodec.AcceptableCodec(codec) && !r.videoIn:
 		r.videoIn, kind = true, "video"
-	case tr.Kind() == webrtc.RTPCodecTypeAudio && AcceptableCodec(codec) && !r.audioIn:
+	case tr.Kind() == webrtc.RTPCodecTypeAudio && webrtccodec.AcceptableCodec(codec) && !r.audioIn:
 		r.audioIn, kind = true, "audio"
 	}
 	r.wg.Add(2)

@@ -16,6 +16,7 @@ import (
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
+	"github.com/wishbridge/bridge/webrtccodec"
 )
 
 // panicComponent names the pull session's callbacks in panic reports and
@@ -127,7 +128,7 @@ func newSession(ctx context.Context, p *Puller) (*session, error) {
 		if err == nil {
 			// Offer only what the hub can carry, so the server cannot
 			// pick VP8 or AV1.
-			err = tr.SetCodecPreferences(rtpin.KeepCodecs(tr.Receiver().GetParameters().Codecs))
+			err = tr.SetCodecPreferences(webrtccodec.KeepCodecs(tr.Receiver().GetParameters().Codecs))
 		}
 		if err != nil {
 			_ = pc.Close()

@@ -8,8 +8,8 @@ import (
 
 	"github.com/pion/sdp/v3"
 
-	"github.com/wishbridge/bridge/ingest/rtpin"
 	"github.com/wishbridge/bridge/rtc"
+	"github.com/wishbridge/bridge/webrtccodec"
 )
 
 // offer is what the endpoint needs to know of a publisher's SDP offer: which
@@ -40,7 +40,7 @@ func checkOffer(raw string) (*offer, error) {
 			continue
 		}
 		mid, _ := md.Attribute("mid")
-		codecs := sectionCodecs(md)
+		codecs := webrtccodec.SectionCodecs(md)
 		switch md.MediaName.Media {
 		case "video":
 			gotVideo = appendNames(gotVideo, codecs)
@@ -79,60 +79,30 @@ func sends(md *sdp.MediaDescription) bool {
 	return true
 }
 
-// offeredCodec is one payload format of a media section.
-type offeredCodec struct {
-	name string // as in the rtpmap: "H264", "opus", "OPUS", ...
-	fmtp string
-}
-
-func sectionCodecs(md *sdp.MediaDescription) []offeredCodec {
-	byPT := map[string]*offeredCodec{}
-	for _, f := range md.MediaName.Formats {
-		byPT[f] = &offeredCodec{}
-	}
-	for _, a := range md.Attributes {
-		pt, rest, ok := strings.Cut(a.Value, " ")
-		if !ok || byPT[pt] == nil {
-			continue
-		}
-		switch a.Key {
-		case "rtpmap":
-			byPT[pt].name, _, _ = strings.Cut(rest, "/")
-		case "fmtp":
-			byPT[pt].fmtp = rest
-		}
-	}
-	out := make([]offeredCodec, 0, len(md.MediaName.Formats))
-	for _, f := range md.MediaName.Formats {
-		if c := byPT[f]; c.name != "" {
-			out = append(out, *c)
-		}
-	}
-	return out
-}
-
 // acceptableVideo reports whether c is H.264 the hub can carry (see
-// rtpin.AcceptableH264).
-func acceptableVideo(c offeredCodec) bool {
-	return strings.EqualFold(c.name, "H264") && rtpin.AcceptableH264(c.fmtp)
+// webrtccodec.AcceptableH264).
+func acceptableVideo(c webrtccodec.Offered) bool {
+	return strings.EqualFold(c.Name, "H264") && webrtccodec.Acceptable(c)
 }
 
 // acceptableAudio reports whether c is Opus.
-func acceptableAudio(c offeredCodec) bool { return strings.EqualFold(c.name, "opus") }
+func acceptableAudio(c webrtccodec.Offered) bool {
+	return strings.EqualFold(c.Name, "opus") && webrtccodec.Acceptable(c)
+}
 
-func appendNames(names []string, codecs []offeredCodec) []string {
+func appendNames(names []string, codecs []webrtccodec.Offered) []string {
 	for _, c := range codecs {
-		switch strings.ToLower(c.name) {
+		switch strings.ToLower(c.Name) {
 		case "rtx", "red", "ulpfec", "flexfec-03", "cn", "telephone-event":
 			continue // helpers, not media codecs
 		}
 		if acceptableVideo(c) {
 			continue // listed only when it is not what made the section usable
 		}
-		n := c.name
+		n := c.Name
 		if strings.EqualFold(n, "H264") {
 			n = fmt.Sprintf("H264 (packetization-mode=%s, profile-level-id=%s)",
-				orNone(rtpin.FmtpParam(c.fmtp, "packetization-mode")), orNone(rtpin.FmtpParam(c.fmtp, "profile-level-id")))
+				orNone(webrtccodec.FmtpParam(c.Fmtp, "packetization-mode")), orNone(webrtccodec.FmtpParam(c.Fmtp, "profile-level-id")))
 		}
 		if !slices.Contains(names, n) {
 			names = append(names, n)

@@ -13,6 +13,7 @@ import (
 	"github.com/wishbridge/bridge/ingest/rtpin"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/rtc"
+	"github.com/wishbridge/bridge/webrtccodec"
 )
 
 const (
@@ -110,7 +111,7 @@ func (s *session) selectCodecs(off *offer) error {
 			want = off.hasAudio && !s.expectAudio && t.Mid() == off.audioMid
 		}
 		if want && t.Receiver() != nil {
-			keep := rtpin.KeepCodecs(t.Receiver().GetParameters().Codecs)
+			keep := webrtccodec.KeepCodecs(t.Receiver().GetParameters().Codecs)
 			if len(keep) > 0 && t.SetCodecPreferences(keep) == nil {
 				if t.Kind() == webrtc.RTPCodecTypeVideo {
 					s.expectVideo = true
