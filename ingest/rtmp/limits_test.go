@@ -175,16 +175,6 @@ func TestReaderLimit(t *testing.T) {
 	}
 }
 
-// panicCount is the number of panics recovered under component so far.
-func panicCount(component string) uint64 {
-	for _, c := range panics.Counts() {
-		if c.Component == component {
-			return c.N
-		}
-	}
-	return 0
-}
-
 // TestPanicEndsConnection: a panic in a go-rtmp callback ends that
 // connection alone, is counted, and the server goes on serving.
 func TestPanicEndsConnection(t *testing.T) {
@@ -195,13 +185,13 @@ func TestPanicEndsConnection(t *testing.T) {
 			}
 		}
 	})
-	before := panicCount(panicComponent)
+	before := panics.CountOf(panicComponent)
 	c := dialRaw(t, ts.addr)
 	c.command(8, c.connect("live"), "publish", 0, args{nil, "boom", "live"})
 	if err := c.waitClosed(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if n := panicCount(panicComponent) - before; n != 1 {
+	if n := panics.CountOf(panicComponent) - before; n != 1 {
 		t.Errorf("%d panics counted under %q, want 1", n, panicComponent)
 	}
 	ts.logs.WaitLog(t, time.Second, "panic recovered", "component=\"rtmp connection\"", "peer=")

@@ -288,16 +288,6 @@ func TestJunkPIDs(t *testing.T) {
 	}
 }
 
-// panicCount is the number of panics recovered under component so far.
-func panicCount(component string) uint64 {
-	for _, c := range panics.Counts() {
-		if c.Component == component {
-			return c.N
-		}
-	}
-	return 0
-}
-
 // TestPanicEndsConnection: a panic while a publisher is served (here in
 // the hook that runs before the demux, on the same goroutine as the
 // mediacommon callbacks) ends that publisher alone, is counted, and the
@@ -311,12 +301,12 @@ func TestPanicEndsConnection(t *testing.T) {
 		}
 		onPublish(st)
 	}
-	before := panicCount(panicComponent)
+	before := panics.CountOf(panicComponent)
 	if _, err := dial(t, ts, "publish:live/boom", ""); err != nil {
 		t.Fatal(err)
 	}
 	ts.logs.WaitLog(t, 5*time.Second, "srt publish ended", "stream=live/boom", "panic was recovered")
-	if n := panicCount(panicComponent) - before; n != 1 {
+	if n := panics.CountOf(panicComponent) - before; n != 1 {
 		t.Errorf("%d panics counted under %q, want 1", n, panicComponent)
 	}
 	if _, ok := ts.reg.Get("live/boom"); ok {
