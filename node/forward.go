@@ -36,15 +36,16 @@ const forwardIdle = time.Minute
 type forwardSpec struct {
 	path        string
 	target      config.Forward
-	opusBitrate int // bit/s, the route's effective audio.opus_bitrate
-	aacBitrate  int // bit/s, the route's effective audio.aac_bitrate
+	opusBitrate int    // bit/s, the route's effective audio.opus_bitrate
+	aacBitrate  int    // bit/s, the route's effective audio.aac_bitrate
+	bframes     string // the route's effective B-frame policy (WHIP targets)
 }
 
 // forwardSpecs are the forwards r asks for on path.
 func forwardSpecs(path string, r *config.Route) []forwardSpec {
 	out := make([]forwardSpec, len(r.Forward))
 	for i, target := range r.Forward {
-		out[i] = forwardSpec{path: path, target: target, opusBitrate: r.OpusBitrate(), aacBitrate: r.AACBitrate()}
+		out[i] = forwardSpec{path: path, target: target, opusBitrate: r.OpusBitrate(), aacBitrate: r.AACBitrate(), bframes: r.BFramesPolicy()}
 	}
 	return out
 }
@@ -319,7 +320,8 @@ func (n *Node) newForwarder(spec forwardSpec) (func(context.Context), error) {
 		return p.Run, nil
 	case config.ForwardWHIP:
 		p := egresswhip.NewForwarder(egresswhip.Config{Registry: n.reg, Engine: n.engine, Path: path,
-			URL: f.WHIP, Token: f.Token, OpusBitrate: spec.opusBitrate, BFrames: webrtccodec.BFramePolicy(n.Policy(path).BFrames), Log: n.log})
+			URL: f.WHIP, Token: f.Token, OpusBitrate: spec.opusBitrate, BFrames: webrtccodec.BFramePolicy(spec.bframes),
+			Reencoders: n.reencoders, Log: n.log})
 		return p.Run, nil
 	}
 	return nil, fmt.Errorf("forward target of unknown kind %q", f.Kind())

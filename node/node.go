@@ -37,6 +37,10 @@ type Options struct {
 	// AAC shares one Opus -> AAC transcode per stream among the RTMP and
 	// SRT readers and forwards that need it; nil makes one.
 	AAC *transcode.AACViews
+	// Reencoders is the process's one cap on B-frame re-encoders, shared
+	// by WHEP viewers and WHIP forwards (re-encoders are CPU, whatever
+	// the protocol); nil makes one with transcode.DefaultReencoders.
+	Reencoders *transcode.ReencodeSlots
 	// SRTStats returns the statistics of the SRT listener's connection
 	// publishing path (ingest/srt.Server.Stats), for Streams; nil: none.
 	SRTStats func(path string) (ingestsrt.Stats, bool)
@@ -58,6 +62,7 @@ type Node struct {
 	reg        *media.Registry
 	engine     *rtc.Engine
 	aac        *transcode.AACViews
+	reencoders *transcode.ReencodeSlots
 	srtStats   func(string) (ingestsrt.Stats, bool)
 	streamWait time.Duration
 	log        *slog.Logger
@@ -86,7 +91,10 @@ func New(cfg *config.Config, o Options) *Node {
 	if o.StreamWait <= 0 {
 		o.StreamWait = DefaultStreamWait
 	}
-	n := &Node{reg: o.Registry, engine: o.Engine, aac: o.AAC, srtStats: o.SRTStats, streamWait: o.StreamWait, log: o.Log}
+	if o.Reencoders == nil {
+		o.Reencoders = &transcode.ReencodeSlots{}
+	}
+	n := &Node{reg: o.Registry, engine: o.Engine, aac: o.AAC, reencoders: o.Reencoders, srtStats: o.SRTStats, streamWait: o.StreamWait, log: o.Log}
 	n.cfg.Store(cfg)
 	n.pulls.n, n.fwd.n = n, n
 	n.reg.SetGrace(func(path string) time.Duration { return n.Policy(path).Grace })

@@ -109,22 +109,24 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		ReadersPerStream:   sl.ReadersPerStream,
 	}, log)
 
-	b.node = node.New(cfg, node.Options{Registry: b.registry, Engine: b.engine, Log: log,
+	// One cap for the process: re-encoders are CPU, whatever the route
+	// or protocol (WHEP viewers and WHIP forwards share it).
+	reencoders := &transcode.ReencodeSlots{Max: sl.VideoReencoders}
+	b.node = node.New(cfg, node.Options{Registry: b.registry, Engine: b.engine, Log: log, Reencoders: reencoders,
 		SRTStats: func(path string) (srt.Stats, bool) { return b.srtSrv.Stats(path) }})
 	mux := http.NewServeMux()
 	b.sessions.Register(mux)
 	b.sendDelay = metrics.NewSendDelay()
 	whep.NewHandler(whep.Config{
-		SendDelay:   b.sendDelay.Observe,
-		Registry:    b.registry,
-		Engine:      b.engine,
-		Sessions:    b.sessions,
-		Authorize:   b.node.Authorize,
-		Locate:      b.node.Locate,
-		OpusBitrate: b.node.OpusBitrate,
-		BFrames:     b.node.BFrames,
-		// One cap for the process: re-encoders are CPU, whatever the route.
-		Reencoders:        &transcode.ReencodeSlots{Max: sl.VideoReencoders},
+		SendDelay:         b.sendDelay.Observe,
+		Registry:          b.registry,
+		Engine:            b.engine,
+		Sessions:          b.sessions,
+		Authorize:         b.node.Authorize,
+		Locate:            b.node.Locate,
+		OpusBitrate:       b.node.OpusBitrate,
+		BFrames:           b.node.BFrames,
+		Reencoders:        reencoders,
 		RetransmitPercent: sl.RetransmitPercent,
 		MaxReaders:        b.node.MaxReaders,
 		Log:               log,
