@@ -19,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/wishbridge/bridge/internal/rawurl"
 )
 
 //go:embed default.yaml
@@ -393,7 +395,7 @@ func (r *Route) BFramesPolicy() string {
 }
 
 // String describes the route with every secret redacted: keys, passphrase,
-// tokens, and the secrets inside URLs (see RedactURL). Values with defaults
+// tokens, and the secrets inside URLs (see rawurl.Redact). Values with defaults
 // are shown as effective. Pull settings and forward targets are shown only
 // when set.
 func (r Route) String() string {
@@ -402,7 +404,7 @@ func (r Route) String() string {
 		r.Path, r.Ingest, redact(r.PublishKey), redact(r.ReadKey), r.Read, redact(r.Passphrase), r.WHEP,
 		r.OpusBitrate(), r.AACBitrate(), r.GraceDuration(), r.BFramesPolicy())
 	if r.Pull != "" || r.PullToken != "" || r.OnDemand {
-		fmt.Fprintf(&b, " pull=%q pull_token=%s on_demand=%t", RedactURL(r.Pull), redact(r.PullToken), r.OnDemand)
+		fmt.Fprintf(&b, " pull=%q pull_token=%s on_demand=%t", rawurl.Redact(r.Pull), redact(r.PullToken), r.OnDemand)
 	}
 	if r.MaxReaders != 0 {
 		fmt.Fprintf(&b, " max_readers=%d", r.MaxReaders)
@@ -500,7 +502,7 @@ func (f Forward) Kind() string {
 	return ""
 }
 
-// URL is the target URL of Kind. It may hold secrets: log RedactURL(f.URL()).
+// URL is the target URL of Kind. It may hold secrets: log rawurl.Redact(f.URL()).
 func (f Forward) URL() string {
 	switch f.Kind() {
 	case ForwardWHIP:
@@ -522,13 +524,13 @@ func (f Forward) AudioCodec() string {
 	return f.Audio
 }
 
-// String describes the target with its URL redacted (see RedactURL) and
+// String describes the target with its URL redacted (see rawurl.Redact) and
 // without its token.
 func (f Forward) String() string {
 	var parts []string
 	for _, t := range []struct{ key, url string }{{ForwardWHIP, f.WHIP}, {ForwardRTMP, f.RTMP}, {ForwardSRT, f.SRT}} {
 		if t.url != "" {
-			parts = append(parts, fmt.Sprintf("%s=%q", t.key, RedactURL(t.url)))
+			parts = append(parts, fmt.Sprintf("%s=%q", t.key, rawurl.Redact(t.url)))
 		}
 	}
 	if f.Token != "" {
@@ -579,7 +581,7 @@ func redact(secret string) string {
 	if secret == "" {
 		return `""`
 	}
-	return "<redacted>"
+	return rawurl.Redacted
 }
 
 // Match returns the first route whose Path matches path, a stream path

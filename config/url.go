@@ -8,207 +8,25 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/wishbridge/bridge/internal/rawurl"
 )
 
-// rawURL is a URL split as written, without decoding:
-//
-//	scheme "://" [userinfo "@"] host [":" port] [path] ["?" query]
-//
-// It differs from net/url in two ways that matter for the URLs in a
-// configuration. "#" is not a fragment delimiter: SRT stream IDs in the
-// access-control syntax start with "#!::", and ffmpeg and the SRT tools take
-// them unescaped in the query. And userinfo runs to the last "@" before the
-// query, so a password with an unescaped "/" is still taken as userinfo (and
-// redacted) rather than shown as part of the path.
-type rawURL struct {
-	scheme   string // as written; compare with strings.EqualFold
-	userinfo string
-	hasUser  bool // an "@" was present (userinfo may be empty)
-	hostport string
-	path     string // "" or starting with "/"
-	query    string
-	hasQuery bool // a "?" was present (query may be empty)
-}
-
-// splitURL splits s, or reports false when s does not start with a scheme
-// and "://".
-func splitURL(s string) (rawURL, bool) {
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok || !isScheme(scheme) {
-		return rawURL{}, false
-	}
-	u := rawURL{scheme: scheme}
-	rest, u.query, u.hasQuery = strings.Cut(rest, "?")
-	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-		u.userinfo, u.hasUser, rest = rest[:at], true, rest[at+1:]
-	}
-	if slash := strings.IndexByte(rest, '/'); slash >= 0 {
-		rest, u.path = rest[:slash], rest[slash:]
-	}
-	u.hostport = rest
-	return u, true
-}
-
-// isScheme checks RFC 3986's scheme syntax: a letter, then letters, digits,
-// "+", "-" or ".".
-func isScheme(s string) bool {
-	if s == "" || !isLetter(s[0]) {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !isLetter(c) && !(c >= '0' && c <= '9') && c != '+' && c != '-' && c != '.' {
-			return false
-		}
-	}
-	return true
-}
-
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
-
-// String joins the parts back, as written.
-func (u rawURL) String() string {
-	var b strings.Builder
-	b.WriteString(u.scheme)
-	b.WriteString("://")
-	if u.hasUser {
-		b.WriteString(u.userinfo)
-		b.WriteByte('@')
-	}
-	b.WriteString(u.hostport)
-	b.WriteString(u.path)
-	if u.hasQuery {
-		b.WriteByte('?')
-		b.WriteString(u.query)
-	}
-	return b.String()
-}
-
-// queryParam returns the decoded value of the first query parameter named
-// key (case-insensitive).
-func (u rawURL) queryParam(key string) (string, bool) {
-	for p := range strings.SplitSeq(u.query, "&") {
-		k, v, _ := strings.Cut(p, "=")
-		if strings.EqualFold(unescape(k), key) {
-			return unescape(v), true
-		}
-	}
-	return "", false
-}
-
-// unescape percent-decodes s, or returns it as written if it is not valid
-// percent-encoding.
-func unescape(s string) string {
-	if d, err := url.QueryUnescape(s); err == nil {
-		return d
-	}
-	return s
-}
-
-const redacted = "<redacted>"
-
-// secretParams are query parameters whose values RedactURL hides.
-var secretParams = []string{"passphrase", "key", "token", "s", "password", "secret", "access_token", "auth"}
-
-// RedactURL returns raw fit for logs and error messages, with its secrets
-// replaced by "<redacted>":
-//   - the password in the userinfo ("rtmp://user:<redacted>@host/...");
-//   - the values of the query parameters passphrase, key, token, s, password,
-//     secret, access_token and auth (names compared case-insensitively and
-//     after percent-decoding);
-//   - in a streamid query parameter, the u= and s= values of the SRT
-//     access-control syntax ("#!::r=live/x,m=publish,u=<redacted>,s=<redacted>")
-//     and the secret parameters above after a "?" ("publish:live/x?key=<redacted>");
-//     a percent-encoded streamid with something redacted is shown decoded;
-//   - for rtmp:// and rtmps:// URLs, the last non-empty path segment, which
-//     is the stream key ("rtmp://a.rtmp.youtube.com/live2/<redacted>").
-//
-// Everything else is kept as written. A value that is not a URL (no
-// "scheme://") could be a secret pasted in the wrong place, so it is replaced
-// whole. The result is for people to read, not to dial.
-func RedactURL(raw string) string {
-	u, _ := splitURL(raw)
-	return redactURL(raw, isRTMP(u.scheme))
-}
-
-func isRTMP(scheme string) bool {
-	return strings.EqualFold(scheme, "rtmp") || strings.EqualFold(scheme, "rtmps")
-}
+// RedactURL is rawurl.Redact: raw fit for logs and error messages, its
+// secrets replaced by "<redacted>". Packages outside config call
+// rawurl.Redact directly, so they need not import config for it.
+func RedactURL(raw string) string { return rawurl.Redact(raw) }
 
 // urlInMessage redacts raw, the value of a key that takes one of schemes, for
 // a validation message. It also hides the last path segment when that could
 // be an RTMP stream key: when the key takes rtmp URLs, or when raw has some
 // other scheme (a typo such as "rmtp://host/app/KEY").
 func urlInMessage(raw string, schemes []string) string {
-	u, _ := splitURL(raw)
-	return redactURL(raw, slices.Contains(schemes, "rtmp") || !slices.Contains(schemes, strings.ToLower(u.scheme)))
-}
-
-// redactURL is RedactURL, hiding the last path segment if lastSegment.
-func redactURL(raw string, lastSegment bool) string {
-	if raw == "" {
-		return ""
+	u, _ := rawurl.Split(raw)
+	if slices.Contains(schemes, "rtmp") || !slices.Contains(schemes, strings.ToLower(u.Scheme)) {
+		return rawurl.RedactKey(raw)
 	}
-	u, ok := splitURL(raw)
-	if !ok {
-		return redacted
-	}
-	if user, _, hasPassword := strings.Cut(u.userinfo, ":"); hasPassword {
-		u.userinfo = user + ":" + redacted
-	}
-	if lastSegment {
-		trimmed := strings.TrimRight(u.path, "/")
-		if i := strings.LastIndexByte(trimmed, '/'); i >= 0 && i < len(trimmed)-1 {
-			u.path = trimmed[:i+1] + redacted + u.path[len(trimmed):]
-		}
-	}
-	if u.hasQuery {
-		u.query = redactQuery(u.query)
-	}
-	return u.String()
-}
-
-// redactQuery hides the values of secretParams and the secrets in streamid
-// in an "&"-separated query.
-func redactQuery(q string) string {
-	params := strings.Split(q, "&")
-	for i, p := range params {
-		k, v, hasValue := strings.Cut(p, "=")
-		switch name := strings.ToLower(unescape(k)); {
-		case !hasValue:
-		case slices.Contains(secretParams, name):
-			params[i] = k + "=" + redacted
-		case name == "streamid":
-			params[i] = k + "=" + redactStreamID(v)
-		}
-	}
-	return strings.Join(params, "&")
-}
-
-// redactStreamID hides the credentials in an SRT stream ID as found in a URL
-// query (possibly percent-encoded).
-func redactStreamID(raw string) string {
-	id := unescape(raw)
-	var out string
-	if body, ok := strings.CutPrefix(id, "#!::"); ok {
-		// Access-control syntax: comma-separated key=value pairs.
-		pairs := strings.Split(body, ",")
-		for i, p := range pairs {
-			if k, _, ok := strings.Cut(p, "="); ok {
-				if k := strings.TrimSpace(k); k == "u" || k == "s" {
-					pairs[i] = k + "=" + redacted
-				}
-			}
-		}
-		out = "#!::" + strings.Join(pairs, ",")
-	} else if name, query, ok := strings.Cut(id, "?"); ok {
-		out = name + "?" + redactQuery(query)
-	} else {
-		return raw
-	}
-	if out == id {
-		return raw // nothing to hide: keep it as written
-	}
-	return out
+	return rawurl.Redact(raw)
 }
 
 // Schemes of URLs in routes.
@@ -238,17 +56,17 @@ func schemeList(schemes []string) string {
 // follows the quoted redacted URL in a message:
 // `"http://x" is not an rtmp:// or rtmps:// URL`.
 func checkURL(raw string, schemes []string) error {
-	u, ok := splitURL(raw)
-	scheme := strings.ToLower(u.scheme)
+	u, ok := rawurl.Split(raw)
+	scheme := strings.ToLower(u.Scheme)
 	if !ok || !slices.Contains(schemes, scheme) {
 		return fmt.Errorf("is not %s URL", schemeList(schemes))
 	}
 	if strings.ContainsFunc(raw, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		return fmt.Errorf("contains a space or control character (expected them percent-encoded)")
 	}
-	host, port, ok := splitHostPort(u.hostport)
+	host, port, ok := splitHostPort(u.HostPort)
 	switch {
-	case u.hostport == "":
+	case u.HostPort == "":
 		return fmt.Errorf("has no host (expected %s://host[:port]...)", scheme)
 	case !ok || !(isIP(host) || isHostname(host)):
 		return fmt.Errorf("has an invalid host (expected a hostname, an IPv4 address or an IPv6 address in [])")
@@ -260,12 +78,12 @@ func checkURL(raw string, schemes []string) error {
 		if port == "" {
 			return fmt.Errorf("has no port (expected srt://host:port; SRT has no default port)")
 		}
-		if p, ok := u.queryParam("passphrase"); ok && p != "" && (len(p) < minPassphrase || len(p) > maxPassphrase) {
+		if p, ok := u.QueryParam("passphrase"); ok && p != "" && (len(p) < minPassphrase || len(p) > maxPassphrase) {
 			return fmt.Errorf("has a passphrase that is not %d-%d characters long (SRT's limit)", minPassphrase, maxPassphrase)
 		}
 	case "rtmp", "rtmps":
 		// connect takes the app, publish or play the stream name (the key).
-		segs := strings.FieldsFunc(u.path, func(r rune) bool { return r == '/' })
+		segs := strings.FieldsFunc(u.Path, func(r rune) bool { return r == '/' })
 		if len(segs) < 2 {
 			return fmt.Errorf("has no application and stream name (expected %s://host[:port]/app/stream)", scheme)
 		}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wishbridge/bridge/internal/rawurl"
 )
 
 // Validate reports every problem in c, joined with errors.Join; each one is
@@ -23,7 +25,7 @@ import (
 // mean the defaults Parse would fill in (see the Route accessors).
 //
 // URLs are checked offline (scheme, host, port, the parts each protocol
-// needs) and printed redacted (RedactURL) in messages.
+// needs) and printed redacted (rawurl.Redact) in messages.
 func (c *Config) Validate() error {
 	var v validator
 	return v.config(c)
@@ -408,8 +410,8 @@ func (v *validator) pull(path string, r *Route, p pattern) {
 		v.addf(path+".pull", "set on %q, whose path has variables (expected an exact path such as \"live/cam1\": a route pulls one stream)", r.Path)
 	}
 	if r.PullToken != "" {
-		u, _ := splitURL(r.Pull)
-		if scheme := strings.ToLower(u.scheme); scheme != "whep+http" && scheme != "whep+https" {
+		u, _ := rawurl.Split(r.Pull)
+		if scheme := strings.ToLower(u.Scheme); scheme != "whep+http" && scheme != "whep+https" {
 			v.addf(path+".pull_token", "set, but pull is not a whep+http:// or whep+https:// URL (expected pull_token only with WHEP pulls)")
 		}
 		v.token(path+".pull_token", r.PullToken)

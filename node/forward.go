@@ -14,6 +14,7 @@ import (
 	egresssrt "github.com/wishbridge/bridge/egress/srt"
 	egresswhip "github.com/wishbridge/bridge/egress/whip"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/rawurl"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/metrics"
 	"github.com/wishbridge/bridge/webrtccodec"
@@ -240,7 +241,7 @@ func (f *forwards) scan(ctx context.Context) (next time.Duration) {
 		if ok {
 			reason = "its stream has been gone for " + forwardIdle.String()
 		}
-		f.n.log.Info("forward stopped", "stream", spec.path, "target", config.RedactURL(spec.target.URL()), "reason", reason)
+		f.n.log.Info("forward stopped", "stream", spec.path, "target", rawurl.Redact(spec.target.URL()), "reason", reason)
 	}
 	for spec, wanted := range configured {
 		if _, ok := f.running[spec]; ok || !wanted {
@@ -263,7 +264,7 @@ func (f *forwards) scan(ctx context.Context) (next time.Duration) {
 // path's forwards just stopped) have returned, so a restarted forward does
 // not meet its own old session at the target.
 func (f *forwards) startRunner(ctx context.Context, spec forwardSpec, exact bool, after []chan struct{}) {
-	log := f.n.log.With("stream", spec.path, "target", config.RedactURL(spec.target.URL()))
+	log := f.n.log.With("stream", spec.path, "target", rawurl.Redact(spec.target.URL()))
 	run := &forwardRun{cancel: func() {}, done: make(chan struct{}), exact: exact,
 		runner: metrics.Runner{Path: spec.path, Kind: spec.target.Kind()}}
 	f.running[spec] = run

@@ -10,6 +10,7 @@ import (
 	ingestsrt "github.com/wishbridge/bridge/ingest/srt"
 	ingestwhep "github.com/wishbridge/bridge/ingest/whep"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/rawurl"
 )
 
 // pullIdle is how long an on-demand pull runs with nobody reading.
@@ -108,7 +109,7 @@ func (p *pulls) run(spec pullSpec) {
 	if _, ok := p.running[spec.path]; ok || p.ctx == nil || p.ctx.Err() != nil {
 		return
 	}
-	log := p.n.log.With("stream", spec.path, "source", config.RedactURL(spec.url))
+	log := p.n.log.With("stream", spec.path, "source", rawurl.Redact(spec.url))
 	var run func(context.Context)
 	pr := &pullRun{spec: spec, done: make(chan struct{})}
 	switch spec.kind {

@@ -19,7 +19,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
-	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/rawurl"
 )
 
 const (
@@ -95,7 +95,7 @@ func RetryAfter(err error) time.Duration {
 // client for it. hc nil means a client of our own, whose idle connections
 // Close releases. Errors never quote the URL unredacted.
 func NewClient(hc *http.Client, endpoint, token string) (*Client, error) {
-	redacted := config.RedactURL(endpoint)
+	redacted := rawurl.Redact(endpoint)
 	u, err := url.Parse(endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("%s is not a valid URL", redacted)
@@ -168,14 +168,14 @@ func (c *Client) Post(ctx context.Context, offer string) (string, *RemoteSession
 	for redirects := 0; ; redirects++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target.String(), strings.NewReader(offer))
 		if err != nil {
-			return "", nil, fmt.Errorf("POST %s: %w", config.RedactURL(target.String()), unwrapURLError(err))
+			return "", nil, fmt.Errorf("POST %s: %w", rawurl.Redact(target.String()), unwrapURLError(err))
 		}
 		req.Header.Set("Content-Type", "application/sdp")
 		req.Header.Set("Accept", "application/sdp")
 		c.authorize(req)
 		resp, err := c.hc.Do(req)
 		if err != nil {
-			return "", nil, fmt.Errorf("POST %s: %w", config.RedactURL(target.String()), unwrapURLError(err))
+			return "", nil, fmt.Errorf("POST %s: %w", rawurl.Redact(target.String()), unwrapURLError(err))
 		}
 		switch resp.StatusCode {
 		case http.StatusCreated, http.StatusOK: // 200: not RFC 9725, but some servers answer so
@@ -184,14 +184,14 @@ func (c *Client) Post(ctx context.Context, offer string) (string, *RemoteSession
 			loc := resp.Header.Get("Location")
 			drain(resp)
 			if loc == "" {
-				return "", nil, fmt.Errorf("%s answered %d without a Location", config.RedactURL(target.String()), resp.StatusCode)
+				return "", nil, fmt.Errorf("%s answered %d without a Location", rawurl.Redact(target.String()), resp.StatusCode)
 			}
 			if redirects == maxRedirects {
 				return "", nil, fmt.Errorf("%s: more than %d redirects", c.redacted, maxRedirects)
 			}
 			next, err := target.Parse(loc)
 			if err != nil || (next.Scheme != "http" && next.Scheme != "https") {
-				return "", nil, fmt.Errorf("%s redirected to %s, which is not an http(s) URL", config.RedactURL(target.String()), config.RedactURL(loc))
+				return "", nil, fmt.Errorf("%s redirected to %s, which is not an http(s) URL", rawurl.Redact(target.String()), rawurl.Redact(loc))
 			}
 			target = next
 			continue
@@ -199,7 +199,7 @@ func (c *Client) Post(ctx context.Context, offer string) (string, *RemoteSession
 			loc := resp.Header.Get("Location")
 			drain(resp)
 			return "", nil, fmt.Errorf("%s answered %d redirecting to %s: only 307 and 308 redirects are followed (a %d would turn the POST into a GET)",
-				config.RedactURL(target.String()), resp.StatusCode, config.RedactURL(loc), resp.StatusCode)
+				rawurl.Redact(target.String()), resp.StatusCode, rawurl.Redact(loc), resp.StatusCode)
 		}
 		return "", nil, c.refusal(resp, target)
 	}
@@ -208,7 +208,7 @@ func (c *Client) Post(ctx context.Context, offer string) (string, *RemoteSession
 // readAnswer reads a 201's SDP answer and the session it describes.
 func (c *Client) readAnswer(resp *http.Response, from *url.URL) (string, *RemoteSession, error) {
 	defer resp.Body.Close()
-	where := config.RedactURL(from.String())
+	where := rawurl.Redact(from.String())
 	if ct := resp.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/sdp" {
 			return "", nil, fmt.Errorf("%s answered %d with Content-Type %q, expected application/sdp", where, resp.StatusCode, ct)
@@ -259,7 +259,7 @@ func (c *Client) refusal(resp *http.Response, from *url.URL) error {
 		status:     resp.StatusCode,
 		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		msg:        msg,
-		url:        config.RedactURL(from.String()),
+		url:        rawurl.Redact(from.String()),
 	}
 }
 
@@ -273,12 +273,12 @@ func (c *Client) Delete(ctx context.Context, rs *RemoteSession) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, rs.URL.String(), nil)
 	if err != nil {
-		return fmt.Errorf("DELETE %s: %w", config.RedactURL(rs.URL.String()), unwrapURLError(err))
+		return fmt.Errorf("DELETE %s: %w", rawurl.Redact(rs.URL.String()), unwrapURLError(err))
 	}
 	c.authorize(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("DELETE %s: %w", config.RedactURL(rs.URL.String()), unwrapURLError(err))
+		return fmt.Errorf("DELETE %s: %w", rawurl.Redact(rs.URL.String()), unwrapURLError(err))
 	}
 	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusNotFound {
 		drain(resp)

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
-
-	"github.com/wishbridge/bridge/config"
 )
 
 // ICEServer is one configured STUN or TURN server (config.ICEServer says
@@ -29,9 +27,15 @@ type ICEServer struct {
 	// admitted client.
 	Secret string
 	// TTL is how long derived credentials stay valid; 0 means
-	// config.DefaultTURNTTL.
+	// DefaultTURNTTL.
 	TTL time.Duration
 }
+
+// DefaultTURNTTL is ICEServer.TTL when not set: config.DefaultTURNTTL,
+// repeated here (a test checks they agree) so rtc need not import the
+// configuration: long enough for a viewer that reconnects through a long
+// session, short enough that a leaked credential soon stops working.
+const DefaultTURNTTL = 24 * time.Hour
 
 // String describes s without its credential or secret.
 func (s ICEServer) String() string {
@@ -49,7 +53,7 @@ func (s ICEServer) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 func (s ICEServer) ttl() time.Duration {
 	if s.TTL <= 0 {
-		return config.DefaultTURNTTL
+		return DefaultTURNTTL
 	}
 	return s.TTL
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/wishbridge/bridge/config"
 )
 
 func TestTURNCredentials(t *testing.T) {
@@ -17,6 +19,13 @@ func TestTURNCredentials(t *testing.T) {
 	user, cred := TURNCredentials("north-wind", "0123abcd", time.Unix(1700086400, 0))
 	if user != "1700086400:0123abcd" || cred != "Mg0PNOws1a8A+M6pk2xtFgWqOD4=" {
 		t.Errorf("TURNCredentials = %q, %q; want 1700086400:0123abcd, Mg0PNOws1a8A+M6pk2xtFgWqOD4=", user, cred)
+	}
+}
+
+// TestDefaultTURNTTL: rtc's default for a zero TTL is the configuration's.
+func TestDefaultTURNTTL(t *testing.T) {
+	if DefaultTURNTTL != config.DefaultTURNTTL {
+		t.Errorf("rtc.DefaultTURNTTL = %s, config.DefaultTURNTTL = %s", DefaultTURNTTL, config.DefaultTURNTTL)
 	}
 }
 

@@ -25,7 +25,7 @@
 //     PATCH, so a server without trickle or ICE restart support (405, 501)
 //     works as well as one with it.
 //
-// The token is never logged; URLs are logged through config.RedactURL.
+// The token is never logged; URLs are logged through rawurl.Redact.
 //
 // # Media
 //
@@ -59,9 +59,9 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/ratelog"
+	"github.com/wishbridge/bridge/internal/rawurl"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
@@ -76,7 +76,7 @@ type Config struct {
 	// Path is the hub stream forwarded ("live/cam").
 	Path string
 	// URL is the WHIP endpoint (http:// or https://). It is logged
-	// redacted (config.RedactURL).
+	// redacted (rawurl.Redact).
 	URL string
 	// Token, if set, is sent as "Authorization: Bearer <token>". Never
 	// logged.
@@ -154,7 +154,7 @@ func NewForwarder(cfg Config) *Forwarder {
 	}
 	f := &Forwarder{
 		cfg:        cfg,
-		log:        cfg.Log.With("component", "whip forward", "stream", cfg.Path, "target", config.RedactURL(cfg.URL)),
+		log:        cfg.Log.With("component", "whip forward", "stream", cfg.Path, "target", rawurl.Redact(cfg.URL)),
 		minBackoff: minBackoff, maxBackoff: maxBackoff, backoffReset: backoffReset, poll: pollInterval,
 		connectTimeout: connectTimeout, disconnectGrace: disconnectGrace, gather: gatherTimeout,
 	}

@@ -20,9 +20,9 @@ import (
 	"github.com/datarhei/gosrt/packet"
 
 	"github.com/wishbridge/bridge/access"
-	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/rawurl"
 	"github.com/wishbridge/bridge/internal/srtcall"
 	"github.com/wishbridge/bridge/media"
 )
@@ -54,7 +54,7 @@ import (
 // After a failure the Puller waits and connects again: 1 s, doubling up
 // to 30 s, back to 1 s once a connection has carried media for a minute.
 // Each failure is logged with its reason and the wait, the URL redacted
-// (config.RedactURL). Between two connections the stream waits for its
+// (rawurl.Redact). Between two connections the stream waits for its
 // publisher for the registry's grace period (media.Registry.SetGrace), so
 // its readers carry on when the source comes back within it.
 
@@ -64,7 +64,7 @@ type PullConfig struct {
 	// Path is where the stream is published in the hub ("live/cam").
 	Path string
 	// URL is the source: srt://host:port[?streamid=...&passphrase=...&
-	// latency=...]. It is logged redacted (config.RedactURL).
+	// latency=...]. It is logged redacted (rawurl.Redact).
 	URL string
 	// Log receives the puller's events; nil means slog.Default().
 	Log *slog.Logger
@@ -131,7 +131,7 @@ func NewPuller(cfg PullConfig) *Puller {
 	p := &Puller{
 		reg:        cfg.Registry,
 		path:       cfg.Path,
-		log:        log.With("component", "srt pull", "stream", cfg.Path, "source", config.RedactURL(cfg.URL)),
+		log:        log.With("component", "srt pull", "stream", cfg.Path, "source", rawurl.Redact(cfg.URL)),
 		minBackoff: pullMinBackoff, maxBackoff: pullMaxBackoff, backoffReset: pullBackoffReset,
 		probeTimeout: pullProbeTimeout,
 		pubCfg: publisherConfig{

@@ -53,8 +53,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
+	"github.com/wishbridge/bridge/internal/rawurl"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -66,7 +66,7 @@ type Config struct {
 	// Path is where the stream is published in the hub ("live/cam").
 	Path string
 	// URL is the WHEP endpoint: whep+http://..., whep+https://... (or a
-	// plain http(s) URL). Logged redacted (config.RedactURL).
+	// plain http(s) URL). Logged redacted (rawurl.Redact).
 	URL string
 	// Token, if set, is sent as "Authorization: Bearer <token>". Never
 	// logged.
@@ -122,7 +122,7 @@ func NewPuller(cfg Config) *Puller {
 	}
 	p := &Puller{
 		cfg:        cfg,
-		log:        cfg.Log.With("component", "whep pull", "stream", cfg.Path, "source", config.RedactURL(cfg.URL)),
+		log:        cfg.Log.With("component", "whep pull", "stream", cfg.Path, "source", rawurl.Redact(cfg.URL)),
 		minBackoff: minBackoff, maxBackoff: maxBackoff, backoffReset: backoffReset,
 		connectTimeout: connectTimeout, idleTimeout: idleTimeout, trackWait: trackWait,
 	}

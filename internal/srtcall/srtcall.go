@@ -12,7 +12,7 @@ import (
 
 	gosrt "github.com/datarhei/gosrt"
 
-	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/rawurl"
 )
 
 // Defaults of a parsed URL's configuration.
@@ -29,7 +29,7 @@ type URL struct {
 	Addr string
 	// Config is gosrt.DefaultConfig() with the URL's options.
 	Config gosrt.Config
-	// Redacted is the URL as config.RedactURL shows it.
+	// Redacted is the URL as rawurl.Redact shows it.
 	Redacted string
 }
 
@@ -41,7 +41,7 @@ type URL struct {
 // not set); others are ignored. connectTimeout is gosrt's
 // ConnectionTimeout. Errors show the URL redacted.
 func Parse(raw string, connectTimeout time.Duration) (URL, error) {
-	s := URL{Redacted: config.RedactURL(raw)}
+	s := URL{Redacted: rawurl.Redact(raw)}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok || !strings.EqualFold(scheme, "srt") {
 		return s, fmt.Errorf("%q is not an srt:// URL", s.Redacted)
