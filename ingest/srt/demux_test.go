@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	gosrt "github.com/datarhei/gosrt"
 
 	"github.com/wishbridge/bridge/internal/testkit"
@@ -440,16 +441,16 @@ func TestPublishH265(t *testing.T) {
 	for i, u := range video {
 		if u.Key {
 			keys++
-			var types []int
+			var types []h265.NALUType
 			for _, n := range u.NALUs {
-				types = append(types, int(n[0]>>1&0x3f))
+				types = append(types, h265.NALUType(n[0]>>1&0x3f))
 			}
-			if len(types) < 4 || types[0] != h265VPS || types[1] != h265SPS || types[2] != h265PPS {
+			if len(types) < 4 || types[0] != h265.NALUType_VPS_NUT || types[1] != h265.NALUType_SPS_NUT || types[2] != h265.NALUType_PPS_NUT {
 				t.Errorf("key unit %d: NALU types %v, want VPS, SPS, PPS first", i, types)
 			}
 		}
 		for _, n := range u.NALUs {
-			if typ := n[0] >> 1 & 0x3f; typ == h265AUD {
+			if h265.NALUType(n[0]>>1&0x3f) == h265.NALUType_AUD_NUT {
 				t.Errorf("unit %d holds an access unit delimiter", i)
 			}
 		}

@@ -120,7 +120,7 @@ type publisher struct {
 	video       *esTrack
 	audio       *esTrack
 	h264        *transcode.H264Normalizer
-	h265        h265Normalizer
+	h265        transcode.H265Normalizer
 	videoSynced bool // a keyframe has been taken since the start or the last error
 	replayHold  bool // an error hit the bytes mediacommon replays after Initialize
 	pmtAt       time.Time
@@ -418,10 +418,10 @@ func (p *publisher) onH264(pts, dts int64, au [][]byte) error {
 
 func (p *publisher) onH265(pts, dts int64, au [][]byte) error {
 	p.video.gotData = true
-	out, key := p.h265.normalize(au)
+	out, key := p.h265.Normalize(au)
 	var codec media.Codec
-	if key && p.h265.ready() {
-		codec = media.H265{VPS: p.h265.vps, SPS: p.h265.sps, PPS: p.h265.pps}
+	if vps, sps, pps := p.h265.Params(); key && vps != nil && sps != nil && pps != nil {
+		codec = media.H265{VPS: vps, SPS: sps, PPS: pps}
 	}
 	return p.onVideo(pts, dts, out, key, codec)
 }
@@ -867,67 +867,4 @@ func packetPID(pkt []byte) uint16 { return uint16(pkt[1]&0x1f)<<8 | uint16(pkt[2
 
 func (r *tsReader) isVideo(pid uint16) bool {
 	return r.p.video == nil || r.p.video.pid == pid
-}
-
-// h265Normalizer is H264Normalizer's counterpart for H.265: no access unit
-// delimiters or filler, VPS/SPS/PPS taken out and put back, current, in
-// front of every IRAP picture.
-type h265Normalizer struct {
-	vps, sps, pps []byte
-}
-
-// H.265 NAL unit types (ITU-T H.265 table 7-1).
-const (
-	h265BLAWLP  = 16 // the first IRAP type
-	h265VPS     = 32
-	h265SPS     = 33
-	h265PPS     = 34
-	h265AUD     = 35
-	h265FD      = 38
-	h265MaxIRAP = 23 // the last IRAP type (22 and 23 are reserved)
-)
-
-func (n *h265Normalizer) ready() bool { return n.vps != nil && n.sps != nil && n.pps != nil }
-
-// normalize returns the canonical form of au and whether it is an IRAP;
-// nil when nothing decodable remains.
-func (n *h265Normalizer) normalize(au [][]byte) (out [][]byte, irap bool) {
-	out = make([][]byte, 3, len(au)+3)
-	for _, nalu := range au {
-		if len(nalu) < 2 {
-			continue
-		}
-		switch typ := nalu[0] >> 1 & 0x3f; {
-		case typ == h265VPS:
-			n.vps = keep(n.vps, nalu)
-			continue
-		case typ == h265SPS:
-			n.sps = keep(n.sps, nalu)
-			continue
-		case typ == h265PPS:
-			n.pps = keep(n.pps, nalu)
-			continue
-		case typ == h265AUD, typ == h265FD:
-			continue
-		case typ >= h265BLAWLP && typ <= h265MaxIRAP:
-			irap = true
-		}
-		out = append(out, nalu)
-	}
-	if len(out) == 3 {
-		return nil, false
-	}
-	if irap && n.ready() {
-		out[0], out[1], out[2] = n.vps, n.sps, n.pps
-		return out, true
-	}
-	return out[3:], irap
-}
-
-// keep returns cur, or a copy of nalu if it differs.
-func keep(cur, nalu []byte) []byte {
-	if bytes.Equal(cur, nalu) {
-		return cur
-	}
-	return bytes.Clone(nalu)
 }

@@ -76,9 +76,9 @@
 // written at the declaration (the first video frame's, when there is
 // video). AAC units are one raw frame each, 1024 samples apart within a
 // PES; Opus units one packet each, advanced by each packet's duration (20
-// ms when its TOC is unusable). H.264 goes through transcode.H264Normalizer;
-// H.265 through the same rules (no AUD or filler, VPS/SPS/PPS taken out and
-// put back, current, in front of every IRAP).
+// ms when its TOC is unusable). H.264 goes through transcode.H264Normalizer,
+// H.265 through transcode.H265Normalizer (the same rules: no AUD or filler,
+// VPS/SPS/PPS taken out and put back, current, in front of every IRAP).
 //
 // Transport errors are counted, not fatal: continuity-counter gaps (which
 // is how SRT's too-late packet drop shows), packets flagged with a transport
