@@ -8,6 +8,8 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+
+	"github.com/wishbridge/bridge/internal/rtmpwire"
 )
 
 // FLV tag bodies as RTMP audio (8), video (9) and data (18) messages carry
@@ -136,33 +138,33 @@ func (info *streamInfo) audioInfo(asc []byte) {
 // sends it as "@setDataFrame", "onMetaData", {...} (the server stores it
 // and hands it to players); a server sends players "onMetaData", {...}.
 func metadata(setDataFrame bool, info streamInfo) []byte {
-	props := amfECMAArray{{"duration", 0.0}}
+	props := rtmpwire.ECMAArray{{Key: "duration", Value: 0.0}}
 	if info.hasVideo {
 		if info.width > 0 {
-			props = append(props, amfKV{"width", float64(info.width)}, amfKV{"height", float64(info.height)})
+			props = append(props, rtmpwire.KV{Key: "width", Value: float64(info.width)}, rtmpwire.KV{Key: "height", Value: float64(info.height)})
 		}
 		if info.fps > 0 {
-			props = append(props, amfKV{"framerate", info.fps})
+			props = append(props, rtmpwire.KV{Key: "framerate", Value: info.fps})
 		}
-		props = append(props, amfKV{"videocodecid", float64(flvCodecAVC)})
+		props = append(props, rtmpwire.KV{Key: "videocodecid", Value: float64(flvCodecAVC)})
 	}
 	if info.hasAudio {
 		if info.aacBitrate > 0 {
-			props = append(props, amfKV{"audiodatarate", float64(info.aacBitrate)})
+			props = append(props, rtmpwire.KV{Key: "audiodatarate", Value: float64(info.aacBitrate)})
 		}
 		if info.sampleRate > 0 {
-			props = append(props, amfKV{"audiosamplerate", float64(info.sampleRate)})
+			props = append(props, rtmpwire.KV{Key: "audiosamplerate", Value: float64(info.sampleRate)})
 		}
-		props = append(props, amfKV{"audiosamplesize", 16.0})
+		props = append(props, rtmpwire.KV{Key: "audiosamplesize", Value: 16.0})
 		if info.channels > 0 {
-			props = append(props, amfKV{"stereo", info.channels >= 2}, amfKV{"audiochannels", float64(info.channels)})
+			props = append(props, rtmpwire.KV{Key: "stereo", Value: info.channels >= 2}, rtmpwire.KV{Key: "audiochannels", Value: float64(info.channels)})
 		}
-		props = append(props, amfKV{"audiocodecid", float64(flvSoundAAC)})
+		props = append(props, rtmpwire.KV{Key: "audiocodecid", Value: float64(flvSoundAAC)})
 	}
-	props = append(props, amfKV{"encoder", "wishbridge"})
+	props = append(props, rtmpwire.KV{Key: "encoder", Value: "wishbridge"})
 	var b []byte
 	if setDataFrame {
-		b = amfAppend(b, "@setDataFrame")
+		b = rtmpwire.AppendAMF0(b, "@setDataFrame")
 	}
-	return amfAppend(b, "onMetaData", props)
+	return rtmpwire.AppendAMF0(b, "onMetaData", props)
 }

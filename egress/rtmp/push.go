@@ -39,17 +39,13 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/pushloop"
+	"github.com/wishbridge/bridge/internal/rtmpwire"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
-
-// redactURL hides the stream key (the last path segment) and other secrets
-// of a target URL for logs and errors.
-func redactURL(raw string) string { return config.RedactURL(raw) }
 
 // PushConfig configures a Pusher.
 type PushConfig struct {
@@ -100,7 +96,7 @@ const (
 type Pusher struct {
 	reg     *media.Registry
 	path    string
-	t       target
+	cfg     rtmpwire.Config // the target and its TLS configuration
 	bitrate int
 	views   *transcode.AACViews
 	log     *slog.Logger
@@ -110,28 +106,21 @@ type Pusher struct {
 	// onStreaming, if set, is called each time media starts flowing to
 	// the target (the reader is attached).
 	onStreaming func()
-	// tsOffset is added to every timestamp sent, in ms; chunkSize, if not
-	// 0, replaces outChunkSize.
-	tsOffset  int64
-	chunkSize int
+	// tsOffset is added to every timestamp sent, in ms.
+	tsOffset int64
 }
+
+// outChunkSize is the chunk size a pusher announces and sends with
+// (ffmpeg's and OBS's): a command fits one chunk, a frame takes few.
+const outChunkSize = 4096
 
 // NewPusher checks cfg and returns its pusher. It fails if the URL is not
 // an RTMP URL with an application and a stream name (the error shows the
 // URL redacted).
 func NewPusher(cfg PushConfig) (*Pusher, error) {
-	t, err := parseTarget(cfg.URL)
+	u, err := rtmpwire.ParseURL(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("rtmp push: %w", err)
-	}
-	if t.tls {
-		t.tlsConfig = &tls.Config{ServerName: t.host}
-		if cfg.TLSConfig != nil {
-			t.tlsConfig = cfg.TLSConfig.Clone()
-			if t.tlsConfig.ServerName == "" {
-				t.tlsConfig.ServerName = t.host
-			}
-		}
 	}
 	if cfg.Registry == nil || cfg.Path == "" {
 		return nil, errors.New("rtmp push: no registry or path")
@@ -140,14 +129,15 @@ func NewPusher(cfg PushConfig) (*Pusher, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("stream", cfg.Path, "target", t.redacted)
+	log = log.With("stream", cfg.Path, "target", u.Redacted)
 	views := cfg.AAC
 	if views == nil {
 		views = transcode.NewAACViews(log)
 	}
 	return &Pusher{
-		reg: cfg.Registry, path: cfg.Path, t: t, bitrate: cfg.AACBitrate, views: views, log: log,
+		reg: cfg.Registry, path: cfg.Path, bitrate: cfg.AACBitrate, views: views, log: log,
 		minBackoff: minBackoff, maxBackoff: maxBackoff, backoffReset: backoffReset, poll: pollInterval,
+		cfg: rtmpwire.Config{URL: u, TLS: cfg.TLSConfig, ChunkSize: outChunkSize},
 	}, nil
 }
 
@@ -179,23 +169,22 @@ func (p *Pusher) waitStream(ctx context.Context) (*media.Stream, error) {
 // pushOnce connects, publishes and sends st until something fails. It
 // returns for how long media flowed.
 func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration, error) {
-	c, err := dial(ctx, p.t, p.chunkSize)
+	c, err := rtmpwire.DialPublish(ctx, p.cfg)
 	if err != nil {
 		return 0, err
 	}
-	defer c.close()
+	defer c.Close()
 	// When Run is stopped, a write blocked on a stalled target gives up
 	// within a second, and so does the unpublish after it.
 	defer context.AfterFunc(ctx, func() {
-		defer panics.Recover("rtmp push", p.log, func() { _ = c.nc.Close() })
-		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		c.w.setTimeout(time.Second)
+		defer panics.Recover("rtmp push", p.log, func() { _ = c.Close() })
+		c.Hurry(time.Second)
 	})()
 	src, release := source(st, p.views, p.bitrate, p.log)
 	defer release()
-	out, skipped, err := newFLVOut(src, c.sendMedia, true)
+	out, skipped, err := newFLVOut(src, c.WriteMedia, true)
 	if err != nil {
-		c.unpublish()
+		c.Unpublish()
 		return 0, err
 	}
 	out.tsOffset = p.tsOffset
@@ -209,9 +198,9 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 	for _, s := range skipped {
 		p.log.Info("track not pushed: RTMP carries H.264 and AAC only", "track", s)
 	}
-	r, err := src.NewReader(media.ReaderOptions{Name: "rtmp push " + p.t.redacted, StartAtKeyframe: true})
+	r, err := src.NewReader(media.ReaderOptions{Name: "rtmp push " + p.cfg.URL.Redacted, StartAtKeyframe: true})
 	if err != nil {
-		c.unpublish()
+		c.Unpublish()
 		return 0, err
 	}
 	defer r.Close()
@@ -222,7 +211,7 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 	go func() {
 		defer close(readDone)
 		defer panics.Recover("rtmp push", p.log, func() { cancel(errors.New("internal error reading from the server")) })
-		cancel(c.readLoop())
+		cancel(readLoop(c))
 	}()
 	p.log.Info("rtmp push started")
 	if p.onStreaming != nil {
@@ -235,12 +224,38 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 		err = cause // the server's side ended it
 	}
 	if ctx.Err() != nil || media.IsStreamEnd(err) {
-		c.unpublish()
+		c.Unpublish()
 	}
-	c.close() // ends readLoop
+	c.Close() // ends readLoop
 	<-readDone
 	if err == nil {
 		err = errors.New("push ended")
 	}
 	return streamed, fmt.Errorf("%w (sent %d video and %d audio frames)", err, out.frames[0], out.frames[1])
+}
+
+// readLoop reads the server's messages while media flows (the client
+// answers pings and acknowledges); it returns why the connection can no
+// longer be used: the server closed it, or sent an error status (e.g. it
+// stopped the publish).
+func readLoop(c *rtmpwire.Client) error {
+	for {
+		m, err := c.Next()
+		if err != nil {
+			return err
+		}
+		if m.TypeID != rtmpwire.TypeCommandAMF0 && m.TypeID != rtmpwire.TypeCommandAMF3 {
+			continue
+		}
+		cmd, err := rtmpwire.ParseCommand(m.TypeID, m.Payload)
+		if err != nil {
+			continue // a command we cannot read cannot be one that ends the publish
+		}
+		switch st := cmd.Status(); {
+		case cmd.Name == "onStatus" && (st.Level == "error" || st.Code == "NetStream.Publish.Stop" || st.Code == "NetStream.Unpublish.Success"):
+			return fmt.Errorf("the server ended the publish: %s", c.Describe(cmd))
+		case cmd.Name == "close" || cmd.Name == "disconnect":
+			return errors.New("the server closed the connection (close command)")
+		}
+	}
 }

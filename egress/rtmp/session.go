@@ -9,11 +9,12 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
+	"github.com/wishbridge/bridge/internal/rtmpwire"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
 
-// sendFunc sends one RTMP message (msgAudio, msgVideo or msgDataAMF0) at
+// sendFunc sends one RTMP message (rtmpwire.TypeAudio, rtmpwire.TypeVideo or rtmpwire.TypeDataAMF0) at
 // timestamp ts (ms) on the media message stream. payload is only read
 // during the call.
 type sendFunc func(typeID uint8, ts uint32, payload []byte) error
@@ -147,7 +148,7 @@ func (o *flvOut) start(first *media.Unit) error {
 		}
 	}
 	ts := uint32(o.tsOffset)
-	if err := o.send(msgDataAMF0, ts, metadata(o.setDataFrame, info)); err != nil {
+	if err := o.send(rtmpwire.TypeDataAMF0, ts, metadata(o.setDataFrame, info)); err != nil {
 		return err
 	}
 	if o.videoID >= 0 && o.sps != nil {
@@ -155,12 +156,12 @@ func (o *flvOut) start(first *media.Unit) error {
 		if err != nil {
 			return err
 		}
-		if err := o.send(msgVideo, ts, tag); err != nil {
+		if err := o.send(rtmpwire.TypeVideo, ts, tag); err != nil {
 			return err
 		}
 	}
 	if o.asc != nil {
-		if err := o.send(msgAudio, ts, aacSequenceHeader(o.asc)); err != nil {
+		if err := o.send(rtmpwire.TypeAudio, ts, aacSequenceHeader(o.asc)); err != nil {
 			return err
 		}
 	}
@@ -237,7 +238,7 @@ func (o *flvOut) writeVideo(u *media.Unit) error {
 			if err != nil {
 				return err
 			}
-			if err := o.send(msgVideo, uint32(ts), tag); err != nil {
+			if err := o.send(rtmpwire.TypeVideo, uint32(ts), tag); err != nil {
 				return err
 			}
 			o.sps, o.pps = sps, pps
@@ -251,7 +252,7 @@ func (o *flvOut) writeVideo(u *media.Unit) error {
 		cts = min(pts-ts, 1<<23-1)
 	}
 	o.buf = appendVideoTag(o.buf[:0], u.Key, int32(cts), u.NALUs)
-	if err := o.send(msgVideo, uint32(ts), o.buf); err != nil {
+	if err := o.send(rtmpwire.TypeVideo, uint32(ts), o.buf); err != nil {
 		return err
 	}
 	o.frames[0]++
@@ -264,13 +265,13 @@ func (o *flvOut) writeAudio(u *media.Unit) error {
 		return nil
 	}
 	if c := u.Track.Codec.(media.AAC); !bytes.Equal(c.Config, o.asc) && len(c.Config) > 0 {
-		if err := o.send(msgAudio, uint32(ts), aacSequenceHeader(c.Config)); err != nil {
+		if err := o.send(rtmpwire.TypeAudio, uint32(ts), aacSequenceHeader(c.Config)); err != nil {
 			return err
 		}
 		o.asc = c.Config
 	}
 	o.buf = appendAudioTag(o.buf[:0], u.Data)
-	if err := o.send(msgAudio, uint32(ts), o.buf); err != nil {
+	if err := o.send(rtmpwire.TypeAudio, uint32(ts), o.buf); err != nil {
 		return err
 	}
 	o.frames[1]++
