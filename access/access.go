@@ -17,7 +17,7 @@
 //	SRT           1404          1403                   1401       1404             1404
 //
 // Any other error is a refusal without a reason the client may learn
-// (HTTP 403, RTMP NetStream.*.Failed, SRT 1403).
+// (WHIP 403, WHEP 404, RTMP NetStream.*.Failed, SRT 1403).
 package access
 
 import (

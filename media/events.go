@@ -59,8 +59,8 @@ type subscriber struct{ f func(Event) }
 // being delivered may still reach f).
 //
 // f is called without the registry's or any stream's locks held, on the
-// goroutine that caused the event: the publisher's in Publish, the leaving
-// publisher's or the grace timer's for Ended. The events of one path reach
+// goroutine that caused the event: the publisher's in Publish; for Ended,
+// the leaving publisher's, the grace timer's or EndWaiting's caller's. The events of one path reach
 // f in the order they happened (a path's Published and Ended are caused one
 // after the other), those of different paths may be concurrent. f must not
 // block: a slow f holds up a publisher. It may call the registry's and the

@@ -1,10 +1,14 @@
 // Package media is the hub: the common track abstraction every ingest adapter
 // writes to and every egress adapter reads from. It knows codecs and their
-// parameters, access units with timestamps, a registry of named streams,
-// fan-out to readers with bounded queues, the current GOP of each video
-// track for readers that join (ReaderOptions.StartAtKeyframe), and the rule
-// that readers outlive a publisher's reconnect (Publication). It imports no
-// protocol package.
+// parameters (H.264, H.265, AAC, Opus), access units with timestamps on a
+// stream clock (the tick conversions in clock.go; SourceClock for a
+// publisher's own timestamps), a registry of named streams, fan-out to
+// readers with bounded queues, the current GOP of each video track for
+// readers that join (ReaderOptions.StartAtKeyframe), write-side processors
+// run once per track for every reader (Stream.AddProcessor), the rule that
+// readers outlive a publisher's reconnect (Publication), and the events the
+// route runtime above it acts on (Registry.Subscribe, PublisherKind). It
+// imports no protocol package.
 package media
 
 import (
@@ -16,7 +20,7 @@ import (
 )
 
 // Codec describes what a track carries and the parameters a reader needs to
-// describe it to a peer. The set is closed: H264, AAC and Opus.
+// describe it to a peer. The set is closed: H264, H265, AAC and Opus.
 type Codec interface {
 	// Name is the codec's name as used in logs and errors ("H264").
 	Name() string
@@ -97,12 +101,13 @@ type Unit struct {
 	// shared by all tracks of the stream, so tracks can be synchronised.
 	PTS time.Duration
 	DTS time.Duration
-	// Key marks a unit a decoder can start from (an IDR for H.264; every
-	// audio unit is a key unit).
+	// Key marks a unit a decoder can start from (an IDR for H.264, an IRAP
+	// for H.265; every audio unit is a key unit).
 	Key bool
 
-	// NALUs holds an H.264 access unit: NAL units without start codes, no
-	// access unit delimiters. Every IDR unit starts with SPS and PPS. Nil for
+	// NALUs holds an H.264 or H.265 access unit: NAL units without start
+	// codes, no access unit delimiters. Every key unit starts with the
+	// parameter sets (H.264: SPS and PPS; H.265: VPS, SPS and PPS). Nil for
 	// audio.
 	NALUs [][]byte
 	// Data holds one audio frame: a raw AAC frame (no ADTS header) or one

@@ -2,8 +2,9 @@
 // hub: it implements the access contract (package access) every adapter
 // asks before it lets a client publish or read, locates a reader's stream
 // (local, or pulled on demand), answers the per-path policy (Policy),
-// runs the routes' pulls and forwards, reloads the config, and reports the
-// status the metrics read. Adapters import access, never this package; the
+// runs the routes' pulls and forwards, reloads the config, reports the
+// status the metrics read (Streams, Pulls, Forwards, PublicPaths) and
+// guards the metrics with their token (MetricsHandler). Adapters import access, never this package; the
 // node imports the adapters whose clients it runs (pulls, forwards, RTMP
 // play, SRT read).
 //

@@ -1,20 +1,26 @@
-// Package srt is the SRT publish ingest: encoders and contribution links
-// send MPEG-TS over SRT (caller mode) to the bridge's listener, and each
-// published stream becomes a media.Stream in the hub. It is built on
-// github.com/datarhei/gosrt (transport, handshake, encryption) and
-// mediacommon's MPEG-TS reader (demux). A Puller (pull.go) calls a remote
-// SRT listener instead and demuxes what it sends the same way.
+// Package srt is the SRT listener: encoders and contribution links send
+// MPEG-TS over SRT (caller mode) to the bridge, and each published stream
+// becomes a media.Stream in the hub; with Config.Read set, the same
+// listener also admits readers ("read:PATH") and hands each accepted
+// connection to Read.Serve (the node writes the stream as MPEG-TS to it).
+// It is built on github.com/datarhei/gosrt (transport, handshake,
+// encryption) and mediacommon's MPEG-TS reader (demux). A Puller (pull.go)
+// calls a remote SRT listener instead and demuxes what it sends the same
+// way.
 //
 // # Admission
 //
 // Every connection request is decided before it is accepted, from its
 // streamid (see ParseStreamID for the grammar), its encryption and the
 // peer's address. The order is: parse the streamid, refuse any mode but
-// publish, ask Config.Authorize (protocol "srt", the path, the key, the
-// peer), check the passphrase the path requires (Config.Passphrase), then
-// claim the path in the registry. A refusal sends an SRT rejection reason
-// to the caller and logs one line naming the peer, the path and the reason;
-// the key is never logged. (libsrt 1.5 callers such as ffmpeg log the
+// publish (and read, when Config.Read is set), ask Config.Authorize
+// (Read.Admit for a reader) with access.SRT, the path, the key and the
+// peer, check the passphrase the path requires (Config.Passphrase), then
+// claim the path in the registry (a reader: check the stream's reader
+// limit, Config.MaxReaders). A refusal sends an SRT rejection reason to
+// the caller and logs one line naming the peer, the path and the reason,
+// at most once per caller address and rejection code every
+// Config.RefusalLogEvery (10 s by default); the key is never logged. (libsrt 1.5 callers such as ffmpeg log the
 // reason's name for the 10xx codes, "Unknown or erroneous" for 14xx, and
 // fail with "Input/output error".)
 //
@@ -27,7 +33,7 @@
 //	1404 REJX_NOTFOUND      no route for the path (access.ErrNoRoute), no stream to
 //	                        read (access.ErrNoStream), or the stream is served by
 //	                        another node (*access.Elsewhere: SRT cannot redirect)
-//	1405 REJX_BAD_MODE      read (m=request, "read:") or an unknown mode
+//	1405 REJX_BAD_MODE      read (m=request, "read:") without Config.Read, or an unknown mode
 //	1409 REJX_CONFLICT      the path already has a publisher (media.ErrPublisherExists)
 //	1500 REJX_ISE           registry failure
 //	1010 REJ_BADSECRET      wrong passphrase
@@ -70,9 +76,11 @@
 // after it. The stream starts at the first video frame: audio from before
 // it is dropped, including audio the muxer interleaves after it.
 //
-// Timestamps come from the PES headers through one mediacommon TimeDecoder
-// for all tracks (33-bit wrap), are converted from 90 kHz to time.Duration
-// and put on one origin: stream time 0 is the earliest DTS among the units
+// Timestamps come from the PES headers through one media.SourceClock for
+// all tracks (33-bit wrap; a step larger than media.MaxTimestampJump off
+// the time that passed is a discontinuity: re-anchored, counted and logged
+// once per interval), are converted from 90 kHz to time.Duration and put
+// on one origin: stream time 0 is the earliest DTS among the units
 // written at the declaration (the first video frame's, when there is
 // video). AAC units are one raw frame each, 1024 samples apart within a
 // PES; Opus units one packet each, advanced by each packet's duration (20
@@ -155,8 +163,8 @@ type Config struct {
 	// counted by the hub across every read protocol (media.Stream.Readers:
 	// WHEP viewers, RTMP players, SRT readers); a reader of a stream that
 	// has that many is rejected with 1402 REJX_OVERLOAD. nil, or a result
-	// <= 0, means no limit. cmd/bridge returns the route's max_readers or
-	// limits.readers_per_stream.
+	// <= 0, means no limit. The node's MaxReaders returns the route's
+	// max_readers or limits.readers_per_stream.
 	MaxReaders func(path string) int
 	// MaxBitrate bounds what one publisher sends, in bit/s averaged over
 	// 5 s; over it the publisher is disconnected. 0 means

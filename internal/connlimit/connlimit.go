@@ -1,8 +1,10 @@
 // Package connlimit is the admission bookkeeping the RTMP and SRT
-// listeners share: connection slots per client address (internal/addrlimit),
-// the readers-per-stream limit counted by the hub, and the refusals, each
-// counted for metrics and logged at most once per client address and
-// interval (internal/ratelog).
+// listeners share: connection slots in total and per client address
+// (internal/addrlimit), the readers-per-stream limit counted by the hub,
+// the default ingest bitrate bound, and the refusals, each counted for
+// metrics and logged at most once per interval (internal/ratelog) per
+// client address (Log) or per client address and kind of refusal
+// (LogKind).
 package connlimit
 
 import (
