@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/wishbridge/bridge/internal/rtmpwire"
 )
 
 // The chunk guard follows the chunk stream a peer sends, ahead of go-rtmp,
@@ -30,36 +30,23 @@ import (
 // go-rtmp reads them when they repeat the last extended timestamp (the check
 // nginx-rtmp and SRS make, for peers that do not repeat it).
 
-// Limits on what a peer may send.
+// Limits on what a peer may send: internal/rtmpwire's, which the RTMP
+// clients hold servers to as well (one set of numbers; their reasons are
+// given there).
 const (
-	// rtmpHandshakeSize is C0 + C1 + C2, which precede the chunk stream.
-	rtmpHandshakeSize = 1 + 1536 + 1536
-	// maxChunkStreams bounds the chunk streams a peer may open (ffmpeg
-	// uses 5, OBS fewer than 8). go-rtmp gets the same limit.
-	maxChunkStreams = 16
-	// maxChunkSize is the largest Set Chunk Size accepted: the largest
-	// message length, so effectively any; memory is bounded per message.
-	maxChunkSize = 0xffffff
-	// maxCommandMessageSize bounds AMF command and data messages (and every
-	// other non-media message). Real ones are well under 2 KiB; the bound
-	// keeps go-rtmp's recursive AMF0 decoder within a few MiB of stack.
-	maxCommandMessageSize = 16 << 10
-	// maxControlMessageSize bounds protocol control messages (types 1-6),
-	// whose bodies are at most 10 bytes.
-	maxControlMessageSize = 64
-	// maxVideoMessageSize is one H.264 access unit at mediacommon's limit
-	// plus the FLV tag header and NAL unit length prefixes.
-	maxVideoMessageSize = h264.MaxAccessUnitSize + 64<<10
-	// maxAudioMessageSize is well above one AAC frame (at most 6144 bits
-	// per channel) or any FLV audio frame an encoder sends.
-	maxAudioMessageSize = 64 << 10
+	rtmpHandshakeSize     = rtmpwire.HandshakeSize
+	maxChunkStreams       = rtmpwire.MaxChunkStreams
+	maxChunkSize          = rtmpwire.MaxChunkSize
+	maxCommandMessageSize = rtmpwire.MaxCommandMessageSize
+	maxAudioMessageSize   = rtmpwire.MaxAudioMessageSize
+	maxVideoMessageSize   = rtmpwire.MaxVideoMessageSize
 )
 
 // RTMP message type ids the guard cares about.
 const (
-	msgTypeSetChunkSize = 1
-	msgTypeAudio        = 8
-	msgTypeVideo        = 9
+	msgTypeSetChunkSize = rtmpwire.TypeSetChunkSize
+	msgTypeAudio        = rtmpwire.TypeAudio
+	msgTypeVideo        = rtmpwire.TypeVideo
 )
 
 type guardStream struct {
@@ -78,12 +65,9 @@ type chunkGuard struct {
 	skip      int
 	chunkSize uint32
 	// media reports whether audio and video messages may be large (the
-	// peer is an accepted publisher, or a server a Puller plays from).
-	media func() bool
-	// aggregates lets aggregate messages be as large as video ones when
-	// media may be: a server a Puller plays from may send them.
-	aggregates bool
-	streams    map[int]*guardStream
+	// peer is an accepted publisher).
+	media   func() bool
+	streams map[int]*guardStream
 
 	hdr     [3 + 11 + 4]byte // header being collected
 	n       int
@@ -258,18 +242,7 @@ func (g *chunkGuard) header() (bool, error) {
 }
 
 func (g *chunkGuard) limit(typeID byte) uint32 {
-	switch {
-	case typeID >= 1 && typeID <= 6:
-		return maxControlMessageSize
-	case typeID == msgTypeVideo && g.media():
-		return maxVideoMessageSize
-	case typeID == msgTypeAudio && g.media():
-		return maxAudioMessageSize
-	case typeID == msgTypeAggregate && g.aggregates && g.media():
-		return maxVideoMessageSize
-	default:
-		return maxCommandMessageSize
-	}
+	return rtmpwire.MessageLimit(typeID, g.media(), false) // publishers send no aggregates
 }
 
 // complete applies a finished message's effect on the chunk layer, as

@@ -1,17 +1,18 @@
 package rtmp
 
 import (
+	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/wishbridge/bridge/access"
-	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/rawurl"
+	"github.com/wishbridge/bridge/internal/rtmpwire"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -39,7 +40,8 @@ import (
 // After a failure the Puller waits and connects again: 1 s, doubling up
 // to 30 s, back to 1 s once a connection has carried media for a minute.
 // Each failure is logged with its reason and the wait, the URL redacted
-// (config.RedactURL). Between two connections the stream waits for its
+// (rawurl.Redact). The client is internal/rtmpwire's, which holds the
+// server to the limits a publisher is held to (guard.go). Between two connections the stream waits for its
 // publisher for the registry's grace period (media.Registry.SetGrace), so
 // its readers carry on when the source comes back within it.
 
@@ -52,7 +54,7 @@ type PullConfig struct {
 	// Path is where the stream is published in the hub ("live/cam").
 	Path string
 	// URL is the source: rtmp://host[:port]/app/name (port 1935) or
-	// rtmps://... (port 443). It is logged redacted (config.RedactURL).
+	// rtmps://... (port 443). It is logged redacted (rawurl.Redact).
 	URL string
 	// Log receives the puller's events; nil means slog.Default().
 	Log *slog.Logger
@@ -79,7 +81,7 @@ const (
 type Puller struct {
 	reg  *media.Registry
 	path string
-	src  source
+	src  rtmpwire.URL
 	log  *slog.Logger
 	err  error // a configuration error, reported by Run
 
@@ -103,7 +105,7 @@ func NewPuller(cfg PullConfig) *Puller {
 	p := &Puller{
 		reg:        cfg.Registry,
 		path:       cfg.Path,
-		log:        log.With("component", "rtmp pull", "stream", cfg.Path, "source", config.RedactURL(cfg.URL)),
+		log:        log.With("component", "rtmp pull", "stream", cfg.Path, "source", rawurl.Redact(cfg.URL)),
 		minBackoff: pullMinBackoff, maxBackoff: pullMaxBackoff, backoffReset: pullBackoffReset,
 		setupTimeout: pullSetupTimeout, idleTimeout: pullIdleTimeout, configWait: defaultConfigWait,
 	}
@@ -111,7 +113,7 @@ func NewPuller(cfg PullConfig) *Puller {
 	case cfg.Registry == nil || cfg.Path == "":
 		p.err = errors.New("rtmp pull: no registry or path")
 	default:
-		p.src, p.err = parseSource(cfg.URL)
+		p.src, p.err = rtmpwire.ParseURL(cfg.URL)
 		if p.err != nil {
 			p.err = fmt.Errorf("rtmp pull: %w", p.err)
 		}
@@ -155,14 +157,21 @@ func (p *Puller) Run(ctx context.Context) {
 // pull makes one connection and publishes what it plays until it fails or
 // ctx ends. It returns for how long the stream was published.
 func (p *Puller) pull(ctx context.Context) (streamed time.Duration, err error) {
-	c, err := dialPull(ctx, p.src, p.setupTimeout, p.idleTimeout)
+	c, err := rtmpwire.DialPlay(ctx, rtmpwire.Config{
+		URL:          p.src,
+		SetupTimeout: p.setupTimeout,
+		IdleTimeout:  p.idleTimeout,
+		WriteTimeout: p.idleTimeout,
+	})
 	if err != nil {
 		return 0, err
 	}
-	defer c.close()
-	if err := c.startPlay(p.src); err != nil {
-		return 0, err
-	}
+	defer c.Close()
+	// When ctx ends, a read waiting for the server returns at once.
+	defer context.AfterFunc(ctx, func() {
+		defer panics.Recover("rtmp pull", p.log, nil)
+		_ = c.Close()
+	})()
 	s := &pullSession{p: p, c: c}
 	// A panic while publishing ends the publication too, as an error would.
 	defer panics.Recover("rtmp pull", p.log, func() { streamed, err = s.end(errPanicked), errPanicked })
@@ -173,103 +182,25 @@ func (p *Puller) pull(ctx context.Context) (streamed time.Duration, err error) {
 	return s.end(err), err
 }
 
-// startPlay sends connect, createStream and play, waiting for the first
-// two's results.
-func (c *pullConn) startPlay(s source) error {
-	txn, err := c.command(pullCSCommand, 0, "connect", amfObject{
-		{"app", s.app},
-		{"type", "nonprivate"},
-		{"flashVer", "LNX 9,0,124,2"},
-		{"tcUrl", s.tcURL},
-		{"fpad", false},
-		{"capabilities", 15},
-		{"audioCodecs", 4071},
-		{"videoCodecs", 252},
-		{"videoFunction", 1},
-	})
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	if _, err := c.waitResult(txn); err != nil {
-		return fmt.Errorf("connect to app %q: %w", s.app, err)
-	}
-	txn, err = c.command(pullCSCommand, 0, "createStream", nil)
-	if err != nil {
-		return fmt.Errorf("createStream: %w", err)
-	}
-	res, err := c.waitResult(txn)
-	if err != nil {
-		return fmt.Errorf("createStream: %w", err)
-	}
-	id, ok := lastNumber(res.args)
-	if !ok || id < 0 || id > 1<<31 {
-		return fmt.Errorf("createStream: the result has no stream id (%v)", res.args)
-	}
-	c.streamID = uint32(id)
-	// Start -2: live, or recorded if there is no live stream of the name.
-	if _, err := c.command(pullCSStream, c.streamID, "play", nil, s.name, -2); err != nil {
-		return fmt.Errorf("play: %w", err)
-	}
-	c.playSent = true
-	if err := c.userControl(userSetBufferLength, c.streamID, pullBufferLength); err != nil {
-		return fmt.Errorf("play: %w", err)
-	}
-	return nil
-}
-
-// waitResult reads until the _result or _error of transaction txn; other
-// messages are dropped (nothing that matters comes before it).
-func (c *pullConn) waitResult(txn float64) (amfCommand, error) {
-	for {
-		m, err := c.next()
-		if err != nil {
-			return amfCommand{}, err
-		}
-		if m.typeID != msgTypeCommandAMF0 {
-			continue
-		}
-		cmd, err := parseCommand(m.payload)
-		if err != nil {
-			return amfCommand{}, fmt.Errorf("bad answer: %w", err)
-		}
-		switch {
-		case cmd.name == "_result" && cmd.txn == txn:
-			return cmd, nil
-		case cmd.name == "_error" && cmd.txn == txn:
-			return cmd, fmt.Errorf("refused: %s", cmd.describe())
-		}
-	}
-}
-
-func lastNumber(vals []any) (float64, bool) {
-	for i := len(vals) - 1; i >= 0; i-- {
-		if f, ok := vals[i].(float64); ok {
-			return f, true
-		}
-	}
-	return 0, false
-}
-
 // pullSession is one connection's play: it publishes the stream once media
 // comes and hands the tags to its tagSink.
 type pullSession struct {
 	p       *Puller
-	c       *pullConn
+	c       *rtmpwire.Client
 	sink    tagSink
 	started time.Time // when the stream was published; zero before
 }
 
 // receive takes the server's messages until the connection ends.
 func (s *pullSession) receive() error {
-	c := s.c
 	for {
-		m, err := c.next()
+		m, err := s.c.Next()
 		if err != nil {
 			return err
 		}
-		switch m.typeID {
-		case msgTypeCommandAMF0:
-			cmd, err := parseCommand(m.payload)
+		switch m.TypeID {
+		case rtmpwire.TypeCommandAMF0, rtmpwire.TypeCommandAMF3:
+			cmd, err := rtmpwire.ParseCommand(m.TypeID, m.Payload)
 			if err != nil {
 				s.p.log.Debug("rtmp pull: command ignored", "err", err)
 				continue
@@ -277,11 +208,11 @@ func (s *pullSession) receive() error {
 			if err := s.command(cmd); err != nil {
 				return err
 			}
-		case msgTypeAudio, msgTypeVideo, msgTypeDataAMF0:
-			if err := s.media(m.typeID, m.ts, m.payload); err != nil {
+		case rtmpwire.TypeAudio, rtmpwire.TypeVideo, rtmpwire.TypeDataAMF0:
+			if err := s.media(m.TypeID, m.TS, m.Payload); err != nil {
 				return err
 			}
-		case msgTypeAggregate:
+		case rtmpwire.TypeAggregate:
 			if err := s.aggregate(m); err != nil {
 				return err
 			}
@@ -290,20 +221,20 @@ func (s *pullSession) receive() error {
 }
 
 // command handles a command message once play was sent.
-func (s *pullSession) command(cmd amfCommand) error {
-	switch cmd.name {
+func (s *pullSession) command(cmd rtmpwire.Command) error {
+	switch cmd.Name {
 	case "onStatus":
-		level, code, _ := cmd.info()
+		st := cmd.Status()
 		switch {
-		case level == "error":
-			return fmt.Errorf("play %q refused: %s", s.p.src.name, cmd.describe())
-		case code == "NetStream.Play.Start":
+		case st.Level == "error":
+			return fmt.Errorf("play %q refused: %s", s.p.src.Redacted, s.c.Describe(cmd))
+		case st.Code == "NetStream.Play.Start":
 			return s.start()
-		case code == "NetStream.Play.Stop" || code == "NetStream.Play.UnpublishNotify" || code == "NetStream.Play.Complete":
-			return fmt.Errorf("the server stopped the stream: %s", cmd.describe())
+		case st.Code == "NetStream.Play.Stop" || st.Code == "NetStream.Play.UnpublishNotify" || st.Code == "NetStream.Play.Complete":
+			return fmt.Errorf("the server stopped the stream: %s", s.c.Describe(cmd))
 		}
 	case "_error":
-		return fmt.Errorf("refused: %s", cmd.describe())
+		return fmt.Errorf("refused by the server: %s", s.c.Describe(cmd))
 	case "close":
 		return errors.New("the server closed the stream (close command)")
 	}
@@ -315,15 +246,15 @@ func (s *pullSession) start() error {
 	if !s.started.IsZero() {
 		return nil
 	}
-	pub, err := s.p.reg.Publish(s.p.path, "rtmp pull "+s.p.src.redacted)
+	pub, err := s.p.reg.Publish(s.p.path, "rtmp pull "+s.p.src.Redacted)
 	if err != nil {
 		return err
 	}
 	pub.SetKind(access.KindRTMPPull)
-	s.c.playing = true
+	s.c.Started()
 	s.started = time.Now()
 	s.sink = tagSink{stream: pub, log: s.p.log, configWait: s.p.configWait}
-	s.p.log.Info("rtmp pull playing", "app", s.p.src.app, "stream_id", s.c.streamID)
+	s.p.log.Info("rtmp pull playing", "app", s.p.src.App, "stream_id", s.c.StreamID())
 	if s.p.onPublish != nil {
 		s.p.onPublish(pub.Stream)
 	}
@@ -337,9 +268,9 @@ func (s *pullSession) media(typeID uint8, ts uint32, payload []byte) error {
 		return err
 	}
 	switch typeID {
-	case msgTypeAudio:
+	case rtmpwire.TypeAudio:
 		return s.sink.audio(ts, payload)
-	case msgTypeVideo:
+	case rtmpwire.TypeVideo:
 		return s.sink.video(ts, payload)
 	default:
 		return s.sink.metadata(stripSetDataFrame(payload))
@@ -350,8 +281,8 @@ func (s *pullSession) media(typeID uint8, ts uint32, payload []byte) error {
 // specification 7.1.6): each has an 11-byte tag header, the body and the
 // 4-byte previous tag size. The tags' timestamps are moved so that the
 // first is the message's.
-func (s *pullSession) aggregate(m rtmpMsg) error {
-	b := m.payload
+func (s *pullSession) aggregate(m rtmpwire.Message) error {
+	b := m.Payload
 	var base uint32
 	for first := true; len(b) > 0; first = false {
 		if len(b) < 11 {
@@ -369,8 +300,8 @@ func (s *pullSession) aggregate(m rtmpMsg) error {
 		body := b[11 : 11+size]
 		b = b[11+size+4:]
 		switch typeID {
-		case msgTypeAudio, msgTypeVideo, msgTypeDataAMF0:
-			if err := s.media(typeID, m.ts+(ts-base), body); err != nil {
+		case rtmpwire.TypeAudio, rtmpwire.TypeVideo, rtmpwire.TypeDataAMF0:
+			if err := s.media(typeID, m.TS+(ts-base), body); err != nil {
 				return err
 			}
 		}
@@ -383,8 +314,8 @@ func (s *pullSession) aggregate(m rtmpMsg) error {
 // that it starts with "onMetaData".
 func stripSetDataFrame(b []byte) []byte {
 	const name = "@setDataFrame"
-	if len(b) >= 3+len(name) && b[0] == amf0String && int(binary.BigEndian.Uint16(b[1:])) == len(name) && string(b[3:3+len(name)]) == name {
-		return b[3+len(name):]
+	if p := rtmpwire.AppendAMF0(nil, name); bytes.HasPrefix(b, p) {
+		return b[len(p):]
 	}
 	return b
 }

@@ -27,9 +27,8 @@ var boundaryExceptions = map[string]string{
 		"for a keyframe (a viewer's RTCP reader, under its Recover)",
 	"egress/whep/pump.go add go run": "the loop itself only locks and copies a slice; each viewer's send runs " +
 		"under panics.Do, and a panic there ends that viewer",
-	"egress/rtmp/client.go dial context.AfterFunc":       "only sets a deadline on a net.Conn",
 	"ingest/srt/pull.go probe context.AfterFunc":         "only sets a deadline on a net.Conn",
-	"ingest/rtmp/pullconn.go dialPull context.AfterFunc": "only closes a net.Conn",
+	"internal/rtmpwire/client.go dial context.AfterFunc": "only closes a net.Conn",
 	"rtc/engine.go New SetInterfaceFilter":               "only slices.Contains on a private copy of the configured names",
 	"transcode/av/*_cgo.go * runtime.AddCleanup": "only calls a C free function: no Go panic can happen there " +
 		"(a crash inside C is out of reach of any recover)",

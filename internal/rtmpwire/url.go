@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/rawurl"
 )
 
 // URL is a parsed rtmp:// or rtmps:// URL, to play from or publish to.
@@ -17,7 +17,7 @@ type URL struct {
 	App      string // connect's app: the path without its last segment
 	Name     string // the stream name played or published: the last segment and the query
 	TCURL    string // connect's tcUrl: scheme://host[:port]/app
-	Redacted string // the URL for logs and errors (config.RedactURL)
+	Redacted string // the URL for logs and errors (rawurl.Redact)
 }
 
 // ParseURL reads rtmp[s]://host[:port]/app[/...]/name[?query]. The last
@@ -29,7 +29,7 @@ type URL struct {
 // dropped. A user and password are refused: RTMP has no place
 // for them. Errors show the URL redacted.
 func ParseURL(raw string) (URL, error) {
-	u := URL{Redacted: config.RedactURL(raw)}
+	u := URL{Redacted: rawurl.Redact(raw)}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	switch {
 	case !ok:
