@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/internal/testkit"
+	"github.com/wishbridge/bridge/internal/testkit/rtcserver"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 	"github.com/wishbridge/bridge/webrtccodec"
@@ -26,10 +27,10 @@ func TestForwardBFrames(t *testing.T) {
 		if !transcode.CanReencodeVideo() {
 			t.Skip("built without FFmpeg or libx264")
 		}
-		rem := startRemote(t, "", nil)
-		f := newTestForwarder(src, rem.url+"/whip/"+dstPath, "") // Config.BFrames zero: reencode
+		rem := rtcserver.StartWHIP(t, "", nil)
+		f := newTestForwarder(src, rem.URL+"/whip/"+dstPath, "") // Config.BFrames zero: reencode
 		run(t, f)
-		got := receiveSlices(t, rem.reg, 3*time.Second)
+		got := receiveSlices(t, rem.Registry, 3*time.Second)
 		if got.b != 0 || got.slices == 0 {
 			t.Errorf("target got %d B slices of %d, expected none (re-encoded)", got.b, got.slices)
 		}
@@ -39,25 +40,25 @@ func TestForwardBFrames(t *testing.T) {
 	})
 
 	t.Run("passthrough", func(t *testing.T) {
-		rem := startRemote(t, "", nil)
-		f := newTestForwarder(src, rem.url+"/whip/"+dstPath, "")
+		rem := rtcserver.StartWHIP(t, "", nil)
+		f := newTestForwarder(src, rem.URL+"/whip/"+dstPath, "")
 		f.cfg.BFrames = webrtccodec.BFramesPassthrough
 		run(t, f)
-		if got := receiveSlices(t, rem.reg, 3*time.Second); got.b == 0 {
+		if got := receiveSlices(t, rem.Registry, 3*time.Second); got.b == 0 {
 			t.Errorf("target got no B slice of %d, expected the source's B-frames passed through", got.slices)
 		}
 	})
 
 	t.Run("reject", func(t *testing.T) {
-		rem := startRemote(t, "", nil)
-		f := newTestForwarder(src, rem.url+"/whip/"+dstPath, "")
+		rem := rtcserver.StartWHIP(t, "", nil)
+		f := newTestForwarder(src, rem.URL+"/whip/"+dstPath, "")
 		f.cfg.BFrames = webrtccodec.BFramesReject
 		run(t, f)
 		testkit.WaitFor(t, 10*time.Second, "the forward's refusal logged", func() bool {
 			return strings.Contains(src.logs.String(), "whip forward failed") && strings.Contains(src.logs.String(), "has B-frames")
 		})
-		if n := rem.count("POST "); n != 0 {
-			t.Errorf("%d POSTs to the target, expected none:\n%s", n, rem.requestLog())
+		if n := rem.Count("POST ", ""); n != 0 {
+			t.Errorf("%d POSTs to the target, expected none:\n%s", n, rem.RequestLog())
 		}
 	})
 }

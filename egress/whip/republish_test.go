@@ -9,6 +9,7 @@ import (
 
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/testkit"
+	"github.com/wishbridge/bridge/internal/testkit/rtcserver"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -22,7 +23,7 @@ import (
 // goroutine, which took the whole bridge down.)
 func TestForwardICEAfterRepublishWithFewerTracks(t *testing.T) {
 	log, logs := testkit.NamedLog(t, "local")
-	src := &source{reg: media.NewRegistry(log), log: log, logs: logs, engine: newEngine(t, log)}
+	src := &source{reg: media.NewRegistry(log), log: log, logs: logs, engine: rtcserver.NewEngine(t, log)}
 	t.Cleanup(func() { _ = src.engine.Close() })
 	src.reg.SetGrace(func(string) time.Duration { return time.Minute })
 	fixture := testkit.ReadFLV(t, "h264-aac.flv")
@@ -30,7 +31,7 @@ func TestForwardICEAfterRepublishWithFewerTracks(t *testing.T) {
 	// The first POST is held until the stream has been republished.
 	posted, answer := make(chan struct{}), make(chan struct{})
 	var hold sync.Once
-	rem := startRemote(t, "", func(mux *http.ServeMux) http.Handler {
+	rem := rtcserver.StartWHIP(t, "", func(mux *http.ServeMux) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodPost {
 				hold.Do(func() {
@@ -66,7 +67,7 @@ func TestForwardICEAfterRepublishWithFewerTracks(t *testing.T) {
 	feed1, stop1 := context.WithCancel(ctx)
 	feeders.Go(func() { testkit.Feed(feed1, pub, units, 1, 0) })
 
-	f := newTestForwarder(src, rem.url+"/whip/"+dstPath, "")
+	f := newTestForwarder(src, rem.URL+"/whip/"+dstPath, "")
 	run(t, f)
 	select {
 	case <-posted:
@@ -99,7 +100,7 @@ func TestForwardICEAfterRepublishWithFewerTracks(t *testing.T) {
 	close(answer) // the held session's ICE and DTLS now complete
 	logs.WaitLog(t, 15*time.Second, "whip forward failed", "republished with other tracks ([H264])")
 	logs.WaitLog(t, 15*time.Second, "whip forward started", "tracks=1")
-	got := receive(t, rem.reg, dstPath, 2*time.Second)
+	got := receive(t, rem.Registry, dstPath, 2*time.Second)
 	if got.codecs != "H264" || got.videoUnits == 0 || got.width != 640 {
 		t.Errorf("the remote got %+v, expected the H.264 640x360 video only", got)
 	}
@@ -112,8 +113,8 @@ func TestForwardICEAfterRepublishWithFewerTracks(t *testing.T) {
 // whole bridge.)
 func TestForwardPanicEndsSession(t *testing.T) {
 	src := startSource(t, "h264-aac.flv")
-	rem := startRemote(t, "", nil)
-	f := newTestForwarder(src, rem.url+"/whip/"+dstPath, "")
+	rem := rtcserver.StartWHIP(t, "", nil)
+	f := newTestForwarder(src, rem.URL+"/whip/"+dstPath, "")
 	before := forwardPanics()
 	streaming := make(chan struct{}, 8)
 	var first sync.Once
@@ -126,11 +127,11 @@ func TestForwardPanicEndsSession(t *testing.T) {
 	if got := forwardPanics() - before; got != 1 {
 		t.Errorf("%d panics counted under whip forward, expected 1", got)
 	}
-	if n := rem.count("DELETE /sessions/"); n != 1 {
-		t.Errorf("%d DELETEs, expected the panicked session's:\n%s", n, rem.requestLog())
+	if n := rem.Count("DELETE /sessions/", ""); n != 1 {
+		t.Errorf("%d DELETEs, expected the panicked session's:\n%s", n, rem.RequestLog())
 	}
 	src.logs.WaitLog(t, time.Second, "whip forward failed", "a panic ended the session")
-	if got := receive(t, rem.reg, dstPath, time.Second); got.videoUnits == 0 {
+	if got := receive(t, rem.Registry, dstPath, time.Second); got.videoUnits == 0 {
 		t.Errorf("the next session forwarded nothing: %+v", got)
 	}
 }

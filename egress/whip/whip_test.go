@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/internal/testkit"
+	"github.com/wishbridge/bridge/internal/testkit/rtcserver"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -59,34 +60,34 @@ func run(t *testing.T, f *Forwarder) (stop func()) {
 func TestForwardRTMPToWHIP(t *testing.T) {
 	const token = "s3cret-token-value"
 	src := startSource(t, "h264-aac.flv")
-	rem := startRemote(t, token, nil)
+	rem := rtcserver.StartWHIP(t, token, nil)
 	check := testkit.GoroutineBaselineSoft(t, 10*time.Second)
 
-	f := newTestForwarder(src, rem.url+"/whip/"+dstPath, token)
+	f := newTestForwarder(src, rem.URL+"/whip/"+dstPath, token)
 	stop := run(t, f)
 	const d = 3 * time.Second
-	got := receive(t, rem.reg, dstPath, d)
+	got := receive(t, rem.Registry, dstPath, d)
 	checkMedia(t, got, d)
-	if n := rem.count("POST /whip/" + dstPath + " 201"); n != 1 {
-		t.Errorf("%d successful POSTs, expected 1:\n%s", n, rem.requestLog())
+	if n := rem.Count("POST /whip/"+dstPath+" 201", ""); n != 1 {
+		t.Errorf("%d successful POSTs, expected 1:\n%s", n, rem.RequestLog())
 	}
 	// A keyframe request on the remote goes to the forwarder as a PLI,
 	// which asks the hub (an RTMP source: the GOP is replayed).
-	if st, ok := rem.reg.Get(dstPath); !ok || !st.RequestKeyframe(0) {
+	if st, ok := rem.Registry.Get(dstPath); !ok || !st.RequestKeyframe(0) {
 		t.Errorf("the remote stream takes no keyframe requests")
 	}
 	time.Sleep(300 * time.Millisecond)
 
 	stop()
 	testkit.WaitFor(t, 5*time.Second, "remote session DELETEd", func() bool {
-		return rem.count("DELETE /sessions/") == 1 && rem.sessions.Len() == 0
+		return rem.Count("DELETE /sessions/", "") == 1 && rem.Sessions.Len() == 0
 	})
 	deleted := false
-	for _, line := range strings.Split(rem.requestLog(), "\n") {
+	for _, line := range strings.Split(rem.RequestLog(), "\n") {
 		deleted = deleted || strings.HasPrefix(line, "DELETE /sessions/") && strings.HasSuffix(line, " 200")
 	}
 	if !deleted {
-		t.Errorf("DELETE not answered 200:\n%s", rem.requestLog())
+		t.Errorf("DELETE not answered 200:\n%s", rem.RequestLog())
 	}
 	check()
 	if strings.Contains(src.logs.String(), token) {
@@ -121,7 +122,7 @@ func (w relativeLocation) WriteHeader(code int) {
 func TestForwardRedirect(t *testing.T) {
 	const token = "tok-redirect"
 	src := startSource(t, "h264-aac.flv")
-	node := startRemote(t, token, func(mux *http.ServeMux) http.Handler {
+	node := rtcserver.StartWHIP(t, token, func(mux *http.ServeMux) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			mux.ServeHTTP(relativeLocation{w}, r)
 		})
@@ -134,7 +135,7 @@ func TestForwardRedirect(t *testing.T) {
 		w.WriteHeader(http.StatusTemporaryRedirect)
 	})
 	frontMux.HandleFunc("POST /hop/whip/{path...}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Location", node.url+"/whip/"+r.PathValue("path"))
+		w.Header().Set("Location", node.URL+"/whip/"+r.PathValue("path"))
 		w.WriteHeader(http.StatusPermanentRedirect)
 	})
 	fs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -149,12 +150,12 @@ func TestForwardRedirect(t *testing.T) {
 
 	f := newTestForwarder(src, fs.URL+"/whip/"+dstPath, token)
 	stop := run(t, f)
-	got := receive(t, node.reg, dstPath, 2*time.Second)
+	got := receive(t, node.Registry, dstPath, 2*time.Second)
 	if got.videoUnits == 0 || got.width != 640 {
 		t.Errorf("remote got %+v", got)
 	}
 	stop()
-	testkit.WaitFor(t, 5*time.Second, "session DELETEd on the node", func() bool { return node.count("DELETE /sessions/") == 1 })
+	testkit.WaitFor(t, 5*time.Second, "session DELETEd on the node", func() bool { return node.Count("DELETE /sessions/", "") == 1 })
 	mu.Lock()
 	defer mu.Unlock()
 	want := []string{
@@ -171,12 +172,12 @@ func TestForwardRedirect(t *testing.T) {
 func TestForwardWrongToken(t *testing.T) {
 	const wrong = "wrong-token-42"
 	src := startSource(t, "h264-aac.flv")
-	rem := startRemote(t, "right-token", nil)
-	f := newTestForwarder(src, rem.url+"/whip/"+dstPath+"?token=url-secret", wrong)
+	rem := rtcserver.StartWHIP(t, "right-token", nil)
+	f := newTestForwarder(src, rem.URL+"/whip/"+dstPath+"?token=url-secret", wrong)
 	stop := run(t, f)
 	var times []time.Time
 	testkit.WaitFor(t, 10*time.Second, "three refused POSTs", func() bool {
-		if n := rem.count("POST /whip/" + dstPath + " 401"); n > len(times) {
+		if n := rem.Count("POST /whip/"+dstPath+" 401", ""); n > len(times) {
 			times = append(times, time.Now())
 		}
 		return len(times) >= 3
@@ -194,8 +195,8 @@ func TestForwardWrongToken(t *testing.T) {
 	if !strings.Contains(logs, "401 Unauthorized") {
 		t.Errorf("log does not say 401 Unauthorized")
 	}
-	if rem.sessions.Len() != 0 || rem.count("DELETE") != 0 {
-		t.Errorf("refused POSTs left sessions or DELETEs:\n%s", rem.requestLog())
+	if rem.Sessions.Len() != 0 || rem.Count("DELETE", "") != 0 {
+		t.Errorf("refused POSTs left sessions or DELETEs:\n%s", rem.RequestLog())
 	}
 }
 
@@ -207,30 +208,30 @@ func TestForwardReconnect(t *testing.T) {
 	for _, crash := range []bool{false, true} {
 		t.Run(map[bool]string{false: "stop", true: "crash"}[crash], func(t *testing.T) {
 			src := startSource(t, "h264-aac.flv")
-			rem := startRemote(t, "", nil)
-			f := newTestForwarder(src, rem.url+"/whip/"+dstPath, "")
+			rem := rtcserver.StartWHIP(t, "", nil)
+			f := newTestForwarder(src, rem.URL+"/whip/"+dstPath, "")
 			f.disconnectGrace = time.Second
 			connects := make(chan struct{}, 8)
 			f.onStreaming = func() { connects <- struct{}{} }
 			run(t, f)
-			if got := receive(t, rem.reg, dstPath, time.Second); got.videoUnits == 0 {
+			if got := receive(t, rem.Registry, dstPath, time.Second); got.videoUnits == 0 {
 				t.Fatalf("nothing forwarded before the restart: %+v", got)
 			}
 			<-connects
 
 			if crash {
-				rem.crash()
+				rem.Crash()
 			} else {
-				rem.stop()
+				rem.Stop()
 			}
 			time.Sleep(2 * time.Second) // a few refused attempts, or ICE still waiting
-			rem.restart()
+			rem.Restart()
 			select {
 			case <-connects:
 			case <-time.After(30 * time.Second):
 				t.Fatalf("the forwarder did not reconnect within 30 s")
 			}
-			got := receive(t, rem.reg, dstPath, 2*time.Second)
+			got := receive(t, rem.Registry, dstPath, 2*time.Second)
 			if got.videoUnits < 30 || got.width != 640 || got.opusUnits == 0 {
 				t.Errorf("after the restart the remote got %+v", got)
 			}
@@ -265,7 +266,7 @@ func stubStream(t *testing.T, reg *media.Registry) {
 func TestForwardRefusals(t *testing.T) {
 	log, logs := testkit.NamedLog(t, "local")
 	reg := media.NewRegistry(log)
-	engine := newEngine(t, log)
+	engine := rtcserver.NewEngine(t, log)
 	t.Cleanup(func() { _ = engine.Close() })
 	stubStream(t, reg)
 	// A "STUN server" that never answers: the 201 advertises it, so the

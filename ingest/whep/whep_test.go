@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/internal/testkit"
+	"github.com/wishbridge/bridge/internal/testkit/rtcserver"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -28,7 +29,7 @@ func newTestPuller(t *testing.T, url, token string) *local {
 	t.Helper()
 	log, logs := testkit.NamedLog(t, "local")
 	reg := media.NewRegistry(log)
-	engine := newEngine(t, log)
+	engine := rtcserver.NewEngine(t, log)
 	t.Cleanup(func() { _ = engine.Close() })
 	p := NewPuller(Config{Registry: reg, Engine: engine, Path: dstPath, URL: url, Token: token, Log: log})
 	p.minBackoff, p.maxBackoff = 100*time.Millisecond, time.Second
@@ -69,8 +70,8 @@ func run(t *testing.T, p *Puller) (stop func()) {
 // goroutine behind.
 func TestPullFromWHEP(t *testing.T) {
 	const token = "pull-token-secret"
-	rem := startRemote(t, token)
-	loc := newTestPuller(t, "whep+"+rem.url+"/old/whep/"+srcPath, token)
+	rem := rtcserver.StartWHEP(t, token)
+	loc := newTestPuller(t, "whep+"+rem.URL+"/old/whep/"+srcPath, token)
 	check := testkit.GoroutineBaselineSoft(t, 10*time.Second)
 	stop := run(t, loc.p)
 
@@ -86,20 +87,20 @@ func TestPullFromWHEP(t *testing.T) {
 
 	stop()
 	for _, want := range []string{"POST /old/whep/live/src 307", "POST /whep/live/src 201"} {
-		if rem.count(want, "") != 1 {
-			t.Errorf("no %q:\n%s", want, rem.requestLog())
+		if rem.Count(want, "") != 1 {
+			t.Errorf("no %q:\n%s", want, rem.RequestLog())
 		}
 	}
 	testkit.WaitFor(t, 5*time.Second, "remote session DELETEd", func() bool {
-		return rem.count("DELETE /sessions/", " 200") == 1 && rem.sessions.Len() == 0
+		return rem.Count("DELETE /sessions/", " 200") == 1 && rem.Sessions.Len() == 0
 	})
 	select {
 	case <-st.Done():
 	case <-time.After(5 * time.Second):
 		t.Errorf("the pulled stream did not end after the puller stopped")
 	}
-	testkit.WaitFor(t, 5*time.Second, "viewer stats on the server", func() bool { return strings.Contains(rem.logs.String(), "viewer stats") })
-	if !strings.Contains(rem.logs.String(), "keyframe_requests=1") {
+	testkit.WaitFor(t, 5*time.Second, "viewer stats on the server", func() bool { return strings.Contains(rem.Logs.String(), "viewer stats") })
+	if !strings.Contains(rem.Logs.String(), "keyframe_requests=1") {
 		t.Errorf("the server did not get exactly one keyframe request")
 	}
 	check()
@@ -115,8 +116,8 @@ func TestPullFromWHEP(t *testing.T) {
 func TestPullReconnect(t *testing.T) {
 	for _, crash := range []bool{false, true} {
 		t.Run(map[bool]string{false: "stop", true: "crash"}[crash], func(t *testing.T) {
-			rem := startRemote(t, "")
-			loc := newTestPuller(t, "whep+"+rem.url+"/whep/"+srcPath, "")
+			rem := rtcserver.StartWHEP(t, "")
+			loc := newTestPuller(t, "whep+"+rem.URL+"/whep/"+srcPath, "")
 			loc.reg.SetGrace(func(string) time.Duration { return 30 * time.Second })
 			loc.p.idleTimeout = 2 * time.Second
 			connects := make(chan struct{}, 8)
@@ -134,12 +135,12 @@ func TestPullReconnect(t *testing.T) {
 			<-connects
 
 			if crash {
-				rem.crash()
+				rem.Crash()
 			} else {
-				rem.stop()
+				rem.Stop()
 			}
 			time.Sleep(time.Second)
-			rem.restart()
+			rem.Restart()
 			select {
 			case <-connects:
 			case <-time.After(30 * time.Second):
@@ -160,10 +161,10 @@ func TestPullReconnect(t *testing.T) {
 // logged; no session is left on the server and the path is free.
 func TestPullWrongToken(t *testing.T) {
 	const wrong = "wrong-pull-token"
-	rem := startRemote(t, "right")
-	loc := newTestPuller(t, "whep+"+rem.url+"/whep/"+srcPath, wrong)
+	rem := rtcserver.StartWHEP(t, "right")
+	loc := newTestPuller(t, "whep+"+rem.URL+"/whep/"+srcPath, wrong)
 	stop := run(t, loc.p)
-	testkit.WaitFor(t, 10*time.Second, "three refused POSTs", func() bool { return rem.count("POST /whep/live/src 401", "") >= 3 })
+	testkit.WaitFor(t, 10*time.Second, "three refused POSTs", func() bool { return rem.Count("POST /whep/live/src 401", "") >= 3 })
 	stop()
 	if strings.Contains(loc.logs.String(), wrong) {
 		t.Errorf("log contains the token")
@@ -171,8 +172,8 @@ func TestPullWrongToken(t *testing.T) {
 	if !strings.Contains(loc.logs.String(), "401 Unauthorized") {
 		t.Errorf("log does not say 401 Unauthorized")
 	}
-	if rem.sessions.Len() != 0 {
-		t.Errorf("%d sessions left on the server", rem.sessions.Len())
+	if rem.Sessions.Len() != 0 {
+		t.Errorf("%d sessions left on the server", rem.Sessions.Len())
 	}
 	if _, ok := loc.reg.Get(dstPath); ok {
 		t.Errorf("the path is still claimed")
@@ -184,7 +185,7 @@ func TestPullWrongToken(t *testing.T) {
 func TestPullPathTaken(t *testing.T) {
 	log, logs := testkit.NamedLog(t, "local")
 	reg := media.NewRegistry(log)
-	engine := newEngine(t, log)
+	engine := rtcserver.NewEngine(t, log)
 	defer engine.Close()
 	pub, err := reg.Publish(dstPath, "someone")
 	if err != nil {
