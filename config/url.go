@@ -12,11 +12,6 @@ import (
 	"github.com/wishbridge/bridge/internal/rawurl"
 )
 
-// RedactURL is rawurl.Redact: raw fit for logs and error messages, its
-// secrets replaced by "<redacted>". Packages outside config call
-// rawurl.Redact directly, so they need not import config for it.
-func RedactURL(raw string) string { return rawurl.Redact(raw) }
-
 // urlInMessage redacts raw, the value of a key that takes one of schemes, for
 // a validation message. It also hides the last path segment when that could
 // be an RTMP stream key: when the key takes rtmp URLs, or when raw has some
