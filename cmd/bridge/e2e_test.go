@@ -64,6 +64,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 // startBridge runs a bridge on free loopback ports with cfg (nil: defaults).
 func startBridge(t *testing.T, cfg *config.Config) *Bridge {
 	t.Helper()
+	return startBridgeLog(t, cfg, testLog(t))
+}
+
+// startBridgeLog is startBridge logging to log.
+func startBridgeLog(t *testing.T, cfg *config.Config, log *slog.Logger) *Bridge {
+	t.Helper()
 	if cfg == nil {
 		cfg = config.Default()
 	}
@@ -71,7 +77,7 @@ func startBridge(t *testing.T, cfg *config.Config) *Bridge {
 	cfg.Listen.RTMP = "127.0.0.1:0"
 	cfg.Listen.WebRTCUDP = "127.0.0.1:0"
 	cfg.Listen.SRT = "127.0.0.1:0"
-	b, err := Start(cfg, Options{IncludeLoopback: true}, testLog(t))
+	b, err := Start(cfg, Options{IncludeLoopback: true}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

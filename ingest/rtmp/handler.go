@@ -354,7 +354,9 @@ func (h *handler) OnClose() {
 		h.log.Info("rtmp connection closed", "reason", reason.Error())
 		return
 	}
-	h.log.Warn("rtmp connection failed", "reason", reason.Error())
+	// Garbage and broken handshakes are what a scanner sends: one line
+	// per address per interval.
+	h.srv.gate.LogKind(h.log, addrlimit.AddrOf(h.c.peer), "failed", "rtmp connection failed", "reason", reason.Error())
 }
 
 // closeReason says why the connection ended, most specific first: our own
