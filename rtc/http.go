@@ -667,7 +667,7 @@ func (t *Sessions) serveGet(w http.ResponseWriter, r *http.Request) {
 //	     and section 4.3.1 answers a missing entity-tag with "428
 //	     Precondition Required" (RFC 6585 section 3)
 //	200  ICE restarted: the new sdpfrag and, in ETag, the new entity-tag
-//	     (RFC 9725 section 4.3.3); If-Match may be "*" or the current tag
+//	     (RFC 9725 section 4.3.3); If-Match may be *, "*" or the current tag
 //	204  candidates trickled, no body and no ETag (RFC 9725 section 4.3.2);
 //	     unusable candidates are dropped silently. A trickle without
 //	     If-Match is accepted although section 4.3.1 says 428: clients
@@ -732,8 +732,8 @@ func shortID(id string) string {
 }
 
 // ifMatch evaluates If-Match header values against the current strong
-// entity-tag etag (quoted), as RFC 9110 section 13.1.1 says: "*" matches, a
-// list matches if one of its entity-tags does by strong comparison (weak
+// entity-tag etag (quoted), as RFC 9110 section 13.1.1 says: "*" matches
+// (quoted or not, see below), a list matches if one of its entity-tags does by strong comparison (weak
 // tags never do). present is false when there is no If-Match at all; a
 // malformed field does not match.
 func ifMatch(values []string, etag string) (present, match bool) {
@@ -763,7 +763,10 @@ func ifMatch(values []string, etag string) (present, match bool) {
 				if end < 0 {
 					return present, match
 				}
-				if rest[:end+2] == etag {
+				// "*" quoted is the wildcard too: RFC 9725's and the WHEP
+				// draft's examples write If-Match: "*" and clients copy them.
+				// Our entity-tags are hex, so no session's tag is "*".
+				if tag := rest[:end+2]; tag == etag || tag == `"*"` {
 					match = true
 				}
 				rest = rest[end+2:]

@@ -255,7 +255,8 @@ func TestSessionPatch(t *testing.T) {
 			"a=candidate:1 1 udp 2122260223 192.0.2.1 61764 typ host\r\na=end-of-candidates\r\n"
 		restart = "a=ice-ufrag:cli2\r\na=ice-pwd:clientpwdclientpwd5678\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n" +
 			"a=candidate:1 1 udp 2122260223 192.0.2.1 61766 typ host\r\n"
-		noPwd = "a=ice-ufrag:cli2\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n"
+		noPwd    = "a=ice-ufrag:cli2\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n"
+		restart3 = "a=ice-ufrag:cli3\r\na=ice-pwd:clientpwdclientpwd9012\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n"
 	)
 	cases := []struct {
 		name, path, ctype, ifMatch, body string
@@ -283,6 +284,8 @@ func TestSessionPatch(t *testing.T) {
 		{name: "restart failing", ctype: SdpfragType, ifMatch: "*", body: restart, fail: errors.New("pion says no"), status: 500, restarted: 1},
 		{name: "restart", ctype: SdpfragType, ifMatch: "*", body: restart, status: 200, etag: `"restarted"`, restarted: 1},
 		{name: "old ETag after the restart", ctype: SdpfragType, ifMatch: `"e1"`, body: restart, status: 412},
+		{name: "restart with another tag", ctype: SdpfragType, ifMatch: `"e1*"`, body: restart3, status: 412},
+		{name: `restart with If-Match "*" (RFC 9725's quoting)`, ctype: SdpfragType, ifMatch: `"*"`, body: restart3, status: 200, etag: `"restarted"`, restarted: 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -324,7 +327,7 @@ func TestSessionPatch(t *testing.T) {
 				if f, err := ParseSdpfrag(w.Body.String()); err != nil || f.ICEUfrag != "srv2" {
 					t.Errorf("restart answer %q: %+v %v", w.Body, f, err)
 				}
-				if s.restart[0].ICEUfrag != "cli2" || s.restart[0].ICEPwd == "" {
+				if !strings.Contains(c.body, "a=ice-ufrag:"+s.restart[0].ICEUfrag+"\r\n") || s.restart[0].ICEPwd == "" {
 					t.Errorf("session got %+v", s.restart[0])
 				}
 			case 415:

@@ -95,6 +95,10 @@ func TestIfMatch(t *testing.T) {
 		{nil, false, false},
 		{[]string{""}, false, false},
 		{[]string{"*"}, true, true},
+		{[]string{`"*"`}, true, true}, // the quoting of RFC 9725's examples
+		{[]string{`"old", "*"`}, true, true},
+		{[]string{`"**"`}, true, false},
+		{[]string{`W/"*"`}, true, false},
 		{[]string{`"abc123"`}, true, true},
 		{[]string{` "old", "abc123" `}, true, true},
 		{[]string{`"old"`, `"abc123"`}, true, true},
