@@ -164,9 +164,10 @@ func BearerToken(r *http.Request) string {
 }
 
 // CORS answers OPTIONS (preflights and plain ones alike, never requiring
-// auth: browsers send no credentials on preflights) with 204, the methods
-// the resource allows (Allow, Access-Control-Allow-Methods) and what it
-// accepts: Accept-Post: application/sdp on endpoints (RFC 9725 section 4.2,
+// auth: browsers send no credentials on preflights) with 200 OK (what WHIP
+// and WHEP conformance checkers expect; any 2xx passes a preflight), the
+// methods the resource allows (Allow, Access-Control-Allow-Methods) and what
+// it accepts: Accept-Post: application/sdp on endpoints (RFC 9725 section 4.2,
 // draft-ietf-wish-whep section 4.2), Accept-Patch:
 // application/trickle-ice-sdpfrag on sessions (RFC 5789 section 3.1). It
 // adds to every response the headers WHIP/WHEP clients on other origins
@@ -188,7 +189,7 @@ func CORS(next http.Handler) http.Handler {
 			h.Set("Access-Control-Allow-Methods", methods)
 			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
 			h.Set("Access-Control-Max-Age", "86400")
-			w.WriteHeader(http.StatusNoContent)
+			w.WriteHeader(http.StatusOK)
 			return
 		}
 		next.ServeHTTP(w, r)

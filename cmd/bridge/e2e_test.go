@@ -539,7 +539,7 @@ func TestWHEPRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode/100 != 2 || resp.Header.Get("Access-Control-Allow-Origin") == "" ||
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") == "" ||
 		!strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "Location") ||
 		resp.Header.Get("Accept-Post") != "application/sdp" {
 		t.Errorf("OPTIONS: %d %v", resp.StatusCode, resp.Header)
