@@ -662,7 +662,9 @@ func (t *Sessions) serveGet(w http.ResponseWriter, r *http.Request) {
 //	412  If-Match names neither the current entity-tag nor "*" (RFC 9725
 //	     section 4.3.1: "412 Precondition Failed" for a non-matching
 //	     entity-tag; checked before the body, RFC 9110 section 13.2.1)
-//	400  the body is not an SDP fragment, or an ICE restart lacks ice-pwd
+//	400  the body is not an SDP fragment (an a=candidate line that does not
+//	     parse included: the message names it), or an ICE restart lacks
+//	     ice-pwd
 //	428  an ICE restart (an ice-ufrag other than the current one) without
 //	     If-Match: RFC 9725 section 4.3.3 has restarts carry If-Match: "*",
 //	     and section 4.3.1 answers a missing entity-tag with "428
@@ -670,7 +672,9 @@ func (t *Sessions) serveGet(w http.ResponseWriter, r *http.Request) {
 //	200  ICE restarted: the new sdpfrag and, in ETag, the new entity-tag
 //	     (RFC 9725 section 4.3.3); If-Match may be *, "*" or the current tag
 //	204  candidates trickled, no body and no ETag (RFC 9725 section 4.3.2);
-//	     unusable candidates are dropped silently. A trickle without
+//	     candidates that parse but the bridge cannot or may not use (TCP,
+//	     an address it never probes, over the session's candidate limit)
+//	     are dropped silently, and counted (ICESession.Trickle). A trickle without
 //	     If-Match is accepted although section 4.3.1 says 428: clients
 //	     (whip-whep.js) send them, and the ufrag in the body already ties
 //	     them to the ICE session.

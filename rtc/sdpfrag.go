@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/pion/ice/v4"
 )
 
 // SdpfragType is the media type of the body of a WHIP/WHEP PATCH (RFC 9725
@@ -67,7 +69,7 @@ type SdpfragMedia struct {
 // lines are skipped, and SDP lines the PATCH has no use for (c=, b=,
 // unknown attributes) are ignored. It fails on what is not an SDP fragment:
 // a line that is not <letter>=<value>, an m= line without media, port and
-// protocol, ICE credentials with characters RFC 8839 does not allow, two
+// protocol, an a=candidate line that does not parse, ICE credentials with characters RFC 8839 does not allow, two
 // different values for them, or nothing about ICE at all.
 func ParseSdpfrag(body string) (*Sdpfrag, error) {
 	f := &Sdpfrag{}
@@ -121,6 +123,13 @@ func ParseSdpfrag(body string) (*Sdpfrag, error) {
 		case "candidate":
 			if value == "" {
 				return nil, fmt.Errorf("line %d: empty a=candidate", n)
+			}
+			// A candidate that does not parse is the client's bug, said
+			// so (400) rather than dropped: one that parses but the
+			// bridge cannot or may not use (ICESession.Trickle) is
+			// dropped, as RFC 9725 section 4.3.2 allows.
+			if _, err := ice.UnmarshalCandidate(value); err != nil {
+				return nil, fmt.Errorf("line %d: a=candidate:%s does not parse: %v", n, clip(value), err)
 			}
 			if cur == nil {
 				f.Candidates = append(f.Candidates, value)

@@ -76,6 +76,8 @@ func TestParseSdpfrag(t *testing.T) {
 		{name: "two pwds", body: "a=ice-pwd:abcd\r\na=ice-pwd:efgh\r\n", err: "contradicts"},
 		{name: "two mids", body: "m=audio 9 RTP/AVP 0\r\na=mid:0\r\na=mid:1\r\n", err: "second a=mid"},
 		{name: "empty candidate", body: "a=ice-ufrag:abcd\r\na=candidate:\r\n", err: "empty a=candidate"},
+		{name: "candidate that does not parse", body: "a=ice-ufrag:abcd\r\nm=audio 9 RTP/AVP 0\r\na=candidate:1 1 udp 1 10.0.0.1\r\n",
+			err: "line 3: a=candidate:1 1 udp 1 10.0.0.1 does not parse"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package whep
 import (
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -210,6 +211,25 @@ func TestPatchTrickleAndRestart(t *testing.T) {
 	}
 	c.waitPackets(t, 50, "after trickle")
 
+	// A candidate line that does not parse is the client's bug: 400 naming
+	// it. One that parses but the bridge may not probe is dropped: 204.
+	withCandidate := func(cand string) string {
+		f, err := rtc.ParseSdpfrag(frag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Media[0].Candidates, f.Media[0].EndOfCandidates = []string{cand}, false
+		return f.Marshal()
+	}
+	const garbled = "1 1 udp nine 192.0.2.1 5000 typ host"
+	if resp, body := c.patch(t, c.etag, withCandidate(garbled)); resp.StatusCode != http.StatusBadRequest ||
+		!regexp.MustCompile(`line \d+: a=candidate:`+garbled+" does not parse").MatchString(body) {
+		t.Fatalf("trickle of a candidate that does not parse: %d %q, want 400 naming the line", resp.StatusCode, body)
+	}
+	if resp, body := c.patch(t, c.etag, withCandidate("1 1 udp 2122260223 0.0.0.0 5000 typ host")); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("trickle of an unprobeable candidate: %d %q, want 204 (dropped)", resp.StatusCode, body)
+	}
+
 	// Stale ETag: 412; the session is unharmed.
 	if resp, _ := c.patch(t, `"stale"`, frag); resp.StatusCode != http.StatusPreconditionFailed {
 		t.Fatalf("stale If-Match: %d", resp.StatusCode)
@@ -231,7 +251,7 @@ func TestPatchTrickleAndRestart(t *testing.T) {
 	c.mu.Lock()
 	before := len(c.states)
 	c.mu.Unlock()
-	resp, answerFrag := c.patch(t, "*", rfrag)
+	resp, answerFrag := c.patch(t, `"*"`, rfrag) // quoted, as RFC 9725's examples write it
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != rtc.SdpfragType {
 		t.Fatalf("restart: %d %v %q", resp.StatusCode, resp.Header, answerFrag)
 	}
