@@ -41,7 +41,7 @@ import (
 
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/panics"
-	"github.com/wishbridge/bridge/internal/pushloop"
+	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/internal/rtmpwire"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
@@ -142,33 +142,25 @@ func NewPusher(cfg PushConfig) (*Pusher, error) {
 }
 
 // Run pushes until ctx ends, then closes the connection to the target
-// (after FCUnpublish and deleteStream) and returns.
+// (after FCUnpublish and deleteStream) and returns. What follows each
+// attempt is internal/reconnect's policy for pushes.
 func (p *Pusher) Run(ctx context.Context) {
-	pushloop.Loop{
+	reconnect.Loop{
 		Name: "rtmp push",
 		Log:  p.log,
 		Backoff: func() *backoff.Backoff {
 			return backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
 		},
-		WaitStream: p.waitStream,
-		PushOnce:   p.pushOnce,
+		Stream: func(ctx context.Context) (*media.Stream, error) {
+			return reconnect.WaitStream(ctx, p.reg, p.path, p.poll, p.log, "rtmp push")
+		},
+		Attempt: p.pushOnce,
 	}.Run(ctx)
-}
-
-// waitStream waits until the stream is published with its tracks known.
-func (p *Pusher) waitStream(ctx context.Context) (*media.Stream, error) {
-	logged := false
-	return p.reg.WaitReady(ctx, p.path, p.poll, func() {
-		if !logged {
-			p.log.Debug("rtmp push waiting for the stream")
-			logged = true
-		}
-	})
 }
 
 // pushOnce connects, publishes and sends st until something fails. It
 // returns for how long media flowed.
-func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration, error) {
+func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, log *slog.Logger) (time.Duration, error) {
 	c, err := rtmpwire.DialPublish(ctx, p.cfg)
 	if err != nil {
 		return 0, err
@@ -177,10 +169,10 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 	// When Run is stopped, a write blocked on a stalled target gives up
 	// within a second, and so does the unpublish after it.
 	defer context.AfterFunc(ctx, func() {
-		defer panics.Recover("rtmp push", p.log, func() { _ = c.Close() })
+		defer panics.Recover("rtmp push", log, func() { _ = c.Close() })
 		c.Hurry(time.Second)
 	})()
-	src, release := source(st, p.views, p.bitrate, p.log)
+	src, release := source(st, p.views, p.bitrate, log)
 	defer release()
 	out, skipped, err := newFLVOut(src, c.WriteMedia, true)
 	if err != nil {
@@ -196,7 +188,7 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 		out.aacBitrate = 0 // not ours to announce
 	}
 	for _, s := range skipped {
-		p.log.Info("track not pushed: RTMP carries H.264 and AAC only", "track", s)
+		log.Info("track not pushed: RTMP carries H.264 and AAC only", "track", s)
 	}
 	r, err := src.NewReader(media.ReaderOptions{Name: "rtmp push " + p.cfg.URL.Redacted, StartAtKeyframe: true})
 	if err != nil {
@@ -210,10 +202,10 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
-		defer panics.Recover("rtmp push", p.log, func() { cancel(errors.New("internal error reading from the server")) })
+		defer panics.Recover("rtmp push", log, func() { cancel(errors.New("internal error reading from the server")) })
 		cancel(readLoop(c))
 	}()
-	p.log.Info("rtmp push started")
+	log.Info("rtmp push started")
 	if p.onStreaming != nil {
 		p.onStreaming()
 	}

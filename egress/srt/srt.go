@@ -32,7 +32,7 @@ import (
 
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/panics"
-	"github.com/wishbridge/bridge/internal/pushloop"
+	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/internal/srtcall"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
@@ -236,26 +236,25 @@ func NewPusher(cfg PushConfig) (*Pusher, error) {
 
 // Run pushes until ctx ends, then closes the connection and returns. A
 // connection attempt in progress is not interrupted: Run may take up to
-// the SRT connection timeout (3 s) to return.
+// the SRT connection timeout (3 s) to return. What follows each attempt
+// is internal/reconnect's policy for pushes.
 func (p *Pusher) Run(ctx context.Context) {
-	pushloop.Loop{
+	reconnect.Loop{
 		Name: "srt push",
 		Log:  p.log,
 		Backoff: func() *backoff.Backoff {
 			return backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
 		},
-		WaitStream: p.waitStream,
-		PushOnce:   p.pushOnce,
+		Stream: func(ctx context.Context) (*media.Stream, error) {
+			return reconnect.WaitStream(ctx, p.reg, p.path, p.poll, p.log, "srt push")
+		},
+		Attempt: p.pushOnce,
 	}.Run(ctx)
-}
-
-func (p *Pusher) waitStream(ctx context.Context) (*media.Stream, error) {
-	return p.reg.WaitReady(ctx, p.path, p.poll, nil)
 }
 
 // pushOnce connects and sends st until something fails; it returns for
 // how long media flowed.
-func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration, error) {
+func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, log *slog.Logger) (time.Duration, error) {
 	dc, err := gosrt.Dial("srt", p.t.addr, p.t.cfg)
 	if err != nil {
 		return 0, fmt.Errorf("connect: %w", err)
@@ -265,7 +264,7 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
-	src, release := source(st, p.audio, p.views, p.bitrate, p.log)
+	src, release := source(st, p.audio, p.views, p.bitrate, log)
 	defer release()
 	out, skipped, err := newTSOut(src, func(b []byte) error {
 		if err := conn.write(b); err != nil {
@@ -277,14 +276,14 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream) (time.Duration,
 		return 0, err
 	}
 	for _, s := range skipped {
-		p.log.Info("track not pushed over SRT", "track", s)
+		log.Info("track not pushed over SRT", "track", s)
 	}
 	r, err := src.NewReader(media.ReaderOptions{Name: "srt push " + p.t.redacted, StartAtKeyframe: true})
 	if err != nil {
 		return 0, err
 	}
 	defer r.Close()
-	p.log.Info("srt push started")
+	log.Info("srt push started")
 	if p.onStreaming != nil {
 		p.onStreaming()
 	}
