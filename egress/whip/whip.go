@@ -49,7 +49,8 @@
 // (refusal, connection lost, stream ended) starts again after a backoff:
 // 1 s doubling up to 30 s, back to 1 s after a minute of streaming; a 503 or
 // 429 with Retry-After waits what the server asked instead. A stream that
-// ended is waited for without backoff growth.
+// ended is waited for without backoff growth. The policy is
+// internal/reconnect's, the same for every push.
 package whip
 
 import (
@@ -62,6 +63,7 @@ import (
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/internal/rawurl"
+	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
@@ -170,69 +172,25 @@ func NewForwarder(cfg Config) *Forwarder {
 }
 
 // Run forwards until ctx ends, then ends the remote session (DELETE) and
-// returns.
+// returns. What follows each attempt is internal/reconnect's policy for
+// pushes (a 503 or 429's Retry-After is waited).
 func (f *Forwarder) Run(ctx context.Context) {
-	if f.err != nil {
-		f.log.Error("whip forward cannot start", "err", f.err)
-		<-ctx.Done()
-		return
+	if f.client != nil {
+		defer f.client.Close()
 	}
-	defer f.client.Close()
-	var bo *backoff.Backoff
-	for {
-		st, err := f.waitStream(ctx)
-		if err != nil {
-			return
-		}
-		if bo == nil {
-			// The tunables are read once the stream is there.
-			bo = backoff.New(f.minBackoff, f.maxBackoff, f.backoffReset)
-		}
-		streamed, err := f.forward(ctx, st)
-		if ctx.Err() != nil {
-			f.log.Info("whip forward stopped", "streamed", streamed.Round(time.Millisecond).String())
-			return
-		}
-		if errors.Is(err, media.ErrStreamEnded) {
-			wait := bo.Pause(streamed, rtc.RetryAfter(err))
-			f.log.Info("whip forward paused: the stream ended", "streamed", streamed.Round(time.Millisecond).String(), "retry_in", wait.String())
-			if !backoff.Sleep(ctx, wait) {
-				return
-			}
-			continue
-		}
-		wait := bo.Next(streamed, rtc.RetryAfter(err))
-		f.log.Warn("whip forward failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", wait.String())
-		if !backoff.Sleep(ctx, wait) {
-			return
-		}
-	}
-}
-
-// waitStream waits until the stream is published with its tracks known.
-func (f *Forwarder) waitStream(ctx context.Context) (*media.Stream, error) {
-	logged := false
-	for {
-		if st, ok := f.cfg.Registry.Get(f.cfg.Path); ok {
-			select {
-			case <-st.Ready():
-			case <-st.Done():
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-			select {
-			case <-st.Done():
-				// It ended (before it was ready, or just now): it is
-				// leaving the registry; look again after a poll.
-			default:
-				return st, nil
-			}
-		} else if !logged {
-			f.log.Debug("whip forward waiting for the stream")
-			logged = true
-		}
-		if !backoff.Sleep(ctx, f.poll) {
-			return nil, ctx.Err()
-		}
-	}
+	reconnect.Loop{
+		Name:    "whip forward",
+		Log:     f.log,
+		Invalid: f.err,
+		Backoff: func() *backoff.Backoff {
+			return backoff.New(f.minBackoff, f.maxBackoff, f.backoffReset)
+		},
+		Stream: func(ctx context.Context) (*media.Stream, error) {
+			return reconnect.WaitStream(ctx, f.cfg.Registry, f.cfg.Path, f.poll, f.log, "whip forward")
+		},
+		Attempt: func(ctx context.Context, st *media.Stream, _ *slog.Logger) (time.Duration, error) {
+			return f.forward(ctx, st)
+		},
+		RetryAfter: rtc.RetryAfter,
+	}.Run(ctx)
 }
