@@ -209,13 +209,14 @@ func newETag() string {
 
 // Answer returns the local description to send the client: every candidate
 // (with a=end-of-candidates once gathering is complete; pion adds it), the
-// reachable UDP host candidates first (OrderCandidates), CRLF line endings.
+// reachable UDP host candidates first (OrderCandidates), a=rtcp-mux and
+// a=rtcp-mux-only in each bundled section (MuxOnly), CRLF line endings.
 func (s *ICESession) Answer() string {
 	ld := s.pc.LocalDescription()
 	if ld == nil {
 		return ""
 	}
-	return OrderCandidates(ld.SDP, s.preferred)
+	return MuxOnly(OrderCandidates(ld.SDP, s.preferred))
 }
 
 // ETag returns the entity-tag of the current ICE session, quoted.

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/pion/sdp/v3"
@@ -19,7 +21,7 @@ import (
 // every candidate to be in it: until gathering completes, gather passes
 // (then it offers the candidates gathered so far, and logs it on log) or
 // ctx ends (then it returns context.Cause(ctx)). It returns the offer's
-// SDP.
+// SDP, with a=rtcp-mux-only in each bundled section (MuxOnly).
 func Offer(ctx context.Context, pc *webrtc.PeerConnection, gather time.Duration, log *slog.Logger) (string, error) {
 	gathered := webrtc.GatheringCompletePromise(pc)
 	o, err := pc.CreateOffer(nil)
@@ -41,7 +43,7 @@ func Offer(ctx context.Context, pc *webrtc.PeerConnection, gather time.Duration,
 	case <-ctx.Done():
 		return "", context.Cause(ctx)
 	}
-	return pc.LocalDescription().SDP, nil
+	return MuxOnly(pc.LocalDescription().SDP), nil
 }
 
 // AnswerMids returns the mids of the answer's media sections that are not
@@ -91,4 +93,67 @@ func Answer(pc *webrtc.PeerConnection, gather time.Duration) error {
 		return fmt.Errorf("ICE gathering did not complete in %v", gather)
 	}
 	return nil
+}
+
+// MuxOnly returns the SDP s with a=rtcp-mux and a=rtcp-mux-only in each
+// media section of its BUNDLE group, as the SDP bundle sections of RFC 9725
+// and draft-ietf-wish-whep ask of WHIP and WHEP endpoints and clients: RTCP
+// is never on a port of its own. RFC 8858 has only the offerer write
+// a=rtcp-mux-only; the bridge writes it in its answers too, as the WHIP and
+// WHEP texts ask, and the clients tested (pion, headless Chromium) accept
+// it. Pion muxes RTCP whatever the SDP says; this only says so. Lines end
+// in CRLF; a section not in the group (rejected, port 0) is unchanged.
+func MuxOnly(s string) string {
+	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(s, "\r\n", "\n"), "\n"), "\n")
+	bundled := map[string]bool{}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "m=") {
+			break
+		}
+		if v, ok := strings.CutPrefix(l, "a=group:BUNDLE "); ok {
+			for _, mid := range strings.Fields(v) {
+				bundled[mid] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(lines)+2*len(bundled))
+	var section []string
+	flush := func() {
+		if len(section) == 0 {
+			return
+		}
+		var mid string
+		mux, muxOnly := -1, false
+		for i, l := range section {
+			switch {
+			case strings.HasPrefix(l, "a=mid:"):
+				mid = l[len("a=mid:"):]
+			case l == "a=rtcp-mux":
+				mux = i
+			case l == "a=rtcp-mux-only":
+				muxOnly = true
+			}
+		}
+		if strings.HasPrefix(section[0], "m=") && bundled[mid] {
+			var add []string
+			if mux < 0 {
+				add = append(add, "a=rtcp-mux")
+				mux = len(section) - 1
+			}
+			if !muxOnly {
+				add = append(add, "a=rtcp-mux-only")
+			}
+			section = slices.Insert(section, mux+1, add...)
+		}
+		out = append(out, section...)
+		section = section[:0]
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "m=") {
+			flush()
+		}
+		section = append(section, l)
+	}
+	flush()
+	return strings.Join(out, "\r\n") + "\r\n"
 }

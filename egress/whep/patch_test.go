@@ -195,6 +195,10 @@ func TestPatchTrickleAndRestart(t *testing.T) {
 	if !strings.Contains(c.answer, "a=end-of-candidates\r\n") || strings.Contains(strings.ReplaceAll(c.answer, "\r\n", ""), "\n") {
 		t.Fatalf("answer without end-of-candidates or not CRLF:\n%q", c.answer)
 	}
+	// Media flows below with an answer that says a=rtcp-mux-only.
+	if !strings.Contains(c.answer, "a=rtcp-mux-only\r\n") || rtc.MuxOnly(c.answer) != c.answer {
+		t.Fatalf("a bundled section of the answer lacks a=rtcp-mux or a=rtcp-mux-only:\n%s", c.answer)
+	}
 	if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: c.answer}); err != nil {
 		t.Fatal(err)
 	}

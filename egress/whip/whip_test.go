@@ -15,6 +15,7 @@ import (
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/internal/testkit/rtcserver"
 	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/rtc"
 )
 
 const dstPath = "live/dst"
@@ -70,6 +71,11 @@ func TestForwardRTMPToWHIP(t *testing.T) {
 	checkMedia(t, got, d)
 	if n := rem.Count("POST /whip/"+dstPath+" 201", ""); n != 1 {
 		t.Errorf("%d successful POSTs, expected 1:\n%s", n, rem.RequestLog())
+	}
+	for _, o := range rem.Offers() {
+		if !strings.Contains(o, "a=rtcp-mux-only\r\n") || rtc.MuxOnly(o) != o {
+			t.Errorf("the offer lacks a=rtcp-mux and a=rtcp-mux-only in some bundled section:\n%s", o)
+		}
 	}
 	// A keyframe request on the remote goes to the forwarder as a PLI,
 	// which asks the hub (an RTMP source: the GOP is replayed).

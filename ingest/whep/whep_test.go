@@ -12,6 +12,7 @@ import (
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/internal/testkit/rtcserver"
 	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/rtc"
 )
 
 const dstPath = "live/pulled"
@@ -89,6 +90,11 @@ func TestPullFromWHEP(t *testing.T) {
 	for _, want := range []string{"POST /old/whep/live/src 307", "POST /whep/live/src 201"} {
 		if rem.Count(want, "") != 1 {
 			t.Errorf("no %q:\n%s", want, rem.RequestLog())
+		}
+	}
+	for _, o := range rem.Offers() {
+		if !strings.Contains(o, "a=rtcp-mux-only\r\n") || rtc.MuxOnly(o) != o {
+			t.Errorf("the offer lacks a=rtcp-mux and a=rtcp-mux-only in some bundled section:\n%s", o)
 		}
 	}
 	testkit.WaitFor(t, 5*time.Second, "remote session DELETEd", func() bool {

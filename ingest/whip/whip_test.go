@@ -148,10 +148,14 @@ func checkAnswer(t *testing.T, ts *testServer, c *testClient) {
 	if strings.Count(a, "\n") != strings.Count(a, "\r\n") {
 		t.Error("answer has lines not ending in CRLF")
 	}
-	for _, want := range []string{"a=candidate:", "a=end-of-candidates", "H264/90000", "opus/48000/2", "a=recvonly", "packetization-mode=1"} {
+	for _, want := range []string{"a=candidate:", "a=end-of-candidates", "H264/90000", "opus/48000/2", "a=recvonly", "packetization-mode=1",
+		"a=rtcp-mux\r\n", "a=rtcp-mux-only\r\n"} {
 		if !strings.Contains(a, want) {
 			t.Errorf("answer lacks %q", want)
 		}
+	}
+	if rtc.MuxOnly(a) != a {
+		t.Errorf("a bundled section of the answer lacks a=rtcp-mux or a=rtcp-mux-only:\n%s", a)
 	}
 	for _, bad := range []string{"VP8", "VP9", "AV1", "H265", "packetization-mode=0", "PCMU", "G722"} {
 		if strings.Contains(a, bad) {

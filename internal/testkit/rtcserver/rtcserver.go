@@ -12,11 +12,13 @@ package rtcserver
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -114,6 +116,7 @@ type Server struct {
 	srv      *httptest.Server
 	mu       sync.Mutex
 	requests []string // "POST /whip/live/dst 201"
+	offers   []string // the bodies of the SDP POSTs
 	stopped  bool
 }
 
@@ -248,9 +251,18 @@ func (r *statusRecorder) WriteHeader(code int) {
 func (s *Server) record(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		var offer string
+		if req.Method == http.MethodPost && req.Header.Get("Content-Type") == "application/sdp" {
+			body, _ := io.ReadAll(io.LimitReader(req.Body, rtc.MaxSDPSize+1))
+			offer = string(body)
+			req.Body = io.NopCloser(strings.NewReader(offer))
+		}
 		next.ServeHTTP(rec, req)
 		s.mu.Lock()
 		s.requests = append(s.requests, fmt.Sprintf("%s %s %d", req.Method, req.URL.Path, rec.status))
+		if offer != "" {
+			s.offers = append(s.offers, offer)
+		}
 		s.mu.Unlock()
 	})
 }
@@ -267,6 +279,13 @@ func (s *Server) Count(prefix, suffix string) int {
 		}
 	}
 	return n
+}
+
+// Offers returns the SDP offers POSTed to the server, in order.
+func (s *Server) Offers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.offers)
 }
 
 // RequestLog returns the requests served, one a line.
