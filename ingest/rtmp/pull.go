@@ -12,6 +12,7 @@ import (
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/rawurl"
+	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/internal/rtmpwire"
 	"github.com/wishbridge/bridge/media"
 )
@@ -37,8 +38,10 @@ import (
 // 10 s each). Pings are answered and what is received is acknowledged at
 // the window the server sets.
 //
-// After a failure the Puller waits and connects again: 1 s, doubling up
-// to 30 s, back to 1 s once a connection has carried media for a minute.
+// After a failure, the source ending its stream included, the Puller
+// waits and connects again (internal/reconnect's policy for pulls): 1 s,
+// doubling up to 30 s, back to 1 s once a connection has carried media
+// for a minute; a panic in an attempt is recovered and is a failure too.
 // Each failure is logged with its reason and the wait, the URL redacted
 // (rawurl.Redact). The client is internal/rtmpwire's, which holds the
 // server to the limits a publisher is held to (guard.go). Between two connections the stream waits for its
@@ -125,33 +128,21 @@ func NewPuller(cfg PullConfig) *Puller {
 // (which waits for a publisher for its grace period) and returns. With a
 // bad configuration it logs why and waits for ctx.
 func (p *Puller) Run(ctx context.Context) {
-	if p.err != nil {
-		p.log.Error("rtmp pull cannot start", "err", p.err)
-		<-ctx.Done()
-		return
+	if p.err == nil {
+		p.log.Info("rtmp pull started")
 	}
-	p.log.Info("rtmp pull started")
-	bo := backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
-	for {
-		var streamed time.Duration
-		var err error
-		if panics.Do("rtmp pull", p.log, func() { streamed, err = p.pull(ctx) }) {
-			err = errPanicked // the deferred closes ran; the next attempt starts afresh
-		}
-		if ctx.Err() != nil {
-			p.log.Info("rtmp pull stopped")
-			return
-		}
-		delay := bo.Next(streamed, 0)
-		p.log.Warn("rtmp pull failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", delay.String())
-		if p.onRetry != nil {
-			p.onRetry(delay, err)
-		}
-		if !backoff.Sleep(ctx, delay) {
-			p.log.Info("rtmp pull stopped")
-			return
-		}
-	}
+	reconnect.Loop{
+		Name:    "rtmp pull",
+		Log:     p.log,
+		Invalid: p.err,
+		Backoff: func() *backoff.Backoff {
+			return backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
+		},
+		Attempt: func(ctx context.Context, _ *media.Stream, _ *slog.Logger) (time.Duration, error) {
+			return p.pull(ctx)
+		},
+		Retrying: p.onRetry,
+	}.Run(ctx)
 }
 
 // pull makes one connection and publishes what it plays until it fails or

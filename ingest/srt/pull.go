@@ -23,6 +23,7 @@ import (
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/rawurl"
+	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/internal/srtcall"
 	"github.com/wishbridge/bridge/media"
 )
@@ -51,8 +52,10 @@ import (
 // behind, at most one per backoff period (30 s once the backoff is at its
 // cap).
 //
-// After a failure the Puller waits and connects again: 1 s, doubling up
-// to 30 s, back to 1 s once a connection has carried media for a minute.
+// After a failure, the source ending its stream included, the Puller
+// waits and connects again (internal/reconnect's policy for pulls): 1 s,
+// doubling up to 30 s, back to 1 s once a connection has carried media
+// for a minute; a panic in an attempt is recovered and is a failure too.
 // Each failure is logged with its reason and the wait, the URL redacted
 // (rawurl.Redact). Between two connections the stream waits for its
 // publisher for the registry's grace period (media.Registry.SetGrace), so
@@ -167,33 +170,21 @@ func parsePullURL(raw string) (pullSource, error) {
 // handshake in progress is not interrupted: Run may take up to 3 s more
 // to return. With a bad configuration it logs why and waits for ctx.
 func (p *Puller) Run(ctx context.Context) {
-	if p.err != nil {
-		p.log.Error("srt pull cannot start", "err", p.err)
-		<-ctx.Done()
-		return
+	if p.err == nil {
+		p.log.Info("srt pull started")
 	}
-	p.log.Info("srt pull started")
-	bo := backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
-	for {
-		var streamed time.Duration
-		var err error
-		if panics.Do("srt pull", p.log, func() { streamed, err = p.pull(ctx) }) {
-			err = errPanicked // the deferred closes ran; the next attempt starts afresh
-		}
-		if ctx.Err() != nil {
-			p.log.Info("srt pull stopped")
-			return
-		}
-		delay := bo.Next(streamed, 0)
-		p.log.Warn("srt pull failed", "reason", err.Error(), "streamed", streamed.Round(time.Millisecond).String(), "retry_in", delay.String())
-		if p.onRetry != nil {
-			p.onRetry(delay, err)
-		}
-		if !backoff.Sleep(ctx, delay) {
-			p.log.Info("srt pull stopped")
-			return
-		}
-	}
+	reconnect.Loop{
+		Name:    "srt pull",
+		Log:     p.log,
+		Invalid: p.err,
+		Backoff: func() *backoff.Backoff {
+			return backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
+		},
+		Attempt: func(ctx context.Context, _ *media.Stream, _ *slog.Logger) (time.Duration, error) {
+			return p.pull(ctx)
+		},
+		Retrying: p.onRetry,
+	}.Run(ctx)
 }
 
 // Stats returns the statistics of the puller's connection while it
