@@ -40,7 +40,8 @@
 // A refusal, a connection that fails or stops carrying media for 10 s
 // (the remote stream ended, the server went away) ends the session; Run
 // makes a new one after a backoff: 1 s doubling up to 30 s, back to 1 s
-// after a minute of media, or the Retry-After of a 503 or 429. Meanwhile
+// after a minute of media, or the Retry-After of a 503 or 429 (the policy
+// of internal/reconnect, the same for every pull). Meanwhile
 // the stream waits for its publisher for the registry's grace period
 // (media.Registry.SetGrace), so its readers carry on across a reconnect.
 package whep
@@ -55,6 +56,7 @@ import (
 
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/rawurl"
+	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -146,25 +148,23 @@ func endpointURL(raw string) string {
 }
 
 // Run pulls until ctx ends, then ends the remote session (DELETE), leaves
-// the stream and returns.
+// the stream and returns. What follows each attempt is
+// internal/reconnect's policy for pulls (a 503 or 429's Retry-After is
+// waited).
 func (p *Puller) Run(ctx context.Context) {
-	if p.err != nil {
-		p.log.Error("whep pull cannot start", "err", p.err)
-		<-ctx.Done()
-		return
+	if p.client != nil {
+		defer p.client.Close()
 	}
-	defer p.client.Close()
-	bo := backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
-	for {
-		received, err := p.pull(ctx)
-		if ctx.Err() != nil {
-			p.log.Info("whep pull stopped", "received", received.Round(time.Millisecond).String())
-			return
-		}
-		wait := bo.Next(received, rtc.RetryAfter(err))
-		p.log.Warn("whep pull failed", "reason", err.Error(), "received", received.Round(time.Millisecond).String(), "retry_in", wait.String())
-		if !backoff.Sleep(ctx, wait) {
-			return
-		}
-	}
+	reconnect.Loop{
+		Name:    "whep pull",
+		Log:     p.log,
+		Invalid: p.err,
+		Backoff: func() *backoff.Backoff {
+			return backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
+		},
+		Attempt: func(ctx context.Context, _ *media.Stream, _ *slog.Logger) (time.Duration, error) {
+			return p.pull(ctx)
+		},
+		RetryAfter: rtc.RetryAfter,
+	}.Run(ctx)
 }
