@@ -117,10 +117,11 @@ func (e *Engine) NewICESession(pc *webrtc.PeerConnection, log *slog.Logger) (*IC
 // SetRemoteOffer sets a WHIP or WHEP client's offer as pc's remote
 // description, without the candidates the bridge must not probe: those it
 // cannot use (see usableCandidate) and those beyond Settings.ICECandidates
-// distinct addresses (counted in ICEStats, logged on log). An offer pion
-// refuses is a 400 (*Error) with the reason.
+// distinct addresses (counted in ICEStats, logged on log), and with a
+// session-level a=setup repeated in each media section (mediaLevelSetup).
+// An offer pion refuses is a 400 (*Error) with the reason.
 func (e *Engine) SetRemoteOffer(pc *webrtc.PeerConnection, offer string, log *slog.Logger) error {
-	offer, dropped := e.limitOfferCandidates(offer)
+	offer, dropped := e.limitOfferCandidates(mediaLevelSetup(offer))
 	if len(dropped) > 0 {
 		log.Info("offer's ICE candidates dropped", "dropped", dropped, "limit", e.iceCandidates)
 	}
@@ -161,6 +162,52 @@ func (e *Engine) limitOfferCandidates(offer string) (string, map[dropReason]int)
 		out = append(out, l)
 	}
 	return strings.Join(out, ""), dropped
+}
+
+// mediaLevelSetup returns offer with its session-level a=setup line, if it
+// has one, repeated at the end of each media section that has none. The
+// attribute may be at either level (RFC 4145 section 4), but pion reads it
+// in the media sections only: an offer saying a=setup:active for the whole
+// session was answered active too, and the DTLS handshake never began.
+func mediaLevelSetup(offer string) string {
+	lines := strings.SplitAfter(offer, "\n")
+	var setup string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "m=") {
+			break
+		}
+		if strings.HasPrefix(l, "a=setup:") {
+			setup = strings.TrimRight(l, "\r\n")
+		}
+	}
+	if setup == "" {
+		return offer
+	}
+	out := make([]string, 0, len(lines)+4)
+	inMedia, has := false, false
+	endSection := func() {
+		if inMedia && !has {
+			out = append(out, setup+"\r\n")
+		}
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "m=") {
+			endSection()
+			inMedia, has = true, false
+		}
+		if inMedia && strings.HasPrefix(l, "a=setup:") {
+			has = true
+		}
+		if l == "" {
+			continue
+		}
+		if !strings.HasSuffix(l, "\n") {
+			l += "\r\n" // the last line, without its end
+		}
+		out = append(out, l)
+	}
+	endSection()
+	return strings.Join(out, "")
 }
 
 // sdpCandidates returns the values of the a=candidate lines of an SDP.

@@ -45,6 +45,9 @@ type bench struct {
 	sessions *rtc.Sessions
 	url      string
 	logs     *syncBuf
+	// editOffer, if set, rewrites the offers of offerOnly's viewers
+	// before they are POSTed (their local description stays pion's).
+	editOffer func(string) string
 }
 
 type syncBuf struct {
@@ -214,7 +217,11 @@ func offerOnly(t *testing.T, b *bench, path string, extra ...webrtc.RTPCodecType
 		t.Fatal(err)
 	}
 	<-gathered
-	resp, err := http.Post(b.url+"/whep/"+path, "application/sdp", strings.NewReader(pc.LocalDescription().SDP))
+	offer := pc.LocalDescription().SDP
+	if b.editOffer != nil {
+		offer = b.editOffer(offer)
+	}
+	resp, err := http.Post(b.url+"/whep/"+path, "application/sdp", strings.NewReader(offer))
 	if err != nil {
 		t.Fatal(err)
 	}
