@@ -3,28 +3,12 @@ package whep
 import (
 	"io"
 	"net/http"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/wishbridge/bridge/media"
 )
-
-// capturedOffer returns an offer captured from a real client
-// (../shared/sdp/README.txt), without the logged lines after it.
-func capturedOffer(t *testing.T, name string) string {
-	t.Helper()
-	b, err := os.ReadFile("../../../shared/sdp/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	if i := strings.Index(s, "\r\n\r\n"); i >= 0 {
-		s = s[:i+2]
-	}
-	return s
-}
 
 var setupLine = regexp.MustCompile(`(?m)^a=setup:(\S+)\r?$`)
 
@@ -51,7 +35,7 @@ func TestDTLSRoles(t *testing.T) {
 	for n := range 10 {
 		pub.Write(frame(video, n, n == 0, testSPS))
 	}
-	chromium := capturedOffer(t, "chromium156-whep-offer.sdp")
+	chromium := realOfferSDP(t, "chromium156-whep-offer.sdp")
 	for _, c := range []struct {
 		offer, answer string
 		session       bool // a=setup at the session level (RFC 4145 section 4), not in each section
