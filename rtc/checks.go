@@ -166,21 +166,22 @@ func (c udpAddrPortConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, er
 	return c.WriteToUDPAddrPort(b, addr)
 }
 
-// over reports whether p is a connectivity check over its agent's budget.
-func (c *checkConn) over(p []byte) bool {
+// over reports whether p is a connectivity check over its agent's budget
+// (and takes it from the budget if not).
+func (b *checkBudget) over(p []byte) bool {
 	ufrag, ok := checkUfrag(p)
-	return ok && !c.budget.allow(ufrag, time.Now())
+	return ok && !b.allow(ufrag, time.Now())
 }
 
 func (c *checkConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if c.over(p) {
+	if c.budget.over(p) {
 		return len(p), nil
 	}
 	return c.PacketConn.WriteTo(p, addr)
 }
 
 func (c *checkConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) {
-	if c.over(p) {
+	if c.budget.over(p) {
 		return len(p), nil
 	}
 	if c.ap == nil {

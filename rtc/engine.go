@@ -29,7 +29,8 @@ import (
 // Settings configures an Engine. UDP is required; the rest have working zero
 // values.
 type Settings struct {
-	// UDP is the socket every peer's ICE traffic goes through (opened by the
+	// UDP is the socket every server session's ICE traffic goes through
+	// (outbound sessions have their own: see outboundSettings; opened by the
 	// caller, so a bind error surfaces before anything starts). The Engine
 	// owns it from New on and closes it in Close.
 	UDP net.PacketConn
@@ -69,6 +70,8 @@ type Settings struct {
 type Engine struct {
 	api        *webrtc.API // receiving peers: NACK generator, reports, TWCC
 	sendAPI    *webrtc.API // sending peers: no interceptors (see NewSenderPeerConnection)
+	outAPI     *webrtc.API // api's outbound twin: sockets of its own (outboundSettings)
+	outSendAPI *webrtc.API // sendAPI's outbound twin
 	mux        interface{ Close() error }
 	batch      *udpbatch.Conn // nil when Settings.UDP is not a *net.UDPConn
 	iceServers ICEServers
@@ -135,7 +138,6 @@ func New(s Settings) (*Engine, error) {
 		log.Info("WebRTC UDP on every address of the host; on a host with several addresses, set listen.webrtc_udp to the one peers reach",
 			"addr", a.String())
 	}
-	se.SetICEUDPMux(mux)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	se.SetIncludeLoopbackCandidate(s.IncludeLoopback)
 	// Every remote candidate, signalled or peer-reflexive, passes this
@@ -174,10 +176,14 @@ func New(s Settings) (*Engine, error) {
 			nat = append(nat, ip.Unmap())
 		}
 	}
+	out := outboundSettings(se, checks)
+	se.SetICEUDPMux(mux)
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 	sendAPI := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(se))
 	return &Engine{
 		api: api, sendAPI: sendAPI, mux: mux, batch: batch, iceServers: slices.Clone(s.ICEServers), nat1to1: nat,
+		outAPI:        webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(out)),
+		outSendAPI:    webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(out)),
 		loopback:      s.IncludeLoopback,
 		iceCandidates: orDefault(s.ICECandidates, DefaultICECandidates),
 		patchRate:     orDefault(s.PatchRate, DefaultPatchRate),
@@ -233,14 +239,16 @@ func interceptors(m *webrtc.MediaEngine) (*interceptor.Registry, error) {
 }
 
 // NewPeerConnection returns a PeerConnection for a peer that sends us
-// media (a WHIP publisher, a WHEP source we pull): its RTP goes through
+// media (a WHIP publisher; a WHEP source we pull is outbound: see
+// NewOutboundPeerConnection): its RTP goes through
 // the NACK generator, receiver reports and TWCC feedback.
 func (e *Engine) NewPeerConnection() (*webrtc.PeerConnection, error) {
 	return e.api.NewPeerConnection(e.agentConfig())
 }
 
 // NewSenderPeerConnection returns a PeerConnection for a peer we only send
-// to (a WHEP viewer, a WHIP target), without interceptors: they all serve
+// to (a WHEP viewer; a WHIP target is outbound: see
+// NewOutboundSenderPeerConnection), without interceptors: they all serve
 // what we receive, and on the send side each would sit in the path of every
 // packet to every viewer (and pion's run a goroutine each per peer).
 // OutTrack answers NACKs and keyframe requests and makes the sender reports.

@@ -45,18 +45,41 @@ type mediaStats struct {
 	codecs        string
 }
 
-// receive reads path on reg for d (after waiting for it to be ready) and
-// summarises what arrived.
-func receive(t *testing.T, reg *media.Registry, path string, d time.Duration) mediaStats {
+// newReader waits for the stream at path on reg to be ready and returns
+// it with a reader of it; the caller closes the reader.
+func newReader(t *testing.T, reg *media.Registry, path string) (*media.Stream, *media.Reader) {
 	t.Helper()
 	st := testkit.WaitReady(t, reg, path, 20*time.Second)
 	r, err := st.NewReader(media.ReaderOptions{Name: "test", QueueSize: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	return st, r
+}
+
+// readFor passes each unit r reads to fn for d.
+func readFor(t *testing.T, r *media.Reader, path string, d time.Duration, fn func(*media.Unit)) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
+	for {
+		u, err := r.Read(ctx)
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("read %s: %v", path, err)
+			}
+			return
+		}
+		fn(u)
+	}
+}
+
+// receive reads path on reg for d (after waiting for it to be ready) and
+// summarises what arrived.
+func receive(t *testing.T, reg *media.Registry, path string, d time.Duration) mediaStats {
+	t.Helper()
+	st, r := newReader(t, reg, path)
+	defer r.Close()
 	var out mediaStats
 	var names []string
 	for _, tr := range st.Tracks() {
@@ -64,18 +87,11 @@ func receive(t *testing.T, reg *media.Registry, path string, d time.Duration) me
 	}
 	out.codecs = strings.Join(names, " ")
 	var first, last time.Duration
-	for {
-		u, err := r.Read(ctx)
-		if err != nil {
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("read %s: %v", path, err)
-			}
-			break
-		}
+	readFor(t, r, path, d, func(u *media.Unit) {
 		switch u.Track.Codec.(type) {
 		case media.H264:
 			if u.NALUs == nil {
-				continue
+				return
 			}
 			if out.videoUnits == 0 {
 				first = u.PTS
@@ -96,7 +112,7 @@ func receive(t *testing.T, reg *media.Registry, path string, d time.Duration) me
 				out.opusUnits++
 			}
 		}
-	}
+	})
 	if out.videoUnits > 1 && last > first {
 		out.fps = float64(out.videoUnits-1) / (last - first).Seconds()
 	}

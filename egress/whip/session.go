@@ -132,7 +132,7 @@ func remoteName(rs *rtc.RemoteSession) string {
 }
 
 func newSession(ctx context.Context, f *Forwarder, st *media.Stream) (*session, error) {
-	pc, err := f.cfg.Engine.NewSenderPeerConnection()
+	pc, err := f.cfg.Engine.NewOutboundSenderPeerConnection()
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}

@@ -109,7 +109,7 @@ func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
 }
 
 func newSession(ctx context.Context, p *Puller) (*session, error) {
-	pc, err := p.cfg.Engine.NewPeerConnection()
+	pc, err := p.cfg.Engine.NewOutboundPeerConnection()
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
