@@ -80,7 +80,7 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 			_ = pc.Close()
 		}
 	}()
-	if err := h.cfg.Engine.SetRemoteOffer(pc, rawOffer, log); err != nil {
+	if err := h.cfg.Engine.SetRemoteOffer(pc, receiveOnly(rawOffer), log); err != nil {
 		return nil, "", err
 	}
 	s := &session{
