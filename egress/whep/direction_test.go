@@ -1,39 +1,26 @@
 package whep
 
 import (
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/pion/sdp/v3"
-
 	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/rtc"
 )
 
-// sectionDirections returns the direction of each media section of an
-// SDP that is not rejected (port 0): its direction attribute, sendrecv
-// without one.
-func sectionDirections(t *testing.T, raw string) []string {
+// checkSendonly fails the test unless every media section of answer that
+// is not rejected is sendonly (rtc.AnswerMids counts sendrecv ones as both
+// sending and receiving) and there are want of them.
+func checkSendonly(t *testing.T, what, answer string, want int) {
 	t.Helper()
-	var sd sdp.SessionDescription
-	if err := sd.UnmarshalString(raw); err != nil {
-		t.Fatalf("answer: %v\n%s", err, raw)
+	send, err := rtc.AnswerMids(answer, "sendonly")
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
-	var out []string
-	for _, md := range sd.MediaDescriptions {
-		if md.MediaName.Port.Value == 0 {
-			continue
-		}
-		d := "sendrecv"
-		for _, a := range []string{"sendonly", "recvonly", "inactive", "sendrecv"} {
-			if _, ok := md.Attribute(a); ok {
-				d = a
-			}
-		}
-		out = append(out, d)
+	recv, _ := rtc.AnswerMids(answer, "recvonly")
+	if len(send) != want || len(recv) != 0 {
+		t.Errorf("%s: answer sends in %v and receives in %v, want sendonly in %d sections:\n%s", what, send, recv, want, answer)
 	}
-	return out
 }
 
 // TestAnswerSendonly: a WHEP session only sends (draft-ietf-wish-whep:
@@ -58,27 +45,14 @@ func TestAnswerSendonly(t *testing.T) {
 		{"no direction", func(s string) string { return strings.ReplaceAll(s, "a=recvonly\r\n", "") }},
 	} {
 		t.Run(edit.name, func(t *testing.T) {
-			offer := edit.fn(realOfferSDP(t, "chromium156-whep-offer.sdp"))
-			resp, err := http.Post(b.url+"/whep/live/cam", "application/sdp", strings.NewReader(offer))
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusCreated {
-				t.Fatalf("Chromium's offer, %s: %d %s", edit.name, resp.StatusCode, body)
-			}
-			if d := sectionDirections(t, string(body)); strings.Join(d, " ") != "sendonly sendonly" {
-				t.Errorf("Chromium's offer, %s: answered %v, want sendonly in both sections", edit.name, d)
-			}
+			answer := postOffer(t, b, "live/cam", edit.fn(realOfferSDP(t, "chromium156-whep-offer.sdp")))
+			checkSendonly(t, "Chromium's offer, "+edit.name, answer, 2)
 
 			b.editOffer = edit.fn
 			defer func() { b.editOffer = nil }()
-			v, answer := offerOnly(t, b, "live/cam")
-			if d := sectionDirections(t, answer.SDP); strings.Join(d, " ") != "sendonly" {
-				t.Errorf("pion's offer, %s: answered %v, want sendonly", edit.name, d)
-			}
-			if err := v.pc.SetRemoteDescription(answer); err != nil {
+			v, pionAnswer := offerOnly(t, b, "live/cam")
+			checkSendonly(t, "pion's offer, "+edit.name, pionAnswer.SDP, 1)
+			if err := v.pc.SetRemoteDescription(pionAnswer); err != nil {
 				t.Fatal(err)
 			}
 			if got := numbers(v.wait(t, 10)); got[0] != 0 || got[9] != 9 {

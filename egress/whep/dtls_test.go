@@ -21,6 +21,22 @@ func setupRoles(sdp string) []string {
 	return out
 }
 
+// postOffer POSTs offer to the WHEP endpoint of path and returns the
+// answer; anything but a 201 fails the test.
+func postOffer(t *testing.T, b *bench, path, offer string) string {
+	t.Helper()
+	resp, err := http.Post(b.url+"/whep/"+path, "application/sdp", strings.NewReader(offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /whep/%s: %d %s\n%s", path, resp.StatusCode, body, offer)
+	}
+	return string(body)
+}
+
 // TestDTLSRoles: an offer may say a=setup:active or passive (RFC 8842
 // section 5.2) as well as actpass. The answer takes the complement in
 // every section (active -> passive, passive -> active) and active for
@@ -58,17 +74,8 @@ func TestDTLSRoles(t *testing.T) {
 				return sdp[:i] + "\r\na=setup:" + c.offer + sdp[i:]
 			}
 
-			offer := setRole(chromium)
-			resp, err := http.Post(b.url+"/whep/live/cam", "application/sdp", strings.NewReader(offer))
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusCreated {
-				t.Fatalf("Chromium's offer with a=setup:%s: %d %s", c.offer, resp.StatusCode, body)
-			}
-			if roles := setupRoles(string(body)); len(roles) == 0 || strings.Join(roles, " ") != strings.TrimSpace(strings.Repeat(c.answer+" ", len(roles))) {
+			body := postOffer(t, b, "live/cam", setRole(chromium))
+			if roles := setupRoles(body); len(roles) == 0 || strings.Join(roles, " ") != strings.TrimSpace(strings.Repeat(c.answer+" ", len(roles))) {
 				t.Errorf("Chromium's offer with a=setup:%s answered a=setup %v, want %s", c.offer, roles, c.answer)
 			}
 

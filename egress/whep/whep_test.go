@@ -2,7 +2,6 @@ package whep
 
 import (
 	"bytes"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -221,16 +220,7 @@ func offerOnly(t *testing.T, b *bench, path string, extra ...webrtc.RTPCodecType
 	if b.editOffer != nil {
 		offer = b.editOffer(offer)
 	}
-	resp, err := http.Post(b.url+"/whep/"+path, "application/sdp", strings.NewReader(offer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("POST: %d %s", resp.StatusCode, body)
-	}
-	return v, webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}
+	return v, webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: postOffer(t, b, path, offer)}
 }
 
 // wait returns the access units once there are n.
