@@ -138,16 +138,14 @@ func (p *Puller) Run(ctx context.Context) {
 		Backoff: func() *backoff.Backoff {
 			return backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
 		},
-		Attempt: func(ctx context.Context, _ *media.Stream, _ *slog.Logger) (time.Duration, error) {
-			return p.pull(ctx)
-		},
+		Attempt:  p.pull,
 		Retrying: p.onRetry,
 	}.Run(ctx)
 }
 
 // pull makes one connection and publishes what it plays until it fails or
 // ctx ends. It returns for how long the stream was published.
-func (p *Puller) pull(ctx context.Context) (streamed time.Duration, err error) {
+func (p *Puller) pull(ctx context.Context, _ *media.Stream, _ *slog.Logger) (streamed time.Duration, err error) {
 	c, err := rtmpwire.DialPlay(ctx, rtmpwire.Config{
 		URL:          p.src,
 		SetupTimeout: p.setupTimeout,

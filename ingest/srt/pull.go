@@ -180,9 +180,7 @@ func (p *Puller) Run(ctx context.Context) {
 		Backoff: func() *backoff.Backoff {
 			return backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
 		},
-		Attempt: func(ctx context.Context, _ *media.Stream, _ *slog.Logger) (time.Duration, error) {
-			return p.pull(ctx)
-		},
+		Attempt:  p.pull,
 		Retrying: p.onRetry,
 	}.Run(ctx)
 }
@@ -206,8 +204,9 @@ func (p *Puller) setCurrent(pub *publisher) {
 }
 
 // pull makes one connection and publishes what it receives until it fails
-// or ctx ends. It returns for how long the connection published.
-func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
+// or ctx ends, logging to log (the attempt's). It returns for how long the
+// connection published.
+func (p *Puller) pull(ctx context.Context, _ *media.Stream, log *slog.Logger) (time.Duration, error) {
 	if err := probe(ctx, p.src.addr, p.probeTimeout); err != nil {
 		return 0, fmt.Errorf("connect: %w", err)
 	}
@@ -225,11 +224,11 @@ func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	st.SetKind(access.KindSRTPull)
-	pub := newPublisher(p.pubCfg, conn, st, p.src.redacted, p.log)
+	pub := newPublisher(p.pubCfg, conn, st, p.src.redacted, log)
 	p.setCurrent(pub)
 	defer p.setCurrent(nil)
 	stop := context.AfterFunc(ctx, func() {
-		defer panics.Recover("srt pull", p.log, func() { _ = pub.conn.Close() })
+		defer panics.Recover("srt pull", log, func() { _ = pub.conn.Close() })
 		pub.stop(errPullStopped)
 	})
 	defer stop()
