@@ -2,7 +2,8 @@
 // clients (RTMP, SRT and WHIP pushes; RTMP, SRT and WHEP pulls): after a
 // failure wait Min, doubling up to Max, back to Min once an attempt has
 // run for Reset; a server's Retry-After is waited instead when it gives
-// one.
+// one. internal/reconnect decides which of Next and Pause an attempt's end
+// calls for.
 package backoff
 
 import (
