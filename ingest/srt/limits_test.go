@@ -293,14 +293,17 @@ func TestJunkPIDs(t *testing.T) {
 // mediacommon callbacks) ends that publisher alone, is counted, and the
 // server goes on serving.
 func TestPanicEndsConnection(t *testing.T) {
-	ts := startServer(t, Config{}, nil)
-	onPublish := ts.onPublish
-	ts.onPublish = func(st *media.Stream) {
-		if st.Path() == "live/boom" {
-			panic("boom")
+	// The hook is set before the server serves: a connection's goroutine
+	// reads it.
+	ts := startServer(t, Config{}, func(s *Server) {
+		onPublish := s.onPublish
+		s.onPublish = func(st *media.Stream) {
+			if st.Path() == "live/boom" {
+				panic("boom")
+			}
+			onPublish(st)
 		}
-		onPublish(st)
-	}
+	})
 	before := panics.CountOf(panicComponent)
 	if _, err := dial(t, ts, "publish:live/boom", ""); err != nil {
 		t.Fatal(err)
