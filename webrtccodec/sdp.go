@@ -83,6 +83,13 @@ func AcceptableH264(fmtp string) bool {
 	return false
 }
 
+// AcceptedVideo and AcceptedAudio name, for a refusal, the formats
+// Acceptable takes of each kind.
+const (
+	AcceptedVideo = "H264 (packetization-mode=1; Baseline, Main or High profile)"
+	AcceptedAudio = "Opus"
+)
+
 // Acceptable reports whether a payload format a publisher offers is one
 // the hub can receive and carry: H.264 (AcceptableH264) or Opus.
 func Acceptable(c Offered) bool {

@@ -20,11 +20,17 @@ type offer struct {
 	hasVideo, hasAudio bool
 }
 
-// checkOffer parses an SDP offer and picks the first media section of each
-// kind that sends something the hub can carry: H.264 in packetization-mode 1
-// (Baseline, Main or High profile) for video, Opus for audio. Other codecs
-// (VP8, VP9, AV1, H.265) have no hub codec yet, so sections offering only
-// those are not used. Errors are 400s with the reason.
+// checkOffer parses an SDP offer and picks the media section of each kind
+// that sends something the hub can carry: H.264 in packetization-mode 1
+// (Baseline, Main or High profile) for video, Opus for audio
+// (webrtccodec.Acceptable). A WHIP stream is one MediaStream of at most one
+// video and one audio track (RFC 9725 has a session carry one MediaStream):
+// an offer that sends more sections of a kind (simulcast
+// layers belong in one section) or more than one MediaStream (a=msid) is a
+// 422 with the reason. Other codecs (VP8, VP9, AV1, H.265) have no hub
+// codec yet: a sending section that offers only those is a 400 listing
+// what the endpoint takes, rather than a session that carries half of what
+// the client sends. An offer that cannot be parsed is a 400 too.
 func checkOffer(raw string) (*offer, error) {
 	var sd sdp.SessionDescription
 	if err := sd.UnmarshalString(raw); err != nil {
@@ -35,6 +41,7 @@ func checkOffer(raw string) (*offer, error) {
 	}
 	o := &offer{}
 	var gotVideo, gotAudio []string // codec names of sections that send, for the error
+	var videoMids, audioMids, streams []string
 	for _, md := range sd.MediaDescriptions {
 		if !sends(md) {
 			continue
@@ -43,23 +50,72 @@ func checkOffer(raw string) (*offer, error) {
 		codecs := webrtccodec.SectionCodecs(md)
 		switch md.MediaName.Media {
 		case "video":
+			videoMids = append(videoMids, mid)
 			gotVideo = appendNames(gotVideo, codecs)
 			if !o.hasVideo && slices.ContainsFunc(codecs, acceptableVideo) {
 				o.hasVideo, o.videoMid = true, mid
 			}
 		case "audio":
+			audioMids = append(audioMids, mid)
 			gotAudio = appendNames(gotAudio, codecs)
 			if !o.hasAudio && slices.ContainsFunc(codecs, acceptableAudio) {
 				o.hasAudio, o.audioMid = true, mid
 			}
+		default:
+			continue
+		}
+		for _, id := range msidStreams(md) {
+			if !slices.Contains(streams, id) {
+				streams = append(streams, id)
+			}
 		}
 	}
-	if !o.hasVideo && !o.hasAudio {
+	for _, k := range []struct {
+		kind string
+		mids []string
+	}{{"video", videoMids}, {"audio", audioMids}} {
+		if len(k.mids) > 1 {
+			return nil, rtc.Errorf(http.StatusUnprocessableEntity,
+				"offer sends %d %s sections (mids %s): a WHIP stream takes one video and one audio track (simulcast layers go in one section)",
+				len(k.mids), k.kind, strings.Join(k.mids, ", "))
+		}
+	}
+	if len(streams) > 1 {
+		return nil, rtc.Errorf(http.StatusUnprocessableEntity,
+			"offer sends %d MediaStreams (a=msid %s): a WHIP stream is one MediaStream", len(streams), strings.Join(streams, ", "))
+	}
+	if !o.hasVideo && !o.hasAudio || len(videoMids) > 0 && !o.hasVideo || len(audioMids) > 0 && !o.hasAudio {
 		return nil, rtc.Errorf(http.StatusBadRequest,
-			"offer has nothing this endpoint can receive: it takes H264 video (packetization-mode=1; Baseline, Main or High profile) and/or Opus audio in a sendonly or sendrecv section (offered video: %s; audio: %s)",
-			describe(gotVideo), describe(gotAudio))
+			"offer sends a format this endpoint cannot receive: it takes %s video and/or %s audio in a sendonly or sendrecv section (offered video: %s; audio: %s)",
+			webrtccodec.AcceptedVideo, webrtccodec.AcceptedAudio, describe(gotVideo), describe(gotAudio))
 	}
 	return o, nil
+}
+
+// msidStreams returns the MediaStream ids a media section names, in its
+// a=msid lines and in the a=ssrc msid lines of older clients (GStreamer);
+// "-" (no stream, RFC 8830 section 2) is none.
+func msidStreams(md *sdp.MediaDescription) []string {
+	var ids []string
+	for _, a := range md.Attributes {
+		v := a.Value
+		switch a.Key {
+		case "msid":
+		case "ssrc":
+			_, rest, _ := strings.Cut(v, " ")
+			var ok bool
+			if v, ok = strings.CutPrefix(rest, "msid:"); !ok {
+				continue
+			}
+		default:
+			continue
+		}
+		id, _, _ := strings.Cut(v, " ")
+		if id != "" && id != "-" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // sends reports whether a media section can carry media from the offerer:

@@ -1,6 +1,7 @@
 package whip
 
 import (
+	"cmp"
 	"errors"
 	"strings"
 	"testing"
@@ -28,26 +29,40 @@ func h264Section(mid, dir, fmtp string) string {
 }
 
 func TestCheckOffer(t *testing.T) {
+	const takes = "it takes H264 (packetization-mode=1; Baseline, Main or High profile) video and/or Opus audio"
+	withMsid := func(section, stream string) string { return section + "|a=msid:" + stream + " track-" + section[2:7] }
 	cases := []struct {
 		name         string
 		sdp          string
 		video, audio string // mids expected; "" for none
-		err          string // substring of the 400's message
+		err          string // substring of the refusal's message
+		status       int    // of the refusal: 400 if 0
 	}{
 		{name: "H264 and Opus", sdp: sdpOffer(opusSection, h264Section("1", "|a=sendonly", "packetization-mode=1;profile-level-id=42e01f")), video: "1", audio: "0"},
 		{name: "Main profile", sdp: sdpOffer(h264Section("v", "|a=sendonly", "profile-level-id=4d001f;packetization-mode=1")), video: "v"},
 		{name: "Constrained High", sdp: sdpOffer(h264Section("v", "|a=sendonly", "packetization-mode=1;profile-level-id=640c1f")), video: "v"},
 		{name: "no profile-level-id is Baseline", sdp: sdpOffer(h264Section("v", "|a=sendonly", "packetization-mode=1")), video: "v"},
 		{name: "sendrecv by default", sdp: sdpOffer(h264Section("v", "", "packetization-mode=1")), video: "v"},
-		{name: "Opus alone, VP8 ignored", sdp: sdpOffer(opusSection, vp8Section), audio: "0"},
+		{name: "simulcast in one section", sdp: sdpOffer(opusSection, h264Section("1", "|a=sendonly|a=rid:h send|a=rid:l send|a=simulcast:send h;l", "packetization-mode=1")), video: "1", audio: "0"},
+		{name: "one MediaStream", sdp: sdpOffer(withMsid(opusSection, "s1"), withMsid(h264Section("1", "|a=sendonly", "packetization-mode=1"), "s1")), video: "1", audio: "0"},
+		{name: "no MediaStream (msid -)", sdp: sdpOffer(withMsid(opusSection, "-"), withMsid(h264Section("1", "|a=sendonly", "packetization-mode=1"), "s1")), video: "1", audio: "0"},
+		{name: "recvonly sections do not count", sdp: sdpOffer(opusSection, h264Section("1", "|a=sendonly", "packetization-mode=1"), h264Section("2", "|a=recvonly", "packetization-mode=1")), video: "1", audio: "0"},
+
+		{name: "Opus and VP8-only video (half a session)", sdp: sdpOffer(opusSection, vp8Section), err: takes + " in a sendonly or sendrecv section (offered video: VP8; audio: opus)"},
+		{name: "two video sections", sdp: sdpOffer(h264Section("1", "|a=sendonly", "packetization-mode=1"), h264Section("2", "|a=sendonly", "packetization-mode=1")),
+			status: 422, err: "offer sends 2 video sections (mids 1, 2): a WHIP stream takes one video and one audio track"},
+		{name: "a usable and an unusable video section", sdp: sdpOffer(vp8Section, h264Section("2", "|a=sendonly", "packetization-mode=1")), status: 422, err: "2 video sections (mids 1, 2)"},
+		{name: "two audio sections", sdp: sdpOffer(opusSection, strings.Replace(opusSection, "mid:0", "mid:a2", 1)), status: 422, err: "2 audio sections (mids 0, a2)"},
+		{name: "two MediaStreams", sdp: sdpOffer(withMsid(opusSection, "s1"), withMsid(h264Section("1", "|a=sendonly", "packetization-mode=1"), "s2")),
+			status: 422, err: "offer sends 2 MediaStreams (a=msid s1, s2): a WHIP stream is one MediaStream"},
+		{name: "two MediaStreams in a=ssrc msid", sdp: sdpOffer(opusSection+"|a=ssrc:1 msid:s1 t1", h264Section("1", "|a=sendonly|a=ssrc:2 msid:s2 t2", "packetization-mode=1")), status: 422, err: "2 MediaStreams"},
 		{name: "bundle-only section at port 0 counts", sdp: sdpOffer(opusSection, strings.Replace(h264Section("1", "|a=sendonly|a=bundle-only", "packetization-mode=1"), " 9 ", " 0 ", 1)), video: "1", audio: "0"},
 		{name: "port 0 without bundle-only is disabled", sdp: sdpOffer(opusSection, strings.Replace(h264Section("1", "|a=sendonly", "packetization-mode=1"), " 9 ", " 0 ", 1)), audio: "0"},
-		{name: "first usable video section", sdp: sdpOffer(vp8Section, h264Section("2", "|a=sendonly", "packetization-mode=1"), h264Section("3", "|a=sendonly", "packetization-mode=1")), video: "2"},
 
 		{name: "packetization-mode 0 only", sdp: sdpOffer(h264Section("v", "|a=sendonly", "packetization-mode=0;profile-level-id=42e01f")),
 			err: "offered video: H264 (packetization-mode=0, profile-level-id=42e01f); audio: none"},
 		{name: "High 10", sdp: sdpOffer(h264Section("v", "|a=sendonly", "packetization-mode=1;profile-level-id=6e001f")), err: "profile-level-id=6e001f"},
-		{name: "VP8 only", sdp: sdpOffer(vp8Section), err: "offered video: VP8; audio: none"},
+		{name: "VP8 only", sdp: sdpOffer(vp8Section), err: takes + " in a sendonly or sendrecv section (offered video: VP8; audio: none)"},
 		{name: "recvonly (a WHEP offer)", sdp: sdpOffer(strings.Replace(opusSection, "sendonly", "recvonly", 1)), err: "audio: none"},
 		{name: "inactive", sdp: sdpOffer(strings.Replace(opusSection, "sendonly", "inactive", 1)), err: "audio: none"},
 		{name: "no media", sdp: sdpOffer(), err: "no media sections"},
@@ -57,9 +72,10 @@ func TestCheckOffer(t *testing.T) {
 	for _, tc := range cases {
 		off, err := checkOffer(tc.sdp)
 		if tc.err != "" {
+			status := cmp.Or(tc.status, 400)
 			var he *rtc.Error
-			if !errors.As(err, &he) || he.Status != 400 || !strings.Contains(he.Msg, tc.err) {
-				t.Errorf("%s: %v, expected a 400 with %q", tc.name, err, tc.err)
+			if !errors.As(err, &he) || he.Status != status || !strings.Contains(he.Msg, tc.err) {
+				t.Errorf("%s: %v, expected a %d with %q", tc.name, err, status, tc.err)
 			}
 			continue
 		}
@@ -83,8 +99,8 @@ func FuzzCheckOffer(f *testing.F) {
 		off, err := checkOffer(raw)
 		if err != nil {
 			var he *rtc.Error
-			if !errors.As(err, &he) || he.Status != 400 {
-				t.Fatalf("error %v is not a 400", err)
+			if !errors.As(err, &he) || he.Status != 400 && he.Status != 422 {
+				t.Fatalf("error %v is not a 400 or 422", err)
 			}
 			return
 		}

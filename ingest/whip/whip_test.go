@@ -361,7 +361,8 @@ func TestRealClientOffers(t *testing.T) {
 		refusal              string
 	}{
 		{file: "chromium156-whip-whep-js-offer.sdp", accept: true, video: true, audio: true},
-		{file: "simple-whip-client-gst1.22-offer.sdp", accept: true, audio: true}, // video is VP8 only
+		// Opus and VP8-only video: refused rather than half a session.
+		{file: "simple-whip-client-gst1.22-offer.sdp", refusal: "it takes H264 (packetization-mode=1; Baseline, Main or High profile) video and/or Opus audio in a sendonly or sendrecv section (offered video: VP8; audio: OPUS)"},
 		// VP8/AV1/VP9 only: the hub has no codec for them yet.
 		{file: "werift-whip-offer.sdp", refusal: "offered video: VP8; audio: none"},
 		{file: "wrtc-whip-offer.sdp", refusal: "offered video: VP8, AV1, VP9; audio: none"},
