@@ -128,6 +128,11 @@ type Listen struct {
 	// WebRTCUDP is the one UDP port every WebRTC peer shares (ICE UDP mux),
 	// so a firewall needs a single rule however many viewers there are.
 	WebRTCUDP string `yaml:"webrtc_udp"`
+	// WebRTCTCP, when set, is the one TCP port every WHIP/WHEP session
+	// also offers a passive ICE-TCP candidate on (RFC 6544), for clients
+	// whose firewall blocks UDP; "" (the default) means no ICE-TCP. It
+	// must not collide with HTTP or RTMP.
+	WebRTCTCP string `yaml:"webrtc_tcp"`
 }
 
 // Metrics configures the Prometheus endpoint, served on the HTTP listener.
@@ -568,8 +573,8 @@ func (w WHEP) LogValue() slog.Value { return slog.StringValue(w.String()) }
 
 // String describes the configuration on one line with every secret redacted.
 func (c *Config) String() string {
-	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} metrics=%v limits=%+v routes=%v",
-		c.Listen.HTTP, c.Listen.RTMP, c.Listen.SRT, c.Listen.WebRTCUDP,
+	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q webrtc_tcp=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} metrics=%v limits=%+v routes=%v",
+		c.Listen.HTTP, c.Listen.RTMP, c.Listen.SRT, c.Listen.WebRTCUDP, c.Listen.WebRTCTCP,
 		c.WebRTC.ICEServers, c.WebRTC.NAT1To1, c.WebRTC.Interfaces, c.Metrics, c.Limits, c.Routes)
 }
 

@@ -184,6 +184,18 @@ func TestParseErrors(t *testing.T) {
 			want: []string{`c.yaml:1: listen.rtmp: ":1935" collides with listen.http "127.0.0.1:1935" (both listen on TCP port 1935; expected distinct ports)`},
 		},
 		{
+			// ICE-TCP may share its port number with the UDP listeners,
+			// not with the TCP ones.
+			name: "webrtc_tcp",
+			yaml: "listen:\n  http: \":8080\"\n  webrtc_udp: \":8189\"\n  webrtc_tcp: \":8080\"\nroutes: [{path: a}]\n",
+			want: []string{`c.yaml:4: listen.webrtc_tcp: ":8080" collides with listen.http ":8080" (both listen on TCP port 8080; expected distinct ports)`},
+		},
+		{
+			name: "invalid webrtc_tcp",
+			yaml: "listen:\n  webrtc_tcp: \"8189\"\nroutes: [{path: a}]\n",
+			want: []string{`c.yaml:2: listen.webrtc_tcp: "8189" is not a valid listen address (expected host:port with port 1-65535)`},
+		},
+		{
 			name: "unknown key",
 			yaml: "listen:\n  http: \":8080\"\nroutes:\n  - path: a\n\nwebrtc:\n  ice_server:\n    - urls: [\"stun:x\"]\n",
 			want: []string{`c.yaml:7: webrtc.ice_server: unknown key (expected one of ice_servers, nat_1to1, interfaces)`},
@@ -212,7 +224,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "empty key",
 			yaml: "listen:\n  \"\": x\n",
-			want: []string{`c.yaml:2: listen."": unknown key (expected one of http, rtmp, srt, webrtc_udp)`},
+			want: []string{`c.yaml:2: listen."": unknown key (expected one of http, rtmp, srt, webrtc_udp, webrtc_tcp)`},
 		},
 		{
 			name: "top level not a mapping",
@@ -568,4 +580,16 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWebRTCTCP: ICE-TCP is off unless set, and may use the port number of
+// the UDP listener (the usual way to run it: one number to open).
+func TestWebRTCTCP(t *testing.T) {
+	c, err := Parse("c.yaml", []byte("listen:\n  webrtc_udp: \":8189\"\n  webrtc_tcp: \":8189\"\nroutes: [{path: a}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen.WebRTCTCP != ":8189" {
+		t.Errorf("listen.webrtc_tcp = %q, want \":8189\"", c.Listen.WebRTCTCP)
+	}
 }

@@ -58,12 +58,16 @@ func (v *validator) listen(l *Listen) {
 		port                      uint16
 	}
 	var ok []bound
-	for _, a := range []bound{
+	listeners := []bound{
 		{path: "listen.http", addr: l.HTTP, network: "TCP"},
 		{path: "listen.rtmp", addr: l.RTMP, network: "TCP"},
 		{path: "listen.srt", addr: l.SRT, network: "UDP"},
 		{path: "listen.webrtc_udp", addr: l.WebRTCUDP, network: "UDP"},
-	} {
+	}
+	if l.WebRTCTCP != "" { // optional: "" is ICE-TCP off
+		listeners = append(listeners, bound{path: "listen.webrtc_tcp", addr: l.WebRTCTCP, network: "TCP"})
+	}
+	for _, a := range listeners {
 		host, port, good := splitListen(a.addr)
 		if !good {
 			v.addf(a.path, "%q is not a valid listen address (expected host:port with port 1-65535)", a.addr)
