@@ -4,6 +4,7 @@
 package rtc
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/internal/udpbatch"
@@ -34,6 +36,17 @@ type Settings struct {
 	// caller, so a bind error surfaces before anything starts). The Engine
 	// owns it from New on and closes it in Close.
 	UDP net.PacketConn
+	// TCP, if set, is the ICE-TCP listener (listen.webrtc_tcp): every
+	// server session also advertises a passive TCP candidate on it, for
+	// clients whose firewall blocks UDP (see icetcp.go). Opened by the
+	// caller like UDP; the Engine owns it from New on and closes it in
+	// Close.
+	TCP net.Listener
+	// TCPConns and TCPConnsPerAddr bound the connections the ICE-TCP
+	// listener holds, in total and per client address (IPv6 per /64);
+	// over either, a connection is closed at accept. 0 means
+	// DefaultTCPConns, DefaultTCPConnsPerAddr.
+	TCPConns, TCPConnsPerAddr int
 	// ICEServers are used by the bridge's own agents and, TURN servers
 	// only with derived credentials, advertised to admitted clients (Link
 	// headers): see ICEServers.Bridge and ICEServers.Client.
@@ -73,7 +86,8 @@ type Engine struct {
 	outAPI     *webrtc.API // api's outbound twin: sockets of its own (outboundSettings)
 	outSendAPI *webrtc.API // sendAPI's outbound twin
 	mux        interface{ Close() error }
-	batch      *udpbatch.Conn // nil when Settings.UDP is not a *net.UDPConn
+	tcpMux     interface{ Close() error } // nil without Settings.TCP
+	batch      *udpbatch.Conn             // nil when Settings.UDP is not a *net.UDPConn
 	iceServers ICEServers
 	nat1to1    []netip.Addr // listed first in answers (OrderCandidates)
 
@@ -178,10 +192,19 @@ func New(s Settings) (*Engine, error) {
 	}
 	out := outboundSettings(se, checks)
 	se.SetICEUDPMux(mux)
+	var tcpMux ice.TCPMux
+	if s.TCP != nil {
+		// Server sessions only: outbound ones (out, copied above) dial
+		// remote servers over UDP or TURN and have no use for it.
+		conns := addrlimit.New(orDefault(s.TCPConns, DefaultTCPConns), orDefault(s.TCPConnsPerAddr, DefaultTCPConnsPerAddr))
+		tcpMux = newTCPMux(s.TCP, conns, lf, log)
+		se.SetICETCPMux(tcpMux)
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6})
+	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 	sendAPI := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(se))
 	return &Engine{
-		api: api, sendAPI: sendAPI, mux: mux, batch: batch, iceServers: slices.Clone(s.ICEServers), nat1to1: nat,
+		api: api, sendAPI: sendAPI, mux: mux, tcpMux: tcpMux, batch: batch, iceServers: slices.Clone(s.ICEServers), nat1to1: nat,
 		outAPI:        webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(out)),
 		outSendAPI:    webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(out)),
 		loopback:      s.IncludeLoopback,
@@ -274,8 +297,15 @@ func (e *Engine) ICEStats() ICEStats {
 	}
 }
 
-// Close closes the UDP mux and its socket. Sessions must be closed first.
-func (e *Engine) Close() error { return e.mux.Close() }
+// Close closes the UDP mux and its socket, and the ICE-TCP mux and its
+// listener if there is one. Sessions must be closed first.
+func (e *Engine) Close() error {
+	var tcpErr error
+	if e.tcpMux != nil {
+		tcpErr = e.tcpMux.Close()
+	}
+	return errors.Join(e.mux.Close(), tcpErr)
+}
 
 // slogLoggerFactory routes pion's logs into slog. Debug and trace are
 // dropped: pion is chatty there and the bridge logs what matters itself.
@@ -345,6 +375,9 @@ var benignWarnings = []string{
 	// A peer-reflexive candidate at an address the bridge never probes
 	// (the remote IP filter): one per packet a client sends from there.
 	"Ignoring remote candidate filtered by remote IP policy",
+	// An ICE-TCP client closed its connection (it left, or its session
+	// ended): one per TCP session.
+	"Failed to read streaming packet: EOF",
 }
 
 func (l *slogLogger) Error(msg string) {

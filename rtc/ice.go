@@ -386,8 +386,10 @@ const (
 
 // usableCandidate returns the transport address of the a=candidate value v
 // of the ICE session with ufrag remoteUfrag, or why the bridge cannot use
-// it. The bridge gathers UDP only and muxes RTCP (RFC 8858), so TCP
-// candidates and component 2 are of no use; a candidate that names another
+// it. The bridge muxes RTCP (RFC 8858), so component 2 is of no use, and
+// it never dials over TCP: its TCP candidates are passive (ICE-TCP), a
+// client's are active ones (port 9, RFC 6544) and the bridge learns the
+// client's address from the connection it makes; a candidate that names another
 // ufrag belongs to another ICE session. mDNS (.local) names are not
 // resolved (the engine disables mDNS, pion would drop them with a warning
 // each); the peer-reflexive candidate its checks make stands in for them.
