@@ -50,6 +50,7 @@ type Bridge struct {
 	httpLn net.Listener
 	rtmpLn net.Listener
 	udp    net.PacketConn
+	tcpLn  net.Listener // ICE-TCP; nil when listen.webrtc_tcp is off
 
 	closing atomic.Bool // set by Close
 	wg      sync.WaitGroup
@@ -79,6 +80,11 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	if b.udp, err = net.ListenPacket("udp", cfg.Listen.WebRTCUDP); err != nil {
 		return nil, fmt.Errorf("listen webrtc_udp %s: %w", cfg.Listen.WebRTCUDP, err)
 	}
+	if cfg.Listen.WebRTCTCP != "" {
+		if b.tcpLn, err = net.Listen("tcp", cfg.Listen.WebRTCTCP); err != nil {
+			return nil, fmt.Errorf("listen webrtc_tcp %s: %w", cfg.Listen.WebRTCTCP, err)
+		}
+	}
 	nat, err := resolveNAT1To1(cfg.WebRTC.NAT1To1)
 	if err != nil {
 		return nil, err
@@ -87,6 +93,9 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	b.engine, err = rtc.New(rtc.Settings{
 		OnFlush:         b.batchWait.Observe,
 		UDP:             b.udp,
+		TCP:             b.tcpLn,
+		TCPConns:        cfg.Limits.WebRTCSessions,
+		TCPConnsPerAddr: cfg.Limits.WebRTCSessionsPerAddress,
 		ICEServers:      iceServers(cfg.WebRTC.ICEServers),
 		NAT1To1:         nat,
 		Interfaces:      cfg.WebRTC.Interfaces,
@@ -186,7 +195,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		log.Warn("anyone who can reach this bridge may publish on these routes; close them with a publish key: " + open)
 	}
 	log.Info("bridge started", "http", b.httpLn.Addr().String(), "rtmp", b.rtmpLn.Addr().String(),
-		"srt", b.srtSrv.Addr().String(), "webrtc_udp", b.udp.LocalAddr().String())
+		"srt", b.srtSrv.Addr().String(), "webrtc_udp", b.udp.LocalAddr().String(), "webrtc_tcp", b.TCPAddr())
 	return b, nil
 }
 
@@ -209,6 +218,14 @@ func (b *Bridge) HTTPAddr() net.Addr { return b.httpLn.Addr() }
 func (b *Bridge) RTMPAddr() net.Addr { return b.rtmpLn.Addr() }
 func (b *Bridge) UDPAddr() net.Addr  { return b.udp.LocalAddr() }
 func (b *Bridge) SRTAddr() net.Addr  { return b.srtSrv.Addr() }
+
+// TCPAddr returns the ICE-TCP listener's address, nil when it is off.
+func (b *Bridge) TCPAddr() net.Addr {
+	if b.tcpLn == nil {
+		return nil
+	}
+	return b.tcpLn.Addr()
+}
 
 // Close shuts down in order: stop accepting, end publishers (their streams
 // end their readers), end viewer sessions, then release the UDP port.
@@ -238,6 +255,9 @@ func (b *Bridge) closeListeners() {
 	}
 	if b.udp != nil {
 		_ = b.udp.Close()
+	}
+	if b.tcpLn != nil {
+		_ = b.tcpLn.Close()
 	}
 }
 

@@ -162,6 +162,13 @@ type senderReport struct {
 
 func newViewerAPI(t *testing.T) *webrtc.API {
 	t.Helper()
+	return newViewerAPIOn(t, webrtc.NetworkTypeUDP4)
+}
+
+// newViewerAPIOn is newViewerAPI gathering on network (e.g. TCP only, for a
+// client behind a firewall that drops UDP).
+func newViewerAPIOn(t *testing.T, network webrtc.NetworkType) *webrtc.API {
+	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -172,7 +179,7 @@ func newViewerAPI(t *testing.T) *webrtc.API {
 	}
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetNetworkTypes([]webrtc.NetworkType{network})
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 }
 
@@ -248,7 +255,14 @@ func watchWith(t *testing.T, client *http.Client, b *Bridge, path string, hdr ma
 // would count as heap the bridge did not give back.
 func join(t *testing.T, client *http.Client, b *Bridge, path string, hdr map[string]string) *viewer {
 	t.Helper()
-	pc, sdp := newOffer(t, newViewerAPI(t))
+	return joinAPI(t, client, newViewerAPI(t), b, path, hdr)
+}
+
+// joinAPI is join with a viewer made by api (e.g. one restricted to TCP
+// candidates).
+func joinAPI(t *testing.T, client *http.Client, api *webrtc.API, b *Bridge, path string, hdr map[string]string) *viewer {
+	t.Helper()
+	pc, sdp := newOffer(t, api)
 	v := &viewer{pc: pc, gotAU: make(chan struct{}, 1)}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
 		go v.readRTCP(rcv, tr.Kind().String())
