@@ -284,7 +284,9 @@ type Session interface {
 //
 // An id's life: Reserve (slots taken, connect timer started), Set (the
 // session becomes addressable), Connected (its pending slot is freed),
-// Remove (every slot freed). Set after Remove is refused, so a session
+// Remove (every slot freed). A session whose offer the bridge made
+// (WHEP's server-offer mode) has its connect timer started again when
+// its answer comes (answered). Set after Remove is refused, so a session
 // that ended before its handler stored it can never hold a slot.
 type Sessions struct {
 	log *slog.Logger
@@ -523,6 +525,19 @@ func (t *Sessions) connectedLocked(e *entry) {
 	}
 }
 
+// answered restarts the connect timer of session id, whose offer the
+// bridge made, at the client's answer: it has Limits.ConnectTimeout from
+// there to connect, as a session that answered has from the POST (the
+// wait for the answer was bounded by the same timeout). A timer that has
+// fired already ends the session as it would have.
+func (t *Sessions) answered(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.byID[id]; e != nil && e.connect != nil && e.connect.Stop() {
+		e.connect.Reset(t.lim.ConnectTimeout)
+	}
+}
+
 // Remove forgets id and frees its slots (the session calls it when it
 // ends). Calling it again, or for an unknown id, does nothing.
 func (t *Sessions) Remove(id string) {
@@ -657,6 +672,8 @@ func (t *Sessions) serveGet(w http.ResponseWriter, r *http.Request) {
 // section 4.3, draft-ietf-wish-whep section 4.3):
 //
 //	404  no such session
+//	     (an application/sdp PATCH is an SDP answer: see serveAnswer)
+//	409  a session whose offer the bridge made has no answer yet
 //	415  another Content-Type (with Accept-Patch, as RFC 5789 section 2.2 asks)
 //	413  a body over MaxSdpfragSize
 //	412  If-Match names neither the current entity-tag nor "*" (RFC 9725
@@ -684,6 +701,10 @@ func (t *Sessions) servePatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Accept-Patch", SdpfragType)
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/sdp" {
+		t.serveAnswer(w, r, s)
+		return
+	}
 	body, err := readBody(w, r, SdpfragType, MaxSdpfragSize, "SDP fragment")
 	if err != nil {
 		WriteError(w, err)
@@ -700,6 +721,13 @@ func (t *Sessions) servePatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := t.log.With("session", shortID(r.PathValue("id")), "peer", r.RemoteAddr)
+	if at, ok := s.(answerTaker); ok {
+		// Before the answer there is no ICE session to trickle to or restart.
+		if err := at.awaitingAnswer(); err != nil {
+			WriteError(w, err)
+			return
+		}
+	}
 	if frag.ICEUfrag != "" && frag.ICEUfrag != s.RemoteICEUfrag() {
 		if !present {
 			WriteError(w, Errorf(http.StatusPreconditionRequired, `new ICE credentials (an ICE restart) need If-Match: "*"`))
@@ -726,6 +754,46 @@ func (t *Sessions) servePatch(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, err)
 		return
 	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// answerTaker is a Session that may take the client's SDP answer to an
+// offer of the bridge's (ICESession.SetAnswer).
+type answerTaker interface {
+	SetAnswer(answer string) error
+	// awaitingAnswer is a 409 while the session waits for the answer.
+	awaitingAnswer() error
+}
+
+// serveAnswer applies an application/sdp PATCH: the client's answer to the
+// offer of a session created in WHEP's server-offer mode (a POST without a
+// body). 204 when set, after which the session has Limits.ConnectTimeout
+// to connect; 422 on a session that answered the client's offer, 409 for
+// a second answer, 412 for an If-Match that does not match, 413 and 400
+// for a body too large or refused (see ICESession.SetAnswer).
+func (t *Sessions) serveAnswer(w http.ResponseWriter, r *http.Request, s Session) {
+	id := r.PathValue("id")
+	log := t.log.With("session", shortID(id), "peer", r.RemoteAddr)
+	at, ok := s.(answerTaker)
+	if !ok {
+		WriteError(w, Errorf(http.StatusUnprocessableEntity, "this session takes no SDP answer, only %s PATCHes", SdpfragType))
+		return
+	}
+	body, err := readBody(w, r, "application/sdp", MaxSDPSize, "SDP answer")
+	if err != nil {
+		WriteError(w, err)
+		return
+	}
+	if present, match := ifMatch(r.Header.Values("If-Match"), s.ETag()); present && !match {
+		WriteError(w, Errorf(http.StatusPreconditionFailed, "If-Match does not name the current ICE session (its entity-tag is %s)", s.ETag()))
+		return
+	}
+	if err := at.SetAnswer(body); err != nil {
+		t.patchLog.Log(log, r, "SDP answer refused", err)
+		WriteError(w, err)
+		return
+	}
+	t.answered(id)
 	w.WriteHeader(http.StatusNoContent)
 }
 

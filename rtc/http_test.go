@@ -266,7 +266,8 @@ func TestSessionPatch(t *testing.T) {
 		trickled, restarted              int
 	}{
 		{name: "unknown session", path: "0123", ctype: SdpfragType, body: trickle, status: 404},
-		{name: "SDP instead of sdpfrag", ctype: "application/sdp", body: trickle, status: 415},
+		{name: "SDP answer to a session that answered the offer", ctype: "application/sdp", body: trickle, status: 422},
+		{name: "another type", ctype: "text/plain", body: trickle, status: 415},
 		{name: "no content type", body: trickle, status: 415},
 		{name: "too large", ctype: SdpfragType, body: strings.Repeat("a=x\r\n", MaxSdpfragSize), status: 413},
 		{name: "empty", ctype: SdpfragType, body: "", status: 400},

@@ -57,6 +57,13 @@ type ICESession struct {
 	patches   *rate.Limiter
 	logLim    ratelog.Limiter // one line per interval about dropped candidates
 
+	// offerer is set for a session whose offer the bridge made (WHEP's
+	// server-offer mode): it takes the client's answer once (SetAnswer)
+	// and answered is closed then; for the others it is closed from the
+	// start.
+	offerer  bool
+	answered chan struct{}
+
 	mu          sync.Mutex
 	etag        string   // guarded by mu
 	remoteOffer string   // the offer the current ICE session was negotiated with; guarded by mu
@@ -98,20 +105,100 @@ func (e *Engine) NewICESession(pc *webrtc.PeerConnection, log *slog.Logger) (*IC
 	}
 	s := &ICESession{
 		pc: pc, e: e, preferred: e.nat1to1, log: log, etag: newETag(),
-		patches: rate.NewLimiter(rate.Limit(e.patchRate), e.patchRate),
-		remotes: candidateSet{},
+		patches:  rate.NewLimiter(rate.Limit(e.patchRate), e.patchRate),
+		remotes:  candidateSet{},
+		answered: make(chan struct{}),
 	}
 	if err := s.setRemote(rd.SDP); err != nil {
 		return nil, fmt.Errorf("ice session: %w", err)
 	}
-	// The offer's candidates (SetRemoteOffer kept those within the limit)
-	// are the first of the session's.
-	for _, c := range sdpCandidates(rd.SDP) {
-		if ap, reason := e.usableCandidate(c, s.remoteUfrag); reason == "" {
-			s.remotes.admit(ap, e.iceCandidates)
+	s.admitRemote(rd.SDP)
+	close(s.answered)
+	return s, nil
+}
+
+// NewOfferSession returns the ICE side of a session whose PeerConnection
+// made the offer (local description set, gathering complete): WHEP's
+// server-offer mode, a viewer that POSTs no offer and gets ours. Until its
+// answer comes (SetAnswer) the session has no ICE session of the client's:
+// it takes no candidates and no ICE restart.
+func (e *Engine) NewOfferSession(pc *webrtc.PeerConnection, log *slog.Logger) (*ICESession, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if pc.LocalDescription() == nil {
+		return nil, fmt.Errorf("ice session: no local offer")
+	}
+	return &ICESession{
+		pc: pc, e: e, preferred: e.nat1to1, log: log, etag: newETag(),
+		patches:  rate.NewLimiter(rate.Limit(e.patchRate), e.patchRate),
+		remotes:  candidateSet{},
+		offerer:  true,
+		answered: make(chan struct{}),
+	}, nil
+}
+
+// admitRemote counts the candidates of desc, the remote description
+// (SetRemoteOffer or SetAnswer kept those within the limit), as the first
+// of the session's. Called with mu held or before the session is shared.
+func (s *ICESession) admitRemote(desc string) {
+	for _, c := range sdpCandidates(desc) {
+		if ap, reason := s.e.usableCandidate(c, s.remoteUfrag); reason == "" {
+			s.remotes.admit(ap, s.e.iceCandidates)
 		}
 	}
-	return s, nil
+}
+
+// SetAnswer sets the client's SDP answer to the offer of a session made by
+// NewOfferSession, once: its candidates are limited as an offer's
+// (SetRemoteOffer), count toward the session's limit, and the PATCH that
+// carries it toward its PATCH rate. Errors (*Error): 422 for a session
+// that answered the client's offer, 409 for a second answer, 429 over the
+// PATCH rate, 400 for an answer pion refuses (the session may take a
+// corrected one).
+func (s *ICESession) SetAnswer(answer string) error {
+	if !s.offerer {
+		return Errorf(http.StatusUnprocessableEntity, "this session answered your offer: it takes no SDP answer, only %s PATCHes (an answer is for a session created by a POST without a body)", SdpfragType)
+	}
+	if err := s.allowPatch(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.answered:
+		return Errorf(http.StatusConflict, "this session has its SDP answer already: it takes only %s PATCHes now", SdpfragType)
+	default:
+	}
+	answer, dropped := s.e.limitOfferCandidates(mediaLevelSetup(answer))
+	if len(dropped) > 0 {
+		s.log.Info("answer's ICE candidates dropped", "dropped", dropped, "limit", s.e.iceCandidates)
+	}
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		return Errorf(http.StatusBadRequest, "SDP answer rejected: %v", err)
+	}
+	if err := s.setRemote(answer); err != nil {
+		return Errorf(http.StatusBadRequest, "SDP answer rejected: %v", err)
+	}
+	s.admitRemote(answer)
+	close(s.answered)
+	return nil
+}
+
+// Answered is closed once the session has the client's answer: at once
+// for a session that answered the client's offer, at SetAnswer for one
+// made by NewOfferSession.
+func (s *ICESession) Answered() <-chan struct{} { return s.answered }
+
+// awaitingAnswer returns the 409 for a PATCH other than the answer on a
+// session made by NewOfferSession that has none yet, or nil.
+func (s *ICESession) awaitingAnswer() error {
+	select {
+	case <-s.answered:
+		return nil
+	default:
+		return Errorf(http.StatusConflict, "this session waits for your SDP answer to its offer (a PATCH with Content-Type: application/sdp) first")
+	}
 }
 
 // SetRemoteOffer sets a WHIP or WHEP client's offer as pc's remote
@@ -254,7 +341,8 @@ func newETag() string {
 	return `"` + hex.EncodeToString(b[:]) + `"`
 }
 
-// Answer returns the local description to send the client: every candidate
+// Answer returns the local description to send the client (the offer, for a
+// session made by NewOfferSession): every candidate
 // (with a=end-of-candidates once gathering is complete; pion adds it), the
 // reachable UDP host candidates first (OrderCandidates), a=rtcp-mux and
 // a=rtcp-mux-only in each bundled section (MuxOnly), CRLF line endings.
@@ -288,6 +376,9 @@ func (s *ICESession) RemoteICEUfrag() string {
 // frag names another ICE session than the current one (an ICE restart came
 // in between), with 429 over the session's PATCH rate.
 func (s *ICESession) Trickle(frag *Sdpfrag) error {
+	if err := s.awaitingAnswer(); err != nil {
+		return err
+	}
 	if err := s.allowPatch(); err != nil {
 		return err
 	}
@@ -460,6 +551,13 @@ func unprobeable(addr netip.Addr, loopback bool) string {
 func (s *ICESession) RestartICE(frag *Sdpfrag) (answerFrag, etag string, err error) {
 	if frag.ICEUfrag == "" || frag.ICEPwd == "" {
 		return "", "", Errorf(http.StatusBadRequest, "an ICE restart needs both a=ice-ufrag and a=ice-pwd")
+	}
+	if err := s.awaitingAnswer(); err != nil {
+		return "", "", err
+	}
+	if s.offerer {
+		// The bridge would have to offer anew; not done yet.
+		return "", "", Errorf(http.StatusUnprocessableEntity, "ICE restarts are not supported on a session whose offer the bridge made: start a new session")
 	}
 	if err := s.allowPatch(); err != nil {
 		return "", "", err
