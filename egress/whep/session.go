@@ -69,6 +69,10 @@ type session struct {
 	stopped bool
 }
 
+// startSession makes a viewer's session: it answers off, or, when off is
+// nil, offers every track of the stream it can send (WHEP's server-offer
+// mode) and waits for the viewer's answer (rtc.ICESession.SetAnswer). It
+// returns the session and its local description.
 func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id string, log *slog.Logger) (*session, string, error) {
 	pc, err := h.cfg.Engine.NewSenderPeerConnection()
 	if err != nil {
@@ -80,8 +84,10 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 			_ = pc.Close()
 		}
 	}()
-	if err := h.cfg.Engine.SetRemoteOffer(pc, receiveOnly(rawOffer), log); err != nil {
-		return nil, "", err
+	if off != nil {
+		if err := h.cfg.Engine.SetRemoteOffer(pc, receiveOnly(rawOffer), log); err != nil {
+			return nil, "", err
+		}
 	}
 	s := &session{
 		h: h, id: id, log: log, pc: pc, stream: stream,
@@ -93,10 +99,18 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 		return nil, "", err
 	}
 
-	if err := rtc.Answer(pc, gatherTimeout); err != nil {
-		return nil, "", err
+	if off == nil {
+		if _, err := rtc.Offer(context.Background(), pc, gatherTimeout, log); err != nil {
+			return nil, "", err
+		}
+		s.ICESession, err = h.cfg.Engine.NewOfferSession(pc, log)
+	} else {
+		if err := rtc.Answer(pc, gatherTimeout); err != nil {
+			return nil, "", err
+		}
+		s.ICESession, err = h.cfg.Engine.NewICESession(pc, log)
 	}
-	if s.ICESession, err = h.cfg.Engine.NewICESession(pc, log); err != nil {
+	if err != nil {
 		return nil, "", err
 	}
 
@@ -117,12 +131,14 @@ func startSession(h *Handler, stream *media.Stream, off *offer, rawOffer, id str
 		go s.readRTCP(ot)
 	}
 	ok = true
-	log.Info("viewer session created", "tracks", len(s.tracks))
+	log.Info("viewer session created", "tracks", len(s.tracks), "bridge_offers", off == nil)
 	return s, s.Answer(), nil
 }
 
 // addTracks attaches one local track per hub track the offer can receive,
-// sent as the codec table says (webrtccodec.Plan).
+// sent as the codec table says (webrtccodec.Plan); with no offer (nil),
+// one sendonly section per hub track the table can send, offering the
+// format sent.
 func (s *session) addTracks(off *offer) error {
 	for _, t := range s.stream.Tracks() {
 		kind, err := webrtccodec.KindOf(t)
@@ -130,15 +146,17 @@ func (s *session) addTracks(off *offer) error {
 			s.log.Info("track not sent: WHEP cannot carry it yet", "track", t.String(), "err", err)
 			continue
 		}
-		offered := off.video
-		if kind == webrtc.RTPCodecTypeVideo && !off.hasVideo {
+		var offered []webrtccodec.Offered
+		switch {
+		case off == nil:
+		case kind == webrtc.RTPCodecTypeVideo && !off.hasVideo:
 			return rtc.Errorf(http.StatusBadRequest, "offer has no video section that can receive the stream's %s video", t.Codec.Name())
-		}
-		if kind == webrtc.RTPCodecTypeAudio {
-			if !off.hasAudio || !webrtccodec.HasOpus(off.audio) {
-				s.log.Info("offer cannot receive Opus audio; sending video only", "offered", describeCodecs(off.audio))
-				continue
-			}
+		case kind == webrtc.RTPCodecTypeVideo:
+			offered = off.video
+		case !off.hasAudio || !webrtccodec.HasOpus(off.audio):
+			s.log.Info("offer cannot receive Opus audio; sending video only", "offered", describeCodecs(off.audio))
+			continue
+		default:
 			offered = off.audio
 		}
 		send, err := webrtccodec.Plan(s.stream, t, s.sendOptions())
@@ -149,9 +167,11 @@ func (s *session) addTracks(off *offer) error {
 		if err != nil {
 			return err
 		}
-		cap, err := send.Answer(offered)
-		if err != nil {
-			return err
+		cap := send.Capability()
+		if off != nil {
+			if cap, err = send.Answer(offered); err != nil {
+				return err
+			}
 		}
 		s.logBFrames(send.BFrames)
 		ot := &outTrack{src: t, proc: send.Processor, newProc: send.NewProcessor}
@@ -160,14 +180,14 @@ func (s *session) addTracks(off *offer) error {
 		if err != nil {
 			return fmt.Errorf("new %s track: %w", kind, err)
 		}
-		sender, err := s.pc.AddTrack(local)
+		sender, err := s.addTrack(local, off == nil)
 		if err != nil {
-			return fmt.Errorf("add %s track: %w", kind, err)
+			return err
 		}
 		for _, tr := range s.pc.GetTransceivers() {
 			if tr.Sender() == sender {
-				// Answer with exactly the chosen format: the track can only
-				// send that one.
+				// Answer or offer exactly the chosen format: the track can
+				// only send that one.
 				if err := tr.SetCodecPreferences([]webrtc.RTPCodecParameters{{RTPCodecCapability: cap}}); err != nil {
 					return rtc.Errorf(http.StatusBadRequest, "offer cannot receive %s: %v", cap.MimeType, err)
 				}
@@ -182,6 +202,24 @@ func (s *session) addTracks(off *offer) error {
 		return rtc.Errorf(http.StatusBadRequest, "stream %q has no track this offer can receive", s.stream.Path())
 	}
 	return nil
+}
+
+// addTrack adds local to the PeerConnection: to the offer's section of its
+// kind, or, when the bridge offers, in a sendonly section of its own (a
+// WHEP session only sends).
+func (s *session) addTrack(local webrtc.TrackLocal, offering bool) (*webrtc.RTPSender, error) {
+	if !offering {
+		sender, err := s.pc.AddTrack(local)
+		if err != nil {
+			return nil, fmt.Errorf("add %s track: %w", local.Kind(), err)
+		}
+		return sender, nil
+	}
+	tr, err := s.pc.AddTransceiverFromTrack(local, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		return nil, fmt.Errorf("add %s track: %w", local.Kind(), err)
+	}
+	return tr.Sender(), nil
 }
 
 // negotiated reports whether tracks still have the codecs the session was
@@ -285,6 +323,18 @@ func (s *session) end(reason string) {
 func (s *session) forward() string {
 	timer := time.NewTimer(s.h.cfg.ConnectTimeout)
 	defer timer.Stop()
+	// A session that offered waits for the viewer's answer first; the
+	// connect timeout starts again at it.
+	select {
+	case <-s.Answered():
+		timer.Reset(s.h.cfg.ConnectTimeout)
+	case <-s.ctx.Done():
+		return context.Cause(s.ctx).Error()
+	case <-s.stream.Done():
+		return "stream ended"
+	case <-timer.C:
+		return fmt.Sprintf("no SDP answer to the offer within %v", s.h.cfg.ConnectTimeout)
+	}
 	select {
 	case <-s.connected:
 	case <-s.ctx.Done():

@@ -105,8 +105,11 @@ func (h *Handler) Register(mux *http.ServeMux) {
 // servePost creates a viewer session. Refusals, each with a text/plain
 // reason (and Retry-After on 429 and 503):
 //
-//	400  the path breaks the stream path rule (internal/streampath), or
-//	     the offer cannot receive the stream
+//	400  the path breaks the stream path rule (internal/streampath), the
+//	     offer cannot receive the stream, or the body is empty but has a
+//	     Content-Type (without one, an empty POST gets the bridge's offer:
+//	     201 with the offer, Location and ETag; the viewer PATCHes its
+//	     answer, see wantsOffer)
 //	307  *access.Elsewhere: the stream is served by another node, whose
 //	     URL is the Location
 //	401  access.ErrBadKey, with WWW-Authenticate: Bearer
@@ -136,24 +139,29 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 	rtc.WriteAnswer(w, rtc.Location(r, id), etag, answer, h.cfg.Engine.ICEServers(id))
 }
 
-// newSession answers the viewer's offer and returns the session's id. The
+// newSession answers the viewer's offer, or makes the bridge's when the
+// POST has none (wantsOffer), and returns the session's id. The
 // session is in the sessions table, then running, when it returns.
 func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (answer, sessionID, etag string, err error) {
 	token := rtc.BearerToken(r)
 	if err := h.cfg.Authorize(access.Request{Action: access.Read, Protocol: access.WHEP, Path: path, Credential: token, Remote: r.RemoteAddr}); err != nil {
 		return "", "", "", refusal(err, path, token)
 	}
-	raw, err := rtc.ReadSDP(w, r)
-	if err != nil {
-		return "", "", "", err
+	var raw string
+	if !wantsOffer(r) {
+		if raw, err = readOffer(w, r); err != nil {
+			return "", "", "", err
+		}
 	}
 	stream, err := h.cfg.Locate(r.Context(), path)
 	if err != nil {
 		return "", "", "", refusal(err, path, token)
 	}
-	off, err := parseOffer(raw)
-	if err != nil {
-		return "", "", "", err
+	var off *offer // nil: the bridge offers
+	if raw != "" {
+		if off, err = parseOffer(raw); err != nil {
+			return "", "", "", err
+		}
 	}
 	claim := rtc.Claim{Peer: r.RemoteAddr, Joins: stream}
 	if h.cfg.MaxReaders != nil {
@@ -177,6 +185,23 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 		return "", "", "", rtc.Errorf(http.StatusServiceUnavailable, "the session timed out before it was answered, try again")
 	}
 	return answer, id, s.ETag(), nil
+}
+
+// wantsOffer reports whether r asks for the bridge's offer (the server-offer
+// mode of the early WHEP drafts, "POST with intent to receive an offer
+// back", which some players still use): no body (Content-Length: 0) and no
+// Content-Type. The viewer then PATCHes its answer as application/sdp.
+func wantsOffer(r *http.Request) bool {
+	return r.ContentLength == 0 && len(r.Header.Values("Content-Type")) == 0
+}
+
+// readOffer reads the viewer's SDP offer: an empty body with a
+// Content-Type is a 400 that names the server-offer mode.
+func readOffer(w http.ResponseWriter, r *http.Request) (string, error) {
+	if r.ContentLength == 0 {
+		return "", rtc.Errorf(http.StatusBadRequest, "empty SDP offer; to get the bridge's offer instead, POST without a body and without Content-Type")
+	}
+	return rtc.ReadSDP(w, r)
 }
 
 // defaultLocateWait bounds the wait of a Handler without Config.Locate

@@ -147,6 +147,33 @@ func watch(t *testing.T, b *bench, path string) *viewer {
 // viewer receives those too (it records video only).
 func offerOnly(t *testing.T, b *bench, path string, extra ...webrtc.RTPCodecType) (*viewer, webrtc.SessionDescription) {
 	t.Helper()
+	v := newViewer(t)
+	for _, kind := range append([]webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo}, extra...) {
+		if _, err := v.pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	off, err := v.pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(v.pc)
+	if err := v.pc.SetLocalDescription(off); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	offer := v.pc.LocalDescription().SDP
+	if b.editOffer != nil {
+		offer = b.editOffer(offer)
+	}
+	return v, webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: postOffer(t, b, path, offer)}
+}
+
+// newViewer returns a pion viewer (default codecs and interceptors, UDP4
+// loopback candidates) that records the video it receives; it has no
+// transceivers yet.
+func newViewer(t *testing.T) *viewer {
+	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -164,11 +191,6 @@ func offerOnly(t *testing.T, b *bench, path string, extra ...webrtc.RTPCodecType
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
-	for _, kind := range append([]webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo}, extra...) {
-		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	v := &viewer{pc: pc, ssrc: make(chan uint32, 1), got: make(chan struct{}, 1)}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		if tr.Kind() != webrtc.RTPCodecTypeVideo {
@@ -207,20 +229,7 @@ func offerOnly(t *testing.T, b *bench, path string, extra ...webrtc.RTPCodecType
 			}
 		}
 	})
-	off, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(off); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	offer := pc.LocalDescription().SDP
-	if b.editOffer != nil {
-		offer = b.editOffer(offer)
-	}
-	return v, webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: postOffer(t, b, path, offer)}
+	return v
 }
 
 // wait returns the access units once there are n.
