@@ -229,15 +229,7 @@ func recvClient(t *testing.T) (*webrtc.PeerConnection, string) {
 // track.
 func vp8Session(t *testing.T, e *Engine, offer string) (*ICESession, *webrtc.PeerConnection, *webrtc.TrackLocalStaticRTP) {
 	t.Helper()
-	server, err := e.NewPeerConnection()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = server.Close() })
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	server, track := vp8Server(t, e)
 	if _, err := server.AddTrack(track); err != nil {
 		t.Fatal(err)
 	}
@@ -253,6 +245,22 @@ func vp8Session(t *testing.T, e *Engine, offer string) (*ICESession, *webrtc.Pee
 		t.Fatal(err)
 	}
 	return ice, server, track
+}
+
+// vp8Server returns a server PeerConnection of e and a VP8 track for it
+// to send, not added yet.
+func vp8Server(t *testing.T, e *Engine) (*webrtc.PeerConnection, *webrtc.TrackLocalStaticRTP) {
+	t.Helper()
+	server, err := e.NewPeerConnection()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Close() })
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return server, track
 }
 
 // TestICESessionRestart: a pion client trickles candidates (usable ones
