@@ -34,7 +34,9 @@ type Settings struct {
 	// UDP is the socket every server session's ICE traffic goes through
 	// (outbound sessions have their own: see outboundSettings; opened by the
 	// caller, so a bind error surfaces before anything starts). The Engine
-	// owns it from New on and closes it in Close.
+	// owns it from New on and closes it in Close. A *net.UDPConn bound to
+	// a wildcard address is closed in New and replaced by one socket per
+	// local address on its port (see splitWildcard).
 	UDP net.PacketConn
 	// TCP, if set, is the ICE-TCP listener (listen.webrtc_tcp): every
 	// server session also advertises a passive TCP candidate on it, for
@@ -87,7 +89,7 @@ type Engine struct {
 	outSendAPI *webrtc.API // sendAPI's outbound twin
 	mux        interface{ Close() error }
 	tcpMux     interface{ Close() error } // nil without Settings.TCP
-	batch      *udpbatch.Conn             // nil when Settings.UDP is not a *net.UDPConn
+	batches    []*udpbatch.Conn           // one per UDP socket; none when Settings.UDP is not a *net.UDPConn
 	iceServers ICEServers
 	nat1to1    []netip.Addr // listed first in answers (OrderCandidates)
 
@@ -135,22 +137,40 @@ func New(s Settings) (*Engine, error) {
 
 	lf := &slogLoggerFactory{log: log.With("component", "pion")}
 	se := webrtc.SettingEngine{LoggerFactory: lf}
-	conn := s.UDP
-	var batch *udpbatch.Conn
-	if uc, ok := conn.(*net.UDPConn); ok {
-		// Every packet to every peer leaves through this one socket:
-		// batched into sendmmsg calls as they queue up (no timer), they
-		// cost about 40 % less than one sendto each.
-		batch = udpbatch.New(uc, udpbatch.Options{Logger: log.With("component", "udpbatch"), OnFlush: s.OnFlush})
-		conn = batch
-	}
 	checks := newCheckBudget(orDefault(s.ICECheckRate, DefaultICECheckRate))
-	mux := webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), newCheckConn(conn, checks))
-	if a, ok := s.UDP.LocalAddr().(*net.UDPAddr); ok && a.IP.IsUnspecified() {
-		// Replies leave with whatever source address the kernel's routing
-		// picks, which is right on a host with one address per family.
-		log.Info("WebRTC UDP on every address of the host; on a host with several addresses, set listen.webrtc_udp to the one peers reach",
-			"addr", a.String())
+	var batches []*udpbatch.Conn
+	var mux ice.UDPMux
+	if uc, ok := s.UDP.(*net.UDPConn); ok {
+		// A wildcard socket becomes one per local address, so that
+		// replies leave from the address the request arrived on (see
+		// splitWildcard).
+		conns, err := splitWildcard(uc, s.Interfaces, s.IncludeLoopback)
+		if err != nil {
+			_ = uc.Close()
+			return nil, err
+		}
+		muxes := make([]ice.UDPMux, len(conns))
+		for i, c := range conns {
+			// Every packet to every peer leaves through these sockets:
+			// batched into sendmmsg calls as they queue up (no timer),
+			// they cost about 40 % less than one sendto each.
+			b := udpbatch.New(c, udpbatch.Options{Logger: log.With("component", "udpbatch"), OnFlush: s.OnFlush})
+			batches = append(batches, b)
+			muxes[i] = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), newCheckConn(b, checks))
+		}
+		mux = muxes[0]
+		if len(muxes) > 1 {
+			mux = ice.NewMultiUDPMuxDefault(muxes...)
+		}
+		if conns[0] != uc {
+			addrs := make([]string, len(conns))
+			for i, c := range conns {
+				addrs[i] = c.LocalAddr().String()
+			}
+			log.Info("WebRTC UDP on every local address, one socket each", "wildcard", uc.LocalAddr().String(), "addrs", addrs)
+		}
+	} else {
+		mux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), newCheckConn(s.UDP, checks))
 	}
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	se.SetIncludeLoopbackCandidate(s.IncludeLoopback)
@@ -204,7 +224,7 @@ func New(s Settings) (*Engine, error) {
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 	sendAPI := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(se))
 	return &Engine{
-		api: api, sendAPI: sendAPI, mux: mux, tcpMux: tcpMux, batch: batch, iceServers: slices.Clone(s.ICEServers), nat1to1: nat,
+		api: api, sendAPI: sendAPI, mux: mux, tcpMux: tcpMux, batches: batches, iceServers: slices.Clone(s.ICEServers), nat1to1: nat,
 		outAPI:        webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(out)),
 		outSendAPI:    webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(out)),
 		loopback:      s.IncludeLoopback,
@@ -279,13 +299,19 @@ func (e *Engine) NewSenderPeerConnection() (*webrtc.PeerConnection, error) {
 	return e.sendAPI.NewPeerConnection(e.agentConfig())
 }
 
-// UDPStats returns the UDP socket's send counters: packets sent, send
-// syscalls, packets the kernel refused (zero when sends are not batched).
+// UDPStats returns the UDP sockets' send counters, summed: packets sent,
+// send syscalls, packets the kernel refused (zero when sends are not
+// batched).
 func (e *Engine) UDPStats() udpbatch.Stats {
-	if e.batch == nil {
-		return udpbatch.Stats{}
+	var sum udpbatch.Stats
+	for _, b := range e.batches {
+		st := b.Stats()
+		sum.Sent += st.Sent
+		sum.Batches += st.Batches
+		sum.GSOSends += st.GSOSends
+		sum.Dropped += st.Dropped
 	}
-	return e.batch.Stats()
+	return sum
 }
 
 // ICEStats returns what the ICE limits held back since start.
@@ -367,8 +393,8 @@ func (l *slogLogger) warn(msg string) {
 
 // benignWarnings are the starts of pion warnings that are not: the ICE
 // agent checks before the remote candidates of a WHEP/WHIP offer are
-// added, every time; the UDP mux on a wildcard address, which New
-// explains in words an operator can act on.
+// added, every time; the UDP mux on a wildcard address, kept only where
+// no local address qualifies (see splitWildcard).
 var benignWarnings = []string{
 	"Failed to ping without candidate pairs",
 	"UDPMuxDefault should not listening on unspecified address",
