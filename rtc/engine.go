@@ -185,6 +185,7 @@ func New(s Settings) (*Engine, error) {
 	})
 	// Fail dead sessions quickly so their resources return to the pool.
 	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	se.SetDTLSRetransmissionInterval(dtlsRetransmitInterval)
 	// No mDNS: pion would open multicast sockets and goroutines per peer
 	// to resolve .local candidates. A browser hiding its address behind
 	// one still reaches our host candidates, and we learn its address from
@@ -233,6 +234,14 @@ func New(s Settings) (*Engine, error) {
 		checks:        checks,
 	}, nil
 }
+
+// dtlsRetransmitInterval is the wait before a DTLS handshake flight is
+// sent again, doubled by pion's DTLS at each retry (200, 400, 800 ms...).
+// pion's default, 1 s, makes one lost handshake packet cost a viewer a
+// second of black screen; a handshake round trip is a few ms on a LAN and
+// well under 200 ms across the internet, so a flight still in flight is
+// rarely sent twice.
+const dtlsRetransmitInterval = 200 * time.Millisecond
 
 func orDefault(v, def int) int {
 	if v > 0 {
