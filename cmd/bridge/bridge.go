@@ -60,6 +60,8 @@ type Bridge struct {
 type Options struct {
 	// IncludeLoopback gathers ICE candidates on loopback too (tests).
 	IncludeLoopback bool
+	// ICELite makes server sessions ICE-lite (rtc.Settings.ICELite).
+	ICELite bool
 }
 
 // Start opens every listener (so a bind error is reported before anything
@@ -100,6 +102,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		NAT1To1:         nat,
 		Interfaces:      cfg.WebRTC.Interfaces,
 		IncludeLoopback: opts.IncludeLoopback,
+		ICELite:         opts.ICELite,
 		Log:             log,
 		ICECandidates:   cfg.Limits.ICECandidates,
 		PatchRate:       cfg.Limits.PatchRate,
