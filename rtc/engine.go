@@ -62,11 +62,6 @@ type Settings struct {
 	// IncludeLoopback gathers loopback candidates too (tests, single-host
 	// setups).
 	IncludeLoopback bool
-	// ICELite answers server sessions as an ICE-lite agent (RFC 8445
-	// section 2.5: no checks of its own, the client nominates); off, full
-	// ICE, by default. Outbound sessions are full ICE either way. For
-	// measuring one against the other (TestConnectTimes).
-	ICELite bool
 	// Log receives pion's warnings and errors; nil means slog.Default().
 	Log *slog.Logger
 	// OnFlush, if set, is told after each batch of packets leaves the UDP
@@ -94,7 +89,7 @@ type Engine struct {
 	outSendAPI *webrtc.API // sendAPI's outbound twin
 	mux        interface{ Close() error }
 	tcpMux     interface{ Close() error } // nil without Settings.TCP
-	batches    []*udpbatch.Conn           // one per UDP socket; none when Settings.UDP is not a *net.UDPConn
+	udp        *addrMux                   // nil when Settings.UDP is not a *net.UDPConn
 	iceServers ICEServers
 	nat1to1    []netip.Addr // listed first in answers (OrderCandidates)
 
@@ -143,30 +138,27 @@ func New(s Settings) (*Engine, error) {
 	lf := &slogLoggerFactory{log: log.With("component", "pion")}
 	se := webrtc.SettingEngine{LoggerFactory: lf}
 	checks := newCheckBudget(orDefault(s.ICECheckRate, DefaultICECheckRate))
-	var batches []*udpbatch.Conn
+	var udp *addrMux
 	var mux ice.UDPMux
 	if uc, ok := s.UDP.(*net.UDPConn); ok {
 		// A wildcard socket becomes one per local address, so that
-		// replies leave from the address the request arrived on (see
-		// splitWildcard).
+		// replies leave from the address the request arrived on, and
+		// follows the host's addresses (see splitWildcard, addrMux).
+		wild := uc.LocalAddr().(*net.UDPAddr)
 		conns, err := splitWildcard(uc, s.Interfaces, s.IncludeLoopback)
 		if err != nil {
 			_ = uc.Close()
 			return nil, err
 		}
-		muxes := make([]ice.UDPMux, len(conns))
-		for i, c := range conns {
+		wrap := func(c *net.UDPConn) (ice.UDPMux, *udpbatch.Conn) {
 			// Every packet to every peer leaves through these sockets:
 			// batched into sendmmsg calls as they queue up (no timer),
 			// they cost about 40 % less than one sendto each.
 			b := udpbatch.New(c, udpbatch.Options{Logger: log.With("component", "udpbatch"), OnFlush: s.OnFlush})
-			batches = append(batches, b)
-			muxes[i] = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), newCheckConn(b, checks))
+			return webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), newCheckConn(b, checks)), b
 		}
-		mux = muxes[0]
-		if len(muxes) > 1 {
-			mux = ice.NewMultiUDPMuxDefault(muxes...)
-		}
+		udp = newAddrMux(conns, wrap, conns[0] != uc, uint16(wild.Port), wild.IP.To4() != nil, s.Interfaces, s.IncludeLoopback, log)
+		mux = udp
 		if conns[0] != uc {
 			addrs := make([]string, len(conns))
 			for i, c := range conns {
@@ -217,7 +209,6 @@ func New(s Settings) (*Engine, error) {
 		}
 	}
 	out := outboundSettings(se, checks)
-	se.SetLite(s.ICELite)
 	se.SetICEUDPMux(mux)
 	var tcpMux ice.TCPMux
 	if s.TCP != nil {
@@ -231,7 +222,7 @@ func New(s Settings) (*Engine, error) {
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 	sendAPI := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(se))
 	return &Engine{
-		api: api, sendAPI: sendAPI, mux: mux, tcpMux: tcpMux, batches: batches, iceServers: slices.Clone(s.ICEServers), nat1to1: nat,
+		api: api, sendAPI: sendAPI, mux: mux, tcpMux: tcpMux, udp: udp, iceServers: slices.Clone(s.ICEServers), nat1to1: nat,
 		outAPI:        webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(out)),
 		outSendAPI:    webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(out)),
 		loopback:      s.IncludeLoopback,
@@ -318,15 +309,10 @@ func (e *Engine) NewSenderPeerConnection() (*webrtc.PeerConnection, error) {
 // send syscalls, packets the kernel refused (zero when sends are not
 // batched).
 func (e *Engine) UDPStats() udpbatch.Stats {
-	var sum udpbatch.Stats
-	for _, b := range e.batches {
-		st := b.Stats()
-		sum.Sent += st.Sent
-		sum.Batches += st.Batches
-		sum.GSOSends += st.GSOSends
-		sum.Dropped += st.Dropped
+	if e.udp == nil {
+		return udpbatch.Stats{}
 	}
-	return sum
+	return e.udp.Stats()
 }
 
 // ICEStats returns what the ICE limits held back since start.

@@ -24,8 +24,9 @@ import (
 // The addresses are those pion would gather on the wildcard socket: the
 // interfaces that are up (loopback only if loopback is set, only those
 // named in interfaces if any), IPv4 only for an IPv4 wildcard, IPv6 without
-// link-local addresses (which pion never advertises). Addresses that
-// appear after start are not listened on.
+// link-local addresses (which pion never advertises), at most
+// maxAddrSockets. Addresses that appear or go after start are followed by
+// addrMux.
 //
 // The wildcard socket is closed first (the port cannot be bound twice) and
 // only on success: if no address qualifies it is returned alone and kept;
@@ -41,6 +42,8 @@ func splitWildcard(wild *net.UDPConn, interfaces []string, loopback bool) ([]*ne
 	if err != nil || len(addrs) == 0 {
 		return []*net.UDPConn{wild}, err
 	}
+	// The rest are logged by addrMux's first scan.
+	addrs = addrs[:min(len(addrs), maxAddrSockets)]
 	if err := wild.Close(); err != nil {
 		return nil, fmt.Errorf("rtc: close wildcard ICE socket %s: %w", la, err)
 	}

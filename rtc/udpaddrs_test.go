@@ -23,15 +23,7 @@ import (
 // from a loopback address, and the client learnt a peer-reflexive
 // candidate instead of completing its check.
 func TestReplyFromRequestAddress(t *testing.T) {
-	udp, err := net.ListenPacket("udp", ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := New(Settings{UDP: udp, IncludeLoopback: true, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Close() })
+	e, _ := wildcardEngine(t)
 
 	_, offer := recvClient(t)
 	_, server, _ := vp8Session(t, e, offer)
@@ -71,6 +63,24 @@ func TestReplyFromRequestAddress(t *testing.T) {
 		t.Skip("this host has no non-loopback address: every reply leaves from the address it was sent to")
 	}
 	t.Logf("non-loopback candidates checked: %d IPv4, %d IPv6", families[0], families[1])
+}
+
+// wildcardEngine returns an Engine with loopback on a wildcard socket
+// (listen.webrtc_udp ":0", as the default config) and its port, closed at
+// the end of the test.
+func wildcardEngine(t *testing.T) (*Engine, uint16) {
+	t.Helper()
+	udp, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(udp.LocalAddr().(*net.UDPAddr).Port)
+	e, err := New(Settings{UDP: udp, IncludeLoopback: true, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e, port
 }
 
 // iceAttr returns a session description's ICE attribute key, from the
