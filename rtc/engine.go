@@ -62,6 +62,11 @@ type Settings struct {
 	// IncludeLoopback gathers loopback candidates too (tests, single-host
 	// setups).
 	IncludeLoopback bool
+	// ICELite answers server sessions as an ICE-lite agent (RFC 8445
+	// section 2.5: no checks of its own, the client nominates); off, full
+	// ICE, by default. Outbound sessions are full ICE either way. For
+	// measuring one against the other (TestConnectTimes).
+	ICELite bool
 	// Log receives pion's warnings and errors; nil means slog.Default().
 	Log *slog.Logger
 	// OnFlush, if set, is told after each batch of packets leaves the UDP
@@ -209,6 +214,7 @@ func New(s Settings) (*Engine, error) {
 		}
 	}
 	out := outboundSettings(se, checks)
+	se.SetLite(s.ICELite)
 	se.SetICEUDPMux(mux)
 	var tcpMux ice.TCPMux
 	if s.TCP != nil {
