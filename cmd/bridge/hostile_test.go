@@ -131,8 +131,15 @@ func TestHostileInput(t *testing.T) {
 		}
 		// 20 stalled connections and the publisher's from one address,
 		// which may hold 16: the rest were closed at accept, and counted.
-		_, _, body := getMetrics(t, "http://"+b.HTTPAddr().String()+"/metrics", "")
-		if v, _ := sampleValue(body, `bridge_refused_total{protocol="rtmp",reason="rtmp_connections_per_address"}`); v < 1 {
+		// The server accepts from the kernel's backlog on its own time:
+		// poll until it has seen the connections.
+		refused := false
+		for deadline := time.Now().Add(5 * time.Second); !refused && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			_, _, body := getMetrics(t, "http://"+b.HTTPAddr().String()+"/metrics", "")
+			v, _ := sampleValue(body, `bridge_refused_total{protocol="rtmp",reason="rtmp_connections_per_address"}`)
+			refused = v >= 1
+		}
+		if !refused {
 			t.Errorf("no RTMP connection refused over rtmp_connections_per_address")
 		}
 	})
