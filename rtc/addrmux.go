@@ -90,6 +90,9 @@ func newAddrMux(conns []*net.UDPConn, wrap func(*net.UDPConn) (ice.UDPMux, *udpb
 // watch rescans the local addresses until Close.
 func (m *addrMux) watch() {
 	defer close(m.done)
+	// Only the ticker loop is outside panics.Do: a panic there ends the
+	// watching (the sockets stay), never the process.
+	defer panics.Recover("rtc address watcher", m.log, nil)
 	t := time.NewTicker(addrScanInterval)
 	defer t.Stop()
 	for {
