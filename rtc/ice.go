@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -104,7 +105,7 @@ func (e *Engine) NewICESession(pc *webrtc.PeerConnection, log *slog.Logger) (*IC
 		return nil, fmt.Errorf("ice session: no remote description")
 	}
 	s := &ICESession{
-		pc: pc, e: e, preferred: e.nat1to1, log: log, etag: newETag(),
+		pc: pc, e: e, preferred: append(slices.Clone(e.nat1to1), routedSources(rd.SDP)...), log: log, etag: newETag(),
 		patches:  rate.NewLimiter(rate.Limit(e.patchRate), e.patchRate),
 		remotes:  candidateSet{},
 		answered: make(chan struct{}),
@@ -788,9 +789,7 @@ func localFrag(d *sdp.SessionDescription, preferred []netip.Addr) *Sdpfrag {
 				m.EndOfCandidates = true
 			}
 		}
-		slices.SortStableFunc(m.Candidates, func(a, b string) int {
-			return candidateRank(a, preferred) - candidateRank(b, preferred)
-		})
+		rankCandidates(m.Candidates, preferred)
 	}
 	f.Media = []SdpfragMedia{m}
 	return f
@@ -812,9 +811,7 @@ func OrderCandidates(s string, preferred []netip.Addr) string {
 				cands = append(cands, v)
 			}
 		}
-		slices.SortStableFunc(cands, func(a, b string) int {
-			return candidateRank(a, preferred) - candidateRank(b, preferred)
-		})
+		rankCandidates(cands, preferred)
 		for k, i := range idx {
 			lines[i] = "a=candidate:" + cands[k]
 		}
@@ -830,8 +827,87 @@ func OrderCandidates(s string, preferred []netip.Addr) string {
 	return strings.Join(lines, "\r\n") + "\r\n"
 }
 
+// routedSources returns the local addresses the kernel sends from to reach
+// the UDP candidates of the offer desc (a route lookup: a UDP connect, no
+// packet sent), in the offer's order: the answer lists them first, with the
+// highest priority (rankCandidates). The address the client's own
+// candidates route to is the one it most likely reaches: a client on a
+// private network of the host (a LAN, a Docker bridge, a veth) then
+// connects at once instead of trying the public address first. The
+// offer's candidates are already capped (Settings.ICECandidates), which
+// bounds the lookups.
+func routedSources(desc string) []netip.Addr {
+	var out []netip.Addr
+	for _, v := range sdpCandidates(desc) {
+		// foundation component transport priority address port ...
+		f := strings.Fields(v)
+		if len(f) < 6 || !strings.EqualFold(f[2], "udp") {
+			continue
+		}
+		addr, err := netip.ParseAddr(f[4])
+		// Not for an mDNS name, a scoped address, or a loopback one: a
+		// client's loopback candidate names no address of the bridge's
+		// (the client is on this host, and its other candidates say which).
+		if err != nil || addr.Zone() != "" || addr.IsLoopback() {
+			continue
+		}
+		port, err := strconv.ParseUint(f[5], 10, 16)
+		if err != nil || port == 0 {
+			continue
+		}
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
+		if err != nil { // no route: the client is not reached through it
+			continue
+		}
+		src := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+		_ = c.Close()
+		if !slices.Contains(out, src) {
+			out = append(out, src)
+		}
+	}
+	return out
+}
+
+// hostTypePreference is RFC 8445's recommended type preference of host
+// candidates (section 5.1.2.2), the one pion uses.
+const hostTypePreference = 126
+
+// rankCandidates sorts the candidate values cands of one media section in
+// the order clients should try them (candidateRank) and gives the UDP host
+// candidates of each component a local preference that falls in that
+// order: 65535 for the first, as pion has it, one less for each next.
+// Pion gives every address of the UDP mux the same priority, which RFC
+// 8445 forbids (section 5.1.2.1: unique for each candidate of a component
+// of one type); a client then takes the first of the equal pairs, or the
+// one it happened to pair first (a check from another address of ours can
+// come before the answer's candidates are paired), and a pion client
+// nominates one check interval (200 ms) late when that pair cannot reach
+// the bridge. Other types and TCP keep pion's priorities.
+func rankCandidates(cands []string, preferred []netip.Addr) {
+	slices.SortStableFunc(cands, func(a, b string) int {
+		return candidateRank(a, preferred) - candidateRank(b, preferred)
+	})
+	next := map[string]uint32{} // by component: how many are ranked above
+	for k, v := range cands {
+		// foundation component transport priority address port "typ" type ...
+		f := strings.Fields(v)
+		if len(f) < 8 || f[7] != "host" || !strings.EqualFold(f[2], "udp") {
+			continue
+		}
+		comp, err := strconv.ParseUint(f[1], 10, 8)
+		if err != nil || comp == 0 || next[f[1]] > 65535 {
+			continue
+		}
+		localPref := 65535 - next[f[1]]
+		next[f[1]]++
+		f[3] = strconv.FormatUint(uint64(hostTypePreference<<24|localPref<<8|uint32(256-comp)), 10)
+		cands[k] = strings.Join(f, " ")
+	}
+}
+
 // candidateRank orders candidates for an answer: UDP before TCP; then host
-// candidates on a configured NAT 1:1 address, host candidates on public
+// candidates on a configured NAT 1:1 address or on an address the
+// client's candidates are routed from (preferred), host candidates on public
 // addresses, server-reflexive ones (the public side of a NAT), host
 // candidates on private addresses, relayed ones, link-local, loopback and
 // mDNS ones last; IPv4 before IPv6 within each. Lower comes first.
