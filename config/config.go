@@ -44,6 +44,13 @@ type Config struct {
 	Metrics Metrics `yaml:"metrics"`
 	Limits  Limits  `yaml:"limits"`
 	Routes  []Route `yaml:"routes"`
+
+	// Operations (config/ops.go).
+	TLS      TLS      `yaml:"tls"`
+	HTTP     HTTP     `yaml:"http"`
+	API      API      `yaml:"api"`
+	Log      Log      `yaml:"log"`
+	Shutdown Shutdown `yaml:"shutdown"`
 }
 
 // Read protocols: how a route's streams may be read (Route.Read).
@@ -133,6 +140,16 @@ type Listen struct {
 	// whose firewall blocks UDP; "" (the default) means no ICE-TCP. It
 	// must not collide with HTTP or RTMP.
 	WebRTCTCP string `yaml:"webrtc_tcp"`
+	// HTTPS serves everything HTTP serves, over TLS; used when TLS is
+	// configured (default ":8443" then).
+	HTTPS string `yaml:"https"`
+	// RTMPS, when set, accepts RTMP publishers over TLS with the TLS
+	// certificate; "" means off.
+	RTMPS string `yaml:"rtmps"`
+	// API, when set, serves the admin API and dashboard only on this
+	// address (e.g. "127.0.0.1:9997"); "" serves them on the HTTP and
+	// HTTPS listeners.
+	API string `yaml:"api"`
 }
 
 // Metrics configures the Prometheus endpoint, served on the HTTP listener.
@@ -573,9 +590,9 @@ func (w WHEP) LogValue() slog.Value { return slog.StringValue(w.String()) }
 
 // String describes the configuration on one line with every secret redacted.
 func (c *Config) String() string {
-	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q webrtc_tcp=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} metrics=%v limits=%+v routes=%v",
-		c.Listen.HTTP, c.Listen.RTMP, c.Listen.SRT, c.Listen.WebRTCUDP, c.Listen.WebRTCTCP,
-		c.WebRTC.ICEServers, c.WebRTC.NAT1To1, c.WebRTC.Interfaces, c.Metrics, c.Limits, c.Routes)
+	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q webrtc_tcp=%q https=%q rtmps=%q api=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} metrics=%v limits=%+v tls=%+v http=%+v api=%v log=%+v shutdown=%+v routes=%v",
+		c.Listen.HTTP, c.Listen.RTMP, c.Listen.SRT, c.Listen.WebRTCUDP, c.Listen.WebRTCTCP, c.Listen.HTTPS, c.Listen.RTMPS, c.Listen.API,
+		c.WebRTC.ICEServers, c.WebRTC.NAT1To1, c.WebRTC.Interfaces, c.Metrics, c.Limits, c.TLS, c.HTTP, c.API, c.Log, c.Shutdown, c.Routes)
 }
 
 // LogValue makes slog print the redacted String form, also with handlers

@@ -203,7 +203,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			yaml: "routs: []\n",
-			want: []string{`c.yaml:1: routs: unknown key (expected one of listen, webrtc, metrics, limits, routes)`},
+			want: []string{`c.yaml:1: routs: unknown key (expected one of listen, webrtc, metrics, limits, routes, tls, http, api, log, shutdown)`},
 		},
 		{
 			name: "wrong type",
@@ -224,7 +224,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "empty key",
 			yaml: "listen:\n  \"\": x\n",
-			want: []string{`c.yaml:2: listen."": unknown key (expected one of http, rtmp, srt, webrtc_udp, webrtc_tcp)`},
+			want: []string{`c.yaml:2: listen."": unknown key (expected one of http, rtmp, srt, webrtc_udp, webrtc_tcp, https, rtmps, api)`},
 		},
 		{
 			name: "top level not a mapping",
