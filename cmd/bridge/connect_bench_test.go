@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,6 +64,8 @@ func TestConnectTimes(t *testing.T) {
 			ices, ttffs = namespaceViewers(t, ns, n, fmt.Sprintf("http://%s:%d/whep/live/connect", hostIP, port))
 			logConnect(t, "pion veth namespace", ice, ices, ttffs)
 		}
+		ices, ttffs = chromiumViewers(t, n, fmt.Sprintf("http://127.0.0.1:%d/whep/live/connect", port))
+		logConnect(t, "headless Chromium", ice, ices, ttffs)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_ = b.Close(ctx)
 		cancel()
@@ -215,6 +218,37 @@ func vethNamespace(t *testing.T) (hostIP, ns string) {
 	return hostIP, ns
 }
 
+// chromiumViewers runs n headless Chromium viewers of url, one after
+// another (test/browser/connect.js, which measures in the page), and
+// returns their times.
+func chromiumViewers(t *testing.T, n int, url string) (ices, ttffs []time.Duration) {
+	node, watch := needBrowser(t)
+	script := filepath.Join(filepath.Dir(watch), "connect.js")
+	np := startNode(t, "connect", node, script, []string{url, strconv.Itoa(n)}, "CONNECT_TIMEOUT_MS=10000",
+		time.Duration(n)*15*time.Second+30*time.Second, 10*time.Second)
+	<-np.logDone
+	err := np.cmd.Wait()
+	np.cancel()
+	ices, ttffs = connectLines(np.stdout)
+	if err != nil || len(ices) != n {
+		t.Fatalf("Chromium viewers (connect.js): %v: %d results, want %d", err, len(ices), n)
+	}
+	return ices, ttffs
+}
+
+// connectLines reads the "connect: ICE_NS TTFF_NS" lines a viewer
+// process prints.
+func connectLines(out *bytes.Buffer) (ices, ttffs []time.Duration) {
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		var i, f int64
+		if _, err := fmt.Sscanf(sc.Text(), "connect: %d %d", &i, &f); err == nil {
+			ices, ttffs = append(ices, time.Duration(i)), append(ttffs, time.Duration(f))
+		}
+	}
+	return ices, ttffs
+}
+
 // namespaceViewers runs n viewers of url in ns (TestConnectTimesClient in
 // a copy of this test binary) and returns their times.
 func namespaceViewers(t *testing.T, ns string, n int, url string) (ices, ttffs []time.Duration) {
@@ -229,13 +263,7 @@ func namespaceViewers(t *testing.T, ns string, n int, url string) (ices, ttffs [
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("viewers in namespace %s: %v\n%s", ns, err, stdout.String())
 	}
-	sc := bufio.NewScanner(&stdout)
-	for sc.Scan() {
-		var i, f int64
-		if _, err := fmt.Sscanf(sc.Text(), "connect: %d %d", &i, &f); err == nil {
-			ices, ttffs = append(ices, time.Duration(i)), append(ttffs, time.Duration(f))
-		}
-	}
+	ices, ttffs = connectLines(&stdout)
 	if len(ices) != n {
 		t.Fatalf("viewers in namespace %s: %d results, want %d\n%s", ns, len(ices), n, stdout.String())
 	}

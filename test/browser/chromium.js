@@ -38,4 +38,4 @@ async function openPage(ctx, result, log) {
   return page;
 }
 
-module.exports = { launch, openPage };
+module.exports = { ARGS, launch, openPage };
