@@ -234,6 +234,11 @@ func (p *Publication) Write(u *Unit) {
 		u.Arrived = time.Now()
 	}
 	p.retime(u)
+	n := len(u.Data)
+	for _, nalu := range u.NALUs {
+		n += len(nalu)
+	}
+	s.bytesIn.Add(uint64(n))
 	if ps := s.procs.Load(); ps != nil && u.Track.ID < len(*ps) {
 		for _, e := range (*ps)[u.Track.ID] {
 			if !s.process(e, u) {

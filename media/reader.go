@@ -16,9 +16,10 @@ import (
 // for one goroutine; Close, Dropped, SkipToKeyframe and RequestKeyframe are
 // safe from any.
 type Reader struct {
-	stream  *Stream
-	name    string
-	dropped atomic.Uint64
+	stream    *Stream
+	name      string
+	uncounted bool // ReaderOptions.Uncounted
+	dropped   atomic.Uint64
 
 	mu       sync.Mutex
 	buf      []entry     // ring, guarded by mu

@@ -302,6 +302,8 @@ type Stream struct {
 	invalid errorCounter // units discarded by Write: not of this stream's tracks
 
 	origin atomic.Int64 // wall clock of PTS 0 in Unix ns, set by the first Write
+
+	bytesIn atomic.Uint64 // payload bytes written (Write), for the admin API's bitrate
 }
 
 // noTime marks "no timestamp yet" in Stream.last.
@@ -779,6 +781,10 @@ type ReaderOptions struct {
 	// goroutine serves them all; such a reader is read with TryRead,
 	// never Read, which waits on the reader's own signal.
 	Notify chan struct{}
+	// Uncounted leaves the reader out of Readers, and so out of
+	// CheckReaders' limit and the reader metrics: a dashboard's preview
+	// player, which an operator opens to look, is not an audience.
+	Uncounted bool
 }
 
 // NewReader attaches a reader that receives every unit written from now on
@@ -790,9 +796,10 @@ func (s *Stream) NewReader(opts ReaderOptions) (*Reader, error) {
 		size = 512
 	}
 	r := &Reader{
-		stream: s,
-		name:   opts.Name,
-		notify: opts.Notify,
+		stream:    s,
+		name:      opts.Name,
+		notify:    opts.Notify,
+		uncounted: opts.Uncounted,
 	}
 	if r.notify == nil {
 		r.notify = make(chan struct{}, 1)
@@ -834,13 +841,26 @@ func (s *Stream) NewReader(opts ReaderOptions) (*Reader, error) {
 }
 
 // Readers returns how many readers are attached (e.g. to stop an
-// on-demand pull nobody watches).
+// on-demand pull nobody watches), those made with
+// ReaderOptions.Uncounted left out.
 func (s *Stream) Readers() int {
-	if rs := s.readers.Load(); rs != nil {
-		return len(*rs)
+	rs := s.readers.Load()
+	if rs == nil {
+		return 0
 	}
-	return 0
+	n := len(*rs)
+	for _, r := range *rs {
+		if r.uncounted {
+			n--
+		}
+	}
+	return n
 }
+
+// BytesIn returns the payload bytes written to the stream since it began
+// (NAL units and audio frames, every publisher's): its inbound bitrate is
+// the difference over time.
+func (s *Stream) BytesIn() uint64 { return s.bytesIn.Load() }
 
 func (s *Stream) removeReader(r *Reader) {
 	s.mu.Lock()
