@@ -33,14 +33,19 @@ type decoder struct {
 	set    map[string]bool // key paths written with a value (not null)
 	budget int             // nodes left to visit, see maxNodes
 	errs   []error
+	// expanded maps the key paths whose value came from the environment
+	// (env.go) to their text as written, so that messages about them
+	// show "${NAME}" and never the secret it expanded to.
+	expanded map[string]expansion
 }
 
 func newDecoder(file string) *decoder {
 	return &decoder{
-		file:   file,
-		lines:  map[string]int{},
-		set:    map[string]bool{},
-		budget: maxNodes,
+		file:     file,
+		lines:    map[string]int{},
+		set:      map[string]bool{},
+		budget:   maxNodes,
+		expanded: map[string]expansion{},
 	}
 }
 
@@ -108,10 +113,26 @@ func (d *decoder) value(n *yaml.Node, path string, v reflect.Value) {
 		d.value(n.Alias, path, v)
 		return
 	}
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "$") {
+		x, ok := d.expand(n, path)
+		if !ok {
+			return
+		}
+		// Errors about the value name what was written, not the secret.
+		defer d.maskSince(len(d.errs), path)
+		n = x
+	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return
 	}
 	d.set[path] = true
+	// Pointers are allocated here rather than by recursing, so that a
+	// scalar is expanded once: an expanded value may hold a "$".
+	for v.Kind() == reflect.Pointer {
+		p := reflect.New(v.Type().Elem())
+		v.Set(p)
+		v = p.Elem()
+	}
 	if v.Type() == durationType {
 		// yaml.v3 would take a bare number of nanoseconds; a unit is
 		// required instead, so "grace: 10" is an error, not 10ns. "0" is
@@ -125,10 +146,6 @@ func (d *decoder) value(n *yaml.Node, path string, v reflect.Value) {
 		return
 	}
 	switch v.Kind() {
-	case reflect.Pointer:
-		p := reflect.New(v.Type().Elem())
-		d.value(n, path, p.Elem())
-		v.Set(p)
 	case reflect.Struct:
 		d.mapping(n, path, v)
 	case reflect.Slice:
@@ -299,6 +316,9 @@ func (d *decoder) locate(err error) error {
 		located := *ce
 		located.File = d.file
 		located.Line = d.line(ce.Path)
+		if x, ok := d.expanded[ce.Path]; ok {
+			located.Msg = x.mask(located.Msg)
+		}
 		out = append(out, &located)
 	}
 	return errors.Join(out...)

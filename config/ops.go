@@ -84,6 +84,23 @@ type Log struct {
 	Level string `yaml:"level"`
 }
 
+// SlogLevel is Level as a slog.Level; info when unset.
+func (l Log) SlogLevel() slog.Level {
+	level, ok := ParseLogLevel(l.Level)
+	if !ok {
+		return slog.LevelInfo
+	}
+	return level
+}
+
+// FormatOrDefault is Format, or LogText when it is unset.
+func (l Log) FormatOrDefault() string {
+	if l.Format == "" {
+		return LogText
+	}
+	return l.Format
+}
+
 // Shutdown configures how the bridge stops on SIGTERM/SIGINT.
 type Shutdown struct {
 	// Timeout bounds the orderly end of every session; 0 means
