@@ -7,20 +7,16 @@
 package web
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"html/template"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/wishbridge/bridge/internal/staticfile"
 )
 
 //go:embed templates/*.html
@@ -54,13 +50,7 @@ type Handler struct {
 	index   *template.Template
 	watch   *template.Template
 	publish *template.Template
-	static  map[string]staticFile // by name under static/
-}
-
-type staticFile struct {
-	body        []byte
-	contentType string
-	etag        string
+	static  map[string]staticfile.File // by name under static/
 }
 
 // staticTypes are the content types of the files we ship; a file with any
@@ -81,37 +71,17 @@ func New(cfg Config) *Handler {
 	if cfg.RTMPPort <= 0 {
 		cfg.RTMPPort = 1935
 	}
-	h := &Handler{
+	static, err := staticfile.Load(staticFS, "static", staticTypes)
+	if err != nil {
+		panic("web: embedded static files: " + err.Error()) // cannot happen: the FS is compiled in
+	}
+	return &Handler{
 		cfg:     cfg,
 		index:   templates.Lookup("index.html"),
 		watch:   templates.Lookup("watch.html"),
 		publish: templates.Lookup("publish.html"),
-		static:  make(map[string]staticFile),
+		static:  static,
 	}
-	err := fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		ct, ok := staticTypes[path.Ext(p)]
-		if !ok {
-			return nil
-		}
-		body, err := staticFS.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		sum := sha256.Sum256(body)
-		h.static[strings.TrimPrefix(p, "static/")] = staticFile{
-			body:        body,
-			contentType: ct,
-			etag:        `"` + hex.EncodeToString(sum[:8]) + `"`,
-		}
-		return nil
-	})
-	if err != nil {
-		panic("web: embedded static files: " + err.Error()) // cannot happen: the FS is compiled in
-	}
-	return h
 }
 
 // Register adds the pages to mux: GET / (index), GET /watch/{path...}
@@ -231,14 +201,7 @@ func (h *Handler) serveStatic(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", f.contentType)
-	hdr.Set("X-Content-Type-Options", "nosniff")
-	// Revalidate every time (cheap with the ETag), so a new binary's
-	// scripts are never mixed with an old page.
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("ETag", f.etag)
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
+	f.Serve(w, r)
 }
 
 // escapePath percent-encodes each segment of a stream path, keeping the
