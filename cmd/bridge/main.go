@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/transcode/av"
 )
 
 func main() {
@@ -31,6 +32,9 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// FFmpeg logs to stderr past the logger unless told otherwise; its
+	// log is process-wide, so the process owner routes it.
+	av.SetLogger(log)
 
 	cfg := config.Default()
 	if *cfgPath != "" {

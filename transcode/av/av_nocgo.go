@@ -2,6 +2,8 @@
 
 package av
 
+import "log/slog"
+
 // Available reports whether FFmpeg is linked in. It is false in this build.
 func Available() bool { return false }
 
@@ -57,3 +59,6 @@ func (e *Encoder) Flush() ([]Packet, error) { return nil, ErrUnavailable }
 
 // Close does nothing in this build.
 func (e *Encoder) Close() {}
+
+// SetLogger does nothing in this build: there is no FFmpeg to log.
+func SetLogger(*slog.Logger) {}
