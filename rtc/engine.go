@@ -387,8 +387,8 @@ func (l *slogLogger) Warnf(f string, a ...any) {
 // warn logs a pion warning, except those that describe normal operation
 // (logged at debug): a warning per viewer would bury the real ones.
 func (l *slogLogger) warn(msg string) {
-	for _, benign := range benignWarnings {
-		if strings.HasPrefix(msg, benign) {
+	for _, b := range benignWarnings {
+		if strings.HasPrefix(msg, b.prefix) && strings.Contains(msg[len(b.prefix):], b.cause) {
 			l.log.Debug(msg)
 			return
 		}
@@ -398,19 +398,35 @@ func (l *slogLogger) warn(msg string) {
 	}
 }
 
-// benignWarnings are the starts of pion warnings that are not: the ICE
-// agent checks before the remote candidates of a WHEP/WHIP offer are
-// added, every time; the UDP mux on a wildcard address, kept only where
-// no local address qualifies (see splitWildcard).
-var benignWarnings = []string{
-	"Failed to ping without candidate pairs",
-	"UDPMuxDefault should not listening on unspecified address",
+// benignWarning is a pion warning that is not: one that starts with
+// prefix and, after it, contains cause ("" matches any).
+type benignWarning struct{ prefix, cause string }
+
+// benignWarnings describe normal operation. The ICE agent checks before
+// the remote candidates of a WHEP/WHIP offer are added, every time; the
+// UDP mux on a wildcard address is kept only where no local address
+// qualifies (see splitWildcard).
+var benignWarnings = []benignWarning{
+	{"Failed to ping without candidate pairs", ""},
+	{"UDPMuxDefault should not listening on unspecified address", ""},
 	// A peer-reflexive candidate at an address the bridge never probes
 	// (the remote IP filter): one per packet a client sends from there.
-	"Ignoring remote candidate filtered by remote IP policy",
+	{"Ignoring remote candidate filtered by remote IP policy", ""},
 	// An ICE-TCP client closed its connection (it left, or its session
 	// ended): one per TCP session.
-	"Failed to read streaming packet: EOF",
+	{"Failed to read streaming packet: EOF", ""},
+	// Every session that ends: the SRTP/SRTCP sessions close while the
+	// PeerConnection's accept loops still wait on them, and the ICE
+	// agent's reader sees its candidate's connection closed. A read
+	// failing for another reason stays a warning.
+	{"Failed to accept RTP stream is already closed", ""},
+	{"Failed to accept RTCP stream is already closed", ""},
+	{"Failed to read from candidate", "closed pipe"},
+	{"Failed to read from candidate", "use of closed network connection"},
+	// A browser hides its host addresses behind .local names (Chromium,
+	// Firefox, Safari by default); mDNS is off on purpose (see New) and
+	// its address is learnt from its checks.
+	{"Remote mDNS candidate added, but mDNS is disabled", ""},
 }
 
 func (l *slogLogger) Error(msg string) {

@@ -28,3 +28,27 @@ func TestPionLogFloodLimited(t *testing.T) {
 		t.Errorf("log:\n%s", buf.String())
 	}
 }
+
+// TestPionLifecycleAtDebug: what pion warns about on every session's join
+// and end is debug; the same kind of message with a real cause stays a
+// warning.
+func TestPionLifecycleAtDebug(t *testing.T) {
+	var buf testkit.LogBuf
+	f := &slogLoggerFactory{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	for _, m := range []string{
+		"Failed to accept RTP stream is already closed",
+		"Failed to accept RTCP stream is already closed",
+		"Failed to read from candidate udp4 host 192.0.2.2:21189 (resolved: 192.0.2.2:21189): io: read/write on closed pipe",
+		"Remote mDNS candidate added, but mDNS is disabled: (6f1c4d2e-7a0b-4c1e-9d3f-2b5e8a7c6d10.local)",
+	} {
+		f.NewLogger("pc").Warn(m)
+		if line := buf.Lines(m[:20]); len(line) != 1 || !strings.Contains(line[0], "level=DEBUG") {
+			t.Errorf("%q logged as %q, want one DEBUG line", m, line)
+		}
+	}
+	real := "Failed to read from candidate udp4 host 192.0.2.2:21189: read: connection refused"
+	f.NewLogger("ice").Warn(real)
+	if n := buf.Count("connection refused", "level=WARN"); n != 1 {
+		t.Errorf("a read failing for another reason: %d WARN lines, want 1; log:\n%s", n, buf.String())
+	}
+}
