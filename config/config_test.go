@@ -13,7 +13,7 @@ import (
 
 func TestDefault(t *testing.T) {
 	c := Default()
-	want := Listen{HTTP: ":8080", RTMP: ":1935", SRT: ":8890", WebRTCUDP: ":8189"}
+	want := Listen{HTTP: ":8080", RTMP: ":1935", SRT: ":8890", WebRTCUDP: ":8189", HTTPS: ":8443"}
 	if c.Listen != want {
 		t.Errorf("Listen = %+v, want %+v", c.Listen, want)
 	}

@@ -40,7 +40,7 @@ type validator struct {
 }
 
 func (v *validator) config(c *Config) error {
-	v.listen(&c.Listen)
+	v.listen(&c.Listen, c.TLS.Enabled())
 	v.webrtc(&c.WebRTC)
 	v.metrics(&c.Metrics)
 	v.limits(&c.Limits)
@@ -56,10 +56,18 @@ func (v *validator) addf(path, format string, args ...any) {
 	v.errs = append(v.errs, &Error{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (v *validator) listen(l *Listen) {
+// listen checks the listen addresses. "" turns a listener off (a key
+// left out or written with no value keeps its default instead), except
+// webrtc_udp, which every WHIP/WHEP session needs. listen.https counts
+// only when TLS is configured (its default is there either way) and
+// listen.rtmps only when set (validate_tls.go says what each needs).
+func (v *validator) listen(l *Listen, tlsOn bool) {
 	type bound struct {
 		path, addr, network, host string
 		port                      uint16
+	}
+	if l.WebRTCUDP == "" {
+		v.addf("listen.webrtc_udp", `"" cannot turn it off: every WHIP/WHEP session's ICE goes through it (expected host:port)`)
 	}
 	var ok []bound
 	listeners := []bound{
@@ -67,11 +75,16 @@ func (v *validator) listen(l *Listen) {
 		{path: "listen.rtmp", addr: l.RTMP, network: "TCP"},
 		{path: "listen.srt", addr: l.SRT, network: "UDP"},
 		{path: "listen.webrtc_udp", addr: l.WebRTCUDP, network: "UDP"},
+		{path: "listen.webrtc_tcp", addr: l.WebRTCTCP, network: "TCP"},
+		{path: "listen.rtmps", addr: l.RTMPS, network: "TCP"},
 	}
-	if l.WebRTCTCP != "" { // optional: "" is ICE-TCP off
-		listeners = append(listeners, bound{path: "listen.webrtc_tcp", addr: l.WebRTCTCP, network: "TCP"})
+	if tlsOn {
+		listeners = append(listeners, bound{path: "listen.https", addr: l.HTTPS, network: "TCP"})
 	}
 	for _, a := range listeners {
+		if a.addr == "" { // off
+			continue
+		}
 		host, port, good := splitListen(a.addr)
 		if !good {
 			v.addf(a.path, "%q is not a valid listen address (expected host:port with port 1-65535)", a.addr)
