@@ -75,6 +75,12 @@ type Request struct {
 	Credential string
 	// Remote is the peer's address, for logs and per-address limits.
 	Remote string
+	// Preview asks to read as the admin dashboard's muted preview: the
+	// Credential is then the admin API token instead of the route's read
+	// key (any route whose protocol allows reading, private ones too),
+	// and the reader is not counted (media.ReaderOptions.Uncounted). Only
+	// WHEP asks it.
+	Preview bool
 }
 
 func (r Request) String() string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
+	"time"
 
 	gosrt "github.com/datarhei/gosrt"
 
@@ -24,8 +25,14 @@ import (
 //   - a reader's protocol must be one the route lets read, and its
 //     read_key (whep.token), if any, must be the credential.
 //
+// A publisher whose address an operator banned from the path (Evict) is
+// refused with *ErrBanned until the ban ends. A reader asking for a
+// Preview must present the admin API token (api.token) instead of the read
+// key.
+//
 // The error wraps access.ErrNoRoute, access.ErrProtocolNotAllowed or
-// access.ErrBadKey. Keys are compared in constant time and never logged.
+// access.ErrBadKey, or is an *ErrBanned. Keys are compared in constant
+// time and never logged.
 func (n *Node) Authorize(req access.Request) error {
 	_, err := n.admit(req)
 	return err
@@ -45,9 +52,20 @@ func (n *Node) admit(req access.Request) (*config.Route, error) {
 		if route.PublishKey != "" && !secretEqual(req.Credential, route.PublishKey) {
 			return nil, access.BadKey(access.Publish)
 		}
+		if err := n.bans.banned(req.Path, req.Remote, time.Now()); err != nil {
+			return nil, err
+		}
 	case access.Read:
 		if !route.AllowsRead(string(req.Protocol)) {
 			return nil, fmt.Errorf("%s may not read on this route: %w", req.Protocol, access.ErrProtocolNotAllowed)
+		}
+		if req.Preview {
+			// The dashboard's preview: the admin token stands for the
+			// read key, on any route that may be read this way.
+			if want := n.Config().API.Token; want == "" || !secretEqual(req.Credential, want) {
+				return nil, access.BadKey(access.Read)
+			}
+			break
 		}
 		if want := route.ReadCredential(); want != "" && !secretEqual(req.Credential, want) {
 			return nil, access.BadKey(access.Read)

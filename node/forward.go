@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/config"
 	egressrtmp "github.com/wishbridge/bridge/egress/rtmp"
 	egresssrt "github.com/wishbridge/bridge/egress/srt"
@@ -62,9 +63,11 @@ type forwards struct {
 	n       *Node
 	running map[forwardSpec]*forwardRun // owned by run's goroutine
 	wg      sync.WaitGroup              // the runners and the readiness waiters
-	// live is the running runners as of the last scan, for metrics: the
-	// table itself belongs to run's goroutine.
-	live atomic.Pointer[[]metrics.Runner]
+	// live is the running runners as of the last scan, for metrics, and
+	// liveRuns the same runs, for the admin API (sessions.go): the table
+	// itself belongs to run's goroutine.
+	live     atomic.Pointer[[]metrics.Runner]
+	liveRuns atomic.Pointer[[]*forwardRun]
 
 	kick chan struct{} // buffered 1: a scan is due; made by start
 
@@ -82,6 +85,10 @@ type forwardRun struct {
 	goneSince time.Time
 	exact     bool
 	runner    metrics.Runner
+	// session is what the admin API lists (sessions.go); kicked is set
+	// when an operator ended the run, which the next scan then restarts.
+	session access.Session
+	kicked  atomic.Bool
 }
 
 // ended reports whether the runner is over without having been stopped:
@@ -220,6 +227,10 @@ func (f *forwards) scan(ctx context.Context) (next time.Duration) {
 	// and those of pattern-route paths that have not been live for a while.
 	ending := make(map[string][]chan struct{}) // by path
 	for spec, run := range f.running {
+		if run.kicked.Load() && run.ended() {
+			delete(f.running, spec) // started again below
+			continue
+		}
 		wanted, ok := configured[spec]
 		switch {
 		case wanted:
@@ -251,12 +262,15 @@ func (f *forwards) scan(ctx context.Context) (next time.Duration) {
 	}
 
 	runners := make([]metrics.Runner, 0, len(f.running))
+	runs := make([]*forwardRun, 0, len(f.running))
 	for _, run := range f.running {
 		if !run.ended() {
 			runners = append(runners, run.runner)
+			runs = append(runs, run)
 		}
 	}
 	f.live.Store(&runners)
+	f.liveRuns.Store(&runs)
 	return next
 }
 
@@ -266,7 +280,9 @@ func (f *forwards) scan(ctx context.Context) (next time.Duration) {
 func (f *forwards) startRunner(ctx context.Context, spec forwardSpec, exact bool, after []chan struct{}) {
 	log := f.n.log.With("stream", spec.path, "target", rawurl.Redact(spec.target.URL()))
 	run := &forwardRun{cancel: func() {}, done: make(chan struct{}), exact: exact,
-		runner: metrics.Runner{Path: spec.path, Kind: spec.target.Kind()}}
+		runner: metrics.Runner{Path: spec.path, Kind: spec.target.Kind()},
+		session: access.Session{ID: f.n.sessionID("fwd"), Kind: access.SessionForward, Stream: spec.path,
+			Peer: rawurl.Redact(spec.target.URL()), State: "running", Since: time.Now()}}
 	f.running[spec] = run
 	runner, err := f.n.newForwarder(spec)
 	if err != nil {
@@ -280,6 +296,7 @@ func (f *forwards) startRunner(ctx context.Context, spec forwardSpec, exact bool
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
+		defer f.restartIfKicked(run) // after done is closed: the scan sees it ended
 		defer close(run.done)
 		defer panics.Recover("forward", log, nil)
 		for _, done := range after {

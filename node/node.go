@@ -73,6 +73,9 @@ type Node struct {
 
 	pulls pulls
 	fwd   forwards
+	bans  bans // operators' bans and evictions (Evict)
+	// sessionSeq numbers the forward and pull sessions (sessions.go).
+	sessionSeq atomic.Uint64
 	// stop ends the pulls and forwards (Stop); wg waits for the forward
 	// manager.
 	stop context.CancelFunc
@@ -147,7 +150,7 @@ type Policy struct {
 	// Passphrase is the SRT passphrase the path requires; "" for none.
 	Passphrase string
 	// Grace is how long the stream outlives its publisher; 0 while the
-	// node drains.
+	// node drains, and for a publisher an operator evicts (Evict).
 	Grace time.Duration
 	// MaxReaders is the limit of readers of the stream across every read
 	// protocol: the route's max_readers, or limits.readers_per_stream.
@@ -167,7 +170,7 @@ func (n *Node) Policy(path string) Policy {
 	}
 	p := Policy{Route: r, OpusBitrate: r.OpusBitrate(), AACBitrate: r.AACBitrate(), BFrames: r.BFramesPolicy(),
 		Passphrase: r.Passphrase, Grace: r.GraceDuration(), MaxReaders: r.MaxReaders, Private: r.Private()}
-	if n.closing.Load() {
+	if n.closing.Load() || n.bans.evicted(path, time.Now()) {
 		p.Grace = 0
 	}
 	if p.MaxReaders <= 0 {

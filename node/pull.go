@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/config"
 	ingestrtmp "github.com/wishbridge/bridge/ingest/rtmp"
 	ingestsrt "github.com/wishbridge/bridge/ingest/srt"
@@ -51,10 +52,11 @@ func pullSpecOf(r *config.Route) pullSpec {
 }
 
 type pullRun struct {
-	spec   pullSpec
-	cancel context.CancelFunc
-	done   chan struct{}
-	srt    *ingestsrt.Puller // for its connection statistics; nil unless spec.kind is srt
+	spec    pullSpec
+	cancel  context.CancelFunc
+	done    chan struct{}
+	srt     *ingestsrt.Puller // for its connection statistics; nil unless spec.kind is srt
+	session access.Session    // what the admin API lists (sessions.go)
 }
 
 func (p *pulls) start(ctx context.Context) {
@@ -111,7 +113,8 @@ func (p *pulls) run(spec pullSpec) {
 	}
 	log := p.n.log.With("stream", spec.path, "source", rawurl.Redact(spec.url))
 	var run func(context.Context)
-	pr := &pullRun{spec: spec, done: make(chan struct{})}
+	pr := &pullRun{spec: spec, done: make(chan struct{}), session: access.Session{ID: p.n.sessionID("pull"),
+		Kind: access.SessionPull, Stream: spec.path, Peer: rawurl.Redact(spec.url), State: "running", Since: time.Now()}}
 	switch spec.kind {
 	case config.PullSRT:
 		pr.srt = ingestsrt.NewPuller(ingestsrt.PullConfig{Registry: p.n.reg, Path: spec.path, URL: spec.url, Log: p.n.log})

@@ -52,6 +52,9 @@ type OutTrack struct {
 	retransmitBytes  atomic.Uint64
 	overBudget       atomic.Uint64
 	tooSoon          atomic.Uint64
+	// lost is the cumulative number of packets lost the peer's latest
+	// receiver report gives (RFC 3550 6.4.1), for Feedback.
+	lost atomic.Uint32
 }
 
 // MaxRTPSize bounds the RTP packets sent to WebRTC peers (header +
@@ -72,6 +75,7 @@ var VideoFeedback = []webrtc.RTCPFeedback{
 // SendStats counts what OutTracks sent, for a session's stats.
 type SendStats struct {
 	Packets          uint64 // RTP packets sent
+	Bytes            uint64 // their payload bytes (an RTCP sender report's octet count)
 	CachedUnits      uint64 // units sent from the GOP cache
 	KeyframeRequests uint64 // PLI and FIR received
 	Retransmits      uint64 // packets resent on the peer's NACKs
@@ -85,6 +89,7 @@ type SendStats struct {
 // Add adds o's counts to s.
 func (s *SendStats) Add(o SendStats) {
 	s.Packets += o.Packets
+	s.Bytes += o.Bytes
 	s.CachedUnits += o.CachedUnits
 	s.KeyframeRequests += o.KeyframeRequests
 	s.Retransmits += o.Retransmits
@@ -159,6 +164,7 @@ func (t *OutTrack) Send(u *media.Unit, cached bool) error {
 			return fmt.Errorf("write: %w", err)
 		}
 		t.stats.Packets++
+		t.stats.Bytes += uint64(len(out.Payload))
 		// The packet's own place on the media clock: its timestamp
 		// relative to the unit's (they differ for transcoded audio).
 		pts := u.PTS + time.Duration(int32(p.Timestamp-unitTS))*time.Second/time.Duration(t.rate)
@@ -204,6 +210,7 @@ func (t *OutTrack) ReadRTCP(onKeyframeRequest func()) {
 				for _, rr := range p.Reports {
 					if rr.SSRC == t.report.SSRC {
 						t.sent.receiverReport(rr.LastSenderReport, rr.Delay, time.Now())
+						t.lost.Store(rr.TotalLost)
 					}
 				}
 			}
@@ -253,6 +260,13 @@ func (t *OutTrack) Stats() SendStats {
 	st.RetransmitsOverBudget = t.overBudget.Load()
 	st.RetransmitsTooSoon = t.tooSoon.Load()
 	return st
+}
+
+// Feedback returns what the peer reported losing (its latest receiver
+// report's cumulative count) and how many packets were resent on its
+// NACKs. Unlike Stats, safe from any goroutine.
+func (t *OutTrack) Feedback() (lost, retransmitted uint64) {
+	return uint64(t.lost.Load()), t.retransmits.Load()
 }
 
 // historySize is how many sent packets an OutTrack can resend: about 4 s of

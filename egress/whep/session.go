@@ -13,7 +13,9 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/sessionlog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/webrtccodec"
@@ -57,6 +59,11 @@ type session struct {
 	connOnce  sync.Once
 	done      chan struct{}
 	started   time.Time
+	// peer is the viewer's address; preview marks the dashboard's muted
+	// player (see servePost). Both set before the session is in the
+	// sessions table or runs.
+	peer    string
+	preview bool
 	// reader is set by run once it reads; the RTCP goroutines use it to
 	// ask for keyframes, the pump to read.
 	reader atomic.Pointer[media.Reader]
@@ -67,6 +74,10 @@ type session struct {
 	// (guarded by it) says it must not send any more.
 	sendMu  sync.Mutex
 	stopped bool
+	// sent and dropped are the viewer's totals, set by forward once the
+	// pump has let go of it, for the end line.
+	sent    rtc.SendStats
+	dropped uint64
 }
 
 // startSession makes a viewer's session: it answers off, or, when off is
@@ -317,7 +328,9 @@ func (s *session) end(reason string) {
 	s.cancel(errors.New(reason))
 	_ = s.pc.Close()
 	s.h.cfg.Sessions.Remove(s.id)
-	s.log.Info("viewer session ended", "reason", reason, "duration", time.Since(s.started).Round(time.Millisecond).String())
+	st := s.sent
+	sessionlog.End(s.log, "viewer session ended", s.started, st.Bytes, st.Packets, reason,
+		"retransmits", st.Retransmits, "cached_units", st.CachedUnits, "dropped_units", s.dropped, "keyframe_requests", st.KeyframeRequests)
 }
 
 func (s *session) forward() string {
@@ -363,7 +376,7 @@ func (s *session) forward() string {
 	// picture at once, whatever the source's GOP length. One of the
 	// handler's pumps sends what the reader gets.
 	p := s.h.pumps.pick()
-	reader, err := s.stream.NewReader(media.ReaderOptions{Name: "whep " + s.id[:8], StartAtKeyframe: true, Notify: p.notify})
+	reader, err := s.stream.NewReader(media.ReaderOptions{Name: "whep " + s.id[:8], StartAtKeyframe: true, Notify: p.notify, Uncounted: s.preview})
 	if err != nil {
 		return err.Error()
 	}
@@ -374,16 +387,15 @@ func (s *session) forward() string {
 		return s.cannotContinue(now)
 	}
 	s.reader.Store(reader)
-	s.log.Info("viewer connected")
+	s.log.Debug("viewer connected")
 	p.add(s)
 	<-s.ctx.Done() // the pump, a DELETE, the connection or shutdown ends it
 	p.remove(s)
-	var st rtc.SendStats
+	// The pump no longer sends for s: its counts are final (for end).
 	for _, ot := range s.tracks {
-		st.Add(ot.Stats())
+		s.sent.Add(ot.Stats())
 	}
-	s.log.Debug("viewer stats", "packets", st.Packets, "retransmits", st.Retransmits, "cached_units", st.CachedUnits,
-		"dropped_units", reader.Dropped(), "keyframe_requests", st.KeyframeRequests)
+	s.dropped = reader.Dropped()
 	return context.Cause(s.ctx).Error()
 }
 
@@ -393,6 +405,24 @@ func (s *session) cannotContinue(now []*media.Track) string {
 	reason := fmt.Sprintf("the stream was republished with other tracks (%s) since the viewer's offer was answered", describeTracks(now))
 	s.log.Warn("viewer cannot continue", "reason", reason)
 	return reason
+}
+
+// Status reports the viewer to the admin API (rtc.Reporter): kind whep
+// or preview, its transport's bytes, and the packets the viewer reported
+// lost and those resent on its NACKs, over every track.
+func (s *session) Status() access.Session {
+	st := s.TransportStatus(s.id, s.peer, s.started)
+	st.Kind, st.Stream = access.SessionWHEP, s.stream.Path()
+	if s.preview {
+		st.Kind = access.SessionPreview
+	}
+	for _, ot := range s.tracks {
+		lost, resent := ot.Feedback()
+		st.PacketsLost += lost
+		st.PacketsRetransmitted += resent
+	}
+	st.HasPackets = len(s.tracks) > 0
+	return st
 }
 
 // Close ends the session and waits for its resources to be released.

@@ -102,7 +102,12 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	rtc.RegisterEndpoint(mux, "/whep/", h.servePost)
 }
 
-// servePost creates a viewer session. Refusals, each with a text/plain
+// servePost creates a viewer session. With ?preview=1 and the admin API
+// token as bearer token (api.token), the viewer is the dashboard's muted
+// preview (access.Request.Preview): admitted on any route WHEP may read,
+// private ones too, listed as a "preview" session, and not counted as a
+// reader (media.ReaderOptions.Uncounted: out of the stream's reader
+// count, its max_readers and the reader metrics). Refusals, each with a text/plain
 // reason (and Retry-After on 429 and 503):
 //
 //	400  the path breaks the stream path rule (internal/streampath), the
@@ -112,7 +117,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 //	     answer, see wantsOffer)
 //	307  *access.Elsewhere: the stream is served by another node, whose
 //	     URL is the Location
-//	401  access.ErrBadKey, with WWW-Authenticate: Bearer
+//	401  access.ErrBadKey, with WWW-Authenticate: Bearer (with ?preview=1:
+//	     the bearer token is not the admin API's token)
 //	404  any other refusal of Authorize (no route serves WHEP at path), or
 //	     no stream at path (access.ErrNoStream from Locate)
 //	406  the stream has B-frames and the route rejects them
@@ -144,7 +150,8 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 // session is in the sessions table, then running, when it returns.
 func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (answer, sessionID, etag string, err error) {
 	token := rtc.BearerToken(r)
-	if err := h.cfg.Authorize(access.Request{Action: access.Read, Protocol: access.WHEP, Path: path, Credential: token, Remote: r.RemoteAddr}); err != nil {
+	preview := r.URL.Query().Get("preview") == "1"
+	if err := h.cfg.Authorize(access.Request{Action: access.Read, Protocol: access.WHEP, Path: path, Credential: token, Remote: r.RemoteAddr, Preview: preview}); err != nil {
 		return "", "", "", refusal(err, path, token)
 	}
 	var raw string
@@ -163,9 +170,12 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 			return "", "", "", err
 		}
 	}
-	claim := rtc.Claim{Peer: r.RemoteAddr, Joins: stream}
-	if h.cfg.MaxReaders != nil {
-		claim.MaxReaders = h.cfg.MaxReaders(path)
+	claim := rtc.Claim{Peer: r.RemoteAddr}
+	if !preview { // a preview is not a reader the stream's limit counts
+		claim.Joins = stream
+		if h.cfg.MaxReaders != nil {
+			claim.MaxReaders = h.cfg.MaxReaders(path)
+		}
 	}
 	id, err := h.cfg.Sessions.Reserve(claim)
 	if err != nil {
@@ -176,6 +186,7 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 		h.cfg.Sessions.Remove(id)
 		return "", "", "", err
 	}
+	s.peer, s.preview = r.RemoteAddr, preview
 	// In the table first, then running: the session removes itself from
 	// the table when it ends, which must come after Set.
 	stored := h.cfg.Sessions.Set(id, s)

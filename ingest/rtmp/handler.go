@@ -296,6 +296,7 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 	h.log = h.log.With("stream", path)
 	h.tagSink.log = h.log
 	h.c.publishing.Store(true)
+	h.c.role.Store(&connRole{kind: access.SessionRTMPPublish, path: path, since: h.started})
 	h.log.Info("rtmp publish", "type", cmd.PublishingType)
 	if h.srv.onPublish != nil {
 		h.srv.onPublish(st.Stream)

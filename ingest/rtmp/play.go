@@ -169,6 +169,7 @@ func (h *handler) play(streamID uint32, cmd *message.NetStreamPlay) error {
 	})
 	w := &playWriter{h: h, streamID: streamID, path: path}
 	started := time.Now()
+	h.c.role.Store(&connRole{kind: access.SessionRTMPPlay, path: path, since: started})
 	err := h.srv.play(ctx, PlayRequest{Path: path, Key: key, Remote: h.c.peer}, w)
 	cancel()
 	if !w.started {

@@ -200,6 +200,8 @@ type Server struct {
 
 	gate *connlimit.Gate // connection slots (taken at accept), reader limit, refusals
 
+	connSeq atomic.Uint64 // numbers the connections' ids
+
 	mu        sync.Mutex
 	closed    bool               // guarded by mu
 	serving   bool               // guarded by mu
@@ -423,6 +425,12 @@ type conn struct {
 
 	// Set by the handler from the read goroutine.
 	publishing atomic.Bool
+	// id names the connection in the admin API (sessions.go); role is
+	// what it does once it publishes or plays, nil before.
+	id   string
+	role atomic.Pointer[connRole]
+	// bytesIn and bytesOut count what crossed the socket.
+	bytesIn, bytesOut atomic.Uint64
 
 	// Read side state, owned by go-rtmp's read goroutine.
 	checkedVersion bool
@@ -445,6 +453,7 @@ func newConn(nc net.Conn, s *Server) *conn {
 		srv:      s,
 		peer:     nc.RemoteAddr().String(),
 		accepted: time.Now(),
+		id:       fmt.Sprintf("rtmp-%d", s.connSeq.Add(1)),
 	}
 	c.guard = newChunkGuard(c.publishing.Load)
 	return c
@@ -483,6 +492,7 @@ func (c *conn) fill() error {
 	}
 	n, err := c.Conn.Read(c.in)
 	if n > 0 {
+		c.bytesIn.Add(uint64(n))
 		p := c.in[:n]
 		if !c.checkedVersion {
 			c.checkedVersion = true
@@ -533,6 +543,7 @@ func (c *conn) Write(p []byte) (int, error) {
 		return 0, c.fail(err)
 	}
 	n, err := c.Conn.Write(p)
+	c.bytesOut.Add(uint64(n))
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {

@@ -245,6 +245,8 @@ type Server struct {
 	closed    bool                  // guarded by mu
 	serving   bool                  // guarded by mu
 	pubs      map[string]*publisher // guarded by mu: by path
+	sessions  map[string]*session   // guarded by mu: accepted publishers and readers, by id (sessions.go)
+	seq       uint64                // guarded by mu: numbers the sessions' ids
 	serveDone chan struct{}         // closed when Serve returns
 	wg        sync.WaitGroup        // one per connection request being handled
 }
@@ -280,6 +282,7 @@ func NewServer(cfg Config) *Server {
 		maxBitrate:   int64(cmp.Or(cfg.MaxBitrate, connlimit.DefaultMaxBitrate)),
 		gate:         newGate(cfg, log),
 		pubs:         make(map[string]*publisher),
+		sessions:     make(map[string]*session),
 		serveDone:    make(chan struct{}),
 	}
 }
@@ -544,6 +547,8 @@ func (s *Server) handle(req gosrt.ConnRequest, release func()) {
 	}
 	p := newPublisher(s.publisherConfig(), conn, st, peer, log.With("stream", st.Path()))
 	s.pubs[st.Path()] = p
+	sess := s.addSessionLocked(&session{kind: access.SessionSRTPublish, path: st.Path(), peer: peer, since: p.started, conn: conn,
+		end: func(reason string) { p.stop(errors.New(reason)) }})
 	s.mu.Unlock()
 
 	p.run()
@@ -552,6 +557,7 @@ func (s *Server) handle(req gosrt.ConnRequest, release func()) {
 	if s.pubs[st.Path()] == p {
 		delete(s.pubs, st.Path())
 	}
+	delete(s.sessions, sess.id)
 	s.mu.Unlock()
 }
 
@@ -568,6 +574,15 @@ func (s *Server) serveReader(req gosrt.ConnRequest, rreq access.Request, log *sl
 		return
 	}
 	start := time.Now()
+	s.mu.Lock()
+	sess := s.addSessionLocked(&session{kind: access.SessionSRTRead, path: rreq.Path, peer: rreq.Remote, since: start, conn: conn,
+		end: func(string) { conn.Close() }})
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, sess.id)
+		s.mu.Unlock()
+	}()
 	log.Info("srt read")
 	err = s.read.Serve(s.readCtx, conn, rreq)
 	log.Info("srt read ended", "duration", time.Since(start).Round(time.Millisecond).String(), "reason", fmt.Sprint(err))

@@ -10,8 +10,10 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/ingest/rtpin"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/sessionlog"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/webrtccodec"
 )
@@ -36,6 +38,7 @@ type session struct {
 	pub     *publisher
 	in      *rtpin.Receiver
 	started time.Time
+	peer    string // the publisher's address; set before the session is in the table
 
 	// expectVideo and expectAudio say which tracks the answer accepted;
 	// the stream is declared once those are ready (or after trackWait).
@@ -44,6 +47,13 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	done   chan struct{} // closed when run has cleaned up
+}
+
+// Status reports the publisher to the admin API (rtc.Reporter).
+func (s *session) Status() access.Session {
+	st := s.TransportStatus(s.id, s.peer, s.started)
+	st.Kind, st.Stream = access.SessionWHIP, s.pub.pub.Path()
+	return st
 }
 
 // startSession answers the offer with a PeerConnection whose answer
@@ -69,7 +79,7 @@ func startSession(h *Handler, pub *publisher, off *offer, rawOffer, id string, l
 		defer panics.Recover(panicComponent, log, func() { s.cancel(errPanicked) })
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
-			s.log.Info("publisher connected")
+			s.log.Debug("publisher connected")
 			s.h.cfg.Sessions.Connected(s.id)
 		case webrtc.PeerConnectionStateFailed:
 			s.cancel(errors.New("connection failed (ICE or DTLS)"))
@@ -167,8 +177,8 @@ func (s *session) end(reason string) {
 	s.in.Close()                 // closes the PeerConnection
 	s.pub.close()
 	s.h.cfg.Sessions.Remove(s.id)
-	s.log.Info("publish ended", append([]any{"reason", reason,
-		"duration", time.Since(s.started).Round(time.Millisecond).String()}, s.in.Stats().LogAttrs()...)...)
+	st := s.in.Stats()
+	sessionlog.End(s.log, "publish ended", s.started, st.Bytes, st.Packets, reason, st.LogAttrs()...)
 }
 
 // wait returns why the session ends: a cancellation (DELETE, shutdown,

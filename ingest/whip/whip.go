@@ -148,6 +148,7 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 		h.cfg.Sessions.Remove(id)
 		return nil, "", err
 	}
+	s.peer = r.RemoteAddr
 	stored := h.cfg.Sessions.Set(id, s)
 	s.start() // after Set: the session removes itself when it ends
 	if !stored {

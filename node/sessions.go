@@ -1,0 +1,87 @@
+package node
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/wishbridge/bridge/access"
+)
+
+// sessionID returns a new id for a forward or pull session: prefix and a
+// counter, unique in the node's life.
+func (n *Node) sessionID(prefix string) string {
+	return fmt.Sprintf("%s-%d", prefix, n.sessionSeq.Add(1))
+}
+
+// Sessions lists the node's own sessions for the admin API: the running
+// forwards (as of the forward manager's last scan) and pulls. A pull over
+// SRT reports its connection's bytes and packet counters.
+func (n *Node) Sessions() []access.Session {
+	var out []access.Session
+	if runs := n.fwd.liveRuns.Load(); runs != nil {
+		for _, run := range *runs {
+			out = append(out, run.session)
+		}
+	}
+	n.pulls.mu.Lock()
+	defer n.pulls.mu.Unlock()
+	for _, run := range n.pulls.running {
+		s := run.session
+		if run.srt != nil {
+			if st, ok := run.srt.Stats(); ok {
+				s.Bytes, s.HasBytes = st.BytesReceived, true
+				s.PacketsLost, s.PacketsRetransmitted, s.HasPackets = st.PacketsLost, st.PacketsRetransmitted, true
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// EndSession ends the forward or pull id (the admin API's kick) and
+// reports whether the node had it. Both are the config's to run, so an
+// ended one starts again as if new: a forward at once, a pull at once or,
+// on demand, for the next reader. Kicking one makes it reconnect.
+func (n *Node) EndSession(id, reason string) bool {
+	switch {
+	case strings.HasPrefix(id, "fwd-"):
+		runs := n.fwd.liveRuns.Load()
+		if runs == nil {
+			return false
+		}
+		for _, run := range *runs {
+			if run.session.ID == id {
+				n.log.Info("forward ended", "stream", run.session.Stream, "target", run.session.Peer, "reason", reason)
+				run.kicked.Store(true)
+				run.cancel()
+				return true
+			}
+		}
+	case strings.HasPrefix(id, "pull-"):
+		n.pulls.mu.Lock()
+		var found *pullRun
+		for _, run := range n.pulls.running {
+			if run.session.ID == id {
+				found = run
+			}
+		}
+		n.pulls.mu.Unlock()
+		if found == nil {
+			return false
+		}
+		n.log.Info("pull ended", "stream", found.spec.path, "source", found.session.Peer, "reason", reason)
+		n.pulls.forget(found)
+		<-found.done
+		n.pulls.reconcile()
+		return true
+	}
+	return false
+}
+
+// restartIfKicked asks for a scan once a kicked forward's runner has
+// returned, which starts it again.
+func (f *forwards) restartIfKicked(run *forwardRun) {
+	if run.kicked.Load() {
+		f.reconcile()
+	}
+}
