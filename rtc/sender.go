@@ -76,7 +76,6 @@ var VideoFeedback = []webrtc.RTCPFeedback{
 type SendStats struct {
 	Packets          uint64 // RTP packets sent
 	Bytes            uint64 // their payload bytes (an RTCP sender report's octet count)
-	Bytes            uint64 // their payload bytes (an RTCP sender report's octet count)
 	CachedUnits      uint64 // units sent from the GOP cache
 	KeyframeRequests uint64 // PLI and FIR received
 	Retransmits      uint64 // packets resent on the peer's NACKs
@@ -90,7 +89,6 @@ type SendStats struct {
 // Add adds o's counts to s.
 func (s *SendStats) Add(o SendStats) {
 	s.Packets += o.Packets
-	s.Bytes += o.Bytes
 	s.Bytes += o.Bytes
 	s.CachedUnits += o.CachedUnits
 	s.KeyframeRequests += o.KeyframeRequests
@@ -166,7 +164,6 @@ func (t *OutTrack) Send(u *media.Unit, cached bool) error {
 			return fmt.Errorf("write: %w", err)
 		}
 		t.stats.Packets++
-		t.stats.Bytes += uint64(len(out.Payload))
 		t.stats.Bytes += uint64(len(out.Payload))
 		// The packet's own place on the media clock: its timestamp
 		// relative to the unit's (they differ for transcoded audio).

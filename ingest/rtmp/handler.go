@@ -19,6 +19,7 @@ import (
 	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/ratelog"
+	"github.com/wishbridge/bridge/internal/sessionlog"
 	"github.com/wishbridge/bridge/internal/streampath"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
@@ -120,6 +121,7 @@ type tagSink struct {
 	videoUnits uint64
 	audioUnits uint64
 	dropped    uint64
+	tagBytes   uint64 // audio and video tag bodies received
 
 	// Track set-up.
 	declared     bool
@@ -234,7 +236,7 @@ func (h *handler) OnConnect(_ uint32, cmd *message.NetConnectionConnect) (err er
 	defer panics.Recover(panicComponent, h.log, func() { err = h.abort() })
 	h.rawApp = cmd.Command.App
 	h.app, _, _ = strings.Cut(cmd.Command.App, "?") // the query may hold the key
-	h.log.Info("rtmp connect", "app", h.app)
+	h.log.Debug("rtmp connect", "app", h.app)
 	return nil
 }
 
@@ -386,16 +388,12 @@ func (h *handler) endPublish(reason error) {
 	h.stream = nil
 	h.ended = true
 	h.pending = nil
-	args := []any{
-		"duration", time.Since(h.started).Round(time.Millisecond),
-		"video_frames", h.videoUnits,
-		"audio_frames", h.audioUnits,
-		"reason", reason.Error(),
-	}
+	// Packets are the frames (RTMP has no packets of its own).
+	args := []any{"video_frames", h.videoUnits, "audio_frames", h.audioUnits}
 	if h.dropped > 0 {
 		args = append(args, "dropped_before_tracks", h.dropped)
 	}
-	h.log.Info("rtmp publish ended", args...)
+	sessionlog.End(h.log, "rtmp publish ended", h.started, h.tagBytes, h.videoUnits+h.audioUnits, reason.Error(), args...)
 }
 
 // OnSetDataFrame reads the announced codecs from onMetaData.
@@ -461,6 +459,7 @@ func (h *tagSink) video(ts uint32, data []byte) error {
 	if h.stream == nil {
 		return nil
 	}
+	h.tagBytes += uint64(len(data))
 	tag, err := parseVideoTag(data)
 	if err != nil {
 		return fmt.Errorf("video tag at %d ms: %w", ts, err)
@@ -546,6 +545,7 @@ func (h *tagSink) audio(ts uint32, data []byte) error {
 	if h.stream == nil {
 		return nil
 	}
+	h.tagBytes += uint64(len(data))
 	tag, err := parseAudioTag(data)
 	if err != nil {
 		return fmt.Errorf("audio tag at %d ms: %w", ts, err)

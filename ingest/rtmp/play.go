@@ -13,6 +13,7 @@ import (
 	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/connlimit"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/sessionlog"
 )
 
 // Play support: the server speaks the protocol up to the play command and
@@ -88,6 +89,8 @@ type playWriter struct {
 	streamID uint32
 	path     string
 	started  bool
+	// bytes and frames count the audio and video tags sent.
+	bytes, frames uint64
 }
 
 func (w *playWriter) WriteMessage(typeID uint8, ts uint32, payload []byte) error {
@@ -112,6 +115,10 @@ func (w *playWriter) WriteMessage(typeID uint8, ts uint32, payload []byte) error
 			return err
 		}
 		h.log.Info("rtmp play started", "stream", w.path)
+	}
+	if typeID == 8 || typeID == 9 {
+		w.bytes += uint64(len(payload))
+		w.frames++
 	}
 	switch typeID {
 	case 8:
@@ -197,7 +204,7 @@ func (h *handler) play(streamID uint32, cmd *message.NetStreamPlay) error {
 		reason = err.Error()
 	}
 	_ = h.sendStatus(streamID, message.NetStreamOnStatusLevelStatus, codePlayStop, "Stopped playing.")
-	h.log.Info("rtmp play ended", "stream", path, "duration", time.Since(started).Round(time.Millisecond).String(), "reason", reason)
+	sessionlog.End(h.log.With("stream", path), "rtmp play ended", started, w.bytes, w.frames, reason)
 	h.quiet = true
 	return h.setErr(&refusal{reason: "play ended: " + reason})
 }

@@ -189,9 +189,10 @@ func (r *Receiver) Stats() Stats {
 	}
 }
 
-// LogAttrs returns the counters as slog key-value pairs.
+// LogAttrs returns the counters as slog key-value pairs, except Packets
+// and Bytes, which the session's end line has (sessionlog.End).
 func (s Stats) LogAttrs() []any {
-	return []any{"packets", s.Packets, "bytes", s.Bytes, "lost_video_packets", s.Lost, "late_packets", s.Late,
+	return []any{"lost_video_packets", s.Lost, "late_packets", s.Late,
 		"damaged_units", s.Damaged, "plis", s.PLIs, "dropped_units", s.Dropped, "bad_packets", s.BadPackets,
 		"timestamp_jumps", s.TimestampJumps}
 }

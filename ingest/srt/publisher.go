@@ -21,6 +21,7 @@ import (
 
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/ratelog"
+	"github.com/wishbridge/bridge/internal/sessionlog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -216,13 +217,12 @@ func (p *publisher) run() {
 	p.stop(reason)
 	p.stream.Close()
 
+	var cs gosrt.Statistics
+	p.conn.Stats(&cs)
 	args := []any{
-		"duration", time.Since(p.started).Round(time.Millisecond),
-		"bytes", p.bytes.Load(),
 		"video_frames", p.videoFrames,
 		"audio_frames", p.audioFrames,
 		"demux_errors", p.demuxErrors.Load(),
-		"reason", reason.Error(),
 	}
 	if p.videoSkipped > 0 {
 		args = append(args, "video_skipped", p.videoSkipped)
@@ -230,7 +230,8 @@ func (p *publisher) run() {
 	if n := len(p.pending); n > 0 {
 		args = append(args, "undeclared_units", n)
 	}
-	p.log.Info("srt "+p.cfg.what+" ended", args...)
+	// Bytes of MPEG-TS read, SRT data packets received.
+	sessionlog.End(p.log, "srt "+p.cfg.what+" ended", p.started, p.bytes.Load(), cs.Accumulated.PktRecv, reason.Error(), args...)
 }
 
 // demux reads the program, sets up the tracks and hands every access unit
@@ -338,7 +339,7 @@ func (p *publisher) setupTracks(r *mpegts.Reader) error {
 		}
 		return fmt.Errorf("no supported track in the MPEG-TS program (found %s; supported: H264, H265, AAC, Opus)", strings.Join(found, ", "))
 	}
-	p.log.Info("srt program", "tracks", found)
+	p.log.Debug("srt program", "tracks", found)
 	return nil
 }
 

@@ -123,6 +123,7 @@ import (
 	"github.com/wishbridge/bridge/internal/addrlimit"
 	"github.com/wishbridge/bridge/internal/connlimit"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/sessionlog"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -585,7 +586,11 @@ func (s *Server) serveReader(req gosrt.ConnRequest, rreq access.Request, log *sl
 	}()
 	log.Info("srt read")
 	err = s.read.Serve(s.readCtx, conn, rreq)
-	log.Info("srt read ended", "duration", time.Since(start).Round(time.Millisecond).String(), "reason", fmt.Sprint(err))
+	var cs gosrt.Statistics
+	conn.Stats(&cs)
+	// Bytes and SRT data packets sent (with headers and retransmissions:
+	// what the reader cost).
+	sessionlog.End(log, "srt read ended", start, cs.Accumulated.ByteSent, cs.Accumulated.PktSent, fmt.Sprint(err))
 }
 
 // admit applies the admission policy (see the package doc). A publisher's
@@ -613,7 +618,7 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 		}
 		return nil, access.Request{}, refuse("", code, err.Error())
 	}
-	log.Info("srt connect", "stream", id.Path, "mode", id.Mode.String(), "encrypted", req.IsEncrypted())
+	log.Debug("srt connect", "stream", id.Path, "mode", id.Mode.String(), "encrypted", req.IsEncrypted())
 	reading := id.Mode == ModeRead && s.read != nil
 	if id.Mode != ModePublish && !reading {
 		return nil, access.Request{}, refuse(id.Path, gosrt.REJX_BAD_MODE, fmt.Sprintf("mode %s is not supported yet: this listener accepts publishing (m=publish or publish:)", id.Mode))

@@ -227,5 +227,6 @@ func (s *session) close() {
 	if s.pub != nil {
 		s.pub.Close()
 	}
-	s.log.Debug("whep pull session stats", s.in.Stats().LogAttrs()...)
+	st := s.in.Stats()
+	s.log.Debug("whep pull session stats", append([]any{"packets", st.Packets, "bytes", st.Bytes}, st.LogAttrs()...)...)
 }
