@@ -1,14 +1,25 @@
-# The two commands a new machine needs: `make run` and `make test`.
-# Both build with cgo against FFmpeg's libraries (apt-get install
-# libavcodec-dev libavutil-dev libswresample-dev pkg-config; .ci/run does it).
+# The two commands a new machine needs: `make run` and `make test`. Each
+# first installs the Debian packages it needs (packaging/setup.sh, which
+# holds the lists: `build` for cgo against FFmpeg, `test` adds the tools
+# the tests run; as root or with sudo, otherwise it prints the command) and
+# checks Go 1.26 (and Node.js 20 for test), which it does not install.
+
+# Go's official install puts it here, often not on a root shell's PATH.
+export PATH := $(PATH):/usr/local/go/bin
 
 GO      ?= go
 BIN     := bin/bridge
 PKGS    := ./...
 
-.PHONY: build run test soak lint bench fuzz clean
+.PHONY: build run test soak lint bench fuzz clean setup-build setup-test
 
-build:
+setup-build:
+	@packaging/setup.sh build
+
+setup-test:
+	@packaging/setup.sh test
+
+build: setup-build
 	$(GO) build -o $(BIN) ./cmd/bridge
 
 run: build
@@ -17,7 +28,10 @@ run: build
 # Unit, integration and end-to-end tests (the e2e ones run ffmpeg and
 # headless Chromium through playwright-core), with the soak (TestSoak) for
 # SOAK (default 60s).
-test: lint test/browser/node_modules/playwright-core
+# packaging/check.sh first: the Dockerfile's runtime packages carry every
+# library bin/bridge links, and the systemd unit verifies.
+test: setup-test lint test/browser/node_modules/playwright-core build
+	packaging/check.sh $(BIN)
 	SOAK=$(or $(SOAK),60s) $(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 # The soak alone for SOAK (default 10m): a publisher reconnecting every
