@@ -19,6 +19,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/internal/addrlimit"
+	"github.com/wishbridge/bridge/internal/forwarded"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/ratelog"
 	"github.com/wishbridge/bridge/internal/streampath"
@@ -613,14 +614,12 @@ func (t *Sessions) CloseAll(reason string) {
 	}
 }
 
-// Location returns the absolute URL of session id for request r. Absolute,
-// because some clients (OBS) mishandle relative ones.
+// Location returns the absolute URL of session id for request r, on the
+// scheme and host the client used (forwarded.Scheme; r.Host, which a
+// trusted proxy's headers set). Absolute, because some clients (OBS)
+// mishandle relative ones.
 func Location(r *http.Request, id string) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host + SessionPathPrefix + id
+	return forwarded.Scheme(r) + "://" + r.Host + SessionPathPrefix + id
 }
 
 // Register adds the session resource routes to mux: PATCH (trickle ICE,

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/wishbridge/bridge/internal/forwarded"
 	"github.com/wishbridge/bridge/internal/staticfile"
 )
 
@@ -132,6 +133,7 @@ func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
 type watchData struct {
 	Path      string
 	WHEPURL   string // same-origin endpoint the player POSTs its offer to
+	WHEPAbs   string // the same, absolute, for other WHEP players
 	AudioNote string
 }
 
@@ -142,7 +144,8 @@ func (h *Handler) serveWatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pageHeaders(w)
-	_ = h.watch.Execute(w, watchData{Path: p, WHEPURL: "/whep/" + escapePath(p), AudioNote: h.cfg.AudioNote})
+	esc := escapePath(p)
+	_ = h.watch.Execute(w, watchData{Path: p, WHEPURL: "/whep/" + esc, WHEPAbs: baseURL(r) + "/whep/" + esc, AudioNote: h.cfg.AudioNote})
 }
 
 type publishData struct {
@@ -214,18 +217,15 @@ func escapePath(p string) string {
 	return strings.Join(segs, "/")
 }
 
-// baseURL is scheme://host of the request, as rtc.Location builds session
-// URLs.
+// baseURL is scheme://host as the client used them (forwarded.Scheme;
+// r.Host, which a trusted proxy's headers set), as rtc.Location builds
+// session URLs.
 func baseURL(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
 	host := r.Host
 	if host == "" {
 		host = "HOST"
 	}
-	return scheme + "://" + host
+	return forwarded.Scheme(r) + "://" + host
 }
 
 // hostname is the request's host without its port ("HOST" if unknown).

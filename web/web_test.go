@@ -129,6 +129,7 @@ func TestWatchPage(t *testing.T) {
 	for _, want := range []string{
 		`data-path="live/test"`,
 		`data-whep="/whep/live/test"`,
+		"<code>" + srv.URL + "/whep/live/test</code>", // for other WHEP players
 		`<video id="video" autoplay playsinline muted>`,
 		`src="/static/player.js"`,
 		"Click to unmute",
