@@ -12,7 +12,9 @@ RUN packaging/setup.sh build && rm -rf /var/lib/apt/lists/*
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN go build -trimpath -o /out/bridge ./cmd/bridge
+# bridge -version prints it, with the commit go build reads from .git.
+ARG VERSION=dev
+RUN go build -trimpath -ldflags "-X main.version=${VERSION}" -o /out/bridge ./cmd/bridge
 
 # Runtime: only the shared libraries the binary links (FFmpeg's, which
 # pull their own dependencies) and the CA roots for outbound HTTPS (ACME,

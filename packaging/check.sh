@@ -9,7 +9,10 @@
 #     library BIN links directly (FFmpeg's) comes from a listed package,
 #     and every library ldd resolves comes from a package the list pulls
 #     in (Depends/Pre-Depends, what apt installs in the image).
-#  2. packaging/bridge.service verifies (systemd-analyze verify, with
+#  2. The Dockerfile's HEALTHCHECK command, run with BIN against BIN on
+#     the HEALTHCHECK's HTTP port moved to a free one: healthy while it
+#     runs, unhealthy once it has stopped.
+#  3. packaging/bridge.service verifies (systemd-analyze verify, with
 #     ExecStart pointed at BIN) and its hardening keeps systemd-analyze
 #     security's exposure at or below max_exposure.
 set -euo pipefail
@@ -149,9 +152,86 @@ else
   fi
 fi
 
-# --- 2. the systemd unit ------------------------------------------------
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+bridge_pid=""
+trap '[ -z "$bridge_pid" ] || kill "$bridge_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+
+# --- 2. the Docker HEALTHCHECK ------------------------------------------
+# healthcheck_cmd prints the words of the HEALTHCHECK's CMD ["a", "b"],
+# one a line.
+healthcheck_cmd() {
+  awk '
+    /^HEALTHCHECK/ { on = 1 }
+    !on { next }
+    { cmd = cmd " " $0 }
+    /\\$/ { sub(/\\$/, "", cmd); next }
+    {
+      on = 0
+      sub(/.*CMD[ \t]*\[[ \t]*"/, "", cmd); sub(/"[ \t]*\][ \t]*$/, "", cmd)
+      n = split(cmd, w, /"[ \t]*,[ \t]*"/)
+      for (i = 1; i <= n; i++) print w[i]
+    }
+  ' Dockerfile
+}
+# free_ports N prints N distinct ports in 20000-29999 that no TCP or UDP
+# socket of this machine uses now.
+free_ports() {
+  local used p got=()
+  used=$(ss -Htuan | awk '{ n = split($5, a, ":"); print a[n] }' | sort -u)
+  while [ ${#got[@]} -lt "$1" ]; do
+    p=$((20000 + RANDOM % 10000))
+    grep -qx "$p" <<<"$used" || contains "$p" "${got[@]}" || got+=("$p")
+  done
+  echo "${got[@]}"
+}
+stop_bridge() {
+  [ -n "$bridge_pid" ] || return 0
+  kill "$bridge_pid" 2>/dev/null || true
+  wait "$bridge_pid" 2>/dev/null || true
+  bridge_pid=""
+}
+
+mapfile -t hc < <(healthcheck_cmd)
+if [ ${#hc[@]} -lt 2 ] || [ "${hc[0]}" != /usr/local/bin/bridge ] ||
+  ! [[ ${hc[*]} =~ http://127\.0\.0\.1:([0-9]+)/ ]]; then
+  fail "the Dockerfile's HEALTHCHECK is not CMD [\"/usr/local/bin/bridge\", ..., \"http://127.0.0.1:PORT/...\"]: ${hc[*]:-none}"
+else
+  hc_port=${BASH_REMATCH[1]}
+  healthy=""
+  for try in 1 2 3; do # a port taken between free_ports and the bind: again
+    read -r http rtmp srt udp < <(free_ports 4)
+    printf 'listen:\n  http: "127.0.0.1:%s"\n  rtmp: "127.0.0.1:%s"\n  srt: "127.0.0.1:%s"\n  webrtc_udp: "127.0.0.1:%s"\nroutes:\n  - path: "{path...}"\n    ingest: [whip]\n' \
+      "$http" "$rtmp" "$srt" "$udp" >"$tmp/bridge.yaml"
+    "$bin" -config "$tmp/bridge.yaml" >"$tmp/bridge.log" 2>&1 &
+    bridge_pid=$!
+    run_hc=("$bin" "${hc[@]:1}")
+    run_hc=("${run_hc[@]/:$hc_port\//:$http/}")
+    for _ in $(seq 50); do # up within 10 s, or it has failed
+      kill -0 "$bridge_pid" 2>/dev/null || break
+      if "${run_hc[@]}" >"$tmp/hc.out" 2>&1; then
+        healthy=yes
+        break
+      fi
+      sleep 0.2
+    done
+    # Only a bridge that exited (a port taken) is worth another try.
+    [ -z "$healthy" ] && ! kill -0 "$bridge_pid" 2>/dev/null || break
+    stop_bridge
+  done
+  if [ -z "$healthy" ]; then
+    stop_bridge
+    fail "HEALTHCHECK ${run_hc[*]} never answered healthy: $(cat "$tmp/hc.out"); bridge log: $(tail -5 "$tmp/bridge.log")"
+  else
+    stop_bridge
+    if "${run_hc[@]}" >"$tmp/hc.out" 2>&1; then
+      fail "HEALTHCHECK ${run_hc[*]} says healthy with the bridge stopped"
+    else
+      pass "HEALTHCHECK ${hc[*]}: healthy while the bridge runs, unhealthy once it stopped"
+    fi
+  fi
+fi
+
+# --- 3. the systemd unit ------------------------------------------------
 # verify needs ExecStart's binary to exist: the unit as installed, with
 # BIN's path in place of /usr/local/bin/bridge.
 sed "s|/usr/local/bin/bridge|$bin|g" packaging/bridge.service >"$tmp/bridge.service"
