@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -211,7 +212,14 @@ func (s *ICESession) awaitingAnswer() error {
 func (e *Engine) SetRemoteOffer(pc *webrtc.PeerConnection, offer string, log *slog.Logger) error {
 	offer, dropped := e.limitOfferCandidates(mediaLevelSetup(offer))
 	if len(dropped) > 0 {
-		log.Info("offer's ICE candidates dropped", "dropped", dropped, "limit", e.iceCandidates)
+		// Browsers offer TCP candidates (dropped with ICE-TCP off), RTCP
+		// components and such with every offer: that is debug. Over the
+		// limit or at an address never probed is the client's doing.
+		lvl := slog.LevelDebug
+		if dropped[dropOverLimit] > 0 || dropped[dropAddress] > 0 {
+			lvl = slog.LevelInfo
+		}
+		log.Log(context.Background(), lvl, "offer's ICE candidates dropped", "dropped", dropped, "limit", e.iceCandidates)
 	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return Errorf(http.StatusBadRequest, "SDP offer rejected: %v", err)

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/wishbridge/bridge/internal/testkit"
+)
+
+// bridgeProc is the bridge binary running as a process of its own, its
+// stderr (where it logs, and where FFmpeg would write past the logger)
+// kept line by line.
+type bridgeProc struct {
+	cmd        *exec.Cmd
+	http, rtmp string // addresses
+	mu         sync.Mutex
+	lines      []string // guarded by mu
+	done       chan struct{}
+}
+
+// startBridgeProc builds cmd/bridge and runs it on free ports with every
+// path published over RTMP and watched over WHEP. WebRTC UDP listens on
+// every address (the binary has no loopback-candidate option, like a real
+// deployment): viewers on this host reach it on its interfaces.
+func startBridgeProc(t *testing.T) *bridgeProc {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bridge")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/bridge: %v\n%s", err, out)
+	}
+	p := &bridgeProc{
+		http: fmt.Sprintf("127.0.0.1:%d", testkit.FreeTCPPort(t)),
+		rtmp: fmt.Sprintf("127.0.0.1:%d", testkit.FreeTCPPort(t)),
+		done: make(chan struct{}),
+	}
+	cfg := fmt.Sprintf(`listen:
+  http: %q
+  rtmp: %q
+  srt: "127.0.0.1:%d"
+  webrtc_udp: ":%d"
+routes:
+  - path: "{path...}"
+    ingest: [rtmp]
+    whep:
+      enabled: true
+`, p.http, p.rtmp, testkit.FreeUDPPort(t), testkit.FreeUDPPort(t))
+	cfgPath := filepath.Join(dir, "bridge.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, "-config", cfgPath)
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stdout = p.cmd.Stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+		}
+		_ = p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("bridge log:\n%s", strings.Join(p.log(), "\n"))
+		}
+	})
+	p.wait(t, 10*time.Second, `msg="bridge started"`)
+	return p
+}
+
+func (p *bridgeProc) log() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
+}
+
+// count returns how many lines contain every one of subs.
+func (p *bridgeProc) count(subs ...string) int {
+	n := 0
+	for _, l := range p.log() {
+		ok := true
+		for _, s := range subs {
+			ok = ok && strings.Contains(l, s)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// wait waits for a line with every one of subs.
+func (p *bridgeProc) wait(t *testing.T, within time.Duration, subs ...string) {
+	t.Helper()
+	p.waitN(t, within, 1, subs...)
+}
+
+// waitN waits for n lines with every one of subs.
+func (p *bridgeProc) waitN(t *testing.T, within time.Duration, n int, subs ...string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for p.count(subs...) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d log lines with %q within %v", n, subs, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// pionWatch joins url as a pion WHEP viewer offering its interfaces'
+// addresses (not loopback: the bridge never probes it, as a remote
+// client's), waits for video packets, then leaves as a player does:
+// DELETE, then close.
+func pionWatch(t *testing.T, url string) {
+	t.Helper()
+	pc, offer := newOffer(t, interfaceViewerAPI(t, false))
+	defer pc.Close()
+	got := make(chan struct{})
+	var once sync.Once
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		n := 0
+		for {
+			if _, _, err := tr.ReadRTP(); err != nil {
+				return
+			}
+			if n++; tr.Kind() == webrtc.RTPCodecTypeVideo && n == 30 {
+				once.Do(func() { close(got) })
+			}
+		}
+	})
+	resp := post(t, url, "application/sdp", offer, nil)
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST %s: %d %s", url, resp.StatusCode, answer)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the pion viewer got no video within 15 s")
+	}
+	req, _ := http.NewRequest(http.MethodDelete, resp.Header.Get("Location"), nil)
+	dr, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dr.Body.Close()
+	if dr.StatusCode != http.StatusOK {
+		t.Errorf("DELETE: %d", dr.StatusCode)
+	}
+}
+
+// slogLine is the shape of every line the bridge's text logger writes.
+var slogLine = regexp.MustCompile(`^time=\S+ level=(DEBUG|INFO|WARN|ERROR) msg=`)
+
+// TestCleanLogs runs the bridge as a process and a normal day through it:
+// ffmpeg publishes the AAC fixture over RTMP (so the AAC->Opus transcoder
+// runs), a pion viewer and a headless Chromium viewer join and leave, the
+// publisher stops, the bridge is told to stop. The operator's log at INFO
+// tells one story per session: nothing at WARN or ERROR, no line that is
+// not the logger's (FFmpeg writing to stderr past it), and exactly one
+// start and one end line per session, the end line with duration, bytes,
+// packets and reason.
+func TestCleanLogs(t *testing.T) {
+	needFFmpeg(t)
+	needBrowser(t)
+	p := startBridgeProc(t)
+	_, stopPublish := publish(t, "h264-aac.flv", "rtmp://"+p.rtmp+"/live/test")
+	p.wait(t, 10*time.Second, `msg="stream ready"`)
+
+	pionWatch(t, "http://"+p.http+"/whep/live/test")
+	startWatch(t, "http://"+p.http+"/watch/live/test").wait()
+	p.waitN(t, 10*time.Second, 2, `msg="viewer session ended"`)
+
+	stopPublish()
+	p.wait(t, 10*time.Second, `msg="rtmp publish ended"`)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the bridge did not exit within 20 s of SIGTERM")
+	}
+
+	lines := p.log()
+	for _, l := range lines {
+		switch m := slogLine.FindStringSubmatch(l); {
+		case m == nil:
+			t.Errorf("not a log line (written past the logger): %q", l)
+		case m[1] == "WARN" || m[1] == "ERROR":
+			t.Errorf("%s in a normal lifecycle: %s", m[1], l)
+		}
+	}
+
+	// Every session: one start and one end line, and nothing else at INFO
+	// that carries its id.
+	sessions := map[string][]string{}
+	sessionID := regexp.MustCompile(` session=(\S+)`)
+	for _, l := range lines {
+		if m := sessionID.FindStringSubmatch(l); m != nil && strings.Contains(l, "level=INFO") {
+			sessions[m[1]] = append(sessions[m[1]], l)
+		}
+	}
+	if len(sessions) != 2 {
+		t.Errorf("%d WHEP sessions in the log, want 2 (pion and Chromium)", len(sessions))
+	}
+	for id, ls := range sessions {
+		if len(ls) != 2 || !strings.Contains(ls[0], `msg="viewer session created"`) || !strings.Contains(ls[1], `msg="viewer session ended"`) {
+			t.Errorf("session %s logged at INFO %d lines, want its start and its end:\n%s", id, len(ls), strings.Join(ls, "\n"))
+			continue
+		}
+		checkEndLine(t, ls[1])
+		for _, k := range []string{"stream=live/test", "peer="} {
+			if !strings.Contains(ls[0], k) || !strings.Contains(ls[1], k) {
+				t.Errorf("session %s lines lack %s:\n%s", id, k, strings.Join(ls, "\n"))
+			}
+		}
+	}
+	if n := p.count(`msg="rtmp publish"`, "stream=live/test", "peer="); n != 1 {
+		t.Errorf("%d RTMP publish start lines, want 1", n)
+	}
+	if n := p.count(`msg="rtmp publish ended"`); n != 1 {
+		t.Errorf("%d RTMP publish end lines, want 1", n)
+	}
+	for _, l := range lines {
+		if strings.Contains(l, `msg="rtmp publish ended"`) {
+			checkEndLine(t, l)
+		}
+	}
+}
+
+// checkEndLine checks a session's end line has the keys every end line
+// has, with something moved.
+func checkEndLine(t *testing.T, line string) {
+	t.Helper()
+	for _, k := range []string{"duration=", "reason="} {
+		if !strings.Contains(line, " "+k) {
+			t.Errorf("end line lacks %s: %s", k, line)
+		}
+	}
+	for _, k := range []string{"bytes", "packets"} {
+		m := regexp.MustCompile(` ` + k + `=(\d+)`).FindStringSubmatch(line)
+		if m == nil || m[1] == "0" {
+			t.Errorf("end line has no %s moved: %s", k, line)
+		}
+	}
+}
