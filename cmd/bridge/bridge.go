@@ -16,6 +16,7 @@ import (
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
+	"github.com/wishbridge/bridge/internal/forwarded"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/metrics"
@@ -51,6 +52,10 @@ type Bridge struct {
 	rtmpLn net.Listener
 	udp    net.PacketConn
 	tcpLn  net.Listener // ICE-TCP; nil when listen.webrtc_tcp is off
+
+	// front is the HTTP handler: trusted proxies' headers applied
+	// (http.trusted_proxies, swapped on reload), then CORS and the mux.
+	front *forwarded.Front
 
 	closing atomic.Bool // set by Close
 	wg      sync.WaitGroup
@@ -167,8 +172,9 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			return nil, err
 		}
 	}
+	b.front = forwarded.New(rtc.CORS(mux), cfg.HTTP.TrustedPrefixes(), log)
 	b.httpSrv = &http.Server{
-		Handler:           rtc.CORS(mux),
+		Handler:           b.front,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -213,8 +219,12 @@ func (b *Bridge) serve(name string, f func() error) {
 	}()
 }
 
-// Reload swaps in a new configuration (see node.Node.Reload).
-func (b *Bridge) Reload(next *config.Config) { b.node.Reload(next) }
+// Reload swaps in a new configuration (see node.Node.Reload); the trusted
+// proxies apply from the next request.
+func (b *Bridge) Reload(next *config.Config) {
+	b.node.Reload(next)
+	b.front.SetTrusted(next.HTTP.TrustedPrefixes())
+}
 
 // HTTPAddr, RTMPAddr and UDPAddr return the bound addresses.
 func (b *Bridge) HTTPAddr() net.Addr { return b.httpLn.Addr() }
@@ -230,19 +240,23 @@ func (b *Bridge) TCPAddr() net.Addr {
 	return b.tcpLn.Addr()
 }
 
-// Close shuts down in order: stop accepting, end publishers (their streams
-// end their readers), end viewer sessions, then release the UDP port.
+// Close shuts down in order: stop accepting, end the WHIP and WHEP
+// sessions, the RTMP and SRT connections, the pulls and forwards (which
+// DELETE their remote sessions), then release the UDP port. ctx bounds the
+// wait for HTTP requests in flight; the caller bounds the rest.
 func (b *Bridge) Close(ctx context.Context) error {
 	if b.closing.Swap(true) {
 		return nil // already closed (or closing)
 	}
 	b.node.Drain() // publishers leaving now get no grace
 	err := b.httpSrv.Shutdown(ctx)
+	// WebRTC sessions end first, so that their peers are told why (the
+	// server shuts down), not that the stream ended.
+	b.sessions.CloseAll("server shutting down")
 	_ = b.rtmpSrv.Close()
 	_ = b.srtSrv.Close()
 	b.node.Stop()
 	b.registry.EndWaiting() // publishers are gone: no grace at shutdown
-	b.sessions.CloseAll("server shutting down")
 	_ = b.engine.Close()
 	b.wg.Wait()
 	b.log.Info("bridge stopped")

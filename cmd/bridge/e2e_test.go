@@ -262,6 +262,13 @@ func join(t *testing.T, client *http.Client, b *Bridge, path string, hdr map[str
 // candidates).
 func joinAPI(t *testing.T, client *http.Client, api *webrtc.API, b *Bridge, path string, hdr map[string]string) *viewer {
 	t.Helper()
+	return joinURL(t, client, api, "http://"+b.HTTPAddr().String()+"/whep/"+path, hdr)
+}
+
+// joinURL is joinAPI POSTing to the WHEP endpoint url (e.g. of a bridge
+// run as a process).
+func joinURL(t *testing.T, client *http.Client, api *webrtc.API, url string, hdr map[string]string) *viewer {
+	t.Helper()
 	pc, sdp := newOffer(t, api)
 	v := &viewer{pc: pc, gotAU: make(chan struct{}, 1)}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
@@ -272,11 +279,11 @@ func joinAPI(t *testing.T, client *http.Client, api *webrtc.API, b *Bridge, path
 			go v.readAudio(tr)
 		}
 	})
-	resp := postWith(t, client, "http://"+b.HTTPAddr().String()+"/whep/"+path, "application/sdp", sdp, hdr)
+	resp := postWith(t, client, url, "application/sdp", sdp, hdr)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("POST /whep/%s: %d %s", path, resp.StatusCode, body)
+		t.Fatalf("POST %s: %d %s", url, resp.StatusCode, body)
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "application/sdp" {
 		t.Errorf("answer Content-Type = %q, want application/sdp", ct)

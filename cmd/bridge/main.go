@@ -1,84 +1,56 @@
-// Command bridge moves live streams between RTMP and WebRTC (WHEP).
+// Command bridge moves live streams between RTMP/SRT and WebRTC (WHIP/WHEP).
 //
 // Usage:
 //
-//	bridge                     # embedded defaults: HTTP :8080, RTMP :1935, WebRTC UDP :8189
-//	bridge -config config.yaml # YAML routes, see config.yaml for every option
+//	bridge                       # embedded defaults: HTTP :8080, RTMP :1935, SRT :8890, WebRTC UDP :8189
+//	bridge -config config.yaml   # YAML routes, see config.yaml for every option
+//	bridge -check -config FILE   # validate FILE: exit 0, or 1 with file:line messages
+//	bridge -version              # version, commit, Go and FFmpeg versions
+//	bridge -healthcheck URL      # GET URL: exit 0 on 2xx, 1 otherwise (container health checks)
+//
+// Signals: SIGHUP reloads the config file; SIGTERM or SIGINT shut down
+// cleanly within shutdown.timeout; a second one exits at once (status 1).
 package main
 
 import (
-	"context"
-	"flag"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
-	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/transcode/av"
 )
 
 func main() {
-	cfgPath := flag.String("config", "", "YAML config file (default: embedded defaults)")
-	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
-	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default, never expose it publicly")
-	flag.Parse()
+	f, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		os.Exit(2) // the flag package printed why, with the usage
+	}
+	switch {
+	case f.version:
+		printVersion(os.Stdout)
+		return
+	case f.healthcheck != "":
+		os.Exit(healthcheck(f.healthcheck, os.Stdout, os.Stderr))
+	case f.check:
+		os.Exit(check(f.config, os.Stdout, os.Stderr))
+	}
 
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "bridge: -log-level: %v\n", err)
+	cfg, err := loadConfig(f.config)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bridge: %v\n", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logs := newLogging(cfg.Log, f.logLevel, os.Stderr)
+	log := logs.log
 	// FFmpeg logs to stderr past the logger unless told otherwise; its
 	// log is process-wide, so the process owner routes it.
 	av.SetLogger(log)
-
-	cfg := config.Default()
-	if *cfgPath != "" {
-		var err error
-		if cfg, err = config.Load(*cfgPath); err != nil {
-			fmt.Fprintf(os.Stderr, "bridge: %v\n", err)
-			os.Exit(2)
-		}
-	}
-	if *pprofAddr != "" {
-		go servePprof(*pprofAddr, log)
+	if f.pprof != "" {
+		go servePprof(f.pprof, log)
 	}
 	b, err := Start(cfg, Options{}, log)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bridge: %v\n", err)
 		os.Exit(1)
 	}
-
-	// SIGHUP reloads the config file; a file that does not parse or
-	// validate is logged and the running config stays.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	for ctx.Err() == nil {
-		select {
-		case <-hup:
-			if *cfgPath == "" {
-				log.Info("SIGHUP: running on the embedded defaults, nothing to reload")
-				continue
-			}
-			next, err := config.Load(*cfgPath)
-			if err != nil {
-				log.Error("config reload failed; keeping the running config", "err", err)
-				continue
-			}
-			b.Reload(next)
-		case <-ctx.Done():
-		}
-	}
-	stop()
-	log.Info("shutting down (signal again to force)")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := b.Close(shutdownCtx); err != nil {
-		log.Warn("shutdown", "err", err)
-	}
+	os.Exit(serve(b, f.config, logs))
 }

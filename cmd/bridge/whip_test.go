@@ -169,13 +169,7 @@ func TestWHIPToWHEP(t *testing.T) {
 		t.Errorf("%.1f fps by RTP timestamps, want about 30", fps)
 	}
 
-	v.mu.Lock()
-	audio := append([]audioPacket(nil), v.audio...)
-	v.mu.Unlock()
-	if len(audio) < 100 {
-		t.Fatalf("got %d Opus packets, want ~50/s", len(audio))
-	}
-	left, right := decodeOpus(t, audio)
+	left, right, _ := v.opus(t)
 	from := len(left) / 2
 	if on := beepOnsets(left); len(on) > 0 {
 		from = on[0] + 4800
@@ -207,6 +201,20 @@ func TestWHIPToWHEP(t *testing.T) {
 	if n := b.sessions.Len(); n != 0 {
 		t.Errorf("%d sessions left after the publisher left", n)
 	}
+}
+
+// opus decodes the Opus packets v has received (at least 100, 2 s) onto
+// one stereo timeline (48 kHz).
+func (v *viewer) opus(t *testing.T) (left, right []float32, packets int) {
+	t.Helper()
+	v.mu.Lock()
+	audio := append([]audioPacket(nil), v.audio...)
+	v.mu.Unlock()
+	if len(audio) < 100 {
+		t.Fatalf("got %d Opus packets, want ~50/s", len(audio))
+	}
+	left, right = decodeOpus(t, audio)
+	return left, right, len(audio)
 }
 
 // decodeOpus decodes packets onto one stereo timeline (48 kHz).

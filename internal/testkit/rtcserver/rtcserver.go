@@ -39,7 +39,13 @@ const SourcePath = "live/src"
 // NewEngine returns an engine on a loopback UDP port; the caller closes it.
 func NewEngine(t testing.TB, log *slog.Logger) *rtc.Engine {
 	t.Helper()
-	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	return newEngineOn(t, log, "127.0.0.1:0")
+}
+
+// newEngineOn returns an engine on the UDP address addr.
+func newEngineOn(t testing.TB, log *slog.Logger, addr string) *rtc.Engine {
+	t.Helper()
+	udp, err := net.ListenPacket("udp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +115,7 @@ type Server struct {
 	Logs     *testkit.LogBuf
 
 	t        testing.TB
+	iceAddr  string // the engine's UDP address; "" for loopback
 	token    string
 	whep     bool
 	wrap     func(*http.ServeMux) http.Handler
@@ -131,6 +138,18 @@ func StartWHIP(t testing.TB, token string, wrap func(*http.ServeMux) http.Handle
 	return s
 }
 
+// StartWHIPAnyAddress is StartWHIP with its ICE port on every IPv4
+// address of the host, for a bridge run as a process of its own: without
+// the tests' loopback option, a bridge does not try loopback candidates.
+func StartWHIPAnyAddress(t testing.TB, token string, wrap func(*http.ServeMux) http.Handler) *Server {
+	t.Helper()
+	log, logs := testkit.NamedLog(t, "remote")
+	s := &Server{t: t, Log: log, Logs: logs, token: token, wrap: wrap, iceAddr: "0.0.0.0:0"}
+	s.start("")
+	t.Cleanup(s.Stop)
+	return s
+}
+
 // StartWHEP starts a WHEP server (egress/whep) requiring the bearer token
 // (none if "") over a Source of fixture h264-aac.flv at SourcePath. It also
 // answers POST /old/whep/{path} with a 307 to /whep/{path} (a relative
@@ -148,7 +167,11 @@ func StartWHEP(t testing.TB, token string) *Server {
 func (s *Server) start(addr string) {
 	t := s.t
 	t.Helper()
-	s.engine = NewEngine(t, s.Log)
+	if s.iceAddr != "" {
+		s.engine = newEngineOn(t, s.Log, s.iceAddr)
+	} else {
+		s.engine = NewEngine(t, s.Log)
+	}
 	s.Sessions = rtc.NewSessions(rtc.Limits{}, s.Log)
 	mux := http.NewServeMux()
 	s.Sessions.Register(mux)

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/internal/panics"
+)
+
+// Exit statuses of a bridge that ran.
+const (
+	exitClean = 0 // every session ended within shutdown.timeout
+	// exitUnclean: the timeout passed first, the shutdown failed, or a
+	// second signal asked to exit at once; sessions may have ended
+	// without their peers being told.
+	exitUnclean = 1
+)
+
+// serve runs b until SIGTERM or SIGINT, reloading the config file at cfgPath
+// on SIGHUP, then shuts b down within shutdown.timeout (read from the
+// running config, so a reload changes it). It returns the exit status. A
+// second SIGTERM or SIGINT during the shutdown exits at once.
+func serve(b *Bridge, cfgPath string, logs *logging) int {
+	log := logs.log
+	stop := make(chan os.Signal, 2)
+	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	var sig os.Signal
+	for sig == nil {
+		select {
+		case <-hup:
+			reloadFile(b, cfgPath, logs)
+		case sig = <-stop:
+		}
+	}
+
+	timeout := b.node.Config().Shutdown.TimeoutOrDefault()
+	log.Info("shutting down: ending every session (signal again to exit at once)", "signal", sig.String(), "timeout", timeout.String())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() {
+		defer panics.Recover("shutdown", log, func() { closed <- errors.New("a panic interrupted the shutdown") })
+		closed <- b.Close(ctx)
+	}()
+	select {
+	case err := <-closed:
+		if err != nil {
+			log.Error("shutdown incomplete", "err", err)
+			return exitUnclean
+		}
+		return exitClean
+	case <-ctx.Done():
+		log.Error("shutdown timed out: exiting with sessions still open", "timeout", timeout.String())
+		return exitUnclean
+	case sig := <-stop:
+		log.Warn("second signal: exiting at once, without waiting for sessions to end", "signal", sig.String())
+		return exitUnclean
+	}
+}
+
+// reloadFile loads the config file again and applies it (SIGHUP); a file that
+// does not load or validate is logged and the running config stays.
+func reloadFile(b *Bridge, cfgPath string, logs *logging) {
+	if cfgPath == "" {
+		logs.log.Info("SIGHUP: running on the embedded defaults, nothing to reload")
+		return
+	}
+	next, err := config.Load(cfgPath)
+	if err != nil {
+		logs.log.Error("config reload failed; keeping the running config", "err", err)
+		return
+	}
+	logs.reload(next.Log)
+	b.Reload(next)
+}
