@@ -9,7 +9,8 @@
 #     library BIN links directly (FFmpeg's) comes from a listed package,
 #     and every library ldd resolves comes from a package the list pulls
 #     in (Depends/Pre-Depends, what apt installs in the image).
-#  2. The Dockerfile's HEALTHCHECK command, run with BIN against BIN on
+#  2. The config example in docker-compose.yml passes bridge -check, and
+#     the Dockerfile's HEALTHCHECK command, run with BIN against BIN on
 #     the HEALTHCHECK's HTTP port moved to a free one: healthy while it
 #     runs, unhealthy once it has stopped.
 #  3. packaging/bridge.service verifies (systemd-analyze verify, with
@@ -229,6 +230,18 @@ else
       pass "HEALTHCHECK ${hc[*]}: healthy while the bridge runs, unhealthy once it stopped"
     fi
   fi
+fi
+
+# The config docker-compose.yml's header shows (from its "at least" line
+# to the next empty comment line) passes bridge -check.
+awk '/^# .*at least/ { on = 1; next } on && /^#[ \t]*$/ { if (seen) exit; next }
+  on { seen = 1; sub(/^#  ?/, ""); print }' docker-compose.yml >"$tmp/compose.yaml"
+if ! [ -s "$tmp/compose.yaml" ]; then
+  fail "docker-compose.yml: no config example after an \"at least\" line"
+elif out=$(PUBLIC_IP=203.0.113.7 TURN_SECRET=0123456789abcdef "$bin" -check -config "$tmp/compose.yaml" 2>&1); then
+  pass "docker-compose.yml's config example passes bridge -check"
+else
+  fail "docker-compose.yml's config example: $out"
 fi
 
 # --- 3. the systemd unit ------------------------------------------------
