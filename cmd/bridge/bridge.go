@@ -16,7 +16,6 @@ import (
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
-	"github.com/wishbridge/bridge/internal/forwarded"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/metrics"
@@ -52,10 +51,6 @@ type Bridge struct {
 	rtmpLn net.Listener
 	udp    net.PacketConn
 	tcpLn  net.Listener // ICE-TCP; nil when listen.webrtc_tcp is off
-
-	// front is the HTTP handler: trusted proxies' headers applied
-	// (http.trusted_proxies, swapped on reload), then CORS and the mux.
-	front *forwarded.Front
 
 	closing atomic.Bool // set by Close
 	wg      sync.WaitGroup
@@ -172,9 +167,8 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			return nil, err
 		}
 	}
-	b.front = forwarded.New(rtc.CORS(mux), cfg.HTTP.TrustedPrefixes(), log)
 	b.httpSrv = &http.Server{
-		Handler:           b.front,
+		Handler:           rtc.CORS(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -219,12 +213,8 @@ func (b *Bridge) serve(name string, f func() error) {
 	}()
 }
 
-// Reload swaps in a new configuration (see node.Node.Reload); the trusted
-// proxies apply from the next request.
-func (b *Bridge) Reload(next *config.Config) {
-	b.node.Reload(next)
-	b.front.SetTrusted(next.HTTP.TrustedPrefixes())
-}
+// Reload swaps in a new configuration (see node.Node.Reload).
+func (b *Bridge) Reload(next *config.Config) { b.node.Reload(next) }
 
 // HTTPAddr, RTMPAddr and UDPAddr return the bound addresses.
 func (b *Bridge) HTTPAddr() net.Addr { return b.httpLn.Addr() }

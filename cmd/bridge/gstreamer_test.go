@@ -4,17 +4,25 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode/av"
 )
 
@@ -222,4 +230,84 @@ func noUPnPLib(t *testing.T) string {
 		t.Fatalf("cc (needed to run Debian 12's whip-client; install gcc): %v: %s", err, out)
 	}
 	return dir
+}
+
+// exchange is one request a client made and how the bridge answered.
+type exchange struct {
+	method, path string
+	status       int
+	retryAfter   string
+	body         string
+}
+
+// recordingProxy forwards to the bridge at addr and records every
+// exchange: what a client that does not log it saw.
+type recordingProxy struct {
+	mu        sync.Mutex
+	exchanges []exchange
+}
+
+func (p *recordingProxy) handler(addr string) http.Handler {
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr})
+	rp.ModifyResponse = func(resp *http.Response) error {
+		body, err := io.ReadAll(io.LimitReader(resp.Body, rtc.MaxSDPSize))
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		p.mu.Lock()
+		p.exchanges = append(p.exchanges, exchange{method: resp.Request.Method, path: resp.Request.URL.Path,
+			status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), body: string(body)})
+		p.mu.Unlock()
+		return err
+	}
+	return rp
+}
+
+func (p *recordingProxy) recorded() []exchange {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.exchanges)
+}
+
+// TestGStreamerWHIPAtLimit shows what a third-party WHIP client does with
+// the bridge's refusal at a limit (429 with Retry-After and the reason):
+// Debian's simple-whip-client, whose address already holds its one
+// session (limits.webrtc_sessions_per_address: 1), gets the 429, prints
+// its status line and exits without retrying; it reads neither the
+// Retry-After nor the reason. (No WHIP/WHEP client available here backs
+// off on Retry-After: whip-client and whip-whep.js give up on any status
+// but 201, @eyevinn/whip-web-client does not look at the status; the
+// bridge's own WHIP forward, WHEP pull and player page do wait it out.)
+func TestGStreamerWHIPAtLimit(t *testing.T) {
+	cfg := config.Default()
+	cfg.Limits.WebRTCSessionsPerAddress = 1
+	cfg.Limits.WebRTCPendingPerAddress = 1
+	b := startBridge(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	publishWHIP(t, ctx, "http://"+b.HTTPAddr().String()+"/whip/live/held")
+	waitStream(t, b, "live/held")
+
+	var rec recordingProxy
+	proxy := httptest.NewServer(rec.handler(b.HTTPAddr().String()))
+	defer proxy.Close()
+	c := startWHIPClient(t, proxy.URL+"/whip/live/gst")
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("whip-client still runs 20 s after its POST was refused:\n%s", c.output())
+	}
+	ex := rec.recorded()
+	if len(ex) != 1 || ex[0].method != http.MethodPost {
+		t.Fatalf("whip-client's requests: %+v, want its one POST", ex)
+	}
+	want := "your address holds 1 WebRTC sessions, the limit per address: end one first\n"
+	if ex[0].status != http.StatusTooManyRequests || ex[0].retryAfter != "10" || ex[0].body != want {
+		t.Errorf("the bridge answered %d, Retry-After %q, body %q; want 429, 10, %q", ex[0].status, ex[0].retryAfter, ex[0].body, want)
+	}
+	out := c.output()
+	if !strings.Contains(out, "[429] Too Many Requests") {
+		t.Errorf("whip-client did not print the refusal's status:\n%s", out)
+	}
+	t.Logf("whip-client got %d (Retry-After: %s, %q), printed %q and exited (%v) without retrying",
+		ex[0].status, ex[0].retryAfter, strings.TrimSpace(ex[0].body), "[429] Too Many Requests", c.err)
 }
