@@ -26,12 +26,13 @@ const stampedVersion = "1.2.3-test"
 
 // TestBinary builds the bridge command once and runs it as a process, the
 // way an operator, a supervisor or a container runtime does: the clean
-// shutdown on SIGTERM, the second signal, and the command line
+// shutdown on SIGTERM, its timeout, the second signal, and the command line
 // (cli_test.go).
 func TestBinary(t *testing.T) {
 	bin := buildBinary(t)
 	t.Run("SIGTERM", func(t *testing.T) { testSIGTERM(t, bin) })
 	t.Run("SecondSignal", func(t *testing.T) { testSecondSignal(t, bin) })
+	t.Run("ShutdownTimeout", func(t *testing.T) { testShutdownTimeout(t, bin) })
 	t.Run("Check", func(t *testing.T) { testCheck(t, bin) })
 	t.Run("Version", func(t *testing.T) { testVersion(t, bin) })
 	t.Run("Healthcheck", func(t *testing.T) { testHealthcheck(t, bin) })
@@ -235,18 +236,20 @@ routes:
 	}
 }
 
-// testSecondSignal: a second signal during the shutdown exits at once
-// with a non-zero status. The forward's remote holds its DELETE (the
-// shutdown waits for it), and the second signal comes while it does.
-func testSecondSignal(t *testing.T, bin string) {
-	deleting := make(chan struct{}, 1)
+// startHeldForward runs a bridge process with shutdown.timeout whose route
+// live/cam, published by ffmpeg, is forwarded to a WHIP server that holds
+// DELETE requests until the test ends: its shutdown waits on that DELETE
+// (up to the WHIP client's own 5 s timeout). deleting receives when the
+// DELETE arrives.
+func startHeldForward(t *testing.T, bin, timeout string) (p *bridgeProcess, deleting <-chan struct{}) {
+	t.Helper()
+	held := make(chan struct{}, 1)
 	release := make(chan struct{})
-	defer close(release)
 	remote := rtcserver.StartWHIPAnyAddress(t, "", func(mux *http.ServeMux) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodDelete {
 				select {
-				case deleting <- struct{}{}:
+				case held <- struct{}{}:
 				default:
 				}
 				select {
@@ -257,8 +260,9 @@ func testSecondSignal(t *testing.T, bin string) {
 			mux.ServeHTTP(w, r)
 		})
 	})
-	p := startProcess(t, bin, nil, `shutdown:
-  timeout: 60s
+	t.Cleanup(func() { close(release) }) // before the remote's Stop
+	p = startProcess(t, bin, nil, `shutdown:
+  timeout: `+timeout+`
 routes:
   - path: live/cam
     forward:
@@ -268,7 +272,15 @@ routes:
 	testkit.StartFFmpeg(t, "-re", "-stream_loop", "-1", "-i", testkit.Fixture("h264-aac.flv"),
 		"-c", "copy", "-f", "flv", "rtmp://"+p.rtmp+"/live/cam")
 	testkit.WaitReady(t, remote.Registry, "live/dst", 20*time.Second)
+	return p, held
+}
 
+// testSecondSignal: a second signal during the shutdown exits at once
+// with status 1. The second signal comes while the shutdown waits for the
+// forward's held DELETE, which would let go after 5 s, the shutdown then
+// ending with status 0.
+func testSecondSignal(t *testing.T, bin string) {
+	p, deleting := startHeldForward(t, bin, "60s")
 	p.signal(t, syscall.SIGTERM)
 	select {
 	case <-deleting:
@@ -276,13 +288,25 @@ routes:
 		t.Fatal("the shutdown did not DELETE the forward's remote session")
 	}
 	p.signal(t, syscall.SIGINT)
-	// The held DELETE would let go after the client's own 5 s timeout, and
-	// the shutdown then end with status 0: a status 1 is the second signal's.
 	if code := p.exitCode(t, 30*time.Second); code != 1 {
 		t.Errorf("exit status %d after a second signal, want 1", code)
 	}
 	if p.log.Count("second signal", "signal=interrupt") != 1 {
 		t.Error(`no "second signal" log line`)
+	}
+}
+
+// testShutdownTimeout: a shutdown that cannot finish within
+// shutdown.timeout (a remote holds the forward's DELETE for longer) ends
+// the process at the timeout with status 1 and says so.
+func testShutdownTimeout(t *testing.T, bin string) {
+	p, _ := startHeldForward(t, bin, "1s")
+	p.signal(t, syscall.SIGTERM)
+	if code := p.exitCode(t, 30*time.Second); code != 1 {
+		t.Errorf("exit status %d after the shutdown timed out, want 1", code)
+	}
+	if p.log.Count("level=ERROR", "shutdown timed out", "timeout=1s") != 1 {
+		t.Error(`no "shutdown timed out" log line`)
 	}
 }
 
