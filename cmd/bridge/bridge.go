@@ -13,6 +13,7 @@ import (
 
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/egress/whep"
+	"github.com/wishbridge/bridge/health"
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
@@ -52,6 +53,14 @@ type Bridge struct {
 	udp    net.PacketConn
 	tcpLn  net.Listener // ICE-TCP; nil when listen.webrtc_tcp is off
 
+	// The admin API's own listener and server (listen.api); nil when the
+	// API is on the HTTP listener (api.go). health answers /readyz.
+	apiLn      net.Listener
+	apiSrv     *http.Server
+	health     *health.Checker
+	configFile string               // Options.ConfigFile
+	onReload   func(*config.Config) // Options.OnReload
+
 	closing atomic.Bool // set by Close
 	wg      sync.WaitGroup
 }
@@ -62,12 +71,19 @@ type Options struct {
 	IncludeLoopback bool
 	// ICELite makes server sessions ICE-lite (rtc.Settings.ICELite).
 	ICELite bool
+	// ConfigFile is the file the config was loaded from, which
+	// ReloadConfig (SIGHUP, POST /api/v1/reload) reads again; "" for the
+	// embedded defaults.
+	ConfigFile string
+	// OnReload, when set, is given each config ReloadConfig loads, before
+	// the bridge applies it (the process's own settings, such as logging).
+	OnReload func(*config.Config)
 }
 
 // Start opens every listener (so a bind error is reported before anything
 // runs), builds the adapters and starts serving.
 func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err error) {
-	b := &Bridge{log: log, registry: media.NewRegistry(log)}
+	b := &Bridge{log: log, registry: media.NewRegistry(log), health: &health.Checker{}, configFile: opts.ConfigFile, onReload: opts.OnReload}
 	defer func() {
 		if err != nil {
 			b.closeListeners()
@@ -185,6 +201,9 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	if err := b.srtSrv.Listen(cfg.Listen.SRT); err != nil {
 		return nil, fmt.Errorf("listen srt %s: %w", cfg.Listen.SRT, err)
 	}
+	if err := b.startAPI(cfg, mux, log); err != nil {
+		return nil, err
+	}
 
 	// Outbound work (pulls, forwards) is ready before any request can ask
 	// for an on-demand pull.
@@ -192,6 +211,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	b.serve("http", func() error { return b.httpSrv.Serve(b.httpLn) })
 	b.serve("srt", b.srtSrv.Serve)
 	b.serve("rtmp", func() error { return b.rtmpSrv.Serve(b.rtmpLn) })
+	b.serveAPI()
 	if open := node.OpenPublishing(cfg, map[string]net.Addr{
 		config.IngestRTMP: b.rtmpLn.Addr(), config.IngestSRT: b.srtSrv.Addr(), config.IngestWHIP: b.httpLn.Addr(),
 	}); open != "" {
@@ -238,8 +258,12 @@ func (b *Bridge) Close(ctx context.Context) error {
 	if b.closing.Swap(true) {
 		return nil // already closed (or closing)
 	}
+	b.health.Drain("shutting down")
 	b.node.Drain() // publishers leaving now get no grace
 	err := b.httpSrv.Shutdown(ctx)
+	if b.apiSrv != nil {
+		_ = b.apiSrv.Shutdown(ctx)
+	}
 	// WebRTC sessions end first, so that their peers are told why (the
 	// server shuts down), not that the stream ended.
 	b.sessions.CloseAll("server shutting down")
@@ -265,6 +289,9 @@ func (b *Bridge) closeListeners() {
 	}
 	if b.tcpLn != nil {
 		_ = b.tcpLn.Close()
+	}
+	if b.apiLn != nil {
+		_ = b.apiLn.Close()
 	}
 }
 
