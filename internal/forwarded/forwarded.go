@@ -40,9 +40,10 @@ const (
 	HTTPS = "https"
 )
 
-// Front is the middleware that applies trusted proxies' headers. Its
-// trusted set can be swapped at any time (config reload); a request sees
-// either the old set or the new one. Safe for concurrent use.
+// Front is the middleware that applies trusted proxies' headers. Create
+// it with New. Its trusted set can be swapped at any time (config
+// reload); a request sees either the old set or the new one. Safe for
+// concurrent use.
 type Front struct {
 	next    http.Handler
 	log     *slog.Logger

@@ -296,3 +296,32 @@ func TestOverTheWire(t *testing.T) {
 		t.Errorf("logged %q", logs.String())
 	}
 }
+
+// BenchmarkFront: what Front adds to a request: none of its headers (every
+// direct client), an untrusted peer with them, and a trusted proxy's
+// X-Forwarded-* and Forwarded.
+func BenchmarkFront(b *testing.B) {
+	nop := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	f := New(nop, trusted, slog.New(slog.DiscardHandler))
+	xff := http.Header{"X-Forwarded-For": {"198.51.100.1, 203.0.113.7, 10.0.0.2"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"pub.example"}}
+	fwd := http.Header{"Forwarded": {`for=192.0.2.60;proto=https;host="pub.example:8443", for=10.0.0.2`}}
+	for _, bc := range []struct {
+		name string
+		peer string
+		hdr  http.Header
+	}{
+		{"direct", "192.0.2.9:1", http.Header{}},
+		{"untrusted", "192.0.2.9:1", xff},
+		{"X-Forwarded", proxy, xff},
+		{"Forwarded", proxy, fwd},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := httptest.NewRequest(http.MethodGet, "/whep/live/x", nil)
+			r.RemoteAddr, r.Header = bc.peer, bc.hdr
+			b.ReportAllocs()
+			for b.Loop() {
+				f.ServeHTTP(nil, r)
+			}
+		})
+	}
+}
