@@ -154,16 +154,33 @@ type client struct {
 }
 
 // resolve reads the client from the headers of a request whose direct
-// peer is a trusted proxy. Forwarded, when present, is the only
-// header read; otherwise X-Forwarded-*. The chain is walked from the
-// right (the hop nearest to the bridge) past every trusted address: the
-// first address that is not a trusted proxy is the client, and anything
-// left of it was written by the client itself and is not read at all.
+// peer is a trusted proxy: Forwarded or X-Forwarded-*. The chain is
+// walked from the right (the hop nearest to the bridge) past every
+// trusted address: the first address that is not a trusted proxy is the
+// client, and anything left of it was written by the client itself and is
+// not read at all.
+//
+// A proxy writes one of the two kinds and passes the other on as the
+// client sent it. So when both Forwarded and X-Forwarded-For are present
+// they must name the same client, or one of them is the client's own
+// claim: which one cannot be told, and both are refused.
 func resolve(h http.Header, trusted []netip.Prefix) (client, error) {
-	if lines := h["Forwarded"]; len(lines) > 0 {
-		return resolveForwarded(lines, trusted)
+	fwd, xff := h["Forwarded"], h["X-Forwarded-For"]
+	if len(fwd) == 0 {
+		return resolveXForwarded(h, trusted)
 	}
-	return resolveXForwarded(h, trusted)
+	c, err := resolveForwarded(fwd, trusted)
+	if err != nil || len(xff) == 0 {
+		return c, err
+	}
+	x, err := resolveXForwarded(h, trusted)
+	if err != nil {
+		return client{}, err
+	}
+	if x.addr.Addr() != c.addr.Addr() {
+		return client{}, fmt.Errorf("Forwarded and X-Forwarded-For name different clients (%v, %v): one of them is the client's own; have the proxy set one and remove the other", c.addr, x.addr)
+	}
+	return c, nil
 }
 
 // errTooManyHops refuses a chain of more than maxHops trusted proxies.
