@@ -64,7 +64,7 @@ func TestConnectTimes(t *testing.T) {
 			ices, ttffs = namespaceViewers(t, ns, n, fmt.Sprintf("http://%s:%d/whep/live/connect", hostIP, port))
 			logConnect(t, "pion veth namespace", ice, ices, ttffs)
 		}
-		ices, ttffs = chromiumViewers(t, n, fmt.Sprintf("http://127.0.0.1:%d/whep/live/connect", port))
+		ices, ttffs, _ = chromiumViewers(t, n, fmt.Sprintf("http://127.0.0.1:%d/whep/live/connect", port))
 		logConnect(t, "headless Chromium", ice, ices, ttffs)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_ = b.Close(ctx)
@@ -220,8 +220,9 @@ func vethNamespace(t *testing.T) (hostIP, ns string) {
 
 // chromiumViewers runs n headless Chromium viewers of url, one after
 // another (test/browser/connect.js, which measures in the page), and
-// returns their times.
-func chromiumViewers(t *testing.T, n int, url string) (ices, ttffs []time.Duration) {
+// returns their times and the transport each played over (udp, tcp).
+func chromiumViewers(t *testing.T, n int, url string) (ices, ttffs []time.Duration, transports []string) {
+	t.Helper()
 	node, watch := needBrowser(t)
 	script := filepath.Join(filepath.Dir(watch), "connect.js")
 	np := startNode(t, "connect", node, script, []string{url, strconv.Itoa(n)}, "CONNECT_TIMEOUT_MS=10000",
@@ -229,24 +230,26 @@ func chromiumViewers(t *testing.T, n int, url string) (ices, ttffs []time.Durati
 	<-np.logDone
 	err := np.cmd.Wait()
 	np.cancel()
-	ices, ttffs = connectLines(np.stdout)
+	ices, ttffs, transports = connectLines(np.stdout)
 	if err != nil || len(ices) != n {
-		t.Fatalf("Chromium viewers (connect.js): %v: %d results, want %d", err, len(ices), n)
+		t.Fatalf("Chromium viewers of %s (connect.js): %v: %d played, want %d", url, err, len(ices), n)
 	}
-	return ices, ttffs
+	return ices, ttffs, transports
 }
 
-// connectLines reads the "connect: ICE_NS TTFF_NS" lines a viewer
-// process prints.
-func connectLines(out *bytes.Buffer) (ices, ttffs []time.Duration) {
+// connectLines reads the "connect: ICE_NS TTFF_NS [TRANSPORT]" lines a
+// viewer process prints.
+func connectLines(out *bytes.Buffer) (ices, ttffs []time.Duration, transports []string) {
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		var i, f int64
 		if _, err := fmt.Sscanf(sc.Text(), "connect: %d %d", &i, &f); err == nil {
 			ices, ttffs = append(ices, time.Duration(i)), append(ttffs, time.Duration(f))
+			fields := strings.Fields(sc.Text())
+			transports = append(transports, strings.Join(fields[3:], ""))
 		}
 	}
-	return ices, ttffs
+	return ices, ttffs, transports
 }
 
 // namespaceViewers runs n viewers of url in ns (TestConnectTimesClient in
@@ -263,7 +266,7 @@ func namespaceViewers(t *testing.T, ns string, n int, url string) (ices, ttffs [
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("viewers in namespace %s: %v\n%s", ns, err, stdout.String())
 	}
-	ices, ttffs = connectLines(&stdout)
+	ices, ttffs, _ = connectLines(&stdout)
 	if len(ices) != n {
 		t.Fatalf("viewers in namespace %s: %d results, want %d\n%s", ns, len(ices), n, stdout.String())
 	}

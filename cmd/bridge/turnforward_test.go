@@ -55,7 +55,15 @@ func TestForwardThroughTURN(t *testing.T) {
 // it would otherwise pass without showing the relay is used.
 func blockUDPExceptRelay(t *testing.T, port int) {
 	t.Helper()
-	table := fmt.Sprintf("bridge_test_turn_%d", port)
+	nftDrop(t, fmt.Sprintf("bridge_test_turn_%d", port),
+		fmt.Sprintf("ip daddr 127.0.0.1 udp dport %d udp sport != %d-%d", port, relayPortMin, relayPortMax))
+}
+
+// nftDrop drops outgoing packets that match rule (nft syntax), in an
+// nftables table of the test's own, named table, deleted when the test
+// ends. Without nft (or the right to use it) the test fails.
+func nftDrop(t *testing.T, table, rule string) {
+	t.Helper()
 	nft := func(args ...string) error {
 		out, err := exec.Command("nft", args...).CombinedOutput()
 		if err != nil {
@@ -74,8 +82,7 @@ func blockUDPExceptRelay(t *testing.T, port int) {
 	if err := nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; }"); err != nil {
 		t.Fatal(err)
 	}
-	rule := fmt.Sprintf("ip daddr 127.0.0.1 udp dport %d udp sport != %d-%d drop", port, relayPortMin, relayPortMax)
-	if err := nft(append([]string{"add", "rule", "inet", table, "out"}, strings.Fields(rule)...)...); err != nil {
+	if err := nft(append([]string{"add", "rule", "inet", table, "out"}, append(strings.Fields(rule), "drop")...)...); err != nil {
 		t.Fatal(err)
 	}
 }

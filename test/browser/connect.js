@@ -13,8 +13,9 @@
 // 'connected' and when the first video frame is decoded and presented
 // (requestVideoFrameCallback). Then the session is DELETEd.
 //
-// Prints one "connect: ICE_NS TTFF_NS" line per viewer on stdout (times
-// from the POST, in nanoseconds, as the namespace viewer prints them) and
+// Prints one "connect: ICE_NS TTFF_NS TRANSPORT" line per viewer on stdout
+// (times from the POST, in nanoseconds, as the namespace viewer prints
+// them; the selected candidate pair's transport, udp or tcp) and
 // exits 0; on a failure exits 1 with the reason on stderr.
 //
 // Environment: CHROMIUM (browser binary), CONNECT_TIMEOUT_MS (per viewer,
@@ -32,8 +33,20 @@ function log(...args) {
 }
 
 // joinOnce runs in the page: one viewer of whep, its times in ms from the
-// POST, or {error}.
+// POST and the transport it plays over, or {error}.
 async function joinOnce({ whep, timeoutMs }) {
+  // The protocol ('udp', 'tcp') of the selected candidate pair's local
+  // candidate, '' if there is none.
+  const selectedTransport = async pc => {
+    const stats = await pc.getStats();
+    for (const r of stats.values()) {
+      if (r.type !== 'transport' || !r.selectedCandidatePairId) continue;
+      const pair = stats.get(r.selectedCandidatePairId);
+      const local = pair && stats.get(pair.localCandidateId);
+      return (local && local.protocol) || '';
+    }
+    return '';
+  };
   const pc = new RTCPeerConnection();
   const video = document.createElement('video');
   video.muted = true;
@@ -77,7 +90,7 @@ async function joinOnce({ whep, timeoutMs }) {
     resource = new URL(res.headers.get('Location'), whep);
     await pc.setRemoteDescription({ type: 'answer', sdp: body });
     const [ice, frame] = await Promise.race([Promise.all([connected, firstFrame]), timer(timeoutMs)]);
-    return { ice: ice - start, ttff: frame - start };
+    return { ice: ice - start, ttff: frame - start, transport: await selectedTransport(pc) };
   } catch (e) {
     return { error: String(e && e.message || e) };
   } finally {
@@ -101,7 +114,7 @@ async function main(whep, n) {
     for (let i = 0; i < n; i++) {
       const r = await page.evaluate(joinOnce, { whep, timeoutMs });
       if (r.error) throw new Error(`viewer ${i + 1}: ${r.error}`);
-      console.log(`connect: ${Math.round(r.ice * 1e6)} ${Math.round(r.ttff * 1e6)}`);
+      console.log(`connect: ${Math.round(r.ice * 1e6)} ${Math.round(r.ttff * 1e6)} ${r.transport}`);
     }
   } finally {
     if (ctx) await ctx.close().catch(e => log('closing the browser:', e.message));
