@@ -9,15 +9,20 @@ import (
 
 	"github.com/wishbridge/bridge/admin"
 	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/dashboard"
 	"github.com/wishbridge/bridge/health"
 	"github.com/wishbridge/bridge/rtc"
 )
 
-// startAPI mounts /healthz and /readyz on mux, and the admin API: on mux
-// too, or, with listen.api set, only on a listener of its own (opened
-// here, so a bind error stops the start; served by serveAPI).
+// startAPI mounts /healthz and /readyz on mux, and the admin API and the
+// dashboard: on mux too, or, with listen.api set, only on a
+// listener of its own (opened here, so a bind error stops the start;
+// served by serveAPI).
 func (b *Bridge) startAPI(cfg *config.Config, mux *http.ServeMux, log *slog.Logger) error {
 	b.health.Mount(mux)
+	// The dashboard follows the running config's api.token (404 without),
+	// like the API it reads.
+	dash := dashboard.New(dashboard.Config{Enabled: func() bool { return b.node.Config().API.Token != "" }})
 	api := admin.New(admin.Config{
 		Token:    func() string { return b.node.Config().API.Token },
 		Registry: b.registry,
@@ -29,6 +34,7 @@ func (b *Bridge) startAPI(cfg *config.Config, mux *http.ServeMux, log *slog.Logg
 	})
 	if cfg.Listen.API == "" {
 		api.Register(mux)
+		dash.Register(mux)
 		return nil
 	}
 	var err error
@@ -37,6 +43,7 @@ func (b *Bridge) startAPI(cfg *config.Config, mux *http.ServeMux, log *slog.Logg
 	}
 	apiMux := http.NewServeMux()
 	api.Register(apiMux)
+	dash.Register(apiMux)
 	b.apiSrv = &http.Server{
 		Handler:           rtc.CORS(apiMux),
 		ReadHeaderTimeout: 10 * time.Second,

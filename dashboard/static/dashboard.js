@@ -392,7 +392,8 @@ async function startPreview(card) {
   try {
     ({ WHEPSession } = await loadWHEP());
   } catch (e) {
-    stopPreview(card, 'no preview: the WHEP client (/static/whep.js) did not load', Infinity);
+    // listen.api serves only the API and this page: no /static/, no WHEP.
+    stopPreview(card, 'no preview on this listener (the WHEP client /static/whep.js is not served here)', Infinity);
     return;
   }
   if (card.session !== pending) return; // stopped meanwhile

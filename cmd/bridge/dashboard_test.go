@@ -1,0 +1,165 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wishbridge/bridge/config"
+)
+
+// dashboardResult is the JSON line test/browser/dashboard.js prints.
+type dashboardResult struct {
+	OK                 bool     `json:"ok"`
+	Reason             string   `json:"reason"`
+	CSP                string   `json:"csp"`
+	WrongTokenMessage  string   `json:"wrongTokenMessage"`
+	AsksAgain          bool     `json:"asksAgain"`
+	Tracks             []string `json:"tracks"`
+	ViewersWithPreview string   `json:"viewersWithPreview"`
+	PreviewSize        []int    `json:"previewSize"`
+	PreviewMuted       bool     `json:"previewMuted"`
+	PreviewLabel       string   `json:"previewLabel"`
+	ViewersAfter       string   `json:"viewersAfter"`
+	FetchesWhileHidden int      `json:"fetchesWhileHidden"`
+	PageErrors         []string `json:"pageErrors"`
+}
+
+// TestDashboard drives /dashboard in headless Chromium against a bridge
+// with api.token set and ffmpeg publishing H.264+AAC over RTMP: a wrong
+// token is refused with a message and asked again; with the right one the
+// page lists the stream with its codecs, plays a muted preview that is not
+// counted as a viewer, shows the count go up when a pion WHEP viewer
+// joins, and stops polling when the tab is hidden.
+func TestDashboard(t *testing.T) {
+	node, watchScript := needBrowser(t)
+	const token = "dashboard-test-token"
+	cfg := config.Default()
+	cfg.API.Token = token
+	b := startBridge(t, cfg)
+	publish(t, "h264-aac.flv", "rtmp://"+b.RTMPAddr().String()+"/live/test")
+	waitStream(t, b, "live/test")
+	url := "http://" + b.HTTPAddr().String() + "/dashboard"
+
+	p := startNode(t, "dashboard", node, filepath.Join(filepath.Dir(watchScript), "dashboard.js"),
+		[]string{url, "live/test"}, "DASHBOARD_TOKEN="+token, 150*time.Second, 10*time.Second)
+	t.Cleanup(func() {
+		_ = p.cmd.Cancel()
+		<-p.logDone
+		_ = p.cmd.Wait()
+		p.cancel()
+	})
+	select {
+	case s := <-p.states:
+		if s != "listed" {
+			t.Fatalf("dashboard.js reported state %q, want listed", s)
+		}
+		watch(t, b, "live/test", nil)
+	case <-p.logDone:
+	}
+	<-p.logDone
+	waitErr := p.cmd.Wait()
+	var res dashboardResult
+	out := lastLine(p.stdout)
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("dashboard.js (exit %v) printed no result JSON (%v): %q", waitErr, err, p.stdout.String())
+	}
+	t.Logf("result: %s", out)
+	if !res.OK {
+		t.Fatalf("dashboard in Chromium: %s (exit %v)", res.Reason, waitErr)
+	}
+
+	if !strings.Contains(res.WrongTokenMessage, "refused this token") || !res.AsksAgain {
+		t.Errorf("wrong token: message %q, token field shown %v; want a refusal and the question again", res.WrongTokenMessage, res.AsksAgain)
+	}
+	tracks := strings.Join(res.Tracks, "; ")
+	if !strings.Contains(tracks, "video H264 640\u00d7360") || !strings.Contains(tracks, "audio AAC") {
+		t.Errorf("tracks shown %q, want video H264 640×360 and audio AAC", tracks)
+	}
+	if res.ViewersWithPreview != "0" {
+		t.Errorf("viewers shown with the preview playing: %q, want 0 (a preview is not a viewer)", res.ViewersWithPreview)
+	}
+	if len(res.PreviewSize) != 2 || res.PreviewSize[0] != 640 || res.PreviewSize[1] != 360 || !res.PreviewMuted ||
+		!strings.EqualFold(res.PreviewLabel, "preview") {
+		t.Errorf("preview: size %v, muted %v, label %q; want 640x360, muted, marked preview", res.PreviewSize, res.PreviewMuted, res.PreviewLabel)
+	}
+	if res.ViewersAfter != "1" {
+		t.Errorf("viewers shown after a WHEP viewer joined: %q, want 1", res.ViewersAfter)
+	}
+	if res.FetchesWhileHidden != 0 {
+		t.Errorf("%d API requests while the tab was hidden, want none", res.FetchesWhileHidden)
+	}
+	if len(res.PageErrors) > 0 {
+		t.Errorf("page errors: %q", res.PageErrors)
+	}
+}
+
+// TestDashboardOff: without api.token every /dashboard URL is a 404, as
+// the API's are; a reload that sets the token serves the page, one that
+// clears it takes it away again.
+func TestDashboardOff(t *testing.T) {
+	b := startBridge(t, nil)
+	base := "http://" + b.HTTPAddr().String()
+	status := func(method, path string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	paths := []string{"/dashboard", "/dashboard/", "/dashboard/dashboard.js"}
+	off := func(when string) {
+		t.Helper()
+		for _, p := range paths {
+			for _, m := range []string{http.MethodGet, http.MethodPost} {
+				if got := status(m, p); got != http.StatusNotFound {
+					t.Errorf("%s: %s %s = %d, want 404", when, m, p, got)
+				}
+			}
+		}
+	}
+	off("no api.token")
+
+	cfg := config.Default()
+	cfg.API.Token = "set-by-reload"
+	reload(b, cfg)
+	for _, p := range paths {
+		if got := status(http.MethodGet, p); got != http.StatusOK {
+			t.Errorf("api.token set by a reload: GET %s = %d, want 200", p, got)
+		}
+	}
+
+	reload(b, config.Default())
+	off("api.token cleared by a reload")
+}
+
+// TestDashboardOnAPIListener: with listen.api set the dashboard, like the
+// API, is served only there.
+func TestDashboardOnAPIListener(t *testing.T) {
+	cfg := config.Default()
+	cfg.API.Token = "dashboard-test-token"
+	cfg.Listen.API = "127.0.0.1:0"
+	b := startBridge(t, cfg)
+	for _, c := range []struct {
+		addr string
+		want int
+	}{{b.HTTPAddr().String(), http.StatusNotFound}, {b.APIAddr().String(), http.StatusOK}} {
+		resp, err := http.Get("http://" + c.addr + "/dashboard")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("GET http://%s/dashboard = %d, want %d", c.addr, resp.StatusCode, c.want)
+		}
+	}
+}
