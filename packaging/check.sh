@@ -134,8 +134,17 @@ else
   fi
 
   # Every resolved library: from the list's dependency closure.
-  closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
-    --no-breaks --no-replaces --no-enhances "${runtime[@]}" 2>/dev/null | grep -v '^ ' || true)
+  depends() {
+    apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+      --no-breaks --no-replaces --no-enhances "${runtime[@]}" 2>/dev/null | grep -v '^ ' || true
+  }
+  closure=$(depends)
+  if [ -z "$closure" ] && [ "$(id -u)" = 0 ]; then
+    # Everything was installed, so setup.sh did not update the package
+    # lists, and a machine may come with none.
+    apt-get update >/dev/null
+    closure=$(depends)
+  fi
   if [ -z "$closure" ]; then
     fail "apt-cache depends knows none of ${runtime[*]}: run apt-get update"
   else
