@@ -13,19 +13,23 @@ import (
 
 // dashboardResult is the JSON line test/browser/dashboard.js prints.
 type dashboardResult struct {
-	OK                 bool     `json:"ok"`
-	Reason             string   `json:"reason"`
-	CSP                string   `json:"csp"`
-	WrongTokenMessage  string   `json:"wrongTokenMessage"`
-	AsksAgain          bool     `json:"asksAgain"`
-	Tracks             []string `json:"tracks"`
-	ViewersWithPreview string   `json:"viewersWithPreview"`
-	PreviewSize        []int    `json:"previewSize"`
-	PreviewMuted       bool     `json:"previewMuted"`
-	PreviewLabel       string   `json:"previewLabel"`
-	ViewersAfter       string   `json:"viewersAfter"`
-	FetchesWhileHidden int      `json:"fetchesWhileHidden"`
-	PageErrors         []string `json:"pageErrors"`
+	OK                   bool     `json:"ok"`
+	Reason               string   `json:"reason"`
+	CSP                  string   `json:"csp"`
+	WrongTokenMessage    string   `json:"wrongTokenMessage"`
+	AsksAgain            bool     `json:"asksAgain"`
+	Tracks               []string `json:"tracks"`
+	ViewersWithPreview   string   `json:"viewersWithPreview"`
+	PreviewSize          []int    `json:"previewSize"`
+	PreviewMuted         bool     `json:"previewMuted"`
+	PreviewLabel         string   `json:"previewLabel"`
+	ViewersAfter         string   `json:"viewersAfter"`
+	ReloadMessage        string   `json:"reloadMessage"`
+	KickSessionMessage   string   `json:"kickSessionMessage"`
+	ViewersAfterKick     string   `json:"viewersAfterKick"`
+	KickPublisherMessage string   `json:"kickPublisherMessage"`
+	FetchesWhileHidden   int      `json:"fetchesWhileHidden"`
+	PageErrors           []string `json:"pageErrors"`
 }
 
 // TestDashboard drives /dashboard in headless Chromium against a bridge
@@ -33,7 +37,9 @@ type dashboardResult struct {
 // token is refused with a message and asked again; with the right one the
 // page lists the stream with its codecs, plays a muted preview that is not
 // counted as a viewer, shows the count go up when a pion WHEP viewer
-// joins, and stops polling when the tab is hidden.
+// joins, shows the API's refusal of a reload on the defaults, kicks the
+// viewer's session and the publisher (with a ban), and stops polling when
+// the tab is hidden.
 func TestDashboard(t *testing.T) {
 	node, watchScript := needBrowser(t)
 	const token = "dashboard-test-token"
@@ -88,6 +94,20 @@ func TestDashboard(t *testing.T) {
 	}
 	if res.ViewersAfter != "1" {
 		t.Errorf("viewers shown after a WHEP viewer joined: %q, want 1", res.ViewersAfter)
+	}
+	// The bridge runs on the defaults: the API refuses the reload, and the
+	// page shows its reason.
+	if !strings.Contains(res.ReloadMessage, "embedded defaults") {
+		t.Errorf("reload message %q, want the API's refusal (embedded defaults)", res.ReloadMessage)
+	}
+	if !strings.Contains(res.KickSessionMessage, "kicked") || res.ViewersAfterKick != "0" {
+		t.Errorf("kick session: message %q, viewers shown %q; want kicked, 0", res.KickSessionMessage, res.ViewersAfterKick)
+	}
+	if !strings.Contains(res.KickPublisherMessage, "banned from it for 1m") {
+		t.Errorf("kick publisher: message %q, want the kick with its ban", res.KickPublisherMessage)
+	}
+	if _, ok := b.registry.Get("live/test"); ok {
+		t.Error("live/test is still live after the dashboard kicked its publisher")
 	}
 	if res.FetchesWhileHidden != 0 {
 		t.Errorf("%d API requests while the tab was hidden, want none", res.FetchesWhileHidden)

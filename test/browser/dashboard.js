@@ -12,7 +12,10 @@
 //    tracks and the viewer count shown then (viewersWithPreview).
 // 3. Prints "[dashboard] state: listed" on stderr (the Go test then joins
 //    a viewer) and waits for the viewer count to go up (viewersAfter).
-// 4. Hides the tab: reports the /api/v1 requests made in the next
+// 4. Presses "Reload config" (reloadMessage), kicks the WHEP viewer's
+//    session (gone from the card, viewersAfterKick) and the publisher with
+//    a 1m ban (the card goes; kickPublisherMessage).
+// 5. Hides the tab: reports the /api/v1 requests made in the next
 //    HIDDEN_MS (fetchesWhileHidden; polling must stop).
 //
 // Prints one JSON line on stdout, the result, and exits 0 when every step
@@ -92,6 +95,27 @@ async function main(url, streamPath, token) {
     }, [`${card} .viewers`, result.viewersWithPreview], { timeout: stepMs, polling: 200 });
     result.viewersAfter = await page.textContent(`${card} .viewers`);
     log('viewers shown:', result.viewersAfter);
+
+    step = 'reload';
+    await page.click('#reload');
+    await page.waitForFunction(() => /reload/i.test(document.getElementById('message').textContent), null, { timeout: stepMs });
+    result.reloadMessage = await page.textContent('#message');
+    log('reload:', result.reloadMessage);
+
+    step = 'kick session';
+    await page.click(`${card} tr[data-kind="whep"] button`);
+    await page.waitForFunction(sel => !document.querySelector(`${sel} tr[data-kind="whep"]`) &&
+      document.querySelector(`${sel} .viewers`).textContent === '0', card, { timeout: stepMs, polling: 200 });
+    result.kickSessionMessage = await page.textContent('#message');
+    result.viewersAfterKick = await page.textContent(`${card} .viewers`);
+    log('kick session:', result.kickSessionMessage);
+
+    step = 'kick publisher';
+    await page.fill(`${card} .ban`, '1m');
+    await page.click(`${card} .kick`);
+    await page.waitForSelector(card, { state: 'detached', timeout: stepMs });
+    result.kickPublisherMessage = await page.textContent('#message');
+    log('kick publisher:', result.kickPublisherMessage);
 
     step = 'hidden';
     await page.evaluate(() => {
