@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/transcode/av"
 )
 
@@ -47,10 +48,11 @@ func main() {
 	if f.pprof != "" {
 		go servePprof(f.pprof, log)
 	}
-	b, err := Start(cfg, Options{}, log)
+	// A reload (SIGHUP or the API) applies log.level too.
+	b, err := Start(cfg, Options{ConfigFile: f.config, OnReload: func(next *config.Config) { logs.reload(next.Log) }}, log)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bridge: %v\n", err)
 		os.Exit(1)
 	}
-	os.Exit(serve(b, f.config, logs))
+	os.Exit(serve(b, log))
 }

@@ -3,11 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/wishbridge/bridge/config"
+	"github.com/wishbridge/bridge/admin"
 	"github.com/wishbridge/bridge/internal/panics"
 )
 
@@ -20,12 +21,11 @@ const (
 	exitUnclean = 1
 )
 
-// serve runs b until SIGTERM or SIGINT, reloading the config file at cfgPath
-// on SIGHUP, then shuts b down within shutdown.timeout (read from the
-// running config, so a reload changes it). It returns the exit status. A
-// second SIGTERM or SIGINT during the shutdown exits at once.
-func serve(b *Bridge, cfgPath string, logs *logging) int {
-	log := logs.log
+// serve runs b until SIGTERM or SIGINT, reloading its config file on
+// SIGHUP, then shuts b down within shutdown.timeout (read from the running
+// config, so a reload changes it). It returns the exit status. A second
+// SIGTERM or SIGINT during the shutdown exits at once.
+func serve(b *Bridge, log *slog.Logger) int {
 	stop := make(chan os.Signal, 2)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
 	hup := make(chan os.Signal, 1)
@@ -34,11 +34,19 @@ func serve(b *Bridge, cfgPath string, logs *logging) int {
 	for sig == nil {
 		select {
 		case <-hup:
-			reloadFile(b, cfgPath, logs)
+			switch err := b.ReloadConfig(); {
+			case errors.Is(err, admin.ErrNothingToReload):
+				log.Info("SIGHUP: running on the embedded defaults, nothing to reload")
+			case err != nil:
+				log.Error("config reload failed; keeping the running config", "err", err)
+			}
 		case sig = <-stop:
 		}
 	}
 
+	// Readiness first, so that load balancers stop sending new clients
+	// while the sessions are wound down.
+	b.Health().Drain("shutting down (" + sig.String() + ")")
 	timeout := b.node.Config().Shutdown.TimeoutOrDefault()
 	log.Info("shutting down: ending every session (signal again to exit at once)", "signal", sig.String(), "timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -62,20 +70,4 @@ func serve(b *Bridge, cfgPath string, logs *logging) int {
 		log.Warn("second signal: exiting at once, without waiting for sessions to end", "signal", sig.String())
 		return exitUnclean
 	}
-}
-
-// reloadFile loads the config file again and applies it (SIGHUP); a file that
-// does not load or validate is logged and the running config stays.
-func reloadFile(b *Bridge, cfgPath string, logs *logging) {
-	if cfgPath == "" {
-		logs.log.Info("SIGHUP: running on the embedded defaults, nothing to reload")
-		return
-	}
-	next, err := config.Load(cfgPath)
-	if err != nil {
-		logs.log.Error("config reload failed; keeping the running config", "err", err)
-		return
-	}
-	logs.reload(next.Log)
-	b.Reload(next)
 }
