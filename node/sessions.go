@@ -24,8 +24,12 @@ func (n *Node) Sessions() []access.Session {
 		}
 	}
 	n.pulls.mu.Lock()
-	defer n.pulls.mu.Unlock()
+	runs := make([]*pullRun, 0, len(n.pulls.running))
 	for _, run := range n.pulls.running {
+		runs = append(runs, run)
+	}
+	n.pulls.mu.Unlock()
+	for _, run := range runs { // the puller's statistics outside the table's lock
 		s := run.session
 		if run.srt != nil {
 			if st, ok := run.srt.Stats(); ok {
