@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,12 +13,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wishbridge/bridge/certs"
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/egress/whep"
 	"github.com/wishbridge/bridge/health"
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
+	"github.com/wishbridge/bridge/internal/mergelisten"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/metrics"
@@ -52,6 +56,12 @@ type Bridge struct {
 	rtmpLn net.Listener
 	udp    net.PacketConn
 	tcpLn  net.Listener // ICE-TCP; nil when listen.webrtc_tcp is off
+	// httpLn and rtmpLn are nil when off (""); httpsLn and rtmpsLn (plain
+	// TCP, TLS on top when served) when off or without TLS.
+	httpsLn net.Listener
+	rtmpsLn net.Listener
+	// certs serves the TLS certificate (files or ACME); nil without TLS.
+	certs *certs.Manager
 
 	// The admin API's own listener and server (listen.api); nil when the
 	// API is on the HTTP listener (api.go). health answers /readyz.
@@ -87,13 +97,32 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	defer func() {
 		if err != nil {
 			b.closeListeners()
+			b.certs.Close()
 		}
 	}()
-	if b.httpLn, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
-		return nil, fmt.Errorf("listen http %s: %w", cfg.Listen.HTTP, err)
+	// "" is off for each of these (config.Validate); HTTPS and RTMPS are
+	// used only with TLS.
+	var httpsAddr, rtmpsAddr string
+	if cfg.TLS.Enabled() {
+		httpsAddr, rtmpsAddr = cfg.Listen.HTTPS, cfg.Listen.RTMPS
 	}
-	if b.rtmpLn, err = net.Listen("tcp", cfg.Listen.RTMP); err != nil {
-		return nil, fmt.Errorf("listen rtmp %s: %w", cfg.Listen.RTMP, err)
+	for _, l := range []struct {
+		name, addr string
+		ln         *net.Listener
+	}{{"http", cfg.Listen.HTTP, &b.httpLn}, {"rtmp", cfg.Listen.RTMP, &b.rtmpLn}, {"https", httpsAddr, &b.httpsLn}, {"rtmps", rtmpsAddr, &b.rtmpsLn}} {
+		if l.addr == "" {
+			continue
+		}
+		if *l.ln, err = net.Listen("tcp", l.addr); err != nil {
+			return nil, fmt.Errorf("listen %s %s: %w", l.name, l.addr, err)
+		}
+	}
+	if cfg.TLS.Enabled() {
+		// After the listeners: ACME's challenges arrive on them.
+		if b.certs, err = certs.New(certs.Config{TLS: cfg.TLS, HTTP: addrOf(b.httpLn), HTTPS: addrOf(b.httpsLn), Log: log}); err != nil {
+			return nil, err
+		}
+		b.health.Register("tls", b.certs.Ready) // an ACME certificate still missing
 	}
 	if b.udp, err = net.ListenPacket("udp", cfg.Listen.WebRTCUDP); err != nil {
 		return nil, fmt.Errorf("listen webrtc_udp %s: %w", cfg.Listen.WebRTCUDP, err)
@@ -171,7 +200,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		audioNote = "This build cannot transcode audio (built without cgo/FFmpeg): AAC sources play without sound."
 		log.Warn("built without FFmpeg: AAC audio will not reach WebRTC viewers (Opus sources pass through)")
 	}
-	web.New(web.Config{Streams: b.node.PublicPaths, AudioNote: audioNote, RTMPPort: b.rtmpLn.Addr().(*net.TCPAddr).Port}).Register(mux)
+	web.New(web.Config{Streams: b.node.PublicPaths, AudioNote: audioNote, RTMPPort: port(b.rtmpLn)}).Register(mux)
 	if b.metrics, err = b.newMetrics(true); err != nil {
 		return nil, err
 	}
@@ -183,14 +212,20 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			return nil, err
 		}
 	}
+	var front http.Handler = rtc.CORS(mux)
+	if cfg.TLS.RedirectHTTP && b.httpsLn != nil {
+		// WHIP/WHEP clients do not follow redirects: their endpoints and
+		// sessions stay on HTTP.
+		front = certs.Redirect(front, port(b.httpsLn), "/whip/", "/whep/", rtc.SessionPathPrefix)
+	}
 	b.httpSrv = &http.Server{
-		Handler:           rtc.CORS(mux),
+		Handler:           b.certs.HTTPHandler(front), // ACME's HTTP-01 first
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          certs.ServerErrorLog(log), // TLS handshake failures at debug
 	}
 	b.rtmpSrv = rtmp.NewServer(rtmp.Config{Registry: b.registry, Authorize: b.node.Authorize, Play: b.node.PlayRTMP, Log: log,
 		MaxConns: sl.RTMPConnections, MaxConnsPerAddr: sl.RTMPConnectionsPerAddress,
@@ -198,8 +233,21 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	b.srtSrv = srt.NewServer(srt.Config{Registry: b.registry, Authorize: b.node.Authorize, Passphrase: b.node.Passphrase,
 		Read: b.node.SRTReads(), Log: log, MaxConns: sl.SRTConnections, MaxConnsPerAddr: sl.SRTConnectionsPerAddress,
 		MaxReaders: b.node.MaxReaders, MaxBitrate: sl.IngestBitrate})
-	if err := b.srtSrv.Listen(cfg.Listen.SRT); err != nil {
-		return nil, fmt.Errorf("listen srt %s: %w", cfg.Listen.SRT, err)
+	if cfg.Listen.SRT != "" {
+		if err := b.srtSrv.Listen(cfg.Listen.SRT); err != nil {
+			return nil, fmt.Errorf("listen srt %s: %w", cfg.Listen.SRT, err)
+		}
+	}
+	if b.httpsLn != nil {
+		b.httpSrv.TLSConfig = b.certs.TLSConfig()
+	}
+	// RTMPS is RTMP over TLS: one server, one set of connection limits.
+	var rtmpLns []net.Listener
+	if b.rtmpLn != nil {
+		rtmpLns = append(rtmpLns, b.rtmpLn)
+	}
+	if b.rtmpsLn != nil {
+		rtmpLns = append(rtmpLns, tls.NewListener(b.rtmpsLn, b.certs.TLSConfig()))
 	}
 	if err := b.startAPI(cfg, mux, log); err != nil {
 		return nil, err
@@ -208,17 +256,33 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	// Outbound work (pulls, forwards) is ready before any request can ask
 	// for an on-demand pull.
 	b.node.Start()
-	b.serve("http", func() error { return b.httpSrv.Serve(b.httpLn) })
-	b.serve("srt", b.srtSrv.Serve)
-	b.serve("rtmp", func() error { return b.rtmpSrv.Serve(b.rtmpLn) })
+	if b.httpLn != nil {
+		b.serve("http", func() error { return b.httpSrv.Serve(b.httpLn) })
+	}
+	if b.httpsLn != nil {
+		b.serve("https", func() error { return b.httpSrv.ServeTLS(b.httpsLn, "", "") })
+	}
+	if cfg.Listen.SRT != "" {
+		b.serve("srt", b.srtSrv.Serve)
+	}
+	if len(rtmpLns) > 0 {
+		b.serve("rtmp", func() error { return b.rtmpSrv.Serve(mergelisten.New(log, rtmpLns...)) })
+	}
 	b.serveAPI()
-	if open := node.OpenPublishing(cfg, map[string]net.Addr{
-		config.IngestRTMP: b.rtmpLn.Addr(), config.IngestSRT: b.srtSrv.Addr(), config.IngestWHIP: b.httpLn.Addr(),
-	}); open != "" {
+	public := map[string]net.Addr{}
+	for proto, a := range map[string]net.Addr{
+		config.IngestRTMP: cmp.Or(addrOf(b.rtmpLn), addrOf(b.rtmpsLn)), config.IngestSRT: b.srtSrv.Addr(),
+		config.IngestWHIP: cmp.Or(addrOf(b.httpLn), addrOf(b.httpsLn)),
+	} {
+		if a != nil {
+			public[proto] = a
+		}
+	}
+	if open := node.OpenPublishing(cfg, public); open != "" {
 		log.Warn("anyone who can reach this bridge may publish on these routes; close them with a publish key: " + open)
 	}
-	log.Info("bridge started", "http", b.httpLn.Addr().String(), "rtmp", b.rtmpLn.Addr().String(),
-		"srt", b.srtSrv.Addr().String(), "webrtc_udp", b.udp.LocalAddr().String(), "webrtc_tcp", b.TCPAddr())
+	log.Info("bridge started", "http", addrOf(b.httpLn), "https", addrOf(b.httpsLn), "rtmp", addrOf(b.rtmpLn), "rtmps", addrOf(b.rtmpsLn),
+		"srt", b.srtSrv.Addr(), "webrtc_udp", b.udp.LocalAddr().String(), "webrtc_tcp", b.TCPAddr())
 	return b, nil
 }
 
@@ -236,11 +300,15 @@ func (b *Bridge) serve(name string, f func() error) {
 // Reload swaps in a new configuration (see node.Node.Reload).
 func (b *Bridge) Reload(next *config.Config) { b.node.Reload(next) }
 
-// HTTPAddr, RTMPAddr and UDPAddr return the bound addresses.
-func (b *Bridge) HTTPAddr() net.Addr { return b.httpLn.Addr() }
-func (b *Bridge) RTMPAddr() net.Addr { return b.rtmpLn.Addr() }
-func (b *Bridge) UDPAddr() net.Addr  { return b.udp.LocalAddr() }
-func (b *Bridge) SRTAddr() net.Addr  { return b.srtSrv.Addr() }
+// HTTPAddr, RTMPAddr and UDPAddr return the bound addresses; HTTPAddr,
+// RTMPAddr, SRTAddr, HTTPSAddr and RTMPSAddr are nil for a listener that
+// is off.
+func (b *Bridge) HTTPAddr() net.Addr  { return addrOf(b.httpLn) }
+func (b *Bridge) RTMPAddr() net.Addr  { return addrOf(b.rtmpLn) }
+func (b *Bridge) HTTPSAddr() net.Addr { return addrOf(b.httpsLn) }
+func (b *Bridge) RTMPSAddr() net.Addr { return addrOf(b.rtmpsLn) }
+func (b *Bridge) UDPAddr() net.Addr   { return b.udp.LocalAddr() }
+func (b *Bridge) SRTAddr() net.Addr   { return b.srtSrv.Addr() }
 
 // TCPAddr returns the ICE-TCP listener's address, nil when it is off.
 func (b *Bridge) TCPAddr() net.Addr {
@@ -273,6 +341,7 @@ func (b *Bridge) Close(ctx context.Context) error {
 	b.registry.EndWaiting() // publishers are gone: no grace at shutdown
 	_ = b.engine.Close()
 	b.wg.Wait()
+	b.certs.Close()
 	b.log.Info("bridge stopped")
 	return err
 }
@@ -284,6 +353,12 @@ func (b *Bridge) closeListeners() {
 	if b.rtmpLn != nil {
 		_ = b.rtmpLn.Close()
 	}
+	if b.httpsLn != nil {
+		_ = b.httpsLn.Close()
+	}
+	if b.rtmpsLn != nil {
+		_ = b.rtmpsLn.Close()
+	}
 	if b.udp != nil {
 		_ = b.udp.Close()
 	}
@@ -293,6 +368,26 @@ func (b *Bridge) closeListeners() {
 	if b.apiLn != nil {
 		_ = b.apiLn.Close()
 	}
+}
+
+// Certs returns the TLS certificate manager, nil without TLS (its
+// methods work on nil): Ready for /readyz, Expiries for the metrics.
+func (b *Bridge) Certs() *certs.Manager { return b.certs }
+
+// addrOf returns ln's address, nil for a listener that is off.
+func addrOf(ln net.Listener) net.Addr {
+	if ln == nil {
+		return nil
+	}
+	return ln.Addr()
+}
+
+// port returns ln's TCP port, 0 for a listener that is off.
+func port(ln net.Listener) int {
+	if a, ok := addrOf(ln).(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
 }
 
 func iceServers(in []config.ICEServer) rtc.ICEServers {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -77,16 +76,7 @@ func startBridgeLog(t *testing.T, cfg *config.Config, log *slog.Logger) *Bridge 
 	cfg.Listen.RTMP = "127.0.0.1:0"
 	cfg.Listen.WebRTCUDP = "127.0.0.1:0"
 	cfg.Listen.SRT = "127.0.0.1:0"
-	b, err := Start(cfg, Options{IncludeLoopback: true}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = b.Close(ctx)
-	})
-	return b
+	return startListening(t, cfg, log)
 }
 
 // publish runs ffmpeg publishing a looped fixture to rtmpURL until the
@@ -289,7 +279,7 @@ func joinURL(t *testing.T, client *http.Client, api *webrtc.API, url string, hdr
 		t.Errorf("answer Content-Type = %q, want application/sdp", ct)
 	}
 	v.location = resp.Header.Get("Location")
-	if !strings.HasPrefix(v.location, "http://") {
+	if !strings.HasPrefix(v.location, "http://") && !strings.HasPrefix(v.location, "https://") {
 		t.Errorf("Location %q is not an absolute URL", v.location)
 	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {

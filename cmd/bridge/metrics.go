@@ -55,7 +55,7 @@ func (b *Bridge) newMetrics(showPrivate bool) (*metrics.Metrics, error) {
 		return nil, err
 	}
 	// A collector may be in several registries: both views share these.
-	for _, c := range []prometheus.Collector{b.sendDelay, b.batchWait} {
+	for _, c := range []prometheus.Collector{b.sendDelay, b.batchWait, metrics.NewTLSCerts(b.certExpiries)} {
 		if err := m.Register(c); err != nil {
 			return nil, err
 		}
@@ -78,6 +78,16 @@ func (b *Bridge) serveMetrics(mux *http.ServeMux, m config.Metrics) error {
 	mux.Handle("GET "+path, b.node.MetricsHandler(b.metrics.Handler(), b.publicMetrics.Handler()))
 	b.log.Info("metrics served", "path", path, "token", m.Token != "")
 	return nil
+}
+
+// certExpiries lists the served TLS certificates' expiry by domain (none
+// without TLS), for bridge_tls_certificate_expiry_seconds.
+func (b *Bridge) certExpiries() []metrics.CertExpiry {
+	var out []metrics.CertExpiry
+	for _, e := range b.certs.Expiries() {
+		out = append(out, metrics.CertExpiry{Domain: e.Domain, NotAfter: e.NotAfter})
+	}
+	return out
 }
 
 // Metrics returns the bridge's metrics registry, to register collectors
