@@ -40,13 +40,17 @@ const (
 // bytes it measures the heap that survives a GC, so the test sees the most
 // the publisher held while demuxing.
 type fuzzConn struct {
-	gosrt.Conn // not called by the publisher (nil: a call would panic)
+	gosrt.Conn // methods the publisher does not call (nil: a call would panic)
 	stream     []byte
 	off        int
 	sample     bool
 	nextSample int
 	peakLive   uint64
 }
+
+// Stats reports nothing: the publisher's end line reads the connection's
+// packet counts.
+func (c *fuzzConn) Stats(*gosrt.Statistics) {}
 
 func (c *fuzzConn) Read(b []byte) (int, error) {
 	if c.sample && c.off >= c.nextSample {
