@@ -51,6 +51,9 @@ type Config struct {
 	API      API      `yaml:"api"`
 	Log      Log      `yaml:"log"`
 	Shutdown Shutdown `yaml:"shutdown"`
+
+	// Cluster joins other bridges through Redis (config/cluster.go).
+	Cluster Cluster `yaml:"cluster"`
 }
 
 // Read protocols: how a route's streams may be read (Route.Read).
@@ -590,9 +593,9 @@ func (w WHEP) LogValue() slog.Value { return slog.StringValue(w.String()) }
 
 // String describes the configuration on one line with every secret redacted.
 func (c *Config) String() string {
-	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q webrtc_tcp=%q https=%q rtmps=%q api=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} metrics=%v limits=%+v tls=%+v http=%+v api=%v log=%+v shutdown=%+v routes=%v",
+	return fmt.Sprintf("listen={http=%q rtmp=%q srt=%q webrtc_udp=%q webrtc_tcp=%q https=%q rtmps=%q api=%q} webrtc={ice_servers=%v nat_1to1=%q interfaces=%q} metrics=%v limits=%+v tls=%+v http=%+v api=%v log=%+v shutdown=%+v cluster=%v routes=%v",
 		c.Listen.HTTP, c.Listen.RTMP, c.Listen.SRT, c.Listen.WebRTCUDP, c.Listen.WebRTCTCP, c.Listen.HTTPS, c.Listen.RTMPS, c.Listen.API,
-		c.WebRTC.ICEServers, c.WebRTC.NAT1To1, c.WebRTC.Interfaces, c.Metrics, c.Limits, c.TLS, c.HTTP, c.API, c.Log, c.Shutdown, c.Routes)
+		c.WebRTC.ICEServers, c.WebRTC.NAT1To1, c.WebRTC.Interfaces, c.Metrics, c.Limits, c.TLS, c.HTTP, c.API, c.Log, c.Shutdown, c.Cluster, c.Routes)
 }
 
 // LogValue makes slog print the redacted String form, also with handlers

@@ -203,7 +203,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			yaml: "routs: []\n",
-			want: []string{`c.yaml:1: routs: unknown key (expected one of listen, webrtc, metrics, limits, routes, tls, http, api, log, shutdown)`},
+			want: []string{`c.yaml:1: routs: unknown key (expected one of listen, webrtc, metrics, limits, routes, tls, http, api, log, shutdown, cluster)`},
 		},
 		{
 			name: "wrong type",

@@ -49,6 +49,7 @@ func (v *validator) config(c *Config) error {
 	v.httpFront(&c.HTTP)
 	v.api(c)
 	v.logShutdown(c)
+	v.cluster(c)
 	return errors.Join(v.errs...)
 }
 
