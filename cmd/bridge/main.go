@@ -35,6 +35,7 @@ func main() {
 		os.Exit(check(f.config, os.Stdout, os.Stderr))
 	}
 
+	sigs := catchSignals()
 	cfg, err := loadConfig(f.config)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bridge: %v\n", err)
@@ -54,5 +55,5 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bridge: %v\n", err)
 		os.Exit(1)
 	}
-	os.Exit(serve(b, log))
+	os.Exit(serve(b, sigs, log))
 }

@@ -21,19 +21,33 @@ const (
 	exitUnclean = 1
 )
 
+// signals receives the signals the process handles.
+type signals struct {
+	stop chan os.Signal // SIGTERM, SIGINT
+	hup  chan os.Signal // SIGHUP
+}
+
+// catchSignals starts receiving the signals serve handles. main calls it
+// before starting the bridge: a signal that arrives while the bridge starts
+// then waits for serve instead of killing the process (SIGHUP's and
+// SIGTERM's default action) half-started.
+func catchSignals() signals {
+	s := signals{stop: make(chan os.Signal, 2), hup: make(chan os.Signal, 1)}
+	signal.Notify(s.stop, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(s.hup, syscall.SIGHUP)
+	return s
+}
+
 // serve runs b until SIGTERM or SIGINT, reloading its config file on
 // SIGHUP, then shuts b down within shutdown.timeout (read from the running
 // config, so a reload changes it). It returns the exit status. A second
 // SIGTERM or SIGINT during the shutdown exits at once.
-func serve(b *Bridge, log *slog.Logger) int {
-	stop := make(chan os.Signal, 2)
-	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+func serve(b *Bridge, sigs signals, log *slog.Logger) int {
+	stop := sigs.stop
 	var sig os.Signal
 	for sig == nil {
 		select {
-		case <-hup:
+		case <-sigs.hup:
 			switch err := b.ReloadConfig(); {
 			case errors.Is(err, admin.ErrNothingToReload):
 				log.Info("SIGHUP: running on the embedded defaults, nothing to reload")
