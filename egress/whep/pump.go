@@ -3,6 +3,7 @@ package whep
 import (
 	"errors"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/wishbridge/bridge/internal/panics"
@@ -78,12 +79,11 @@ func (p *pump) add(s *session) {
 // (s.sendMu), so nothing is sent for s once remove returns.
 func (p *pump) remove(s *session) {
 	p.mu.Lock()
-	for i, x := range p.sessions {
-		if x == s {
-			p.sessions = append(p.sessions[:i], p.sessions[i+1:]...)
-			break
-		}
-	}
+	// slices.DeleteFunc zeroes the slot it frees at the end: a plain
+	// append(s[:i], s[i+1:]...) left the last session in the backing
+	// array, which kept it (its PeerConnection and everything pion holds
+	// for it) alive after every viewer had left.
+	p.sessions = slices.DeleteFunc(p.sessions, func(x *session) bool { return x == s })
 	p.mu.Unlock()
 	s.sendMu.Lock()
 	s.stopped = true

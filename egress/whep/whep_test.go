@@ -42,6 +42,7 @@ func frame(tr *media.Track, n int, key bool, sps []byte) *media.Unit {
 type bench struct {
 	reg      *media.Registry
 	sessions *rtc.Sessions
+	handler  *Handler
 	url      string
 	logs     *syncBuf
 	// editOffer, if set, rewrites the offers of offerOnly's viewers
@@ -91,20 +92,21 @@ func newBenchWith(t *testing.T, lim rtc.Limits) *bench {
 	reg := media.NewRegistry(log)
 	mux := http.NewServeMux()
 	sessions.Register(mux)
-	NewHandler(Config{
+	h := NewHandler(Config{
 		Registry:  reg,
 		Engine:    engine,
 		Sessions:  sessions,
 		Authorize: func(access.Request) error { return nil },
 		Log:       log,
-	}).Register(mux)
+	})
+	h.Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		srv.Close()
 		sessions.CloseAll("test over")
 		_ = engine.Close()
 	})
-	return &bench{reg: reg, sessions: sessions, url: srv.URL, logs: logs}
+	return &bench{reg: reg, sessions: sessions, handler: h, url: srv.URL, logs: logs}
 }
 
 // viewer is a pion WHEP client that records the video it receives.
@@ -148,6 +150,17 @@ func watch(t *testing.T, b *bench, path string) *viewer {
 func offerOnly(t *testing.T, b *bench, path string, extra ...webrtc.RTPCodecType) (*viewer, webrtc.SessionDescription) {
 	t.Helper()
 	v := newViewer(t)
+	offer := v.offer(t, extra...)
+	if b.editOffer != nil {
+		offer = b.editOffer(offer)
+	}
+	return v, webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: postOffer(t, b, path, offer)}
+}
+
+// offer receives video and the extra kinds and returns the viewer's offer,
+// with every candidate gathered.
+func (v *viewer) offer(t *testing.T, extra ...webrtc.RTPCodecType) string {
+	t.Helper()
 	for _, kind := range append([]webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo}, extra...) {
 		if _, err := v.pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 			t.Fatal(err)
@@ -162,11 +175,7 @@ func offerOnly(t *testing.T, b *bench, path string, extra ...webrtc.RTPCodecType
 		t.Fatal(err)
 	}
 	<-gathered
-	offer := v.pc.LocalDescription().SDP
-	if b.editOffer != nil {
-		offer = b.editOffer(offer)
-	}
-	return v, webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: postOffer(t, b, path, offer)}
+	return v.pc.LocalDescription().SDP
 }
 
 // newViewer returns a pion viewer (default codecs and interceptors, UDP4
