@@ -427,6 +427,11 @@ var benignWarnings = []benignWarning{
 	// Firefox, Safari by default); mDNS is off on purpose (see New) and
 	// its address is learnt from its checks.
 	{"Remote mDNS candidate added, but mDNS is disabled", ""},
+	// A DTLS alert (content type 21: the peer's close_notify) arriving
+	// after its session's DTLS endpoint closed, at every shutdown and
+	// often when a session ends. Other packets without an endpoint
+	// (handshakes, RTP before DTLS completes) stay warnings.
+	{"Warning: mux: no endpoint for packet starting with 21,", ""},
 }
 
 func (l *slogLogger) Error(msg string) {

@@ -40,6 +40,7 @@ func TestPionLifecycleAtDebug(t *testing.T) {
 		"Failed to accept RTCP stream is already closed",
 		"Failed to read from candidate udp4 host 192.0.2.2:21189 (resolved: 192.0.2.2:21189): io: read/write on closed pipe",
 		"Remote mDNS candidate added, but mDNS is disabled: (6f1c4d2e-7a0b-4c1e-9d3f-2b5e8a7c6d10.local)",
+		"Warning: mux: no endpoint for packet starting with 21, adding to queue size(0)",
 	} {
 		f.NewLogger("pc").Warn(m)
 		if line := buf.Lines(m[:20]); len(line) != 1 || !strings.Contains(line[0], "level=DEBUG") {
@@ -50,5 +51,10 @@ func TestPionLifecycleAtDebug(t *testing.T) {
 	f.NewLogger("ice").Warn(real)
 	if n := buf.Count("connection refused", "level=WARN"); n != 1 {
 		t.Errorf("a read failing for another reason: %d WARN lines, want 1; log:\n%s", n, buf.String())
+	}
+	// A DTLS handshake (22) with no endpoint is not the end of a session.
+	f.NewLogger("mux").Warn("Warning: mux: no endpoint for packet starting with 22, adding to queue size(0)")
+	if n := buf.Count("starting with 22", "level=WARN"); n != 1 {
+		t.Errorf("a handshake without an endpoint: %d WARN lines, want 1; log:\n%s", n, buf.String())
 	}
 }
