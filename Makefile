@@ -10,6 +10,11 @@ export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
 BIN     := bin/bridge
 PKGS    := ./...
+# What `bridge -version` prints first: the nearest tag, the commit past it
+# and -dirty for uncommitted changes; "dev" outside a git checkout. The
+# commit itself is Go's VCS stamp (-buildvcs=true: some environments turn
+# it off by default).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: build run test soak lint bench fuzz clean setup-build setup-test
 
@@ -20,7 +25,7 @@ setup-test:
 	@packaging/setup.sh test
 
 build: setup-build
-	$(GO) build -o $(BIN) ./cmd/bridge
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -buildvcs=true -o $(BIN) ./cmd/bridge
 
 run: build
 	./$(BIN) $(ARGS)
