@@ -41,8 +41,11 @@ type Config struct {
 	// AudioNote, when non-empty, is shown on the player page (e.g. "this
 	// build cannot transcode AAC audio; AAC sources play without sound").
 	AudioNote string
-	// RTMPPort is the port shown in the index's publish hint; 0 means 1935.
-	RTMPPort int
+	// RTMPPort and RTMPSPort are the ports of the RTMP and RTMPS
+	// listeners, 0 for one that is off. The index's publish hint names
+	// rtmp:// when RTMP is on, else rtmps://; with both off it shows
+	// only the browser's WHIP publisher.
+	RTMPPort, RTMPSPort int
 }
 
 // Handler serves the pages. Create it with New.
@@ -68,9 +71,6 @@ var templates = template.Must(template.ParseFS(templatesFS, "templates/*.html"))
 func New(cfg Config) *Handler {
 	if cfg.Streams == nil {
 		cfg.Streams = func() []string { return nil }
-	}
-	if cfg.RTMPPort <= 0 {
-		cfg.RTMPPort = 1935
 	}
 	static, err := staticfile.Load(staticFS, "static", staticTypes)
 	if err != nil {
@@ -114,20 +114,33 @@ type indexStream struct {
 
 type indexData struct {
 	Streams       []indexStream
-	PublishServer string // rtmp://HOST:PORT/live: the stream key goes after it
+	PublishServer string // rtmp(s)://HOST:PORT/live: the stream key goes after it; "" without RTMP
 }
 
 func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
 	paths := slices.Clone(h.cfg.Streams())
 	slices.Sort(paths)
 	base := baseURL(r)
-	d := indexData{PublishServer: "rtmp://" + net.JoinHostPort(hostname(r), strconv.Itoa(h.cfg.RTMPPort)) + "/live"}
+	d := indexData{PublishServer: h.publishServer(r)}
 	for _, p := range paths {
 		esc := escapePath(p)
 		d.Streams = append(d.Streams, indexStream{Path: p, WatchURL: "/watch/" + esc, WHEPURL: base + "/whep/" + esc})
 	}
 	pageHeaders(w)
 	_ = h.index.Execute(w, d)
+}
+
+// publishServer is the RTMP server URL an encoder publishes to, on the
+// host the client used: RTMP when it is on, else RTMPS; "" with neither.
+func (h *Handler) publishServer(r *http.Request) string {
+	scheme, port := "rtmp", h.cfg.RTMPPort
+	if port <= 0 {
+		scheme, port = "rtmps", h.cfg.RTMPSPort
+	}
+	if port <= 0 {
+		return ""
+	}
+	return scheme + "://" + net.JoinHostPort(hostname(r), strconv.Itoa(port)) + "/live"
 }
 
 type watchData struct {

@@ -95,7 +95,7 @@ func TestIndexListsStreams(t *testing.T) {
 }
 
 func TestIndexEmptyShowsPublishHint(t *testing.T) {
-	srv := newServer(t, Config{Streams: func() []string { return nil }})
+	srv := newServer(t, Config{Streams: func() []string { return nil }, RTMPPort: 1935})
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
 	req.Host = "media.example.com:8080"
 	resp, err := http.DefaultClient.Do(req)
@@ -115,10 +115,28 @@ func TestIndexEmptyShowsPublishHint(t *testing.T) {
 		}
 	}
 
-	srv = newServer(t, Config{RTMPPort: 1936})
+	srv = newServer(t, Config{RTMPPort: 1936, RTMPSPort: 1937})
 	_, body = get(t, srv.URL+"/", nil)
 	if !strings.Contains(body, "rtmp://127.0.0.1:1936/live/test") {
 		t.Errorf("publish hint ignores RTMPPort:\n%s", body)
+	}
+}
+
+// TestIndexPublishHintRTMPS: with listen.rtmp off and listen.rtmps on, the
+// hint names the RTMPS server an encoder can reach; with neither, no
+// RTMP hint at all (the browser publisher stays).
+func TestIndexPublishHintRTMPS(t *testing.T) {
+	_, body := get(t, newServer(t, Config{RTMPSPort: 1937}).URL+"/", nil)
+	if !strings.Contains(body, "ffmpeg -re -i input.flv -c copy -f flv rtmps://127.0.0.1:1937/live/test") ||
+		!strings.Contains(body, "Server <code>rtmps://127.0.0.1:1937/live</code>") {
+		t.Errorf("publish hint with only RTMPS on does not name rtmps://127.0.0.1:1937/live:\n%s", body)
+	}
+	if strings.Contains(body, "rtmp://") {
+		t.Errorf("publish hint names an RTMP server that is off:\n%s", body)
+	}
+	_, body = get(t, newServer(t, Config{}).URL+"/", nil)
+	if strings.Contains(body, "ffmpeg") || !strings.Contains(body, "Publish from this browser") {
+		t.Errorf("without RTMP or RTMPS: want no ffmpeg hint, the browser publisher kept:\n%s", body)
 	}
 }
 
