@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,13 +19,15 @@ import (
 
 // TestViewersLeaveNothingBehind (issue 15, memory goes back): 30 pion
 // viewers play a stream of H.264 and Opus, then leave as a WHEP player
-// does (DELETE, then close). Once the sessions table is empty, a GC must
-// collect every session and every track sender the viewers had: none may
-// stay reachable. (The pump removed a viewer from its list with
-// append(s[:i], s[i+1:]...), which left the last one in the backing
-// array: one session per pump, with its PeerConnection, its tracks' NACK
-// histories and the hub packets they point to, kept until the next
-// viewer came.) The live heap before and after is logged, not asserted.
+// does (DELETE, then close), the last to join first. Once the sessions
+// table is empty, a GC must collect every session and every track sender
+// the viewers had: none may stay reachable. (The pump removed a viewer
+// from its list with append(s[:i], s[i+1:]...), which leaves the removed
+// tail in the backing array: viewers leaving from the end of the list
+// stayed there all, each with its PeerConnection, its tracks' NACK
+// histories and the hub packets they point to, until new viewers
+// overwrote the slots.) The live heap before and after is logged, not
+// asserted.
 func TestViewersLeaveNothingBehind(t *testing.T) {
 	const viewers = 30
 	b := newBench(t)
@@ -80,7 +83,7 @@ func TestViewersLeaveNothingBehind(t *testing.T) {
 	}
 	during := liveHeap()
 
-	for _, j := range all {
+	for _, j := range slices.Backward(all) {
 		req, err := http.NewRequest(http.MethodDelete, j.location, nil)
 		if err != nil {
 			t.Fatal(err)

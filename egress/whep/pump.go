@@ -80,9 +80,9 @@ func (p *pump) add(s *session) {
 func (p *pump) remove(s *session) {
 	p.mu.Lock()
 	// slices.DeleteFunc zeroes the slot it frees at the end: a plain
-	// append(s[:i], s[i+1:]...) left the last session in the backing
-	// array, which kept it (its PeerConnection and everything pion holds
-	// for it) alive after every viewer had left.
+	// append(s[:i], s[i+1:]...) leaves it in the backing array, and the
+	// sessions there (every one, when viewers leave from the end of the
+	// list) stayed alive with their PeerConnections after they left.
 	p.sessions = slices.DeleteFunc(p.sessions, func(x *session) bool { return x == s })
 	p.mu.Unlock()
 	s.sendMu.Lock()
