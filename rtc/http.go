@@ -299,9 +299,15 @@ type Sessions struct {
 
 	refused  [numLimits]atomic.Uint64
 	timedOut atomic.Uint64
+	// refusal, when set, refuses every new claim (Drain).
+	refusal atomic.Pointer[Error]
 	// patchLog logs refused PATCHes once per client per interval: a
 	// flood of them (429s) must not write a line each.
 	patchLog RefusalLog
+
+	// node and publicURL place the table's sessions in a cluster (see
+	// SetNode); "" outside one. Set before serving, read-only after.
+	node, publicURL string
 
 	mu   sync.Mutex
 	byID map[string]*entry // guarded by mu
@@ -425,17 +431,42 @@ type Claim struct {
 // does not hammer, short enough that a player recovers soon.
 const retryPerClient = 10 * time.Second
 
+// Drain makes Reserve refuse every new claim with refusal, until Drain(nil)
+// admits them again; the sessions running are not touched. The shutdown
+// drains with a 503 while load balancers learn from /readyz to send new
+// clients elsewhere; a node handing its new sessions to another one can
+// drain with a redirect.
+func (t *Sessions) Drain(refusal *Error) { t.refusal.Store(refusal) }
+
+// Refusal returns a copy of the refusal Drain set, nil while sessions are
+// admitted: a handler asks before work that a refused session would waste
+// (Reserve refuses anyway).
+func (t *Sessions) Refusal() error {
+	r := t.refusal.Load()
+	if r == nil {
+		return nil
+	}
+	c := *r
+	return &c
+}
+
 // Reserve allocates a new session id for c, or refuses it with an *Error:
-// 429 when c's address holds its share of sessions or of sessions still
-// connecting, 503 when the server holds its maximum of either or the
-// stream its readers; each with Retry-After. The caller must either Set
-// the session or Remove the id.
+// Drain's refusal while draining; 429 when c's address holds its share of
+// sessions or of sessions still connecting, 503 when the server holds its
+// maximum of either or the stream its readers; each with Retry-After. The
+// caller must either Set the session or Remove the id.
 func (t *Sessions) Reserve(c Claim) (string, error) {
+	if err := t.Refusal(); err != nil {
+		return "", err
+	}
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err
 	}
 	id := hex.EncodeToString(b[:])
+	if t.node != "" {
+		id += sessionNodeSep + t.node
+	}
 	addr := addrlimit.AddrOf(c.Peer)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -544,10 +575,13 @@ func (t *Sessions) answered(id string) {
 func (t *Sessions) Remove(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.byID[id]
-	if e == nil {
-		return
+	if e := t.byID[id]; e != nil {
+		t.removeLocked(id, e)
 	}
+}
+
+// removeLocked forgets id, reserved as e, and frees its slots.
+func (t *Sessions) removeLocked(id string, e *entry) {
 	delete(t.byID, id)
 	t.connectedLocked(e)
 	e.release()
@@ -599,13 +633,17 @@ func (t *Sessions) Refused() map[Limit]uint64 {
 // Limits.ConnectTimeout.
 func (t *Sessions) TimedOut() uint64 { return t.timedOut.Load() }
 
-// CloseAll ends every session (at shutdown).
+// CloseAll ends every session (at shutdown, after Drain). An id reserved
+// but not stored yet is forgotten, so its handler's Set fails and the
+// handler ends that session itself.
 func (t *Sessions) CloseAll(reason string) {
 	t.mu.Lock()
 	all := make([]Session, 0, len(t.byID))
-	for _, e := range t.byID {
+	for id, e := range t.byID {
 		if e.s != nil {
 			all = append(all, e.s)
+		} else {
+			t.removeLocked(id, e)
 		}
 	}
 	t.mu.Unlock()

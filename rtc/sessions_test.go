@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +163,59 @@ func TestSessionsReadersPerStream(t *testing.T) {
 	tab.Remove(v2)
 	if got := tab.Refused()[LimitReadersPerStream]; got != 1 {
 		t.Errorf("%d refusals for readers_per_stream, want 1", got)
+	}
+}
+
+// TestSessionsDrain: while draining, every new claim gets Drain's refusal
+// (503 with its Retry-After through WriteError) and the running sessions
+// stay; CloseAll then ends those and forgets a reserved one not stored
+// yet, whose Set fails; Drain(nil) admits again.
+func TestSessionsDrain(t *testing.T) {
+	tab := NewSessions(Limits{Sessions: 2}, slog.New(slog.DiscardHandler))
+	running, err := tab.Reserve(Claim{Peer: "192.0.2.1:1000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fakeSession{closed: make(chan string, 1)}
+	tab.Set(running, s)
+	tab.Connected(running)
+	storing, err := tab.Reserve(Claim{Peer: "192.0.2.1:1001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tab.Drain(&Error{Status: http.StatusServiceUnavailable, Msg: "server shutting down", RetryAfter: 3 * time.Second})
+	_, err = tab.Reserve(Claim{Peer: "192.0.2.2:1000"})
+	he := refusal(t, err, http.StatusServiceUnavailable)
+	if tab.Refusal() == nil {
+		t.Error("Refusal is nil while draining")
+	}
+	rec := httptest.NewRecorder()
+	WriteError(rec, he)
+	if got := rec.Header().Get("Retry-After"); got != "3" || !strings.Contains(rec.Body.String(), "server shutting down") {
+		t.Errorf("refusal answered Retry-After %q, body %q; want 3 and the reason", got, rec.Body.String())
+	}
+	if n := tab.Len(); n != 2 {
+		t.Errorf("%d sessions while draining, want the 2 there before", n)
+	}
+
+	tab.CloseAll("server shutting down")
+	if reason := <-s.closed; reason != "server shutting down" {
+		t.Errorf("running session closed with %q", reason)
+	}
+	tab.Remove(running) // as the session does when it ends
+	if tab.Set(storing, &fakeSession{closed: make(chan string, 1)}) {
+		t.Error("a session reserved before CloseAll was stored after it: nothing would end it")
+	}
+	if n := tab.Len(); n != 0 {
+		t.Errorf("%d sessions after CloseAll", n)
+	}
+
+	tab.Drain(nil)
+	if tab.Refusal() != nil {
+		t.Error("Refusal is set after Drain(nil)")
+	}
+	if _, err := tab.Reserve(Claim{Peer: "192.0.2.2:1000"}); err != nil {
+		t.Errorf("after Drain(nil): %v", err)
 	}
 }

@@ -126,7 +126,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 //	429  the client's address holds its share of sessions, or of sessions
 //	     still connecting (rtc.Limits)
 //	503  the server holds its maximum of sessions or of sessions
-//	     connecting, or the stream its readers
+//	     connecting, or the stream its readers, or it is draining
+//	     (rtc.Sessions.Drain: shutting down)
 func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 	path := r.PathValue("path")
 	if err := rtc.CheckPath(path); err != nil {
@@ -142,16 +143,20 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 		rtc.WriteError(w, err)
 		return
 	}
-	rtc.WriteAnswer(w, rtc.Location(r, id), etag, answer, h.cfg.Engine.ICEServers(id))
+	rtc.WriteAnswer(w, h.cfg.Sessions.Location(r, id), etag, answer, h.cfg.Engine.ICEServers(id))
 }
 
 // newSession answers the viewer's offer, or makes the bridge's when the
 // POST has none (wantsOffer), and returns the session's id. The
 // session is in the sessions table, then running, when it returns.
 func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (answer, sessionID, etag string, err error) {
+	if err := h.cfg.Sessions.Refusal(); err != nil {
+		return "", "", "", err // draining: before Locate starts a pull for nobody
+	}
 	token := rtc.BearerToken(r)
 	preview := r.URL.Query().Get("preview") == "1"
-	if err := h.cfg.Authorize(access.Request{Action: access.Read, Protocol: access.WHEP, Path: path, Credential: token, Remote: r.RemoteAddr, Preview: preview}); err != nil {
+	if err := h.cfg.Authorize(access.Request{Action: access.Read, Protocol: access.WHEP, Path: path, Credential: token, Remote: r.RemoteAddr, Preview: preview,
+		Redirect: r.URL.Query().Get(access.RedirectParam)}); err != nil {
 		return "", "", "", refusal(err, path, token)
 	}
 	var raw string

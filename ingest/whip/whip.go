@@ -31,7 +31,8 @@
 //	429  the client's address holds its share of sessions, or of sessions
 //	     still connecting (rtc.Limits), with Retry-After
 //	503  the server holds its maximum of sessions, or of sessions
-//	     connecting, with Retry-After
+//	     connecting, or it is draining (rtc.Sessions.Drain: shutting
+//	     down), with Retry-After
 package whip
 
 import (
@@ -113,7 +114,7 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 		rtc.WriteError(w, err)
 		return
 	}
-	rtc.WriteAnswer(w, rtc.Location(r, s.id), s.ETag(), answer, h.cfg.Engine.ICEServers(s.id))
+	rtc.WriteAnswer(w, h.cfg.Sessions.Location(r, s.id), s.ETag(), answer, h.cfg.Engine.ICEServers(s.id))
 }
 
 // newSession admits the publisher, claims the path and answers the offer.
@@ -166,10 +167,14 @@ func (h *Handler) authorize(r *http.Request, path string, log *slog.Logger) erro
 		return rtc.Errorf(http.StatusForbidden, "publishing is not enabled on this server")
 	}
 	token := rtc.BearerToken(r)
-	err := h.cfg.Authorize(access.Request{Action: access.Publish, Protocol: access.WHIP, Path: path, Credential: token, Remote: r.RemoteAddr})
+	err := h.cfg.Authorize(access.Request{Action: access.Publish, Protocol: access.WHIP, Path: path, Credential: token, Remote: r.RemoteAddr,
+		Redirect: r.URL.Query().Get(access.RedirectParam)})
+	var he *rtc.Error
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &he): // the node's own answer (a cluster at its limit: 503)
+		return he
 	case access.ElsewhereOf(err) != nil:
 		return rtc.Redirect(access.ElsewhereOf(err).Location, "the stream %q is published on another node", path)
 	case errors.Is(err, access.ErrBadKey):

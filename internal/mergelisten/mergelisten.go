@@ -29,12 +29,16 @@ type Listener struct {
 	errs  chan error
 	done  chan struct{} // closed by Close
 	once  sync.Once
-	wg    sync.WaitGroup
+	// drained is closed by Drain, before it closes the listeners: their
+	// accept errors from then on are the drain's, not the server's.
+	drained   chan struct{}
+	drainOnce sync.Once
+	wg        sync.WaitGroup
 }
 
 // New starts accepting on ls (at least one); the Listener owns them.
 func New(log *slog.Logger, ls ...net.Listener) *Listener {
-	m := &Listener{ls: ls, log: log, conns: make(chan net.Conn), errs: make(chan error), done: make(chan struct{})}
+	m := &Listener{ls: ls, log: log, conns: make(chan net.Conn), errs: make(chan error), done: make(chan struct{}), drained: make(chan struct{})}
 	for _, l := range ls {
 		m.wg.Add(1)
 		go m.accept(l)
@@ -48,6 +52,9 @@ func (m *Listener) accept(l net.Listener) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
+			if errors.Is(err, net.ErrClosed) && m.isDrained() {
+				return // Accept waits for Close
+			}
 			select {
 			case m.errs <- err:
 			case <-m.done:
@@ -77,6 +84,29 @@ func (m *Listener) Accept() (net.Conn, error) {
 		return nil, err
 	case <-m.done:
 		return nil, net.ErrClosed
+	}
+}
+
+// Drain stops accepting while the server goes on: it closes every
+// listener, so the kernel refuses new connections, and Accept returns
+// nothing more until Close (net.ErrClosed then). The server keeps the
+// connections it has (a shutdown's drain: load balancers move new clients
+// elsewhere while the sessions end in their time).
+func (m *Listener) Drain() {
+	m.drainOnce.Do(func() {
+		close(m.drained)
+		for _, l := range m.ls {
+			_ = l.Close()
+		}
+	})
+}
+
+func (m *Listener) isDrained() bool {
+	select {
+	case <-m.drained:
+		return true
+	default:
+		return false
 	}
 }
 

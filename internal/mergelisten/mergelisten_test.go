@@ -11,11 +11,9 @@ import (
 	"github.com/wishbridge/bridge/internal/testkit"
 )
 
-// TestMerge: connections to either listener come out of one Accept, and
-// Close closes both ports and ends Accept with net.ErrClosed, leaving no
-// goroutine behind.
-func TestMerge(t *testing.T) {
-	check := testkit.GoroutineBaseline(t, 5*time.Second)
+// listenTwo merges two loopback TCP listeners.
+func listenTwo(t *testing.T) (*Listener, []net.Listener) {
+	t.Helper()
 	var ls []net.Listener
 	for range 2 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -24,7 +22,15 @@ func TestMerge(t *testing.T) {
 		}
 		ls = append(ls, l)
 	}
-	m := New(slog.New(slog.DiscardHandler), ls...)
+	return New(slog.New(slog.DiscardHandler), ls...), ls
+}
+
+// TestMerge: connections to either listener come out of one Accept, and
+// Close closes both ports and ends Accept with net.ErrClosed, leaving no
+// goroutine behind.
+func TestMerge(t *testing.T) {
+	check := testkit.GoroutineBaseline(t, 5*time.Second)
+	m, ls := listenTwo(t)
 	if m.Addr() != ls[0].Addr() {
 		t.Errorf("Addr = %v, want the first listener's %v", m.Addr(), ls[0].Addr())
 	}
@@ -59,5 +65,56 @@ func TestMerge(t *testing.T) {
 			t.Errorf("%v still accepts after Close", l.Addr())
 		}
 	}
+	check()
+}
+
+// TestDrain: after Drain both ports refuse connections while a connection
+// accepted before goes on working, and Accept returns nothing until
+// Close, which ends it with net.ErrClosed.
+func TestDrain(t *testing.T) {
+	check := testkit.GoroutineBaseline(t, 5*time.Second)
+	m, ls := listenTwo(t)
+	c, err := net.Dial("tcp", ls[0].Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := m.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	m.Drain()
+	for _, l := range ls {
+		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
+			c.Close()
+			t.Errorf("%s accepts a connection after Drain", l.Addr())
+		}
+	}
+	if _, err := c.Write([]byte{7}); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(s, b); err != nil || b[0] != 7 {
+		t.Errorf("the connection accepted before Drain: read %v, %v", b, err)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := m.Accept()
+		accepted <- err
+	}()
+	m.wg.Wait() // the accepting goroutines have ended: nothing can reach Accept but Close
+	select {
+	case err := <-accepted:
+		t.Fatalf("Accept returned %v after Drain, before Close", err)
+	default:
+	}
+	m.Close()
+	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+	c.Close()
+	s.Close()
 	check()
 }
