@@ -1,0 +1,113 @@
+package testkit
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Redis is a redis-server process a test started (StartRedis): a real
+// server on a free loopback port, keeping nothing on disk, killed when the
+// test ends.
+type Redis struct {
+	// Addr is "127.0.0.1:port"; URL is "redis://127.0.0.1:port/0".
+	Addr, URL string
+
+	t   testing.TB
+	bin string
+	dir string
+	cmd *exec.Cmd // nil while stopped
+}
+
+// redisStartTimeout bounds how long a fresh redis-server takes to answer
+// PING: it starts in milliseconds; 10 s covers a machine under load.
+const redisStartTimeout = 10 * time.Second
+
+// StartRedis starts redis-server on a free port of 127.0.0.1, in
+// t.TempDir(), without persistence (--save "" --appendonly no), and stops
+// it at the test's end. A missing redis-server fails the test with how to
+// install it.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is required for this test (%v): apt-get install redis-server", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	r := &Redis{Addr: addr, URL: "redis://" + addr + "/0", t: t, bin: bin, dir: t.TempDir()}
+	t.Cleanup(r.Stop)
+	r.Start()
+	return r
+}
+
+// Start starts the server again after Stop, on the same port and empty
+// (as a restarted server without persistence is). It fails the test if the
+// server does not answer PING within redisStartTimeout.
+func (r *Redis) Start() {
+	r.t.Helper()
+	if r.cmd != nil {
+		r.t.Fatalf("redis-server on %s is already running", r.Addr)
+	}
+	_, port, _ := net.SplitHostPort(r.Addr)
+	cmd := exec.Command(r.bin, "--port", port, "--bind", "127.0.0.1", "--dir", r.dir,
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	r.cmd = cmd
+	deadline := time.Now().Add(redisStartTimeout)
+	for {
+		err := r.ping()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.Stop()
+			r.t.Fatalf("redis-server on %s did not answer PING within %v: %v; its output:\n%s", r.Addr, redisStartTimeout, err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the server (SIGKILL: as a crash, nothing is saved) and waits
+// for it to exit. Safe to call when it is stopped.
+func (r *Redis) Stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// ping sends PING in the inline protocol and expects +PONG.
+func (r *Redis) ping() error {
+	c, err := net.DialTimeout("tcp", r.Addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
