@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -275,7 +276,7 @@ func universalOptions(cfg config.Cluster, opTimeout time.Duration) (*redis.Unive
 	} else {
 		for _, a := range cfg.RedisAddrs {
 			raw := a
-			if !containsScheme(a) {
+			if !strings.Contains(a, "://") {
 				raw = "redis://" + a
 			}
 			o, err := redis.ParseURL(raw)
@@ -300,15 +301,6 @@ func universalOptions(cfg config.Cluster, opTimeout time.Duration) (*redis.Unive
 	u.DisableIdentity = true
 	u.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return u, nil
-}
-
-func containsScheme(s string) bool {
-	for i := 0; i+2 < len(s); i++ {
-		if s[i] == ':' && s[i+1] == '/' && s[i+2] == '/' {
-			return true
-		}
-	}
-	return false
 }
 
 // Self is this node's name.
@@ -362,13 +354,25 @@ func (c *Cluster) loop(ctx context.Context) {
 	defer panics.Recover("cluster heartbeat", c.log, nil)
 	t := time.NewTicker(c.heartbeat)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-c.kick:
+			// Publishers coming and going wake the loop; steps stay at
+			// least a quarter heartbeat apart, so churn costs Redis at most
+			// 4 steps a heartbeat (a kick's work waits that long at most).
+			if wait := time.Until(last.Add(c.heartbeat / 4)); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		}
+		last = time.Now()
 		// One bad step (a panic) must not end the heartbeat: the node's
 		// entries would expire while it still serves.
 		panics.Do("cluster heartbeat", c.log, func() { c.step(ctx) })

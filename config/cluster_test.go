@@ -120,3 +120,40 @@ func TestClusterErrors(t *testing.T) {
 		t.Error("a 65-byte node name accepted")
 	}
 }
+
+// TestClusterExample: the commented-out cluster section of config.yaml,
+// uncommented, is valid, and so is its redis_addrs variant.
+func TestClusterExample(t *testing.T) {
+	raw, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sec []string
+	in := false
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if line == "#cluster:" {
+			in = true
+		} else if in && !strings.HasPrefix(line, "#  ") {
+			break
+		}
+		if in {
+			sec = append(sec, strings.TrimPrefix(line, "#"))
+		}
+	}
+	if len(sec) < 10 {
+		t.Fatalf("config.yaml has no commented cluster section (found %d lines)", len(sec))
+	}
+	t.Setenv("CLUSTER_TOKEN", "0123456789abcdef-example")
+	yaml := strings.Join(sec, "\n") + "\nroutes: [{path: a}]\n"
+	c, err := Parse("config.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatalf("the example:\n%s\n%v", yaml, err)
+	}
+	if !c.Cluster.Enabled() || c.Cluster.Token != "0123456789abcdef-example" || c.Cluster.NodeName() != "a" {
+		t.Errorf("the example parsed as %v", c.Cluster)
+	}
+	sentinel := strings.NewReplacer(`  redis: "redis://127.0.0.1:6379/0"`, "", "  # redis_addrs: [", "  redis_addrs: [", "  # redis_master: mymaster", "  redis_master: mymaster").Replace(yaml)
+	if c, err := Parse("config.yaml", []byte(sentinel)); err != nil || c.Cluster.RedisMaster != "mymaster" || len(c.Cluster.RedisAddrs) != 3 {
+		t.Errorf("the Sentinel variant: %v, %v", c, err)
+	}
+}
