@@ -8,6 +8,9 @@
 #   PERF=200 cmd/loadtest/bench.sh 200     # also perf-profile the bridge at N=200
 #   BRIDGE=/path/to/bridge cmd/loadtest/bench.sh   # a prebuilt bridge (e.g. another revision)
 #   NICE=-10 cmd/loadtest/bench.sh         # ahead of other work on a shared machine
+#   AFTER=0 cmd/loadtest/bench.sh          # no memory reading after the viewers left
+#                                          # (default 60s: RSS and heap in use read from the
+#                                          # bridge's metrics that long after they left)
 #   DOC=docs/BENCHMARKS.md cmd/loadtest/bench.sh   # also write the machine, the commands
 #                                          # and the table between the doc's bench:begin/end
 #                                          # markers (make bench does)
@@ -21,6 +24,7 @@ OUT=${OUT:-/tmp/loadtest-bench}
 FLV=${FLV:-../shared/media/h264-aac.flv}
 DURATION=${DURATION:-30s}
 RATE=${RATE:-20}
+AFTER=${AFTER:-60s}
 HTTP_PORT=${HTTP_PORT:-18080}
 RTMP_PORT=${RTMP_PORT:-11935}
 UDP_PORT=${UDP_PORT:-18189}
@@ -84,7 +88,7 @@ for n in "$@"; do
 	"${run[@]}" "$OUT/loadtest" -q \
 		-publish "rtmp://127.0.0.1:$RTMP_PORT/live/bench" -file "$FLV" -loop -sei \
 		-whep "http://127.0.0.1:$HTTP_PORT/whep/live/bench" -n "$n" -rate "$RATE" -duration "$DURATION" \
-		-pid "$bridge_pid" -metrics "http://127.0.0.1:$HTTP_PORT/metrics" -json "$OUT/n$n.json" >"$OUT/n$n.txt" 2>&1 &
+		-pid "$bridge_pid" -metrics "http://127.0.0.1:$HTTP_PORT/metrics" -after "$AFTER" -json "$OUT/n$n.json" >"$OUT/n$n.txt" 2>&1 &
 	lt=$!
 	if [ "${PERF:-}" = "$n" ]; then
 		# warmup 3 s + ramp + settle ~3 s, then 20 s inside the full-load window.
@@ -116,8 +120,11 @@ if [ -n "${DOC:-}" ]; then
 		echo "bridge -config bench.yaml   # all paths, WHEP on, metrics on; ports $HTTP_PORT/$RTMP_PORT/$UDP_PORT"
 		echo "loadtest -q -publish rtmp://127.0.0.1:$RTMP_PORT/live/bench -file $FLV -loop -sei \\"
 		echo "         -whep http://127.0.0.1:$HTTP_PORT/whep/live/bench -n N -rate $RATE -duration $DURATION \\"
-		echo "         -pid BRIDGE_PID -metrics http://127.0.0.1:$HTTP_PORT/metrics -json nN.json"
+		echo "         -pid BRIDGE_PID -metrics http://127.0.0.1:$HTTP_PORT/metrics -after $AFTER -json nN.json"
 		echo '```'
+		echo
+		echo "RSS and heap in use are the bridge's (its metrics: process_resident_memory_bytes, go_memstats_heap_inuse_bytes)"
+		echo "with the publisher only, at the end of the full-load window, and $AFTER after the viewers left (the publisher still on)."
 		echo
 		first=1
 		for n in $counts; do

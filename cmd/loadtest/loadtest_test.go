@@ -15,6 +15,9 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func TestSEIRoundTrip(t *testing.T) {
@@ -478,5 +481,38 @@ bridge_whep_send_delay_seconds_sum{kind="video"} 0.1
 	}
 	if a := delayBetween(before["audio"], after["audio"]); a.N != 0 {
 		t.Errorf("audio: %+v, want nothing observed", a)
+	}
+}
+
+// TestServerMemory: the server's RSS and heap in use are read from the
+// Go and process collectors of a Prometheus client (as the bridge serves
+// them): this process's, which /proc confirms; an endpoint without them
+// is an error that names them.
+func TestServerMemory(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	m, err := scrapeMemory(context.Background(), srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rssKiB, err := readProc(0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proc := float64(rssKiB) / 1024; m.RSSMiB < proc/2 || m.RSSMiB > proc*2 {
+		t.Errorf("RSS %.1f MiB from the metrics, %.1f MiB in /proc/self/status", m.RSSMiB, proc)
+	}
+	if m.HeapInuseMiB <= 0 || m.HeapInuseMiB > m.RSSMiB {
+		t.Errorf("heap in use %.2f MiB, RSS %.1f MiB: want a heap within the RSS", m.HeapInuseMiB, m.RSSMiB)
+	}
+
+	bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "bridge_streams 1")
+	}))
+	defer bare.Close()
+	if _, err := scrapeMemory(context.Background(), bare.URL, ""); err == nil || !strings.Contains(err.Error(), rssMetric) {
+		t.Errorf("endpoint without the memory metrics: err %v, want one naming %s", err, rssMetric)
 	}
 }

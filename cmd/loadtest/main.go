@@ -19,8 +19,9 @@
 // baseline is taken then), start the viewers at -rate per second, wait
 // until every one connected or failed plus -settle, then hold -duration at
 // full load (the window for CPU, RSS, bitrate and delay), then DELETE every
-// session. Without -whep it only publishes (for -duration, or until the file
-// ends or Ctrl-C).
+// session and, with -after, keep publishing that long before reading the
+// server's memory again (does it give back what the viewers took?). Without
+// -whep it only publishes (for -duration, or until the file ends or Ctrl-C).
 package main
 
 import (
@@ -50,6 +51,7 @@ type options struct {
 	rate           float64
 	duration       time.Duration
 	warmup, settle time.Duration
+	after          time.Duration
 	setupTimeout   time.Duration
 	pid            int
 	jsonPath       string
@@ -83,6 +85,7 @@ func main() {
 	flag.BoolVar(&o.quiet, "q", false, "no progress lines")
 	flag.StringVar(&o.metrics, "metrics", "", "the bridge's metrics URL (e.g. http://127.0.0.1:8080/metrics): report the delay it adds per viewer, from its "+sendDelayMetric+" histogram over the full-load window")
 	flag.StringVar(&o.metricsToken, "metrics-token", "", "bearer token for -metrics")
+	flag.DurationVar(&o.after, "after", 0, "with -metrics: after the viewers left, wait this long (still publishing) and read the server's RSS and heap in use again")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: loadtest [-publish rtmp://... -file X.flv [-loop] [-sei]] [-whep http://... -n N -rate R -duration D] [-pid PID] [-json out.json]\n\n")
 		flag.PrintDefaults()
@@ -97,6 +100,9 @@ func main() {
 	}
 	if o.n < 1 || o.rate <= 0 {
 		fatalf("-n must be at least 1 and -rate positive")
+	}
+	if o.after > 0 && (o.metrics == "" || o.whep == "") {
+		fatalf("-after needs -whep and -metrics (the server's memory is read from its metrics)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -204,6 +210,13 @@ func run(ctx context.Context, o options) error {
 		s, _ := server.sample()
 		baseRSS = s.RSSKiB
 		server.setPhase("ramp")
+	}
+	var err error
+	if o.metrics != "" {
+		res.Memory = &memoryStats{}
+		if res.Memory.Baseline, err = scrapeMemory(ctx, o.metrics, o.metricsToken); err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
 	}
 	baseTo := time.Now() // after the sample: windows include their end samples
 	if pub != nil {
@@ -376,6 +389,9 @@ measure:
 		}
 		w := delayBetween(wait0[""], wait1[""])
 		res.BatchWaitMs = &w
+		if res.Memory.Full, err = scrapeMemory(ctx, o.metrics, o.metricsToken); err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
 	}
 	if server != nil {
 		_, _ = server.sample()
@@ -392,6 +408,27 @@ measure:
 	case <-done:
 	case <-time.After(20 * time.Second):
 		logf("some viewers did not close within 20 s")
+	}
+	if o.metrics != "" {
+		// The publisher goes on, as at the baseline: what the server
+		// holds then beyond the baseline is what the viewers left.
+		if res.Memory.Left, err = scrapeMemory(ctx, o.metrics, o.metricsToken); err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
+		if o.after > 0 {
+			if server != nil {
+				server.setPhase("after")
+			}
+			logf("viewers gone; reading the server's memory again in %v", o.after)
+			if !sleep(ctx, o.after) {
+				return ctx.Err()
+			}
+			after, err := scrapeMemory(ctx, o.metrics, o.metricsToken)
+			if err != nil {
+				return fmt.Errorf("-metrics: %w", err)
+			}
+			res.Memory.After, res.Memory.AfterSeconds = &after, o.after.Seconds()
+		}
 	}
 	stopPub()
 	if pub != nil {

@@ -25,14 +25,14 @@ const (
 // upper bound (seconds; +Inf last).
 type histogram map[float64]float64
 
-// scrapeHistograms reads the histograms called name from a Prometheus
-// text-format endpoint, by the value of their "kind" label ("" without one).
-func scrapeHistograms(ctx context.Context, url, token, name string) (map[string]histogram, error) {
+// scrape reads a Prometheus text-format endpoint and calls each for every
+// line.
+func scrape(ctx context.Context, url, token string, each func(line string) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	req.Header.Set("Accept", "text/plain")
 	if token != "" {
@@ -40,43 +40,96 @@ func scrapeHistograms(ctx context.Context, url, token, name string) (map[string]
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	out := map[string]histogram{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
+		if err := each(sc.Text()); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// scrapeHistograms reads the histograms called name from a Prometheus
+// text-format endpoint, by the value of their "kind" label ("" without one).
+func scrapeHistograms(ctx context.Context, url, token, name string) (map[string]histogram, error) {
+	out := map[string]histogram{}
+	err := scrape(ctx, url, token, func(line string) error {
 		rest, ok := strings.CutPrefix(line, name+"_bucket{")
 		if !ok {
-			continue
+			return nil
 		}
 		labels, value, ok := strings.Cut(rest, "} ")
 		if !ok {
-			continue
+			return nil
 		}
 		kind, le := labelOf(labels, "kind"), labelOf(labels, "le")
 		bound, err1 := strconv.ParseFloat(le, 64) // "+Inf" parses as +Inf
 		count, err2 := strconv.ParseFloat(strings.Fields(value)[0], 64)
 		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("unreadable line in %s: %q", url, line)
+			return fmt.Errorf("unreadable line in %s: %q", url, line)
 		}
 		if out[kind] == nil {
 			out[kind] = histogram{}
 		}
 		out[kind][bound] = count
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s has no %s histogram (is it the bridge's metrics endpoint, with metrics enabled?)", url, name)
 	}
 	return out, nil
+}
+
+// The server's memory, from the Go and process collectors every
+// Prometheus Go client serves: the resident set and the heap spans in
+// use (live objects and the free space in their spans).
+const (
+	rssMetric       = "process_resident_memory_bytes"
+	heapInuseMetric = "go_memstats_heap_inuse_bytes"
+)
+
+// memReading is the server's memory at one moment, in MiB.
+type memReading struct {
+	RSSMiB       float64 `json:"rss_mib"`
+	HeapInuseMiB float64 `json:"heap_inuse_mib"`
+}
+
+// scrapeMemory reads the server's RSS and heap in use from its metrics.
+func scrapeMemory(ctx context.Context, url, token string) (memReading, error) {
+	var m memReading
+	var seen int
+	err := scrape(ctx, url, token, func(line string) error {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || (name != rssMetric && name != heapInuseMetric) {
+			return nil
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return fmt.Errorf("unreadable line in %s: %q", url, line)
+		}
+		v = round2(v / (1 << 20))
+		if name == rssMetric {
+			m.RSSMiB = v
+		} else {
+			m.HeapInuseMiB = v
+		}
+		seen++
+		return nil
+	})
+	if err == nil && seen < 2 {
+		err = fmt.Errorf("%s lacks %s or %s (a Go server with the process collector?)", url, rssMetric, heapInuseMetric)
+	}
+	return m, err
 }
 
 // labelOf returns the value of label name in a Prometheus label set

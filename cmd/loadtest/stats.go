@@ -70,6 +70,18 @@ type serverStats struct {
 	Samples         []procSample `json:"samples"`
 }
 
+// memoryStats is the server's memory, from its metrics (-metrics): before
+// the viewers (publisher only), at the end of the full-load window, just
+// after the viewers left and, with -after, that long later (the publisher
+// still on, as before them).
+type memoryStats struct {
+	Baseline     memReading  `json:"baseline"`
+	Full         memReading  `json:"full_load"`
+	Left         memReading  `json:"left"`
+	After        *memReading `json:"after,omitempty"`
+	AfterSeconds float64     `json:"after_s,omitempty"`
+}
+
 // result is the run's outcome, written as JSON with -json.
 type result struct {
 	WHEP           string         `json:"whep"`
@@ -127,6 +139,7 @@ type result struct {
 	PublisherFrames int64        `json:"publisher_frames,omitempty"`
 	PublisherError  string       `json:"publisher_error,omitempty"`
 	Server          *serverStats `json:"server,omitempty"`
+	Memory          *memoryStats `json:"server_memory,omitempty"`
 }
 
 // printSummary writes the human-readable summary.
@@ -168,6 +181,17 @@ func (r *result) printSummary(w io.Writer) {
 		row("server RSS MiB", fmt.Sprintf("%.1f before viewers, %.1f at full load (max %.1f)", float64(s.RSSBaselineKiB)/1024, float64(s.RSSFullKiB)/1024, float64(s.RSSMaxKiB)/1024))
 		row("server RSS per viewer", fmt.Sprintf("%.0f KiB", s.RSSPerViewerKiB))
 	}
+	if m := r.Memory; m != nil {
+		mem := func(f func(memReading) float64) string {
+			out := fmt.Sprintf("%.0f before viewers, %.0f at full load, %.0f when they left", f(m.Baseline), f(m.Full), f(m.Left))
+			if m.After != nil {
+				out += fmt.Sprintf(", %.0f %.0f s later", f(*m.After), m.AfterSeconds)
+			}
+			return out
+		}
+		row("server RSS MiB (metrics)", mem(func(r memReading) float64 { return r.RSSMiB }))
+		row("server heap in use MiB", mem(func(r memReading) float64 { return r.HeapInuseMiB }))
+	}
 	row("loadtest CPU % / RSS", fmt.Sprintf("%.1f %% / %.1f MiB", r.ClientCPUPct, float64(r.ClientRSSKiB)/1024))
 	row("loadtest UDP drops", fmt.Sprintf("%d packets dropped by the kernel at the loadtest's sockets (receiver overloaded)", r.ClientUDPDrops))
 	row("machine CPU % (all procs)", fmt.Sprintf("%.1f of %d00 (load average %s)", r.MachineCPUPct, runtime.NumCPU(), r.LoadAvg))
@@ -178,8 +202,10 @@ func (r *result) printSummary(w io.Writer) {
 
 // markdownHeader heads the table markdownRow makes a row of (bench.sh
 // collects the rows of several runs under one header).
-const markdownHeader = "| viewers | connected | TTFF p50/p95 ms | delay p50/p99 ms | bridge-added video p50/p99 ms | loss % | kbit/s/viewer | CPU %/100 viewers | RSS KiB/viewer | loadtest CPU % |\n" +
-	"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+// The memory columns are the server's RSS and heap in use (MiB) before
+// the viewers, at full load, and -after once they left (bench.sh: 60 s).
+const markdownHeader = "| viewers | connected | TTFF p50/p95 ms | delay p50/p99 ms | bridge-added video p50/p99 ms | loss % | kbit/s/viewer | CPU %/100 viewers | RSS KiB/viewer | RSS MiB before / load / after | heap in use MiB before / load / after | loadtest CPU % |\n" +
+	"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 func (r *result) markdownRow() string {
 	delay := "-"
@@ -195,9 +221,14 @@ func (r *result) markdownRow() string {
 		cpu = fmt.Sprintf("%.1f", r.Server.CPUPer100Pct)
 		rss = fmt.Sprintf("%.0f", r.Server.RSSPerViewerKiB)
 	}
+	rssMem, heapMem := "-", "-"
+	if m := r.Memory; m != nil && m.After != nil {
+		rssMem = fmt.Sprintf("%.0f / %.0f / %.0f", m.Baseline.RSSMiB, m.Full.RSSMiB, m.After.RSSMiB)
+		heapMem = fmt.Sprintf("%.0f / %.0f / %.0f", m.Baseline.HeapInuseMiB, m.Full.HeapInuseMiB, m.After.HeapInuseMiB)
+	}
 	return "| " + strings.Join([]string{
 		fmt.Sprint(r.Viewers), fmt.Sprint(r.Connected),
 		fmt.Sprintf("%.0f / %.0f", r.TTFFMs.P50, r.TTFFMs.P95), delay, bridge,
-		fmt.Sprintf("%.3f", r.LossPct), fmt.Sprintf("%.0f", r.BitrateKbpsAvg), cpu, rss,
+		fmt.Sprintf("%.3f", r.LossPct), fmt.Sprintf("%.0f", r.BitrateKbpsAvg), cpu, rss, rssMem, heapMem,
 		fmt.Sprintf("%.0f", r.ClientCPUPct)}, " | ") + " |"
 }
