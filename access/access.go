@@ -190,4 +190,6 @@ const (
 	KindRTMPPull media.PublisherKind = "rtmp_pull"
 	KindSRTPull  media.PublisherKind = "srt_pull"
 	KindWHEPPull media.PublisherKind = "whep_pull"
+	// KindRelay: relayed from the node that owns the path (package relay).
+	KindRelay media.PublisherKind = "relay"
 )

@@ -21,6 +21,7 @@ package relay
 
 import (
 	"context"
+	"net/http"
 	"sync/atomic"
 )
 
@@ -83,4 +84,18 @@ func (c *Counters) bytes(in bool, n int) {
 	default:
 		c.bytesOut.Add(uint64(n))
 	}
+}
+
+// Edge is what a node needs to serve, by relay, the streams other nodes
+// own. The zero value relays nothing.
+type Edge struct {
+	// Source says which node owns a path; nil relays nothing.
+	Source Source
+	// Token returns the cluster token (read at each relay's start, so a
+	// reload applies to the next one).
+	Token func() string
+	// Client makes the relay requests; nil means the Puller's default.
+	Client *http.Client
+	// Counters counts the relays (direction "in").
+	Counters *Counters
 }
