@@ -13,8 +13,8 @@
 // 60 s later, against 41 MiB before they came.
 //
 // A Watcher polls a session count and, after it dropped sharply and stopped
-// falling, calls debug.FreeOSMemory (a collection, then every free page
-// returned at once) on its own goroutine: never on a session's path, at
+// falling, collects and calls debug.FreeOSMemory (another collection, then
+// every free page returned at once) on its own goroutine: never on a session's path, at
 // most once per minInterval, and not at all while the count only grows or
 // churns by a few sessions.
 package memrelease
@@ -137,13 +137,16 @@ func (w *Watcher) run() {
 	}
 }
 
-// release collects and returns every free page to the OS, and logs what
-// that did: one line at most per minInterval.
+// release collects twice and returns every free page to the OS, and logs
+// what that did: one line at most per minInterval. Twice, because what
+// sits in a sync.Pool (pion's packet buffers, udpbatch's batches: the
+// peak's worth) survives one collection in the pool's victim cache.
 func (w *Watcher) release(sessions int) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	start := time.Now()
-	debug.FreeOSMemory()
+	runtime.GC()
+	debug.FreeOSMemory() // collects, then returns free pages
 	took := time.Since(start)
 	runtime.ReadMemStats(&after)
 	w.log.Info("memory returned to the OS after sessions ended", "sessions", sessions,
