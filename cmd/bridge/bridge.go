@@ -20,6 +20,7 @@ import (
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
+	"github.com/wishbridge/bridge/internal/memrelease"
 	"github.com/wishbridge/bridge/internal/mergelisten"
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/media"
@@ -70,6 +71,10 @@ type Bridge struct {
 	health     *health.Checker
 	configFile string               // Options.ConfigFile
 	onReload   func(*config.Config) // Options.OnReload
+
+	// memory returns the memory of WebRTC sessions to the OS soon after
+	// many of them end (see memrelease).
+	memory *memrelease.Watcher
 
 	closing atomic.Bool // set by Close
 	wg      sync.WaitGroup
@@ -281,6 +286,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	if open := node.OpenPublishing(cfg, public); open != "" {
 		log.Warn("anyone who can reach this bridge may publish on these routes; close them with a publish key: " + open)
 	}
+	b.memory = memrelease.Start(b.sessions.Len, log)
 	log.Info("bridge started", "http", addrOf(b.httpLn), "https", addrOf(b.httpsLn), "rtmp", addrOf(b.rtmpLn), "rtmps", addrOf(b.rtmpsLn),
 		"srt", b.srtSrv.Addr(), "webrtc_udp", b.udp.LocalAddr().String(), "webrtc_tcp", b.TCPAddr())
 	return b, nil
@@ -341,6 +347,7 @@ func (b *Bridge) Close(ctx context.Context) error {
 	b.registry.EndWaiting() // publishers are gone: no grace at shutdown
 	_ = b.engine.Close()
 	b.wg.Wait()
+	b.memory.Stop()
 	b.certs.Close()
 	b.log.Info("bridge stopped")
 	return err
