@@ -158,12 +158,14 @@ func (p *Pusher) Run(ctx context.Context) {
 	}.Run(ctx)
 }
 
-// pushOnce connects, publishes and sends st until something fails. It
-// returns for how long media flowed.
-func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, log *slog.Logger) (time.Duration, error) {
+// pushOnce connects, publishes and sends st until something fails; its
+// session starts once the reader is attached. Packets are the frames sent
+// (RTMP has no packets of its own), bytes their tag bodies.
+func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, a *reconnect.Attempt) error {
+	log := a.Log
 	c, err := rtmpwire.DialPublish(ctx, p.cfg)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer c.Close()
 	// When Run is stopped, a write blocked on a stalled target gives up
@@ -177,7 +179,7 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, log *slog.Logge
 	out, skipped, err := newFLVOut(src, c.WriteMedia, true)
 	if err != nil {
 		c.Unpublish()
-		return 0, err
+		return err
 	}
 	out.tsOffset = p.tsOffset
 	out.aacBitrate = p.bitrate
@@ -187,13 +189,10 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, log *slog.Logge
 	if src == st {
 		out.aacBitrate = 0 // not ours to announce
 	}
-	for _, s := range skipped {
-		log.Info("track not pushed: RTMP carries H.264 and AAC only", "track", s)
-	}
 	r, err := src.NewReader(media.ReaderOptions{Name: "rtmp push " + p.cfg.URL.Redacted, StartAtKeyframe: true})
 	if err != nil {
 		c.Unpublish()
-		return 0, err
+		return err
 	}
 	defer r.Close()
 
@@ -205,13 +204,16 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, log *slog.Logge
 		defer panics.Recover("rtmp push", log, func() { cancel(errors.New("internal error reading from the server")) })
 		cancel(readLoop(c))
 	}()
-	log.Info("rtmp push started")
+	if len(skipped) > 0 {
+		a.Started("tracks_not_pushed", skipped) // RTMP carries H.264 and AAC only
+	} else {
+		a.Started()
+	}
 	if p.onStreaming != nil {
 		p.onStreaming()
 	}
-	started := time.Now()
 	err = out.run(sctx, r)
-	streamed := time.Since(started)
+	a.Moved(out.bytes, out.frames[0]+out.frames[1], "video_frames", out.frames[0], "audio_frames", out.frames[1])
 	if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil && errors.Is(err, context.Canceled) {
 		err = cause // the server's side ended it
 	}
@@ -223,7 +225,7 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, log *slog.Logge
 	if err == nil {
 		err = errors.New("push ended")
 	}
-	return streamed, fmt.Errorf("%w (sent %d video and %d audio frames)", err, out.frames[0], out.frames[1])
+	return err
 }
 
 // readLoop reads the server's messages while media flows (the client

@@ -258,8 +258,8 @@ func TestPushReconnect(t *testing.T) {
 	if d := p.Duration(t); d < 2*time.Second {
 		t.Errorf("second recording is %v, want 2 s or more", d)
 	}
-	if n := logs.Count("rtmp push failed", "the server closed the connection"); n == 0 {
-		if n := logs.Count("rtmp push failed", "reset by peer"); n == 0 {
+	if n := logs.Count("rtmp push ended", "the server closed the connection"); n == 0 {
+		if n := logs.Count("rtmp push ended", "reset by peer"); n == 0 {
 			t.Error("no log line saying why the push failed")
 		}
 	}

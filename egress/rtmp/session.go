@@ -41,6 +41,7 @@ type flvOut struct {
 	asc     []byte // in the AAC sequence header sent last
 	buf     []byte // tag scratch
 	frames  [2]uint64
+	bytes   uint64 // the video and audio frames' tag bodies sent
 }
 
 // newFLVOut picks the tracks RTMP can carry: the first H.264 track and the
@@ -256,6 +257,7 @@ func (o *flvOut) writeVideo(u *media.Unit) error {
 		return err
 	}
 	o.frames[0]++
+	o.bytes += uint64(len(o.buf))
 	return nil
 }
 
@@ -275,6 +277,7 @@ func (o *flvOut) writeAudio(u *media.Unit) error {
 		return err
 	}
 	o.frames[1]++
+	o.bytes += uint64(len(o.buf))
 	return nil
 }
 

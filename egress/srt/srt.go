@@ -252,17 +252,20 @@ func (p *Pusher) Run(ctx context.Context) {
 	}.Run(ctx)
 }
 
-// pushOnce connects and sends st until something fails; it returns for
-// how long media flowed.
-func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, log *slog.Logger) (time.Duration, error) {
+// pushOnce connects and sends st until something fails; its session
+// starts once the reader is attached. Bytes and packets are the SRT
+// connection's data sent (headers and retransmissions included: what the
+// push cost).
+func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, a *reconnect.Attempt) error {
+	log := a.Log
 	dc, err := gosrt.Dial("srt", p.t.addr, p.t.cfg)
 	if err != nil {
-		return 0, fmt.Errorf("connect: %w", err)
+		return fmt.Errorf("connect: %w", err)
 	}
 	conn := &caller{Conn: dc}
 	defer conn.close()
 	if ctx.Err() != nil {
-		return 0, ctx.Err()
+		return ctx.Err()
 	}
 	src, release := source(st, p.audio, p.views, p.bitrate, log)
 	defer release()
@@ -273,23 +276,26 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, log *slog.Logge
 		return nil
 	})
 	if err != nil {
-		return 0, err
-	}
-	for _, s := range skipped {
-		log.Info("track not pushed over SRT", "track", s)
+		return err
 	}
 	r, err := src.NewReader(media.ReaderOptions{Name: "srt push " + p.t.redacted, StartAtKeyframe: true})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer r.Close()
-	log.Info("srt push started")
+	if len(skipped) > 0 {
+		a.Started("tracks_not_pushed", skipped) // SRT carries what tsOut can mux
+	} else {
+		a.Started()
+	}
 	if p.onStreaming != nil {
 		p.onStreaming()
 	}
-	started := time.Now()
 	err = out.run(ctx, r)
-	return time.Since(started), fmt.Errorf("%w (sent %d video and %d audio frames)", err, out.frames[0], out.frames[1])
+	var cs gosrt.Statistics
+	conn.Stats(&cs)
+	a.Moved(cs.Accumulated.ByteSent, cs.Accumulated.PktSent, "video_frames", out.frames[0], "audio_frames", out.frames[1])
+	return err
 }
 
 // caller is a connection made by gosrt.Dial.

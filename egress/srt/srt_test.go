@@ -292,7 +292,7 @@ func TestPushReconnect(t *testing.T) {
 	if d := p.Duration(t); d < 2*time.Second {
 		t.Errorf("second recording is %v, want 2 s or more", d)
 	}
-	if logs.Count("srt push failed", "write: the connection is closed") == 0 {
+	if logs.Count("srt push ended", "write: the connection is closed") == 0 {
 		t.Error("no log line saying why the push failed")
 	}
 	checkGoroutines()

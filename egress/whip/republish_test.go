@@ -98,7 +98,7 @@ func TestForwardICEAfterRepublishWithFewerTracks(t *testing.T) {
 	feeders.Go(func() { testkit.Feed(ctx, pub2, videoOnly, 1, 0) })
 
 	close(answer) // the held session's ICE and DTLS now complete
-	logs.WaitLog(t, 15*time.Second, "whip forward failed", "republished with other tracks ([H264])")
+	logs.WaitLog(t, 15*time.Second, "whip forward paused", "republished with other tracks ([H264])")
 	logs.WaitLog(t, 15*time.Second, "whip forward started", "tracks=1")
 	got := receive(t, rem.Registry, dstPath, 2*time.Second)
 	if got.codecs != "H264" || got.videoUnits == 0 || got.width != 640 {
@@ -130,7 +130,7 @@ func TestForwardPanicEndsSession(t *testing.T) {
 	if n := rem.Count("DELETE /sessions/", ""); n != 1 {
 		t.Errorf("%d DELETEs, expected the panicked session's:\n%s", n, rem.RequestLog())
 	}
-	src.logs.WaitLog(t, time.Second, "whip forward failed", "a panic ended the session")
+	src.logs.WaitLog(t, time.Second, "whip forward ended", "a panic ended the session")
 	if got := receive(t, rem.Registry, dstPath, time.Second); got.videoUnits == 0 {
 		t.Errorf("the next session forwarded nothing: %+v", got)
 	}

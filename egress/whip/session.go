@@ -14,6 +14,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/webrtccodec"
@@ -41,8 +42,9 @@ type outTrack struct {
 // target, from the offer to the end of the forward.
 type session struct {
 	f      *Forwarder
+	a      *reconnect.Attempt
 	st     *media.Stream
-	log    *slog.Logger
+	log    *slog.Logger // the attempt's, then with the remote session
 	pc     *webrtc.PeerConnection
 	tracks []*outTrack
 
@@ -69,15 +71,16 @@ const panicComponent = "whip forward"
 var errPanicked = errors.New("internal error: a panic ended the session (see the error log)")
 
 // forward makes one WHIP session for st and sends the stream until it
-// fails, the stream ends or ctx ends. It returns how long media flowed.
-// Every failure after the POST, and the end, DELETE the remote session. A
-// panic on the way ends this session like a failure (closed, DELETEd by the
-// deferred calls); Run then starts a new one after the backoff.
-func (f *Forwarder) forward(ctx context.Context, st *media.Stream) (streamed time.Duration, err error) {
-	defer panics.Recover(panicComponent, f.log, func() { err = errPanicked })
-	s, err := newSession(ctx, f, st)
+// fails, the stream ends or ctx ends; the attempt's session starts once
+// media flows. Every failure after the POST, and the end, DELETE the
+// remote session. A panic on the way ends this session like a failure
+// (closed, DELETEd by the deferred calls); Run then starts a new one after
+// the backoff.
+func (f *Forwarder) forward(ctx context.Context, st *media.Stream, a *reconnect.Attempt) (err error) {
+	defer panics.Recover(panicComponent, a.Log, func() { err = errPanicked })
+	s, err := newSession(ctx, f, st, a)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	var remote *rtc.RemoteSession
 	defer func() {
@@ -88,31 +91,33 @@ func (f *Forwarder) forward(ctx context.Context, st *media.Stream) (streamed tim
 			return
 		}
 		if err := f.client.Delete(context.WithoutCancel(ctx), remote); err != nil {
-			f.log.Warn("cannot end the remote session", "err", err)
+			s.log.Warn("cannot end the remote session", "err", err)
 		} else if remote.URL != nil {
-			f.log.Debug("remote session ended", "session", remoteName(remote))
+			s.log.Debug("remote session ended")
 		}
 	}()
 	offer, err := s.offer()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	pctx, cancel := context.WithTimeout(ctx, rtc.PostTimeout)
 	answer, remote, err := f.client.Post(pctx, offer)
 	cancel()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if remote.URL == nil {
-		f.log.Warn("the endpoint answered without a Location: its session cannot be ended with DELETE")
+		s.log.Warn("the endpoint answered without a Location: its session cannot be ended with DELETE")
 	}
-	s.log = s.log.With("session", remoteName(remote))
+	// remote_session, not session: that key is the bridge's own id of
+	// the forward (the admin API's).
+	s.log = s.log.With("remote_session", remoteName(remote))
 	s.log.Debug("remote session created", "etag", remote.ETag, "accepts_patch", remote.Trickle, "ice_servers", len(f.client.LastICEServers()))
 	if err := s.accept(answer); err != nil {
-		return 0, err
+		return err
 	}
 	if err := s.waitConnected(f.connectTimeout); err != nil {
-		return 0, err
+		return err
 	}
 	return s.stream()
 }
@@ -131,18 +136,18 @@ func remoteName(rs *rtc.RemoteSession) string {
 	return p
 }
 
-func newSession(ctx context.Context, f *Forwarder, st *media.Stream) (*session, error) {
+func newSession(ctx context.Context, f *Forwarder, st *media.Stream, a *reconnect.Attempt) (*session, error) {
 	pc, err := f.cfg.Engine.NewOutboundSenderPeerConnection()
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	s := &session{f: f, st: st, log: f.log, pc: pc, connected: make(chan struct{})}
+	s := &session{f: f, a: a, st: st, log: a.Log, pc: pc, connected: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	if extra := f.client.LastICEServers(); len(extra) > 0 {
 		c := pc.GetConfiguration()
 		c.ICEServers = append(slices.Clone(c.ICEServers), extra...)
 		if err := pc.SetConfiguration(c); err != nil {
-			f.log.Warn("the ICE servers the endpoint advertised are not used", "err", err)
+			s.log.Warn("the ICE servers the endpoint advertised are not used", "err", err)
 		}
 	}
 	if err := s.addTracks(); err != nil {
@@ -328,8 +333,9 @@ func (s *session) readRTCP(ot *outTrack) {
 }
 
 // stream sends the stream from its last keyframe on until the session or
-// the stream ends, and returns how long it did.
-func (s *session) stream() (time.Duration, error) {
+// the stream ends; the attempt's session starts when the reader is
+// attached, and its end line gets the RTP payload bytes and packets sent.
+func (s *session) stream() error {
 	// Processors first: made now, they run over the cached GOP too, so
 	// the reader created next gets it packetized. A publisher with other
 	// tracks may have taken the stream over since the offer was made: the
@@ -339,35 +345,34 @@ func (s *session) stream() (time.Duration, error) {
 		h, err := s.st.AddProcessor(ot.src, string(ot.proc), ot.newProc)
 		defer h.Release()
 		if err != nil {
-			return 0, s.republished()
+			return s.republished()
 		}
 		ot.handle.Store(h)
 		byTrack[ot.src.ID] = ot
 	}
 	reader, err := s.st.NewReader(media.ReaderOptions{Name: "whip forward " + s.f.client.Redacted(), StartAtKeyframe: true})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer reader.Close()
 	// Once the reader is attached, a later takeover with other tracks
 	// ends it; one before is seen here.
 	for _, ot := range s.tracks {
 		if now := s.st.Track(ot.src.ID); now == nil || now.Codec.Name() != ot.src.Codec.Name() {
-			return 0, s.republished()
+			return s.republished()
 		}
 	}
 	s.reader.Store(reader)
-	s.log.Info("whip forward started", "tracks", len(s.tracks))
+	s.a.Started("tracks", len(s.tracks))
 	if s.f.onStreaming != nil {
 		s.f.onStreaming()
 	}
-	started := time.Now()
 	defer func() {
 		var st rtc.SendStats
 		for _, ot := range s.tracks {
 			st.Add(ot.Stats())
 		}
-		s.log.Debug("whip forward stats", "packets", st.Packets, "cached_units", st.CachedUnits, "dropped_units", reader.Dropped(), "keyframe_requests", st.KeyframeRequests)
+		s.a.Moved(st.Bytes, st.Packets, "cached_units", st.CachedUnits, "dropped_units", reader.Dropped(), "keyframe_requests", st.KeyframeRequests)
 	}()
 	for {
 		u, err := reader.Read(s.ctx)
@@ -375,7 +380,7 @@ func (s *session) stream() (time.Duration, error) {
 			if c := context.Cause(s.ctx); c != nil && !errors.Is(err, media.ErrStreamEnded) && !errors.Is(err, media.ErrIncompatibleRepublish) {
 				err = c
 			}
-			return time.Since(started), err
+			return err
 		}
 		cached := reader.Cached()
 		ot := byTrack[u.Track.ID]
@@ -383,7 +388,7 @@ func (s *session) stream() (time.Duration, error) {
 			continue // a track not sent, or nothing to send (a processor failed)
 		}
 		if err := ot.Send(u, cached); err != nil {
-			return time.Since(started), err
+			return err
 		}
 	}
 }

@@ -188,9 +188,7 @@ func (f *Forwarder) Run(ctx context.Context) {
 		Stream: func(ctx context.Context) (*media.Stream, error) {
 			return reconnect.WaitStream(ctx, f.cfg.Registry, f.cfg.Path, f.poll, f.log, "whip forward")
 		},
-		Attempt: func(ctx context.Context, st *media.Stream, _ *slog.Logger) (time.Duration, error) {
-			return f.forward(ctx, st)
-		},
+		Attempt:    f.forward,
 		RetryAfter: rtc.RetryAfter,
 	}.Run(ctx)
 }

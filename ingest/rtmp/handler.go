@@ -153,7 +153,9 @@ var (
 )
 
 func newHandler(s *Server, c *conn) *handler {
-	log := s.log.With("peer", c.peer)
+	// session: the connection's id, as the admin API lists it, on every
+	// line of its story.
+	log := s.log.With("session", c.id, "peer", c.peer)
 	return &handler{
 		tagSink: tagSink{log: log, configWait: s.configWait},
 		srv:     s,

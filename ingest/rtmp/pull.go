@@ -48,9 +48,6 @@ import (
 // publisher for the registry's grace period (media.Registry.SetGrace), so
 // its readers carry on when the source comes back within it.
 
-// errPullStopped is why a pull ends when its Run's context ends.
-var errPullStopped = errors.New("pull stopped")
-
 // PullConfig configures a Puller. Registry, Path and URL are required.
 type PullConfig struct {
 	Registry *media.Registry
@@ -128,9 +125,6 @@ func NewPuller(cfg PullConfig) *Puller {
 // (which waits for a publisher for its grace period) and returns. With a
 // bad configuration it logs why and waits for ctx.
 func (p *Puller) Run(ctx context.Context) {
-	if p.err == nil {
-		p.log.Info("rtmp pull started")
-	}
 	reconnect.Loop{
 		Name:    "rtmp pull",
 		Log:     p.log,
@@ -144,8 +138,9 @@ func (p *Puller) Run(ctx context.Context) {
 }
 
 // pull makes one connection and publishes what it plays until it fails or
-// ctx ends. It returns for how long the stream was published.
-func (p *Puller) pull(ctx context.Context, _ *media.Stream, _ *slog.Logger) (streamed time.Duration, err error) {
+// ctx ends. Its session starts when the stream is published; packets are
+// the frames (RTMP has no packets of its own).
+func (p *Puller) pull(ctx context.Context, _ *media.Stream, a *reconnect.Attempt) (err error) {
 	c, err := rtmpwire.DialPlay(ctx, rtmpwire.Config{
 		URL:          p.src,
 		SetupTimeout: p.setupTimeout,
@@ -153,7 +148,7 @@ func (p *Puller) pull(ctx context.Context, _ *media.Stream, _ *slog.Logger) (str
 		WriteTimeout: p.idleTimeout,
 	})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer c.Close()
 	// When ctx ends, a read waiting for the server returns at once.
@@ -161,14 +156,12 @@ func (p *Puller) pull(ctx context.Context, _ *media.Stream, _ *slog.Logger) (str
 		defer panics.Recover("rtmp pull", p.log, nil)
 		_ = c.Close()
 	})()
-	s := &pullSession{p: p, c: c}
+	s := &pullSession{p: p, c: c, a: a}
 	// A panic while publishing ends the publication too, as an error would.
-	defer panics.Recover("rtmp pull", p.log, func() { streamed, err = s.end(errPanicked), errPanicked })
+	defer panics.Recover("rtmp pull", a.Log, func() { s.end(); err = errPanicked })
 	err = s.receive()
-	if ctx.Err() != nil {
-		err = errPullStopped
-	}
-	return s.end(err), err
+	s.end()
+	return err
 }
 
 // pullSession is one connection's play: it publishes the stream once media
@@ -176,8 +169,9 @@ func (p *Puller) pull(ctx context.Context, _ *media.Stream, _ *slog.Logger) (str
 type pullSession struct {
 	p       *Puller
 	c       *rtmpwire.Client
+	a       *reconnect.Attempt
 	sink    tagSink
-	started time.Time // when the stream was published; zero before
+	started bool // the stream was published
 }
 
 // receive takes the server's messages until the connection ends.
@@ -191,7 +185,7 @@ func (s *pullSession) receive() error {
 		case rtmpwire.TypeCommandAMF0, rtmpwire.TypeCommandAMF3:
 			cmd, err := rtmpwire.ParseCommand(m.TypeID, m.Payload)
 			if err != nil {
-				s.p.log.Debug("rtmp pull: command ignored", "err", err)
+				s.a.Log.Debug("rtmp pull: command ignored", "err", err)
 				continue
 			}
 			if err := s.command(cmd); err != nil {
@@ -232,7 +226,7 @@ func (s *pullSession) command(cmd rtmpwire.Command) error {
 
 // start publishes the stream, once.
 func (s *pullSession) start() error {
-	if !s.started.IsZero() {
+	if s.started {
 		return nil
 	}
 	pub, err := s.p.reg.Publish(s.p.path, "rtmp pull "+s.p.src.Redacted)
@@ -241,9 +235,9 @@ func (s *pullSession) start() error {
 	}
 	pub.SetKind(access.KindRTMPPull)
 	s.c.Started()
-	s.started = time.Now()
-	s.sink = tagSink{stream: pub, log: s.p.log, configWait: s.p.configWait}
-	s.p.log.Info("rtmp pull playing", "app", s.p.src.App, "stream_id", s.c.StreamID())
+	s.started = true
+	s.sink = tagSink{stream: pub, log: s.a.Log, configWait: s.p.configWait}
+	s.a.Started("app", s.p.src.App, "stream_id", s.c.StreamID())
 	if s.p.onPublish != nil {
 		s.p.onPublish(pub.Stream)
 	}
@@ -309,23 +303,17 @@ func stripSetDataFrame(b []byte) []byte {
 	return b
 }
 
-// end leaves the stream, logs the summary and returns for how long the
-// stream was published.
-func (s *pullSession) end(reason error) time.Duration {
-	if s.started.IsZero() {
-		return 0
+// end leaves the stream, once, and tells the attempt what it moved, for
+// the session's end line (internal/reconnect logs it).
+func (s *pullSession) end() {
+	if !s.started || s.sink.stream == nil {
+		return
 	}
 	s.sink.stream.Close()
-	d := time.Since(s.started)
-	args := []any{
-		"duration", d.Round(time.Millisecond),
-		"video_frames", s.sink.videoUnits,
-		"audio_frames", s.sink.audioUnits,
-		"reason", reason.Error(),
-	}
+	s.sink.stream = nil
+	args := []any{"video_frames", s.sink.videoUnits, "audio_frames", s.sink.audioUnits}
 	if s.sink.dropped > 0 {
 		args = append(args, "dropped_before_tracks", s.sink.dropped)
 	}
-	s.p.log.Info("rtmp pull ended", args...)
-	return d
+	s.a.Moved(s.sink.tagBytes, s.sink.videoUnits+s.sink.audioUnits, args...)
 }

@@ -3,7 +3,6 @@ package rtmp
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/internal/rtmpwire"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
@@ -131,11 +131,11 @@ func TestPullFFmpeg(t *testing.T) {
 	var m testkit.MediaCheck
 	testkit.ReadUntil(t, r, &m, 10*time.Second, func() bool { return m.Keys >= 2 && m.Audio >= 50 })
 	testkit.CheckH264AAC(t, &m)
-	rig.logs.WaitLog(t, time.Second, "rtmp pull playing", "source=rtmp://127.0.0.1:")
+	rig.logs.WaitLog(t, time.Second, "rtmp pull started", "source=rtmp://127.0.0.1:")
 
-	seen := len(rig.logs.Lines("rtmp pull failed"))
+	seen := len(rig.logs.Lines("rtmp pull ended"))
 	f.KillWait(t, 5*time.Second)
-	failed := rig.logs.WaitNewLog(t, 15*time.Second, seen, "rtmp pull failed")
+	failed := rig.logs.WaitNewLog(t, 15*time.Second, seen, "rtmp pull ended")
 	if !strings.Contains(failed, "closed") && !strings.Contains(failed, "reset") {
 		t.Errorf("failure logged as %q, want the connection closed", failed)
 	}
@@ -330,7 +330,7 @@ func TestPullAggregate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s := &pullSession{p: p, c: &rtmpwire.Client{}}
+	s := &pullSession{p: p, c: &rtmpwire.Client{}, a: &reconnect.Attempt{Log: log}}
 	tags := flvTags(t, "h264-aac.flv", 60)
 	if err := s.aggregate(rtmpwire.Message{TypeID: rtmpwire.TypeAggregate, TS: 5000, Payload: tags}); err != nil {
 		t.Fatal(err)
@@ -356,7 +356,7 @@ func TestPullAggregate(t *testing.T) {
 		m.Add(t, u)
 	}
 	testkit.CheckH264AAC(t, &m)
-	s.end(errors.New("test over"))
+	s.end()
 }
 
 // TestStripSetDataFrame: a relayed "@setDataFrame" goes before the

@@ -388,7 +388,7 @@ func (s *Server) forget(c *conn) {
 // gets it with its default configuration, so its handshake fails at once.
 func (s *Server) onConnect(nc net.Conn) (rwc io.ReadWriteCloser, cfg *gortmp.ConnConfig) {
 	c := nc.(*conn)
-	defer panics.Recover(panicComponent, s.log.With("peer", c.peer), func() {
+	defer panics.Recover(panicComponent, s.log.With("session", c.id, "peer", c.peer), func() {
 		_ = c.Close()
 		rwc, cfg = c, nil
 	})

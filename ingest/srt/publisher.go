@@ -21,6 +21,7 @@ import (
 
 	"github.com/wishbridge/bridge/internal/panics"
 	"github.com/wishbridge/bridge/internal/ratelog"
+	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/internal/sessionlog"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/transcode"
@@ -101,6 +102,9 @@ type publisher struct {
 	peer    string
 	log     *slog.Logger
 	started time.Time
+	// attempt, set by a pull before run, takes the start line and the end
+	// line's counts: its reconnect loop logs the session's story.
+	attempt *reconnect.Attempt
 
 	idle *time.Timer
 
@@ -177,7 +181,11 @@ func (p *publisher) stopReason() error {
 // run demuxes until the connection ends, then ends the stream and logs the
 // summary.
 func (p *publisher) run() {
-	p.log.Info("srt "+p.cfg.what, "latency", p.cfg.latency)
+	if p.attempt != nil {
+		p.attempt.Started("latency", p.cfg.latency)
+	} else {
+		p.log.Info("srt "+p.cfg.what, "latency", p.cfg.latency)
+	}
 	// A panic in a timer ends the connection; the demux then ends.
 	closeConn := func() { _ = p.conn.Close() }
 	p.idle = time.AfterFunc(p.cfg.idleTimeout, func() {
@@ -231,6 +239,10 @@ func (p *publisher) run() {
 		args = append(args, "undeclared_units", n)
 	}
 	// Bytes of MPEG-TS read, SRT data packets received.
+	if p.attempt != nil {
+		p.attempt.Moved(p.bytes.Load(), cs.Accumulated.PktRecv, args...)
+		return
+	}
 	sessionlog.End(p.log, "srt "+p.cfg.what+" ended", p.started, p.bytes.Load(), cs.Accumulated.PktRecv, reason.Error(), args...)
 }
 

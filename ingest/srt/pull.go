@@ -170,9 +170,6 @@ func parsePullURL(raw string) (pullSource, error) {
 // handshake in progress is not interrupted: Run may take up to 3 s more
 // to return. With a bad configuration it logs why and waits for ctx.
 func (p *Puller) Run(ctx context.Context) {
-	if p.err == nil {
-		p.log.Info("srt pull started")
-	}
 	reconnect.Loop{
 		Name:    "srt pull",
 		Log:     p.log,
@@ -204,27 +201,28 @@ func (p *Puller) setCurrent(pub *publisher) {
 }
 
 // pull makes one connection and publishes what it receives until it fails
-// or ctx ends, logging to log (the attempt's). It returns for how long the
-// connection published.
-func (p *Puller) pull(ctx context.Context, _ *media.Stream, log *slog.Logger) (time.Duration, error) {
+// or ctx ends; its session starts once connected (the publisher's run).
+func (p *Puller) pull(ctx context.Context, _ *media.Stream, a *reconnect.Attempt) error {
 	if err := probe(ctx, p.src.addr, p.probeTimeout); err != nil {
-		return 0, fmt.Errorf("connect: %w", err)
+		return fmt.Errorf("connect: %w", err)
 	}
 	dc, err := gosrt.Dial("srt", p.src.addr, p.src.cfg)
 	if err != nil {
-		return 0, fmt.Errorf("connect: %w", dialError(err))
+		return fmt.Errorf("connect: %w", dialError(err))
 	}
 	conn := &caller{Conn: dc}
 	defer conn.drain() // closes it
 	if ctx.Err() != nil {
-		return 0, errPullStopped
+		return errPullStopped
 	}
 	st, err := p.reg.Publish(p.path, "srt pull "+p.src.redacted)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	st.SetKind(access.KindSRTPull)
+	log := a.Log
 	pub := newPublisher(p.pubCfg, conn, st, p.src.redacted, log)
+	pub.attempt = a
 	p.setCurrent(pub)
 	defer p.setCurrent(nil)
 	stop := context.AfterFunc(ctx, func() {
@@ -232,9 +230,8 @@ func (p *Puller) pull(ctx context.Context, _ *media.Stream, log *slog.Logger) (t
 		pub.stop(errPullStopped)
 	})
 	defer stop()
-	started := time.Now()
 	pub.run() // closes the connection and the publication
-	return time.Since(started), pub.stopReason()
+	return pub.stopReason()
 }
 
 // rejectNames names the SRT rejection reasons (libsrt's SRT_REJ_* and

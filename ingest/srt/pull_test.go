@@ -173,9 +173,9 @@ func TestPullFFmpeg(t *testing.T) {
 		t.Errorf("Stats() = %+v, %v", s, ok)
 	}
 
-	seen := len(rig.logs.Lines("srt pull failed"))
+	seen := len(rig.logs.Lines("srt pull ended"))
 	f.Kill()
-	rig.logs.WaitNewLog(t, 15*time.Second, seen, "srt pull failed")
+	rig.logs.WaitNewLog(t, 15*time.Second, seen, "srt pull ended")
 	before := m
 	f = serveTS(t, port)
 	if st2 := rig.nextPublish(t, 15*time.Second); st2 != st {

@@ -14,6 +14,7 @@ import (
 	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/ingest/rtpin"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/webrtccodec"
@@ -32,7 +33,8 @@ var errPanicked = errors.New("internal error: a panic ended the session (see the
 // (started by pion's OnTrack) that reads, reassembles and writes.
 type session struct {
 	p   *Puller
-	log *slog.Logger
+	a   *reconnect.Attempt
+	log *slog.Logger // the attempt's
 	pc  *webrtc.PeerConnection
 	in  *rtpin.Receiver
 
@@ -46,12 +48,12 @@ type session struct {
 }
 
 // pull makes one WHEP session and publishes what it receives until it
-// fails or ctx ends. It returns how long media flowed. Every failure after
-// the POST, and the end, DELETE the remote session.
-func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
-	s, err := newSession(ctx, p)
+// fails or ctx ends; its session starts once connected. Every failure
+// after the POST, and the end, DELETE the remote session.
+func (p *Puller) pull(ctx context.Context, a *reconnect.Attempt) error {
+	s, err := newSession(ctx, p, a)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	var remote *rtc.RemoteSession
 	defer func() {
@@ -62,65 +64,65 @@ func (p *Puller) pull(ctx context.Context) (time.Duration, error) {
 			return
 		}
 		if err := p.client.Delete(context.WithoutCancel(ctx), remote); err != nil {
-			p.log.Warn("cannot end the remote session", "err", err)
+			s.log.Warn("cannot end the remote session", "err", err)
 		}
 	}()
 	offer, err := s.offer()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	pctx, cancel := context.WithTimeout(ctx, rtc.PostTimeout)
 	answer, remote, err := p.client.Post(pctx, offer)
 	cancel()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if remote.URL == nil {
-		p.log.Warn("the server answered without a Location: its session cannot be ended with DELETE")
+		s.log.Warn("the server answered without a Location: its session cannot be ended with DELETE")
 	}
-	p.log.Debug("remote session created", "etag", remote.ETag, "accepts_patch", remote.Trickle, "ice_servers", len(p.client.LastICEServers()))
+	s.log.Debug("remote session created", "etag", remote.ETag, "accepts_patch", remote.Trickle, "ice_servers", len(p.client.LastICEServers()))
 	// The path is claimed once the server has answered, so that while it
 	// is unreachable the stream's readers just wait (the grace period)
 	// rather than see a publisher come and go at every attempt.
 	pub, err := p.cfg.Registry.Publish(p.cfg.Path, "whep pull "+p.client.Redacted())
 	if err != nil {
-		return 0, err
+		return err
 	}
 	pub.SetKind(access.KindWHEPPull)
 	s.setPublication(pub)
 	if err := s.accept(answer); err != nil {
-		return 0, err
+		return err
 	}
 	t := time.NewTimer(p.connectTimeout)
 	defer t.Stop()
 	select {
 	case <-s.connected:
 	case <-s.ctx.Done():
-		return 0, context.Cause(s.ctx)
+		return context.Cause(s.ctx)
 	case <-t.C:
-		return 0, fmt.Errorf("ICE/DTLS did not complete within %v", p.connectTimeout)
+		return fmt.Errorf("ICE/DTLS did not complete within %v", p.connectTimeout)
 	}
 	video, audio := s.in.Expected()
-	s.log.Info("whep pull connected", "video", video, "audio", audio)
+	a.Started("video", video, "audio", audio)
 	if p.onConnected != nil {
 		p.onConnected()
 	}
 	return s.wait()
 }
 
-func newSession(ctx context.Context, p *Puller) (*session, error) {
+func newSession(ctx context.Context, p *Puller, a *reconnect.Attempt) (*session, error) {
 	pc, err := p.cfg.Engine.NewOutboundPeerConnection()
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	s := &session{p: p, log: p.log, pc: pc, connected: make(chan struct{})}
+	s := &session{p: p, a: a, log: a.Log, pc: pc, connected: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
-	s.in = rtpin.New(rtpin.Config{PC: pc, Log: p.log, TrackWait: p.trackWait, Fail: s.cancel})
+	s.in = rtpin.New(rtpin.Config{PC: pc, Log: s.log, TrackWait: p.trackWait, Fail: s.cancel})
 	if extra := p.client.LastICEServers(); len(extra) > 0 {
 		c := pc.GetConfiguration()
 		c.ICEServers = append(slices.Clone(c.ICEServers), extra...)
 		if err := pc.SetConfiguration(c); err != nil {
-			p.log.Warn("the ICE servers the server advertised are not used", "err", err)
+			s.log.Warn("the ICE servers the server advertised are not used", "err", err)
 		}
 	}
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
@@ -200,27 +202,26 @@ func sendingMids(answer string) (map[string]bool, error) {
 	return rtc.AnswerMids(answer, "sendonly")
 }
 
-// wait returns how long media flowed and why the session ends: a
-// cancellation (ctx, connection failed or closed) or no media for
-// idleTimeout.
-func (s *session) wait() (time.Duration, error) {
-	started := time.Now()
+// wait returns why the session ends: a cancellation (ctx, connection
+// failed or closed) or no media for idleTimeout.
+func (s *session) wait() error {
 	tick := time.NewTicker(max(s.p.idleTimeout/10, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
-			return time.Since(started), context.Cause(s.ctx)
+			return context.Cause(s.ctx)
 		case now := <-tick.C:
 			if idle := s.in.Idle(now); idle >= s.p.idleTimeout {
-				return time.Since(started), fmt.Errorf("no media for %v", idle.Round(time.Millisecond))
+				return fmt.Errorf("no media for %v", idle.Round(time.Millisecond))
 			}
 		}
 	}
 }
 
-// close ends the PeerConnection, waits for the track goroutines and
-// leaves the stream.
+// close ends the PeerConnection, waits for the track goroutines, leaves
+// the stream and tells the attempt what the session received (RTP payload
+// bytes and packets), for its end line.
 func (s *session) close() {
 	s.cancel(errors.New("session closed"))
 	s.in.Close() // closes the PeerConnection
@@ -228,5 +229,5 @@ func (s *session) close() {
 		s.pub.Close()
 	}
 	st := s.in.Stats()
-	s.log.Debug("whep pull session stats", append([]any{"packets", st.Packets, "bytes", st.Bytes}, st.LogAttrs()...)...)
+	s.a.Moved(st.Bytes, st.Packets, st.LogAttrs()...)
 }

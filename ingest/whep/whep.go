@@ -162,8 +162,8 @@ func (p *Puller) Run(ctx context.Context) {
 		Backoff: func() *backoff.Backoff {
 			return backoff.New(p.minBackoff, p.maxBackoff, p.backoffReset)
 		},
-		Attempt: func(ctx context.Context, _ *media.Stream, _ *slog.Logger) (time.Duration, error) {
-			return p.pull(ctx)
+		Attempt: func(ctx context.Context, _ *media.Stream, a *reconnect.Attempt) error {
+			return p.pull(ctx, a)
 		},
 		RetryAfter: rtc.RetryAfter,
 	}.Run(ctx)

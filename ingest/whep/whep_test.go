@@ -105,7 +105,7 @@ func TestPullFromWHEP(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Errorf("the pulled stream did not end after the puller stopped")
 	}
-	testkit.WaitFor(t, 5*time.Second, "viewer stats on the server", func() bool { return strings.Contains(rem.Logs.String(), "viewer stats") })
+	testkit.WaitFor(t, 5*time.Second, "the viewer's end line on the server", func() bool { return strings.Contains(rem.Logs.String(), "viewer session ended") })
 	if !strings.Contains(rem.Logs.String(), "keyframe_requests=1") {
 		t.Errorf("the server did not get exactly one keyframe request")
 	}
@@ -156,8 +156,8 @@ func TestPullReconnect(t *testing.T) {
 			if got.videoUnits < 30 || got.width != 640 || got.opusUnits == 0 {
 				t.Errorf("after the restart the reader got %+v", got)
 			}
-			if !strings.Contains(loc.logs.String(), "whep pull failed") {
-				t.Errorf("the failure was not logged")
+			if !strings.Contains(loc.logs.String(), "whep pull ended") {
+				t.Errorf("the session's end was not logged")
 			}
 		})
 	}

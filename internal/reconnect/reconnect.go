@@ -5,18 +5,45 @@
 // until something ends it, return why); the loop decides, in one place for
 // all six, what happens after it: stop, wait for the stream, or wait
 // (internal/backoff) and try again, and it tells the story in the log.
+//
+// # The story in the log
+//
+// An attempt that gets media flowing is a session, and it logs what every
+// session of the bridge logs at INFO (internal/sessionlog): one line when
+// it starts ("<Name> started", which the client asks for with
+// Attempt.Started) and one when it ends ("<Name> ended": duration, bytes,
+// packets, reason, and retry_in when the loop tries again), whatever ended
+// it: the remote side, the stream, or the forward or pull being stopped
+// (the reason is then the context's cause).
+//
+// An attempt that fails before media flows is no session. A remote that is
+// down or refuses is worth one WARN when it starts failing ("<Name>
+// failed", with the reason and retry_in); the attempts after it, every
+// backoff wait for as long as it stays down, log at DEBUG, with one INFO
+// summary ("<Name> still failing": failures, down_for, the last reason)
+// every DownSummary. The next start line says it is back (after_failures,
+// down_for), and one stopped while down says so ("<Name> stopped"). A
+// target down for an hour logs one WARN and six summaries, not the 120
+// attempts the 30 s backoff makes.
 package reconnect
 
 import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/wishbridge/bridge/internal/backoff"
 	"github.com/wishbridge/bridge/internal/panics"
+	"github.com/wishbridge/bridge/internal/sessionlog"
 	"github.com/wishbridge/bridge/media"
 )
+
+// DownSummary is how often a client whose attempts keep failing logs an
+// INFO summary: an operator who looks at the log within ten minutes of an
+// outage's start sees it there, and an hour's outage costs seven lines.
+const DownSummary = 10 * time.Minute
 
 // ErrPanicked is the failure of an attempt that panicked: the panic was
 // recovered (logged with its stack, counted under the loop's Name), the
@@ -27,20 +54,22 @@ var ErrPanicked = errors.New("internal error: a panic ended the attempt (logged 
 // what the loop does with it, for every client:
 //
 //	attempt returns                    what the loop does
-//	(any), after ctx ended             Info "<Name> stopped"; Run returns at once
+//	(any), after ctx ended             Run returns at once
 //	panics                             recovered under Name; a failure (ErrPanicked)
-//	media.ErrStreamEnded (push)        Info "<Name> paused: the stream ended"; waits
-//	                                   the shortest delay (the backoff does not grow),
-//	                                   then waits for the stream to be published again
-//	media.ErrIncompatibleRepublish     Warn "<Name> failed"; retried after the shortest
-//	  (push)                           delay (the backoff does not grow): the stream is
-//	                                   back with other tracks, the target did nothing
-//	any other error (a refusal, a      Warn "<Name> failed"; waits the backoff's delay,
-//	lost connection; for a pull also   which then doubles up to its maximum
+//	media.ErrStreamEnded (push)        waits the shortest delay (the backoff does not
+//	                                   grow), then waits for the stream to be
+//	                                   published again
+//	media.ErrIncompatibleRepublish     retried after the shortest delay (the backoff
+//	  (push)                           does not grow): the stream is back with other
+//	                                   tracks, the target did nothing
+//	any other error (a refusal, a      waits the backoff's delay, which then doubles
+//	lost connection; for a pull also   up to its maximum
 //	the source ending its stream)
 //	an error with a Retry-After        waits what the server asked (RetryAfter) instead
 //	  (WHIP/WHEP 503, 429)             of the delay; the delay still grows for a failure
 //	after streaming for Reset or more  the delay first goes back to the shortest
+//
+// What it logs is the package doc's story.
 //
 // So a push whose source ends waits for its stream instead of hammering
 // the target, and a pull whose source ends (a remote stream is its
@@ -50,15 +79,16 @@ var ErrPanicked = errors.New("internal error: a panic ended the attempt (logged 
 // end is the remote side's.
 //
 // Every line the loop logs carries attempt (1 for the first attempt of
-// Run) and, when it waits, retry_in; the client's Log carries the stream
-// and the remote side redacted (internal/rawurl), under stable keys:
-// "stream", and "target" for a push, "source" for a pull.
+// Run); the client's Log carries the session's identity under stable
+// keys: "session" and "route" (given by the node), "stream", and the remote
+// side redacted (internal/rawurl): "target" for a push, "source" for a
+// pull.
 type Loop struct {
 	// Name starts the log messages and names the panic component, e.g.
 	// "rtmp push".
 	Name string
-	// Log receives the loop's events; it carries the client's stream and
-	// redacted target or source.
+	// Log receives the loop's events; it carries the client's session
+	// identity (see above).
 	Log *slog.Logger
 	// Invalid, if set, is a configuration error: Run logs it once and
 	// waits for ctx without attempting anything.
@@ -72,17 +102,117 @@ type Loop struct {
 	// the loop. nil for a pull.
 	Stream func(context.Context) (*media.Stream, error)
 	// Attempt connects and streams until something ends it, and returns
-	// for how long media flowed and why it ended (never nil). For a push,
-	// st is the stream Stream returned; for a pull, nil. log is the
-	// loop's Log with the attempt number.
-	Attempt func(ctx context.Context, st *media.Stream, log *slog.Logger) (time.Duration, error)
+	// why it ended (never nil). For a push, st is the stream Stream
+	// returned; for a pull, nil. It calls a.Started when media begins to
+	// flow and a.Moved with what it moved before it returns.
+	Attempt func(ctx context.Context, st *media.Stream, a *Attempt) error
 	// RetryAfter, if set, returns the wait a refusal in err asked for (0
 	// if none), e.g. rtc.RetryAfter.
 	RetryAfter func(error) time.Duration
 	// Retrying, if set, is called before each wait between two attempts
 	// (tests follow the policy with it).
 	Retrying func(wait time.Duration, err error)
+
+	now func() time.Time // nil: time.Now (tests move time on their own)
 }
+
+// Attempt is one attempt of a Loop, as the client's Attempt function
+// sees it. The zero value works (a test driving a client's attempt by
+// hand): it logs to slog.Default on the real clock.
+type Attempt struct {
+	// N counts the attempts of Run, from 1.
+	N int
+	// Log is the Loop's Log with the attempt number; the client logs the
+	// middle of the attempt's story on it, at DEBUG.
+	Log *slog.Logger
+
+	name string
+	now  func() time.Time
+	down *outage // the outage the attempt may end; nil if none
+
+	mu      sync.Mutex
+	over    bool      // guarded by mu: the loop has read the attempt
+	started time.Time // guarded by mu: when media began to flow; zero before
+	bytes   uint64    // guarded by mu; the rest: see Moved
+	packets uint64
+	extra   []any
+}
+
+// Started logs the session's start line, "<Name> started" at INFO with
+// args (the client's own facts: tracks, the remote's stream id) and, if
+// attempts failed before this one, how many and for how long; the
+// session's duration and the backoff's "streamed" count from it. Only the
+// first call counts; one after the attempt returned is ignored. Safe from
+// any goroutine (a connection callback).
+func (a *Attempt) Started(args ...any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.over || !a.started.IsZero() {
+		return
+	}
+	a.started = a.clock()
+	if a.down != nil {
+		args = append(args, "after_failures", a.down.failures, "down_for", a.down.downFor(a.started))
+	}
+	a.log().Info(a.name+" started", args...)
+}
+
+func (a *Attempt) clock() time.Time {
+	if a.now == nil {
+		return time.Now()
+	}
+	return a.now()
+}
+
+func (a *Attempt) log() *slog.Logger {
+	if a.Log == nil {
+		return slog.Default()
+	}
+	return a.Log
+}
+
+// Moved records what the session moved, for its end line: media payload
+// bytes, and packets (frames where the protocol has none: each client says
+// which), then key-value pairs of the client's own (frame counts by kind,
+// drops). A later call replaces an earlier one. Safe from any goroutine.
+func (a *Attempt) Moved(bytes, packets uint64, extra ...any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.bytes, a.packets, a.extra = bytes, packets, extra
+}
+
+// finish closes the attempt to late calls and returns when its session
+// started (zero if it did not).
+func (a *Attempt) finish() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.over = true
+	return a.started
+}
+
+// end logs the session's end line.
+func (a *Attempt) end(started time.Time, reason string, more ...any) {
+	extra := append(append([]any(nil), more...), a.extra...)
+	sessionlog.EndAt(a.log(), a.name+" ended", started, a.clock(), a.bytes, a.packets, reason, extra...)
+}
+
+// outage is a run of attempts that failed without a session.
+type outage struct {
+	since    time.Time // the first failure
+	failures int
+	summary  time.Time // the last INFO line about it
+}
+
+// stopped ends the story of an outage the loop was stopped in, if any
+// (o may be nil).
+func (o *outage) stopped(log *slog.Logger, name, reason string, t time.Time) {
+	if o != nil {
+		log.Info(name+" stopped", "reason", reason, "failures", o.failures, "down_for", o.downFor(t))
+	}
+}
+
+// downFor is how long the outage has lasted at t, for the log.
+func (o *outage) downFor(t time.Time) string { return t.Sub(o.since).Round(time.Second).String() }
 
 // outcome is what the loop makes of an attempt's end.
 type outcome int
@@ -107,6 +237,15 @@ func classify(err error, pull bool) outcome {
 	return failed
 }
 
+// stopReason is why ctx ended, for the last line: its cause, or "stopped"
+// when it was cancelled without one.
+func stopReason(ctx context.Context) string {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c.Error()
+	}
+	return "stopped"
+}
+
 // Run attempts until ctx ends, following the policy of Loop.
 func (l Loop) Run(ctx context.Context) {
 	if l.Invalid != nil {
@@ -114,24 +253,41 @@ func (l Loop) Run(ctx context.Context) {
 		<-ctx.Done()
 		return
 	}
+	now := l.now
+	if now == nil {
+		now = time.Now
+	}
 	var bo *backoff.Backoff
+	var down *outage
 	for attempt := 1; ; attempt++ {
 		var st *media.Stream
 		if l.Stream != nil {
 			var err error
 			if st, err = l.Stream(ctx); err != nil {
+				down.stopped(l.Log, l.Name, stopReason(ctx), now())
 				return
 			}
 		}
-		log := l.Log.With("attempt", attempt)
-		var streamed time.Duration
+		a := &Attempt{N: attempt, Log: l.Log.With("attempt", attempt), name: l.Name, now: now, down: down}
 		var err error
-		if panics.Do(l.Name, log, func() { streamed, err = l.Attempt(ctx, st, log) }) {
+		if panics.Do(l.Name, a.Log, func() { err = l.Attempt(ctx, st, a) }) {
 			err = ErrPanicked
 		}
-		ran := streamed.Round(time.Millisecond).String()
+		started := a.finish()
+		var streamed time.Duration
+		if !started.IsZero() {
+			streamed = now().Sub(started)
+			down = nil
+		}
 		if ctx.Err() != nil {
-			log.Info(l.Name+" stopped", "streamed", ran)
+			switch {
+			case !started.IsZero():
+				a.end(started, stopReason(ctx))
+			case down != nil:
+				down.stopped(a.Log, l.Name, stopReason(ctx), now())
+			default:
+				a.Log.Debug(l.Name+" stopped", "reason", stopReason(ctx))
+			}
 			return
 		}
 		if err == nil {
@@ -144,23 +300,38 @@ func (l Loop) Run(ctx context.Context) {
 		if l.RetryAfter != nil {
 			retryAfter = l.RetryAfter(err)
 		}
+		kind := classify(err, l.Stream == nil)
 		var wait time.Duration
-		switch classify(err, l.Stream == nil) {
-		case ended:
-			wait = bo.Pause(streamed, retryAfter)
-			log.Info(l.Name+" paused: the stream ended", "reason", err.Error(), "streamed", ran, "retry_in", wait.String())
-		case replaced:
-			wait = bo.Pause(streamed, retryAfter)
-			log.Warn(l.Name+" failed", "reason", err.Error(), "streamed", ran, "retry_in", wait.String())
-		default:
+		if kind == failed {
 			wait = bo.Next(streamed, retryAfter)
-			log.Warn(l.Name+" failed", "reason", err.Error(), "streamed", ran, "retry_in", wait.String())
+		} else {
+			wait = bo.Pause(streamed, retryAfter)
+		}
+		line := []any{"reason", err.Error(), "retry_in", wait.String()}
+		switch t := now(); {
+		case !started.IsZero():
+			a.end(started, err.Error(), "retry_in", wait.String())
+		case kind != failed:
+			// The pushed stream ended or changed before the target
+			// took it: nothing the operator needs to hear of.
+			a.Log.Debug(l.Name+" paused", line...)
+		case down == nil:
+			down = &outage{since: t, failures: 1, summary: t}
+			a.Log.Warn(l.Name+" failed", line...)
+		default:
+			down.failures++
+			if t.Sub(down.summary) < DownSummary {
+				a.Log.Debug(l.Name+" failed", line...)
+				break
+			}
+			down.summary = t
+			a.Log.Info(l.Name+" still failing", append(line, "failures", down.failures, "down_for", down.downFor(t))...)
 		}
 		if l.Retrying != nil {
 			l.Retrying(wait, err)
 		}
 		if !backoff.Sleep(ctx, wait) {
-			log.Info(l.Name+" stopped", "streamed", ran)
+			down.stopped(a.Log, l.Name, stopReason(ctx), now())
 			return
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -24,11 +23,13 @@ const (
 	resetAfter = time.Hour
 )
 
-// result is one attempt's return, or a panic.
+// result is one attempt's return, or a panic. An attempt that ran
+// (started: media flowed) did so for ran on the test's clock.
 type result struct {
-	ran   time.Duration
-	err   error
-	panic bool
+	started bool
+	ran     time.Duration
+	err     error
+	panic   bool
 }
 
 var (
@@ -47,51 +48,72 @@ func retryAfter(err error) time.Duration {
 }
 
 // TestPolicy is the loop's policy table: for a run of attempt results, the
-// waits the loop chose between them and the log lines it wrote.
+// waits the loop chose between them and the log lines it wrote. Time is
+// the test's: each attempt moves it on by step, and one that started by
+// what it ran.
 func TestPolicy(t *testing.T) {
+	const refusal = `msg="rtmp pull failed" stream=live/test source=rtmp://host/app/<redacted> attempt=1 reason="refused by the server" retry_in=1ms`
 	for _, tc := range []struct {
 		name    string
 		push    bool
+		step    time.Duration
 		results []result
-		waits   []time.Duration // one per result
+		waits   []time.Duration // one per result, when given
 		logs    []string        // each in some log line
+		warns   int             // WARN lines
+		stop    string          // the last attempt starts, then is stopped with this cause
 	}{
-		{name: "failures double up to the maximum", results: []result{{err: errRefused}, {err: errRefused}, {err: errRefused}, {err: errRefused}},
-			waits: []time.Duration{minWait, 2 * minWait, 4 * minWait, maxWait},
-			logs:  []string{`msg="rtmp pull failed" stream=live/test source=rtmp://host/app/<redacted> attempt=3 reason="refused by the server" streamed=0s retry_in=4ms`}},
+		{name: "failures double up to the maximum; the first is a WARN, the others DEBUG",
+			results: []result{{err: errRefused}, {err: errRefused}, {err: errRefused}, {err: errRefused}},
+			waits:   []time.Duration{minWait, 2 * minWait, 4 * minWait, maxWait}, warns: 1,
+			logs: []string{"level=WARN " + refusal,
+				`level=DEBUG msg="rtmp pull failed" stream=live/test source=rtmp://host/app/<redacted> attempt=3 reason="refused by the server" retry_in=4ms`,
+				`level=INFO msg="rtmp pull stopped" stream=live/test source=rtmp://host/app/<redacted> attempt=5 reason=stopped failures=4 down_for=0s`}},
 		{name: "push: a stream end waits the shortest delay and does not grow the backoff", push: true,
-			results: []result{{err: errRefused}, {err: errRefused}, {ran: time.Second, err: errEnded}, {err: errEnded}, {err: errRefused}},
-			waits:   []time.Duration{minWait, 2 * minWait, minWait, minWait, 4 * minWait},
-			logs:    []string{`msg="rtmp pull paused: the stream ended" stream=live/test source=rtmp://host/app/<redacted> attempt=3`}},
-		{name: "push: a republish with other tracks is a failure retried soon", push: true,
-			results: []result{{err: errRefused}, {err: errReplaced}, {err: errRefused}},
-			waits:   []time.Duration{minWait, minWait, 2 * minWait},
-			logs:    []string{`msg="rtmp pull failed"`, `attempt=2 reason="republished with incompatible codecs: republished with other tracks"`}},
+			results: []result{{err: errRefused}, {err: errRefused}, {started: true, ran: time.Second, err: errEnded}, {err: errEnded}, {err: errRefused}},
+			waits:   []time.Duration{minWait, 2 * minWait, minWait, minWait, 4 * minWait}, warns: 2,
+			logs: []string{`level=INFO msg="rtmp pull started" stream=live/test source=rtmp://host/app/<redacted> attempt=3 after_failures=2 down_for=0s`,
+				`level=INFO msg="rtmp pull ended" stream=live/test source=rtmp://host/app/<redacted> attempt=3 duration=1s bytes=1000 packets=10 reason="stream \"live/test\": stream ended" retry_in=1ms frames=10`,
+				`level=DEBUG msg="rtmp pull paused" stream=live/test source=rtmp://host/app/<redacted> attempt=4`}},
+		{name: "push: a republish with other tracks is retried soon", push: true,
+			results: []result{{err: errRefused}, {started: true, err: errReplaced}, {err: errRefused}},
+			waits:   []time.Duration{minWait, minWait, 2 * minWait}, warns: 2,
+			logs: []string{`msg="rtmp pull ended"`, `attempt=2 duration=0s bytes=1000 packets=10 reason="republished with incompatible codecs: republished with other tracks"`}},
 		{name: "pull: a source that ends is retried with backoff",
 			results: []result{{err: errEnded}, {err: errEnded}, {err: errEnded}},
-			waits:   []time.Duration{minWait, 2 * minWait, 4 * minWait}},
+			waits:   []time.Duration{minWait, 2 * minWait, 4 * minWait}, warns: 1},
 		{name: "Retry-After is waited instead of the delay, which still grows",
 			results: []result{{err: errBusy}, {err: errRefused}, {err: errBusy}},
-			waits:   []time.Duration{3 * minWait, 2 * minWait, 3 * minWait}},
+			waits:   []time.Duration{3 * minWait, 2 * minWait, 3 * minWait}, warns: 1},
 		{name: "a panic is a failure and the next attempt runs",
 			results: []result{{panic: true}, {err: errRefused}},
-			waits:   []time.Duration{minWait, 2 * minWait},
+			waits:   []time.Duration{minWait, 2 * minWait}, warns: 1,
 			logs:    []string{"a panic ended the attempt"}},
 		{name: "a long run resets the backoff",
-			results: []result{{err: errRefused}, {err: errRefused}, {err: errRefused}, {ran: resetAfter, err: errRefused}},
-			waits:   []time.Duration{minWait, 2 * minWait, 4 * minWait, minWait}},
+			results: []result{{err: errRefused}, {err: errRefused}, {err: errRefused}, {started: true, ran: resetAfter, err: errRefused}},
+			waits:   []time.Duration{minWait, 2 * minWait, 4 * minWait, minWait}, warns: 1},
 		{name: "push: a long run before a stream end resets the backoff", push: true,
-			results: []result{{err: errRefused}, {err: errRefused}, {ran: resetAfter, err: errEnded}, {err: errRefused}},
-			waits:   []time.Duration{minWait, 2 * minWait, minWait, minWait}},
+			results: []result{{err: errRefused}, {err: errRefused}, {started: true, ran: resetAfter, err: errEnded}, {err: errRefused}},
+			waits:   []time.Duration{minWait, 2 * minWait, minWait, minWait}, warns: 2},
+		{name: "a session stopped ends with the stop's cause", results: []result{{err: errRefused}}, warns: 1,
+			stop: "forward stopped: its route changed or is gone",
+			logs: []string{`msg="rtmp pull ended" stream=live/test source=rtmp://host/app/<redacted> attempt=2 duration=0s bytes=1000 packets=10 reason="forward stopped: its route changed or is gone" frames=10`}},
+		{name: "an hour down: one WARN, a summary every DownSummary, and the start line after it says so",
+			step: 30 * time.Second, results: append(slices.Repeat([]result{{err: errRefused}}, 121), result{started: true, err: errRefused}), warns: 1,
+			logs: []string{
+				`level=INFO msg="rtmp pull still failing" stream=live/test source=rtmp://host/app/<redacted> attempt=21 reason="refused by the server" retry_in=4ms failures=21 down_for=10m0s`,
+				`level=INFO msg="rtmp pull still failing" stream=live/test source=rtmp://host/app/<redacted> attempt=121 reason="refused by the server" retry_in=4ms failures=121 down_for=1h0m0s`,
+				`level=INFO msg="rtmp pull started" stream=live/test source=rtmp://host/app/<redacted> attempt=122 after_failures=121 down_for=1h0m30s`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log, logs := testkit.NamedLog(t, "reconnect")
 			log = log.With("stream", "live/test", "source", "rtmp://host/app/<redacted>")
 			reg := media.NewRegistry(log)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
 			panicsBefore := panics.CountOf("rtmp pull")
 			var waits []time.Duration
+			clock := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 			next := 0
 			l := reconnect.Loop{
 				Name:       "rtmp pull",
@@ -99,22 +121,35 @@ func TestPolicy(t *testing.T) {
 				Backoff:    func() *backoff.Backoff { return backoff.New(minWait, maxWait, resetAfter) },
 				RetryAfter: retryAfter,
 				Retrying:   func(wait time.Duration, _ error) { waits = append(waits, wait) },
-				Attempt: func(ctx context.Context, st *media.Stream, _ *slog.Logger) (time.Duration, error) {
+				Attempt: func(ctx context.Context, st *media.Stream, a *reconnect.Attempt) error {
+					clock = clock.Add(tc.step)
 					if tc.push != (st != nil) {
 						t.Errorf("attempt %d: stream %v for a push=%v loop", next+1, st, tc.push)
 					}
 					if next == len(tc.results) {
-						cancel()
-						return 0, ctx.Err()
+						if tc.stop != "" {
+							a.Started()
+							a.Moved(1000, 10, "frames", 10)
+							cancel(errors.New(tc.stop))
+						} else {
+							cancel(nil)
+						}
+						return ctx.Err()
 					}
 					r := tc.results[next]
 					next++
 					if r.panic {
 						panic("a bug in the attempt")
 					}
-					return r.ran, r.err
+					if r.started {
+						a.Started()
+						clock = clock.Add(r.ran)
+						a.Moved(1000, 10, "frames", 10)
+					}
+					return r.err
 				},
 			}
+			l.SetNow(func() time.Time { return clock })
 			if tc.push {
 				publish(t, reg)
 				l.Stream = func(ctx context.Context) (*media.Stream, error) {
@@ -122,7 +157,7 @@ func TestPolicy(t *testing.T) {
 				}
 			}
 			l.Run(ctx)
-			if !slices.Equal(waits, tc.waits) {
+			if tc.waits != nil && !slices.Equal(waits, tc.waits) {
 				t.Errorf("waits %v, expected %v", waits, tc.waits)
 			}
 			for _, want := range tc.logs {
@@ -130,7 +165,19 @@ func TestPolicy(t *testing.T) {
 					t.Errorf("no log line with %q:\n%s", want, logs.String())
 				}
 			}
-			if n := logs.Count(`msg="rtmp pull stopped"`, fmt.Sprintf("attempt=%d", len(tc.results)+1)); n != 1 {
+			if n := logs.Count("level=WARN"); n != tc.warns {
+				t.Errorf("%d WARN lines, expected %d:\n%s", n, tc.warns, logs.String())
+			}
+			if n := logs.Count("level=INFO", "still failing"); tc.step == 0 && n != 0 {
+				t.Errorf("%d summaries of a short outage, expected none", n)
+			} else if tc.step != 0 && n != 6 {
+				t.Errorf("%d summaries of an hour's outage, expected 6", n)
+			}
+			// Every session: one start line and one end line.
+			if s, e := logs.Count("level=INFO", `msg="rtmp pull started"`), logs.Count("level=INFO", `msg="rtmp pull ended"`); s != e {
+				t.Errorf("%d start lines, %d end lines:\n%s", s, e, logs.String())
+			}
+			if n := logs.Count(`msg="rtmp pull stopped"`, fmt.Sprintf("attempt=%d", len(tc.results)+1)); tc.stop == "" && n != 1 {
 				t.Errorf("%d stop lines for the attempt the cancel ended, expected 1:\n%s", n, logs.String())
 			}
 			wantPanics := uint64(0)
@@ -179,14 +226,14 @@ func TestPushWaitsForTheStream(t *testing.T) {
 			Stream: func(ctx context.Context) (*media.Stream, error) {
 				return reconnect.WaitStream(ctx, reg, "live/test", time.Millisecond, log, "rtmp push")
 			},
-			Attempt: func(ctx context.Context, st *media.Stream, _ *slog.Logger) (time.Duration, error) {
+			Attempt: func(ctx context.Context, st *media.Stream, _ *reconnect.Attempt) error {
 				select {
 				case attempts <- st:
 				case <-ctx.Done():
-					return 0, ctx.Err()
+					return ctx.Err()
 				}
 				<-ended
-				return 0, fmt.Errorf("stream %q: %w", st.Path(), media.ErrStreamEnded)
+				return fmt.Errorf("stream %q: %w", st.Path(), media.ErrStreamEnded)
 			},
 		}.Run(ctx)
 	}()

@@ -18,9 +18,15 @@ import (
 // the protocol has no packets: see each caller), why it ended, then extra
 // key-value pairs particular to its kind.
 func End(log *slog.Logger, msg string, started time.Time, bytes, packets uint64, reason string, extra ...any) {
+	EndAt(log, msg, started, time.Now(), bytes, packets, reason, extra...)
+}
+
+// EndAt is End for a session that ended at ended (a loop that keeps its
+// own clock: internal/reconnect).
+func EndAt(log *slog.Logger, msg string, started, ended time.Time, bytes, packets uint64, reason string, extra ...any) {
 	args := make([]any, 0, 8+len(extra))
 	args = append(args,
-		"duration", time.Since(started).Round(time.Millisecond).String(),
+		"duration", ended.Sub(started).Round(time.Millisecond).String(),
 		"bytes", bytes,
 		"packets", packets,
 		"reason", reason)
