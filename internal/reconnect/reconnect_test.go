@@ -88,7 +88,7 @@ func TestPolicy(t *testing.T) {
 		{name: "a panic is a failure and the next attempt runs",
 			results: []result{{panic: true}, {err: errRefused}},
 			waits:   []time.Duration{minWait, 2 * minWait}, warns: 1,
-			logs:    []string{"a panic ended the attempt"}},
+			logs: []string{"a panic ended the attempt"}},
 		{name: "a long run resets the backoff",
 			results: []result{{err: errRefused}, {err: errRefused}, {err: errRefused}, {started: true, ran: resetAfter, err: errRefused}},
 			waits:   []time.Duration{minWait, 2 * minWait, 4 * minWait, minWait}, warns: 1},
