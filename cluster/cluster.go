@@ -215,7 +215,7 @@ type Cluster struct {
 	changed  time.Time // when state last changed
 	differ   []string  // nodes whose routes hash differs from ours
 	seen     int       // nodes listed at the last heartbeat
-	reassert bool      // Redis came back: the next step re-registers with modeReassert
+	reassert bool      // a step failed: the next one registers the claims with modeReassert
 
 	kick     chan struct{} // wakes the loop (a claim or release waits); cap 1
 	stop     context.CancelFunc
@@ -462,11 +462,20 @@ func (c *Cluster) routesHash() string {
 	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
-// setState records whether Redis answered; a change is logged once.
+// setState records how the step's Redis work went; a change of state is
+// logged once. After any failure the next successful step registers every
+// claim again with modeReassert: Redis may have lost them (a restart) or
+// another node may have claimed the same path meanwhile.
 func (c *Cluster) setState(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
+	if err != nil {
+		c.reassert = true
+		for _, lc := range c.claims {
+			lc.registered = false
+		}
+	}
 	switch {
 	case err != nil && c.state == StateOK:
 		c.state, c.stateErr, c.changed = StateDegraded, err.Error(), now
@@ -474,11 +483,7 @@ func (c *Cluster) setState(err error) {
 	case err == nil && c.state == StateDegraded:
 		down := now.Sub(c.changed)
 		c.state, c.stateErr, c.changed = StateOK, "", now
-		c.reassert = true
-		for _, lc := range c.claims {
-			lc.registered = false
-		}
-		c.log.Info("redis is back: registering this node, its streams and leases again", "down", down.Round(time.Millisecond).String())
+		c.log.Info("redis is back: this node, its streams and leases are registered again", "down", down.Round(time.Millisecond).String())
 	case c.changed.IsZero():
 		c.changed = now
 	}

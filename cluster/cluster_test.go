@@ -39,8 +39,15 @@ type member struct {
 	grace    atomic.Bool
 }
 
-// join starts node name on r; opts may change the Options before New.
+// join starts node name on r (one Redis server); opts may change the
+// Options before New.
 func join(t *testing.T, r *testkit.Redis, name string, heartbeat time.Duration, opts func(*Options)) *member {
+	t.Helper()
+	return joinWith(t, config.Cluster{Redis: r.URL}, name, heartbeat, opts)
+}
+
+// joinWith is join with cfg's way to Redis.
+func joinWith(t *testing.T, cfg config.Cluster, name string, heartbeat time.Duration, opts func(*Options)) *member {
 	t.Helper()
 	log, logs := testkit.NamedLog(t, name)
 	m := &member{reg: media.NewRegistry(log), logs: logs}
@@ -62,8 +69,8 @@ func join(t *testing.T, r *testkit.Redis, name string, heartbeat time.Duration, 
 	if opts != nil {
 		opts(&o)
 	}
-	c, err := New(config.Cluster{Redis: r.URL, Node: name, PublicURL: "http://127.0.0.1:1/" + name,
-		Token: "0123456789abcdef-token", Heartbeat: heartbeat}, o)
+	cfg.Node, cfg.PublicURL, cfg.Token, cfg.Heartbeat = name, "http://127.0.0.1:1/"+name, "0123456789abcdef-token", heartbeat
+	c, err := New(cfg, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,4 +423,42 @@ func TestLeastLoadedAndRoutes(t *testing.T) {
 		t.Errorf("routes differ: %v (want [f])", d)
 	}
 	a.logs.WaitLog(t, patience, "routes differ", "other=f")
+}
+
+// TestRedisClusterMode: with redis_addrs alone the client speaks Redis
+// Cluster; the registry's keys share one slot (hash tag), so its scripts
+// and multi-key reads work there: claims stay exclusive, nodes are listed,
+// a lease is held, and a Redis restart is survived.
+func TestRedisClusterMode(t *testing.T) {
+	r := testkit.StartRedisCluster(t)
+	cfg := config.Cluster{RedisAddrs: []string{r.Addr}}
+	a := joinWith(t, cfg, "a", hb, nil)
+	b := joinWith(t, cfg, "b", hb, nil)
+	a.publish(t, "live/c")
+	testkit.WaitFor(t, patience, "b sees a own live/c", func() bool { return b.owner(t, "live/c") == "a" })
+	var owned *OwnedError
+	if err := b.c.Claim(context.Background(), "live/c"); !errors.As(err, &owned) {
+		t.Fatalf("b's claim of a's live stream: %v", err)
+	}
+	if nodes, err := b.c.Nodes(context.Background()); err != nil || len(nodes) != 2 {
+		t.Fatalf("nodes: %+v, %v", nodes, err)
+	}
+	if ok, err := a.c.AcquireLease(context.Background(), "pull:live/c"); !ok || err != nil {
+		t.Fatalf("lease: %v %v", ok, err)
+	}
+	r.Stop()
+	testkit.WaitFor(t, patience, "a degraded", func() bool { return a.c.Status().State == StateDegraded })
+	r.Start()
+	testkit.WaitFor(t, 3*patience, "a's claim back", func() bool {
+		cl, ok, err := b.c.Owner(context.Background(), "live/c")
+		return err == nil && ok && cl.Node == "a"
+	})
+	if ok, _ := b.c.AcquireLease(context.Background(), "pull:live/c"); ok {
+		t.Error("b took a's lease after the restart")
+	}
+	// A cluster that answers PING but refuses commands while it recovers
+	// (CLUSTERDOWN) is still down: one outage, logged once.
+	if n := a.logs.Count("redis unreachable"); n != 1 {
+		t.Errorf("the outage was logged %d times on a (want once)", n)
+	}
 }

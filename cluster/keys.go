@@ -29,10 +29,11 @@ const (
 	// means this node lost the path (taken over in grace, or by an earlier
 	// publisher after an outage): it takes nothing.
 	modeRefresh = "refresh"
-	// modeReassert: re-registration after Redis came back. As modeClaim,
-	// and a live owner whose publisher started later (since) loses: two
-	// nodes that both accepted a publisher while Redis was away agree on
-	// the earlier one.
+	// modeReassert: re-registration after a failed step (Redis away or
+	// restarted). As modeClaim, and if the claimant's publisher is live, a
+	// live owner whose publisher started later (since) loses: two nodes
+	// that both accepted a publisher while Redis was away agree on the
+	// earlier one. A claimant in grace takes nothing a live one holds.
 	modeReassert = "reassert"
 )
 
@@ -51,7 +52,7 @@ if cur then
     local take = false
     if mode ~= 'refresh' and c.state == 'grace' then
       take = true
-    elseif mode == 'reassert' then
+    elseif mode == 'reassert' and ARGV[8] == 'live' then
       local theirs, mine = tonumber(c.since) or 0, tonumber(ARGV[4])
       take = mine < theirs or (mine == theirs and ARGV[1] < tostring(c.node))
     end

@@ -295,7 +295,7 @@ func (c *Cluster) claimCall(path string, since int64, mode string) scriptCall {
 	v, _ := json.Marshal(cl)
 	expiry := time.Now().Add(c.ttl).UnixMilli()
 	return scriptCall{keys: []string{streamKey(path), keyStreams},
-		args: []any{c.self, string(v), c.ttl.Milliseconds(), since, mode, expiry, path}}
+		args: []any{c.self, string(v), c.ttl.Milliseconds(), since, mode, expiry, path, string(cl.State)}}
 }
 
 func (c *Cluster) leaseCall(name string) scriptCall {
@@ -337,8 +337,9 @@ func (c *Cluster) step(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		c.setState(nil) // back: this sync re-registers everything (modeReassert)
 	}
+	// Back only once the whole step worked: a Redis Cluster that answers
+	// PING may still refuse commands (CLUSTERDOWN) while it recovers.
 	c.setState(c.sync(ctx))
 }
 

@@ -3,6 +3,7 @@ package testkit
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"strings"
@@ -17,10 +18,11 @@ type Redis struct {
 	// Addr is "127.0.0.1:port"; URL is "redis://127.0.0.1:port/0".
 	Addr, URL string
 
-	t   testing.TB
-	bin string
-	dir string
-	cmd *exec.Cmd // nil while stopped
+	t       testing.TB
+	bin     string
+	dir     string
+	cluster bool      // a one-node Redis Cluster holding every slot
+	cmd     *exec.Cmd // nil while stopped
 }
 
 // redisStartTimeout bounds how long a fresh redis-server takes to answer
@@ -33,6 +35,20 @@ const redisStartTimeout = 10 * time.Second
 // install it.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
+	return startRedis(t, false)
+}
+
+// StartRedisCluster is StartRedis in Redis Cluster mode: one node that
+// holds all 16384 slots, for clients in cluster mode (MOVED/ASK handling,
+// keys of one slot in a script). Its slots survive Stop and Start (the
+// cluster's node file stays in its directory), its data does not.
+func StartRedisCluster(t testing.TB) *Redis {
+	t.Helper()
+	return startRedis(t, true)
+}
+
+func startRedis(t testing.TB, cluster bool) *Redis {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is required for this test (%v): apt-get install redis-server", err)
@@ -43,7 +59,7 @@ func StartRedis(t testing.TB) *Redis {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	r := &Redis{Addr: addr, URL: "redis://" + addr + "/0", t: t, bin: bin, dir: t.TempDir()}
+	r := &Redis{Addr: addr, URL: "redis://" + addr + "/0", t: t, bin: bin, dir: t.TempDir(), cluster: cluster}
 	t.Cleanup(r.Stop)
 	r.Start()
 	return r
@@ -60,6 +76,9 @@ func (r *Redis) Start() {
 	_, port, _ := net.SplitHostPort(r.Addr)
 	cmd := exec.Command(r.bin, "--port", port, "--bind", "127.0.0.1", "--dir", r.dir,
 		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning")
+	if r.cluster {
+		cmd.Args = append(cmd.Args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -69,6 +88,9 @@ func (r *Redis) Start() {
 	deadline := time.Now().Add(redisStartTimeout)
 	for {
 		err := r.ping()
+		if err == nil && r.cluster {
+			err = r.clusterReady()
+		}
 		if err == nil {
 			return
 		}
@@ -91,23 +113,53 @@ func (r *Redis) Stop() {
 	r.cmd = nil
 }
 
-// ping sends PING in the inline protocol and expects +PONG.
+// ping sends PING and expects +PONG.
 func (r *Redis) ping() error {
+	line, _, err := r.command("PING")
+	if err == nil && line != "+PONG" {
+		err = fmt.Errorf("PING answered %q", line)
+	}
+	return err
+}
+
+// clusterReady gives the node every slot (an error once it has them:
+// after a restart) and reports whether the cluster's state is ok.
+func (r *Redis) clusterReady() error {
+	if _, _, err := r.command("CLUSTER ADDSLOTSRANGE 0 16383"); err != nil {
+		return err
+	}
+	_, body, err := r.command("CLUSTER INFO")
+	if err == nil && !strings.Contains(body, "cluster_state:ok") {
+		err = fmt.Errorf("cluster not ready: %q", body)
+	}
+	return err
+}
+
+// command sends one inline command and reads its answer: the first line
+// and, for a bulk string ($n), its body.
+func (r *Redis) command(cmd string) (line, body string, err error) {
 	c, err := net.DialTimeout("tcp", r.Addr, time.Second)
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
+	if _, err := c.Write([]byte(cmd + "\r\n")); err != nil {
+		return "", "", err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
+	br := bufio.NewReader(c)
+	line, err = br.ReadString('\n')
+	line = strings.TrimSuffix(line, "\r\n")
+	if err != nil || !strings.HasPrefix(line, "$") {
+		return line, "", err
 	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", line)
+	var n int
+	if _, err := fmt.Sscanf(line, "$%d", &n); err != nil || n < 0 || n > 1<<20 {
+		return line, "", fmt.Errorf("%s answered %q", cmd, line)
 	}
-	return nil
+	b := make([]byte, n+2)
+	if _, err := io.ReadFull(br, b); err != nil {
+		return line, "", err
+	}
+	return line, string(b[:n]), nil
 }
