@@ -81,7 +81,19 @@ type Request struct {
 	// and the reader is not counted (media.ReaderOptions.Uncounted). Only
 	// WHEP asks it.
 	Preview bool
+	// Redirect is the signed RedirectParam of a WHIP or WHEP request that
+	// another node of the cluster sent here with a 307 ("" if none). The
+	// node checks it: a valid one stands for the Credential (that node
+	// checked it; browsers drop Authorization on a cross-origin redirect)
+	// and forbids a further redirect; an invalid one is refused. Never
+	// log it.
+	Redirect string
 }
+
+// RedirectParam is the query parameter of the URL a node redirects a WHIP
+// or WHEP client to: a signature made with the cluster token (package
+// internal/redirectsig).
+const RedirectParam = "cluster_redirect"
 
 func (r Request) String() string {
 	return fmt.Sprintf("%s %s %q from %s", r.Protocol, r.Action, r.Path, r.Remote)

@@ -24,9 +24,6 @@ import (
 	"time"
 )
 
-// Param is the query parameter that carries the signature.
-const Param = "cluster_redirect"
-
 // TTL is how long a signed redirect is valid from when it is made: the
 // client follows a 307 at once (milliseconds); 10 s covers a slow client
 // and a loaded node without leaving a leaked URL useful for long.
@@ -62,17 +59,18 @@ var (
 	ErrInvalid   = errors.New("cluster_redirect does not match (another path, node or action, or a different cluster token)")
 )
 
-// Sign returns the value of Param that admits action on path at node
-// until expires, keyed with the cluster token.
+// Sign returns the value of the cluster_redirect parameter
+// (access.RedirectParam) that admits action on path at node until
+// expires, keyed with the cluster token.
 func Sign(token string, action Action, node, path string, expires time.Time) string {
 	exp := strconv.FormatInt(expires.Unix(), 10)
 	return exp + "." + base64.RawURLEncoding.EncodeToString(mac(token, action, node, path, exp))
 }
 
-// Verify checks value, a Param taken from a request for action on path
-// arriving at node (this node), at time now: nil when it was signed with
-// token for exactly these and has not expired. The MAC is compared in
-// constant time.
+// Verify checks value, the cluster_redirect parameter of a request for
+// action on path arriving at node (this node), at time now: nil when it
+// was signed with token for exactly these and has not expired. The MAC is
+// compared in constant time.
 func Verify(token, value string, action Action, node, path string, now time.Time) error {
 	if len(value) > maxValue {
 		return fmt.Errorf("%w (%d bytes, expected at most %d)", ErrMalformed, len(value), maxValue)
