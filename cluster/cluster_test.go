@@ -41,13 +41,13 @@ type member struct {
 
 // join starts node name on r (one Redis server); opts may change the
 // Options before New.
-func join(t *testing.T, r *testkit.Redis, name string, heartbeat time.Duration, opts func(*Options)) *member {
+func join(t testing.TB, r *testkit.Redis, name string, heartbeat time.Duration, opts func(*Options)) *member {
 	t.Helper()
 	return joinWith(t, config.Cluster{Redis: r.URL}, name, heartbeat, opts)
 }
 
 // joinWith is join with cfg's way to Redis.
-func joinWith(t *testing.T, cfg config.Cluster, name string, heartbeat time.Duration, opts func(*Options)) *member {
+func joinWith(t testing.TB, cfg config.Cluster, name string, heartbeat time.Duration, opts func(*Options)) *member {
 	t.Helper()
 	log, logs := testkit.NamedLog(t, name)
 	m := &member{reg: media.NewRegistry(log), logs: logs}
