@@ -84,11 +84,13 @@ func secretEqual(got, want string) bool {
 
 // Locate finds the stream an admitted reader of path reads (an
 // access.Locator): the one published there, or, if there is none but the
-// route pulls on demand, the pull it starts. Either way it waits up to
+// route pulls on demand, the pull it starts, or else, when another node
+// owns the path (Options.Relay), the relay it starts (relay.go). Either
+// way it waits up to
 // Options.StreamWait for the stream's tracks. Nothing published and
 // nothing to pull is access.ErrNoStream at once.
 func (n *Node) Locate(ctx context.Context, path string) (*media.Stream, error) {
-	if _, ok := n.reg.Get(path); !ok && !n.pulls.demand(path) {
+	if !n.locate(ctx, path) {
 		return nil, fmt.Errorf("stream %q: %w", path, access.ErrNoStream)
 	}
 	return access.WaitReady(ctx, n.reg, path, n.streamWait)
@@ -117,12 +119,13 @@ func (n *Node) SRTReads() *srt.ReadHandler {
 }
 
 // admitSRTRead is Authorize, and the stream must be live or about to be
-// pulled on demand: SRT refuses before the accept or not at all.
+// pulled on demand or relayed: SRT refuses before the accept or not at
+// all.
 func (n *Node) admitSRTRead(req access.Request) error {
 	if err := n.Authorize(req); err != nil {
 		return err
 	}
-	if _, ok := n.reg.Get(req.Path); !ok && !n.pulls.demand(req.Path) {
+	if !n.locate(context.Background(), req.Path) {
 		return fmt.Errorf("stream %q: %w", req.Path, access.ErrNoStream)
 	}
 	return nil

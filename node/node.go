@@ -24,6 +24,7 @@ import (
 	"github.com/wishbridge/bridge/config"
 	ingestsrt "github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/media"
+	"github.com/wishbridge/bridge/relay"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
 )
@@ -49,6 +50,9 @@ type Options struct {
 	// (an on-demand pull starting, a publisher in its handshake); 0 means
 	// DefaultStreamWait.
 	StreamWait time.Duration
+	// Relay serves readers of the paths other nodes own through a relay
+	// from the owner (relay.go); the zero value relays nothing.
+	Relay relay.Edge
 	// Log receives the node's events; nil means slog.Default().
 	Log *slog.Logger
 }
@@ -66,6 +70,7 @@ type Node struct {
 	reencoders *transcode.ReencodeSlots
 	srtStats   func(string) (ingestsrt.Stats, bool)
 	streamWait time.Duration
+	relay      relay.Edge
 	log        *slog.Logger
 
 	cfg     atomic.Pointer[config.Config]
@@ -98,7 +103,7 @@ func New(cfg *config.Config, o Options) *Node {
 	if o.Reencoders == nil {
 		o.Reencoders = &transcode.ReencodeSlots{}
 	}
-	n := &Node{reg: o.Registry, engine: o.Engine, aac: o.AAC, reencoders: o.Reencoders, srtStats: o.SRTStats, streamWait: o.StreamWait, log: o.Log}
+	n := &Node{reg: o.Registry, engine: o.Engine, aac: o.AAC, reencoders: o.Reencoders, srtStats: o.SRTStats, streamWait: o.StreamWait, relay: o.Relay, log: o.Log}
 	n.cfg.Store(cfg)
 	n.pulls.n, n.fwd.n = n, n
 	n.reg.SetGrace(func(path string) time.Duration { return n.Policy(path).Grace })

@@ -75,6 +75,9 @@ func (p *pulls) reconcile() {
 	p.mu.Lock()
 	var stopped []*pullRun
 	for path, run := range p.running {
+		if run.spec.kind == pullRelay && relayWanted(cfg, path) {
+			continue // not the route's pull: a relay from another node (relay.go)
+		}
 		if r, ok := cfg.Match(path); !ok || r.Path != path || pullSpecOf(r) != run.spec {
 			p.n.log.Info("pull stopped: its route changed or is gone", "stream", path)
 			run.cancel()
@@ -124,6 +127,8 @@ func (p *pulls) run(spec pullSpec) {
 	case config.PullWHEP:
 		run = ingestwhep.NewPuller(ingestwhep.Config{Registry: p.n.reg, Engine: p.n.engine, Path: spec.path,
 			URL: spec.url, Token: spec.token, Log: p.n.log}).Run
+	case pullRelay:
+		run = p.n.newRelay(spec, p.n.log)
 	default:
 		log.Error("pull not started: unknown scheme")
 		return
@@ -147,7 +152,7 @@ func (p *pulls) run(spec pullSpec) {
 		defer p.forget(pr)
 		defer panics.Recover("pull watcher", log, nil)
 		if spec.onDemand {
-			p.stopWhenIdle(ctx, spec.path)
+			p.stopWhenIdle(ctx, spec.path, idleOf(spec.kind))
 		} else {
 			<-ctx.Done()
 		}
@@ -164,8 +169,8 @@ func (p *pulls) forget(run *pullRun) {
 	}
 }
 
-// stopWhenIdle returns once path has had no reader for pullIdle.
-func (p *pulls) stopWhenIdle(ctx context.Context, path string) {
+// stopWhenIdle returns once path has had no reader for idle.
+func (p *pulls) stopWhenIdle(ctx context.Context, path string, idle time.Duration) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last := time.Now()
@@ -176,7 +181,7 @@ func (p *pulls) stopWhenIdle(ctx context.Context, path string) {
 		case now := <-t.C:
 			if s, ok := p.n.reg.Get(path); ok && s.Readers() > 0 {
 				last = now
-			} else if now.Sub(last) > pullIdle {
+			} else if now.Sub(last) > idle {
 				p.n.log.Info("on-demand pull stopped: nobody is reading", "stream", path)
 				return
 			}
