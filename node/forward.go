@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"strings"
 	"sync"
@@ -37,6 +39,7 @@ const forwardIdle = time.Minute
 // is not comparable fails to compile here, the spec being a map key).
 type forwardSpec struct {
 	path        string
+	route       string // the route's path (a pattern's, for a path it matched), for the log
 	target      config.Forward
 	opusBitrate int    // bit/s, the route's effective audio.opus_bitrate
 	aacBitrate  int    // bit/s, the route's effective audio.aac_bitrate
@@ -47,7 +50,7 @@ type forwardSpec struct {
 func forwardSpecs(path string, r *config.Route) []forwardSpec {
 	out := make([]forwardSpec, len(r.Forward))
 	for i, target := range r.Forward {
-		out[i] = forwardSpec{path: path, target: target, opusBitrate: r.OpusBitrate(), aacBitrate: r.AACBitrate(), bframes: r.BFramesPolicy()}
+		out[i] = forwardSpec{path: path, route: r.Path, target: target, opusBitrate: r.OpusBitrate(), aacBitrate: r.AACBitrate(), bframes: r.BFramesPolicy()}
 	}
 	return out
 }
@@ -78,8 +81,10 @@ type forwards struct {
 }
 
 type forwardRun struct {
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the runner has returned (at once if it never started)
+	// stop ends the runner; its cause is the reason its session's end
+	// line gives.
+	stop context.CancelCauseFunc
+	done chan struct{} // closed when the runner has returned (at once if it never started)
 	// goneSince is when the scans stopped finding its path live (a
 	// pattern route's publisher left); zero while it is.
 	goneSince time.Time
@@ -171,7 +176,7 @@ func (f *forwards) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			for _, r := range f.running {
-				r.cancel()
+				r.stop(nil) // the node is stopping: ctx's cause
 			}
 			f.live.Store(nil)
 			return
@@ -245,14 +250,16 @@ func (f *forwards) scan(ctx context.Context) (next time.Duration) {
 			}
 			continue
 		}
-		run.cancel()
+		reason := "forward stopped: its route changed or is gone"
+		if ok {
+			reason = "forward stopped: its stream has been gone for " + forwardIdle.String()
+		}
+		run.stop(errors.New(reason))
 		delete(f.running, spec)
 		ending[spec.path] = append(ending[spec.path], run.done)
-		reason := "its route changed or is gone"
-		if ok {
-			reason = "its stream has been gone for " + forwardIdle.String()
-		}
-		f.n.log.Info("forward stopped", "stream", spec.path, "target", rawurl.Redact(spec.target.URL()), "reason", reason)
+		// The runner's own last line (the session's end, or its outage's)
+		// says why at INFO.
+		f.n.log.Debug("forward stopped", "session", run.session.ID, "stream", spec.path, "target", rawurl.Redact(spec.target.URL()), "reason", reason)
 	}
 	for spec, wanted := range configured {
 		if _, ok := f.running[spec]; ok || !wanted {
@@ -278,21 +285,25 @@ func (f *forwards) scan(ctx context.Context) (next time.Duration) {
 // path's forwards just stopped) have returned, so a restarted forward does
 // not meet its own old session at the target.
 func (f *forwards) startRunner(ctx context.Context, spec forwardSpec, exact bool, after []chan struct{}) {
-	log := f.n.log.With("stream", spec.path, "target", rawurl.Redact(spec.target.URL()))
-	run := &forwardRun{cancel: func() {}, done: make(chan struct{}), exact: exact,
+	run := &forwardRun{stop: func(error) {}, done: make(chan struct{}), exact: exact,
 		runner: metrics.Runner{Path: spec.path, Kind: spec.target.Kind()},
 		session: access.Session{ID: f.n.sessionID("fwd"), Kind: access.SessionForward, Stream: spec.path,
 			Peer: rawurl.Redact(spec.target.URL()), State: "running", Since: time.Now()}}
 	f.running[spec] = run
-	runner, err := f.n.newForwarder(spec)
+	// Every line of the forward's story carries the id the admin API
+	// lists; the pusher adds stream and target.
+	plog := f.n.log.With("session", run.session.ID, "route", spec.route)
+	log := plog.With("stream", spec.path, "target", rawurl.Redact(spec.target.URL()))
+	runner, err := f.n.newForwarder(spec, plog)
 	if err != nil {
 		log.Error("forward not started", "err", err)
 		close(run.done)
 		return
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	run.cancel = cancel
-	log.Info("forward started")
+	rctx, stop := context.WithCancelCause(ctx)
+	run.stop = stop
+	// The pusher logs the sessions (internal/reconnect's story).
+	log.Debug("forward started")
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -318,20 +329,21 @@ func (f *forwards) runners() []metrics.Runner {
 	return nil
 }
 
-// newForwarder builds the runner pushing path to one target.
-func (n *Node) newForwarder(spec forwardSpec) (func(context.Context), error) {
+// newForwarder builds the runner pushing path to one target, logging to
+// log.
+func (n *Node) newForwarder(spec forwardSpec, log *slog.Logger) (func(context.Context), error) {
 	path, f := spec.path, spec.target
 	switch f.Kind() {
 	case config.ForwardRTMP:
 		p, err := egressrtmp.NewPusher(egressrtmp.PushConfig{Registry: n.reg, Path: path, URL: f.RTMP,
-			AACBitrate: spec.aacBitrate, AAC: n.aac, Log: n.log})
+			AACBitrate: spec.aacBitrate, AAC: n.aac, Log: log})
 		if err != nil {
 			return nil, err
 		}
 		return p.Run, nil
 	case config.ForwardSRT:
 		p, err := egresssrt.NewPusher(egresssrt.PushConfig{Registry: n.reg, Path: path, URL: f.SRT,
-			Audio: f.AudioCodec(), AACBitrate: spec.aacBitrate, AAC: n.aac, Log: n.log})
+			Audio: f.AudioCodec(), AACBitrate: spec.aacBitrate, AAC: n.aac, Log: log})
 		if err != nil {
 			return nil, err
 		}
@@ -339,7 +351,7 @@ func (n *Node) newForwarder(spec forwardSpec) (func(context.Context), error) {
 	case config.ForwardWHIP:
 		p := egresswhip.NewForwarder(egresswhip.Config{Registry: n.reg, Engine: n.engine, Path: path,
 			URL: f.WHIP, Token: f.Token, OpusBitrate: spec.opusBitrate, BFrames: webrtccodec.BFramePolicy(spec.bframes),
-			Reencoders: n.reencoders, Log: n.log})
+			Reencoders: n.reencoders, Log: log})
 		return p.Run, nil
 	}
 	return nil, fmt.Errorf("forward target of unknown kind %q", f.Kind())

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -52,8 +54,10 @@ func pullSpecOf(r *config.Route) pullSpec {
 }
 
 type pullRun struct {
-	spec    pullSpec
-	cancel  context.CancelFunc
+	spec pullSpec
+	// stop ends the puller; its cause is the reason its session's end
+	// line gives.
+	stop    context.CancelCauseFunc
 	done    chan struct{}
 	srt     *ingestsrt.Puller // for its connection statistics; nil unless spec.kind is srt
 	session access.Session    // what the admin API lists (sessions.go)
@@ -75,12 +79,9 @@ func (p *pulls) reconcile() {
 	p.mu.Lock()
 	var stopped []*pullRun
 	for path, run := range p.running {
-		if run.spec.kind == pullRelay && relayWanted(cfg, path) {
-			continue // not the route's pull: a relay from another node (relay.go)
-		}
 		if r, ok := cfg.Match(path); !ok || r.Path != path || pullSpecOf(r) != run.spec {
-			p.n.log.Info("pull stopped: its route changed or is gone", "stream", path)
-			run.cancel()
+			p.n.log.Debug("pull stopped: its route changed or is gone", "session", run.session.ID, "stream", path)
+			run.stop(errors.New("pull stopped: its route changed or is gone"))
 			stopped = append(stopped, run)
 			delete(p.running, path)
 		}
@@ -114,29 +115,31 @@ func (p *pulls) run(spec pullSpec) {
 	if _, ok := p.running[spec.path]; ok || p.ctx == nil || p.ctx.Err() != nil {
 		return
 	}
-	log := p.n.log.With("stream", spec.path, "source", rawurl.Redact(spec.url))
-	var run func(context.Context)
 	pr := &pullRun{spec: spec, done: make(chan struct{}), session: access.Session{ID: p.n.sessionID("pull"),
 		Kind: access.SessionPull, Stream: spec.path, Peer: rawurl.Redact(spec.url), State: "running", Since: time.Now()}}
+	// Every line of the pull's story carries the id the admin API lists
+	// (a pull's route is its path); the puller adds stream and source.
+	plog := p.n.log.With("session", pr.session.ID, "route", spec.path)
+	log := plog.With("stream", spec.path, "source", rawurl.Redact(spec.url))
+	var run func(context.Context)
 	switch spec.kind {
 	case config.PullSRT:
-		pr.srt = ingestsrt.NewPuller(ingestsrt.PullConfig{Registry: p.n.reg, Path: spec.path, URL: spec.url, Log: p.n.log})
+		pr.srt = ingestsrt.NewPuller(ingestsrt.PullConfig{Registry: p.n.reg, Path: spec.path, URL: spec.url, Log: plog})
 		run = pr.srt.Run
 	case config.PullRTMP:
-		run = ingestrtmp.NewPuller(ingestrtmp.PullConfig{Registry: p.n.reg, Path: spec.path, URL: spec.url, Log: p.n.log}).Run
+		run = ingestrtmp.NewPuller(ingestrtmp.PullConfig{Registry: p.n.reg, Path: spec.path, URL: spec.url, Log: plog}).Run
 	case config.PullWHEP:
 		run = ingestwhep.NewPuller(ingestwhep.Config{Registry: p.n.reg, Engine: p.n.engine, Path: spec.path,
-			URL: spec.url, Token: spec.token, Log: p.n.log}).Run
-	case pullRelay:
-		run = p.n.newRelay(spec, p.n.log)
+			URL: spec.url, Token: spec.token, Log: plog}).Run
 	default:
 		log.Error("pull not started: unknown scheme")
 		return
 	}
-	ctx, cancel := context.WithCancel(p.ctx)
-	pr.cancel = cancel
+	ctx, stop := context.WithCancelCause(p.ctx)
+	pr.stop = stop
 	p.running[spec.path] = pr
-	log.Info("pull started", "on_demand", spec.onDemand)
+	// The puller logs the sessions (internal/reconnect's story).
+	log.Debug("pull started", "on_demand", spec.onDemand)
 	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
@@ -144,24 +147,29 @@ func (p *pulls) run(spec pullSpec) {
 		// A panicking puller ends its pull (the watcher below then drops
 		// it from the table, so a reader's demand or a reload starts it
 		// again).
-		defer panics.Recover("pull", log, cancel)
+		defer panics.Recover("pull", log, func() { stop(errPullPanicked) })
 		run(ctx)
 	}()
 	go func() {
 		defer p.wg.Done()
-		defer p.forget(pr)
+		var why error // nil: ctx's cause
+		defer func() { p.forget(pr, why) }()
 		defer panics.Recover("pull watcher", log, nil)
 		if spec.onDemand {
-			p.stopWhenIdle(ctx, spec.path, idleOf(spec.kind))
+			why = p.stopWhenIdle(ctx, spec.path)
 		} else {
 			<-ctx.Done()
 		}
 	}()
 }
 
-// forget stops run and takes it out of the table, unless it was replaced.
-func (p *pulls) forget(run *pullRun) {
-	run.cancel()
+// errPullPanicked ends a pull whose puller panicked.
+var errPullPanicked = errors.New("internal error: the puller panicked (logged with its stack)")
+
+// forget stops run for why (nil: as it was stopped already) and takes it
+// out of the table, unless it was replaced.
+func (p *pulls) forget(run *pullRun, why error) {
+	run.stop(why)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.running[run.spec.path] == run {
@@ -169,21 +177,21 @@ func (p *pulls) forget(run *pullRun) {
 	}
 }
 
-// stopWhenIdle returns once path has had no reader for idle.
-func (p *pulls) stopWhenIdle(ctx context.Context, path string, idle time.Duration) {
+// stopWhenIdle returns once path has had no reader for pullIdle, with
+// that reason, or nil once ctx ends.
+func (p *pulls) stopWhenIdle(ctx context.Context, path string) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case now := <-t.C:
 			if s, ok := p.n.reg.Get(path); ok && s.Readers() > 0 {
 				last = now
-			} else if now.Sub(last) > idle {
-				p.n.log.Info("on-demand pull stopped: nobody is reading", "stream", path)
-				return
+			} else if now.Sub(last) > pullIdle {
+				return fmt.Errorf("on-demand pull stopped: nobody has read for %v", pullIdle)
 			}
 		}
 	}

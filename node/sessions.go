@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -55,9 +56,9 @@ func (n *Node) EndSession(id, reason string) bool {
 		}
 		for _, run := range *runs {
 			if run.session.ID == id {
-				n.log.Info("forward ended", "stream", run.session.Stream, "target", run.session.Peer, "reason", reason)
+				// The forward's session ends with reason at INFO.
 				run.kicked.Store(true)
-				run.cancel()
+				run.stop(errors.New(reason))
 				return true
 			}
 		}
@@ -73,8 +74,7 @@ func (n *Node) EndSession(id, reason string) bool {
 		if found == nil {
 			return false
 		}
-		n.log.Info("pull ended", "stream", found.spec.path, "source", found.session.Peer, "reason", reason)
-		n.pulls.forget(found)
+		n.pulls.forget(found, errors.New(reason)) // its session ends with reason at INFO
 		<-found.done
 		n.pulls.reconcile()
 		return true

@@ -224,12 +224,14 @@ func (r *Receiver) OnTrack(tr *webrtc.TrackRemote, rc *webrtc.RTPReceiver) {
 		drainRTCP(rc)
 	}()
 	log := r.cfg.Log.With("track", tr.Kind().String(), "codec", codec.MimeType, "ssrc", uint32(tr.SSRC()))
+	// The middle of the session's story: at DEBUG (the start line says
+	// which tracks are expected, the end line what they carried).
 	switch kind {
 	case "video":
-		log.Info("receiving track", "fmtp", codec.SDPFmtpLine)
+		log.Debug("receiving track", "fmtp", codec.SDPFmtpLine)
 		r.receiveVideo(tr)
 	case "audio":
-		log.Info("receiving track")
+		log.Debug("receiving track")
 		r.receiveAudio(tr)
 	default:
 		log.Warn("track ignored: one H264 video and one Opus audio track are used")

@@ -546,9 +546,10 @@ func (s *Server) handle(req gosrt.ConnRequest, release func()) {
 		log.Warn("srt accept failed", "stream", st.Path(), "reason", err.Error())
 		return
 	}
-	p := newPublisher(s.publisherConfig(), conn, st, peer, log.With("stream", st.Path()))
+	id := s.newSessionIDLocked()
+	p := newPublisher(s.publisherConfig(), conn, st, peer, log.With("session", id, "stream", st.Path()))
 	s.pubs[st.Path()] = p
-	sess := s.addSessionLocked(&session{kind: access.SessionSRTPublish, path: st.Path(), peer: peer, since: p.started, conn: conn,
+	sess := s.addSessionLocked(&session{id: id, kind: access.SessionSRTPublish, path: st.Path(), peer: peer, since: p.started, conn: conn,
 		end: func(reason string) { p.stop(errors.New(reason)) }})
 	s.mu.Unlock()
 
@@ -576,7 +577,9 @@ func (s *Server) serveReader(req gosrt.ConnRequest, rreq access.Request, log *sl
 	}
 	start := time.Now()
 	s.mu.Lock()
-	sess := s.addSessionLocked(&session{kind: access.SessionSRTRead, path: rreq.Path, peer: rreq.Remote, since: start, conn: conn,
+	id := s.newSessionIDLocked()
+	log = log.With("session", id)
+	sess := s.addSessionLocked(&session{id: id, kind: access.SessionSRTRead, path: rreq.Path, peer: rreq.Remote, since: start, conn: conn,
 		end: func(string) { conn.Close() }})
 	s.mu.Unlock()
 	defer func() {

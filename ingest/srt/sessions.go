@@ -22,10 +22,16 @@ type session struct {
 	end   func(reason string) // ends the connection, logging reason where the adapter logs ends
 }
 
-// addSessionLocked numbers s and adds it to the table. Called with mu held.
-func (s *Server) addSessionLocked(sess *session) *session {
+// newSessionIDLocked numbers a connection just accepted: its id in the
+// admin API and, under the key session, on every line of its story. Called
+// with mu held.
+func (s *Server) newSessionIDLocked() string {
 	s.seq++
-	sess.id = fmt.Sprintf("srt-%d", s.seq)
+	return fmt.Sprintf("srt-%d", s.seq)
+}
+
+// addSessionLocked adds sess, numbered, to the table. Called with mu held.
+func (s *Server) addSessionLocked(sess *session) *session {
 	s.sessions[sess.id] = sess
 	return sess
 }
