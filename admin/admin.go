@@ -72,10 +72,11 @@ type Config struct {
 	// grace, and with ban > 0 that address refused on path for that long
 	// (node.Node.Evict). nil: bans are refused (400).
 	Evict func(path, remote string, ban time.Duration)
-	// Reload reads the config file again and applies it, as SIGHUP does:
-	// nil, ErrNothingToReload (409), or the error to answer with 400 (a
-	// config error says file:line).
-	Reload func() error
+	// Reload reads the config file again and applies it, as SIGHUP does,
+	// and returns the changed keys that need a restart (their running
+	// values kept); the error is ErrNothingToReload (409), or the one to
+	// answer with 400 (a config error says file:line).
+	Reload func() (restartNeeded []string, err error)
 	Log    *slog.Logger
 }
 
@@ -309,15 +310,24 @@ func (h *Handler) serveKickPublisher(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// reloaded is the answer of a reload (openapi.json: POST /reload, 200).
+type reloaded struct {
+	Reloaded bool `json:"reloaded"`
+	// RestartNeeded are the changed keys that apply only at the next
+	// start (e.g. "tls.cert_file"); [] when none.
+	RestartNeeded []string `json:"restart_needed"`
+}
+
 // serveReload reads the config file again, as SIGHUP does: 200
-// {"reloaded":true}; 400 with the file's errors (file:line: key: what is
-// wrong), the running config kept; 409 on the embedded defaults.
+// {"reloaded":true,"restart_needed":[keys]}; 400 with the file's errors
+// (file:line: key: what is wrong), the running config kept; 409 on the
+// embedded defaults.
 func (h *Handler) serveReload(w http.ResponseWriter, r *http.Request) {
-	err := h.cfg.Reload()
+	restart, err := h.cfg.Reload()
 	switch {
 	case err == nil:
 		h.log.Info("config reloaded through the API", "peer", r.RemoteAddr)
-		writeJSON(w, http.StatusOK, map[string]bool{"reloaded": true})
+		writeJSON(w, http.StatusOK, reloaded{Reloaded: true, RestartNeeded: append([]string{}, restart...)})
 	case errors.Is(err, ErrNothingToReload):
 		writeError(w, http.StatusConflict, err.Error())
 	default:

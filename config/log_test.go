@@ -13,11 +13,14 @@ func TestLogShutdownSettings(t *testing.T) {
 	if d.Log.FormatOrDefault() != LogText || d.Log.SlogLevel() != slog.LevelInfo || d.Shutdown.TimeoutOrDefault() != 10*time.Second {
 		t.Errorf("defaults: log %+v, shutdown %v", d.Log, d.Shutdown.TimeoutOrDefault())
 	}
-	c, err := Parse("c.yaml", []byte("log:\n  format: json\n  level: debug\nshutdown:\n  timeout: 3s\nroutes: [{path: a}]\n"))
+	if d.Shutdown.DrainDelay != 0 {
+		t.Errorf("default drain_delay %v, want 0s", d.Shutdown.DrainDelay)
+	}
+	c, err := Parse("c.yaml", []byte("log:\n  format: json\n  level: debug\nshutdown:\n  timeout: 3s\n  drain_delay: 2s\nroutes: [{path: a}]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Log.FormatOrDefault() != LogJSON || c.Log.SlogLevel() != slog.LevelDebug || c.Shutdown.TimeoutOrDefault() != 3*time.Second {
+	if c.Log.FormatOrDefault() != LogJSON || c.Log.SlogLevel() != slog.LevelDebug || c.Shutdown.TimeoutOrDefault() != 3*time.Second || c.Shutdown.DrainDelay != 2*time.Second {
 		t.Errorf("parsed: log %+v, shutdown %v", c.Log, c.Shutdown.TimeoutOrDefault())
 	}
 	// A Config built in Go: the zero values mean the defaults.
@@ -39,6 +42,8 @@ func TestLogShutdownErrors(t *testing.T) {
 		{"shutdown:\n  timeout: -1s\n", `c.yaml:2: shutdown.timeout: -1s is out of range (expected more than 0s and at most 10m0s)`},
 		{"shutdown:\n  timeout: 1h\n", `c.yaml:2: shutdown.timeout: 1h0m0s is out of range (expected more than 0s and at most 10m0s)`},
 		{"shutdown:\n  timeout: 10\n", `c.yaml:2: shutdown.timeout: expected a duration such as "10s" or "1m30s", got the number 10`},
+		{"shutdown:\n  drain_delay: -1s\n", `c.yaml:2: shutdown.drain_delay: -1s is out of range (expected at least 0s and less than shutdown.timeout, 10s, which it counts in)`},
+		{"shutdown:\n  timeout: 5s\n  drain_delay: 5s\n", `c.yaml:3: shutdown.drain_delay: 5s is out of range (expected at least 0s and less than shutdown.timeout, 5s, which it counts in)`},
 	}
 	for _, tt := range tests {
 		_, err := Parse("c.yaml", []byte(tt.yaml+"routes: [{path: a}]\n"))

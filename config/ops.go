@@ -103,9 +103,14 @@ func (l Log) FormatOrDefault() string {
 
 // Shutdown configures how the bridge stops on SIGTERM/SIGINT.
 type Shutdown struct {
-	// Timeout bounds the orderly end of every session; 0 means
-	// DefaultShutdownTimeout.
+	// Timeout bounds the orderly end of every session, DrainDelay
+	// included; 0 means DefaultShutdownTimeout.
 	Timeout time.Duration `yaml:"timeout"`
+	// DrainDelay is how long the sessions keep running after the signal
+	// while /readyz answers 503 and new sessions are refused, so that load
+	// balancers polling /readyz send new clients elsewhere before the
+	// sessions end; 0 ends them at once.
+	DrainDelay time.Duration `yaml:"drain_delay"`
 }
 
 // DefaultShutdownTimeout is how long SIGTERM waits for sessions to end.

@@ -42,4 +42,9 @@ func (v *validator) logShutdown(c *Config) {
 	if t := c.Shutdown.Timeout; (t != 0 || v.set["shutdown.timeout"]) && (t <= 0 || t > MaxShutdownTimeout) {
 		v.addf("shutdown.timeout", "%s is out of range (expected more than 0s and at most %s)", t, MaxShutdownTimeout)
 	}
+	// The delay counts inside the timeout: one as long would always end
+	// the shutdown cut short (status 1), the sessions never ended in order.
+	if d, t := c.Shutdown.DrainDelay, c.Shutdown.TimeoutOrDefault(); d < 0 || d >= t {
+		v.addf("shutdown.drain_delay", "%s is out of range (expected at least 0s and less than shutdown.timeout, %s, which it counts in)", d, t)
+	}
 }

@@ -92,6 +92,12 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", h.serveIndex)
 	mux.HandleFunc("GET /watch/{path...}", h.serveWatch)
 	mux.HandleFunc("GET /publish/{path...}", h.servePublish)
+	h.RegisterStatic(mux)
+}
+
+// RegisterStatic adds only GET /static/{file...}: the WHEP client the
+// dashboard's previews import, where the pages are not served (listen.api).
+func (h *Handler) RegisterStatic(mux *http.ServeMux) {
 	mux.HandleFunc("GET /static/{file...}", h.serveStatic)
 }
 

@@ -17,8 +17,9 @@ import (
 // startAPI mounts /healthz and /readyz on mux, and the admin API and the
 // dashboard: on mux too, or, with listen.api set, only on a
 // listener of its own (opened here, so a bind error stops the start;
-// served by serveAPI).
-func (b *Bridge) startAPI(cfg *config.Config, mux *http.ServeMux, log *slog.Logger) error {
+// served by serveAPI), where previews mounts what the dashboard's preview
+// players need (mux has it already).
+func (b *Bridge) startAPI(cfg *config.Config, mux *http.ServeMux, previews func(*http.ServeMux), log *slog.Logger) error {
 	b.health.Mount(mux)
 	// The dashboard follows the running config's api.token (404 without),
 	// like the API it reads.
@@ -44,6 +45,7 @@ func (b *Bridge) startAPI(cfg *config.Config, mux *http.ServeMux, log *slog.Logg
 	apiMux := http.NewServeMux()
 	api.Register(apiMux)
 	dash.Register(apiMux)
+	previews(apiMux)
 	b.apiSrv = &http.Server{
 		Handler:           rtc.CORS(apiMux),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -77,20 +79,20 @@ func (b *Bridge) APIAddr() net.Addr {
 }
 
 // ReloadConfig loads Options.ConfigFile again and applies it (SIGHUP and
-// POST /api/v1/reload): admin.ErrNothingToReload on the embedded
-// defaults; a file that does not load or validate is returned (file:line)
-// and the running config stays.
-func (b *Bridge) ReloadConfig() error {
+// POST /api/v1/reload), returning the changed keys that need a restart
+// (Reload): admin.ErrNothingToReload on the embedded defaults; a file that
+// does not load or validate is returned (file:line) and the running config
+// stays.
+func (b *Bridge) ReloadConfig() (restartNeeded []string, err error) {
 	if b.configFile == "" {
-		return admin.ErrNothingToReload
+		return nil, admin.ErrNothingToReload
 	}
 	next, err := config.Load(b.configFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if b.onReload != nil {
 		b.onReload(next)
 	}
-	b.Reload(next)
-	return nil
+	return b.Reload(next), nil
 }

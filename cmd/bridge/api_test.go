@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -320,9 +321,13 @@ func TestAdminReload(t *testing.T) {
 	if err := os.WriteFile(file, []byte(conf.yaml(next)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var ok struct{ Reloaded bool }
-	if code, body := apiCall(t, "POST", api+"/reload", apiToken, &ok); code != 200 || !ok.Reloaded {
-		t.Fatalf("reload: %d %s", code, body)
+	var ok struct {
+		Reloaded      bool
+		RestartNeeded []string `json:"restart_needed"`
+	}
+	if code, body := apiCall(t, "POST", api+"/reload", apiToken, &ok); code != 200 || !ok.Reloaded ||
+		ok.RestartNeeded == nil || len(ok.RestartNeeded) != 0 {
+		t.Fatalf("reload: %d %s, want 200 with reloaded and restart_needed []", code, body)
 	}
 	if code, _ := apiCall(t, "GET", api+"/streams", apiToken, nil); code != 401 {
 		t.Errorf("old token after a reload that changed it: %d, want 401", code)
@@ -330,6 +335,22 @@ func TestAdminReload(t *testing.T) {
 	if code, _ := apiCall(t, "GET", api+"/streams", next, nil); code != 200 {
 		t.Errorf("new token after the reload: %d, want 200", code)
 	}
+
+	// TLS turned on by a reload needs a restart: the answer names the
+	// keys, the running config keeps serving plain HTTP, the stream plays.
+	tls := "tls:\n  cert_file: /etc/bridge/cert.pem\n  key_file: /etc/bridge/key.pem\n"
+	if err := os.WriteFile(file, []byte(conf.yaml(next)+tls), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok.RestartNeeded = nil
+	if code, body := apiCall(t, "POST", api+"/reload", next, &ok); code != 200 || !slices.Equal(ok.RestartNeeded, []string{"tls.cert_file", "tls.key_file"}) {
+		t.Errorf("reload turning TLS on: %d %s, want 200 with restart_needed [tls.cert_file tls.key_file]", code, body)
+	}
+	if b.node.Config().TLS.Enabled() || b.HTTPSAddr() != nil {
+		t.Error("TLS applied without a restart")
+	}
+	n = len(v.frames())
+	v.waitFrames(t, n+30, 10*time.Second)
 
 	cfg := config.Default()
 	cfg.API.Token = apiToken

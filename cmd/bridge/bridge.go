@@ -63,6 +63,9 @@ type Bridge struct {
 	rtmpsLn net.Listener
 	// certs serves the TLS certificate (files or ACME); nil without TLS.
 	certs *certs.Manager
+	// rtmpAccept accepts on rtmpLn and rtmpsLn for the RTMP server (the
+	// shutdown's drain closes them); nil with both off.
+	rtmpAccept *mergelisten.Listener
 
 	// The admin API's own listener and server (listen.api); nil when the
 	// API is on the HTTP listener (api.go). health answers /readyz.
@@ -179,7 +182,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	mux := http.NewServeMux()
 	b.sessions.Register(mux)
 	b.sendDelay = metrics.NewSendDelay()
-	whep.NewHandler(whep.Config{
+	viewers := whep.NewHandler(whep.Config{
 		SendDelay:         b.sendDelay.Observe,
 		Registry:          b.registry,
 		Engine:            b.engine,
@@ -192,7 +195,8 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		RetransmitPercent: sl.RetransmitPercent,
 		MaxReaders:        b.node.MaxReaders,
 		Log:               log,
-	}).Register(mux)
+	})
+	viewers.Register(mux)
 	whip.NewHandler(whip.Config{
 		Registry:  b.registry,
 		Engine:    b.engine,
@@ -205,7 +209,8 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		audioNote = "This build cannot transcode audio (built without cgo/FFmpeg): AAC sources play without sound."
 		log.Warn("built without FFmpeg: AAC audio will not reach WebRTC viewers (Opus sources pass through)")
 	}
-	web.New(web.Config{Streams: b.node.PublicPaths, AudioNote: audioNote, RTMPPort: port(b.rtmpLn)}).Register(mux)
+	pages := web.New(web.Config{Streams: b.node.PublicPaths, AudioNote: audioNote, RTMPPort: port(b.rtmpLn), RTMPSPort: port(b.rtmpsLn)})
+	pages.Register(mux)
 	if b.metrics, err = b.newMetrics(true); err != nil {
 		return nil, err
 	}
@@ -254,7 +259,14 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	if b.rtmpsLn != nil {
 		rtmpLns = append(rtmpLns, tls.NewListener(b.rtmpsLn, b.certs.TLSConfig()))
 	}
-	if err := b.startAPI(cfg, mux, log); err != nil {
+	// The dashboard's previews play wherever it is served: the WHEP
+	// endpoint, the session resources and the WHEP client's files.
+	previews := func(m *http.ServeMux) {
+		b.sessions.Register(m)
+		viewers.Register(m)
+		pages.RegisterStatic(m)
+	}
+	if err := b.startAPI(cfg, mux, previews, log); err != nil {
 		return nil, err
 	}
 
@@ -271,7 +283,8 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		b.serve("srt", b.srtSrv.Serve)
 	}
 	if len(rtmpLns) > 0 {
-		b.serve("rtmp", func() error { return b.rtmpSrv.Serve(mergelisten.New(log, rtmpLns...)) })
+		b.rtmpAccept = mergelisten.New(log, rtmpLns...)
+		b.serve("rtmp", func() error { return b.rtmpSrv.Serve(b.rtmpAccept) })
 	}
 	b.serveAPI()
 	public := map[string]net.Addr{}
@@ -303,8 +316,9 @@ func (b *Bridge) serve(name string, f func() error) {
 	}()
 }
 
-// Reload swaps in a new configuration (see node.Node.Reload).
-func (b *Bridge) Reload(next *config.Config) { b.node.Reload(next) }
+// Reload swaps in a new configuration (see node.Node.Reload) and returns
+// the changed keys that need a restart.
+func (b *Bridge) Reload(next *config.Config) (restartNeeded []string) { return b.node.Reload(next) }
 
 // HTTPAddr, RTMPAddr and UDPAddr return the bound addresses; HTTPAddr,
 // RTMPAddr, SRTAddr, HTTPSAddr and RTMPSAddr are nil for a listener that
@@ -324,19 +338,33 @@ func (b *Bridge) TCPAddr() net.Addr {
 	return b.tcpLn.Addr()
 }
 
-// Close shuts down in order: stop accepting, end the WHIP and WHEP
-// sessions, the RTMP and SRT connections, the pulls and forwards (which
-// DELETE their remote sessions), then release the UDP port. ctx bounds the
-// wait for HTTP requests in flight; the caller bounds the rest.
+// Close shuts down in order: drain (/readyz answers 503, new WHIP/WHEP
+// sessions get 503, the RTMP listeners close, SRT rejects new callers),
+// let the running sessions go on for shutdown.drain_delay, end the WHIP
+// and WHEP sessions, the RTMP and SRT connections, the pulls and forwards
+// (which DELETE their remote sessions), then close the HTTP servers (which
+// answer session DELETEs and /readyz until then) and release the UDP
+// port. ctx bounds the drain delay and the wait for HTTP requests in
+// flight; the caller bounds the rest.
 func (b *Bridge) Close(ctx context.Context) error {
 	if b.closing.Swap(true) {
 		return nil // already closed (or closing)
 	}
-	b.health.Drain("shutting down")
+	b.health.Drain("shutting down") // serve drained it first, with the signal
+	b.sessions.Drain(&rtc.Error{Status: http.StatusServiceUnavailable, Msg: "server shutting down"})
+	if b.rtmpAccept != nil {
+		b.rtmpAccept.Drain()
+	}
+	b.srtSrv.Drain()
 	b.node.Drain() // publishers leaving now get no grace
-	err := b.httpSrv.Shutdown(ctx)
-	if b.apiSrv != nil {
-		_ = b.apiSrv.Shutdown(ctx)
+	if d := b.node.Config().Shutdown.DrainDelay; d > 0 {
+		b.log.Info("draining: new sessions refused, the running ones end after the drain delay", "drain_delay", d.String())
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
 	}
 	// WebRTC sessions end first, so that their peers are told why (the
 	// server shuts down), not that the stream ended.
@@ -345,6 +373,10 @@ func (b *Bridge) Close(ctx context.Context) error {
 	_ = b.srtSrv.Close()
 	b.node.Stop()
 	b.registry.EndWaiting() // publishers are gone: no grace at shutdown
+	err := b.httpSrv.Shutdown(ctx)
+	if b.apiSrv != nil {
+		_ = b.apiSrv.Shutdown(ctx)
+	}
 	_ = b.engine.Close()
 	b.wg.Wait()
 	b.memory.Stop()

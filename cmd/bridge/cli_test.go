@@ -134,7 +134,7 @@ func testJSONLogs(t *testing.T, bin string) {
 	p.rewrite(t, "log:\n  format: text\n  level: info\n"+routes)
 	p.signal(t, syscall.SIGHUP)
 	p.log.WaitLog(t, 10*time.Second, `"level":"INFO"`, `"msg":"config reloaded"`)
-	if n := p.log.Count(`"level":"WARN"`, "log.format changes need a restart", `"running":"json"`, `"configured":"text"`); n != 1 {
+	if n := p.log.Count(`"level":"WARN"`, "need a restart", `"restart_needed":["log.format"]`); n != 1 {
 		t.Errorf("%d lines saying that the format changes at the next start", n)
 	}
 	if n := p.log.Count("bridge started"); n != 0 {

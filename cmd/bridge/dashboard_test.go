@@ -125,16 +125,7 @@ func TestDashboardOff(t *testing.T) {
 	base := "http://" + b.HTTPAddr().String()
 	status := func(method, path string) int {
 		t.Helper()
-		req, err := http.NewRequest(method, base+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return statusOf(t, method, base+path)
 	}
 	paths := []string{"/dashboard", "/dashboard/", "/dashboard/dashboard.js"}
 	off := func(when string) {
@@ -163,23 +154,62 @@ func TestDashboardOff(t *testing.T) {
 }
 
 // TestDashboardOnAPIListener: with listen.api set the dashboard, like the
-// API, is served only there.
+// API, is served only there, and so is what its previews play through:
+// the WHEP client's files, the WHEP endpoint and the session resources.
 func TestDashboardOnAPIListener(t *testing.T) {
+	const token = "dashboard-test-token"
 	cfg := config.Default()
-	cfg.API.Token = "dashboard-test-token"
+	cfg.API.Token = token
 	cfg.Listen.API = "127.0.0.1:0"
 	b := startBridge(t, cfg)
+	api := "http://" + b.APIAddr().String()
 	for _, c := range []struct {
-		addr string
+		url  string
 		want int
-	}{{b.HTTPAddr().String(), http.StatusNotFound}, {b.APIAddr().String(), http.StatusOK}} {
-		resp, err := http.Get("http://" + c.addr + "/dashboard")
+	}{
+		{"http://" + b.HTTPAddr().String() + "/dashboard", http.StatusNotFound},
+		{api + "/dashboard", http.StatusOK},
+		// The page's preview player imports the pages' WHEP client.
+		{api + "/static/whep.js", http.StatusOK},
+	} {
+		resp, err := http.Get(c.url)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode != c.want {
-			t.Errorf("GET http://%s/dashboard = %d, want %d", c.addr, resp.StatusCode, c.want)
+			t.Errorf("GET %s = %d, want %d", c.url, resp.StatusCode, c.want)
 		}
 	}
+
+	// The preview plays on the API's listener: its WHEP POST gets 201
+	// there (joinURL fails otherwise), frames arrive, and its session
+	// resource answers there.
+	publish(t, "h264-aac.flv", "rtmp://"+b.RTMPAddr().String()+"/live/test")
+	waitStream(t, b, "live/test")
+	v := joinURL(t, http.DefaultClient, newViewerAPI(t), api+"/whep/live/test?preview=1", map[string]string{"Authorization": "Bearer " + token})
+	defer v.pc.Close()
+	if !strings.HasPrefix(v.location, api+"/") {
+		t.Errorf("preview's Location %q is not on the API listener %s", v.location, api)
+	}
+	v.waitFrames(t, 10, 15*time.Second)
+	if code := statusOf(t, http.MethodDelete, v.location); code != http.StatusOK {
+		t.Errorf("DELETE %s = %d, want 200", v.location, code)
+	}
+}
+
+// statusOf sends a request without a body to url and returns the
+// answer's status.
+func statusOf(t *testing.T, method, url string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

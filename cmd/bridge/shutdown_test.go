@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +32,7 @@ const stampedVersion = "1.2.3-test"
 func TestBinary(t *testing.T) {
 	bin := buildBinary(t)
 	t.Run("SIGTERM", func(t *testing.T) { testSIGTERM(t, bin) })
+	t.Run("DrainDelay", func(t *testing.T) { testDrainDelay(t, bin) })
 	t.Run("SecondSignal", func(t *testing.T) { testSecondSignal(t, bin) })
 	t.Run("ShutdownTimeout", func(t *testing.T) { testShutdownTimeout(t, bin) })
 	t.Run("Check", func(t *testing.T) { testCheck(t, bin) })
@@ -233,6 +235,83 @@ routes:
 	}
 	if strings.Contains(p.log.String(), token) {
 		t.Error("the forward's token is in the log")
+	}
+}
+
+// drainDelay is testDrainDelay's shutdown.drain_delay: long enough for
+// its checks on a loaded machine (they take well under a second), which
+// pass only while the drain lasts.
+const drainDelay = 8 * time.Second
+
+// testDrainDelay: with shutdown.drain_delay, after SIGTERM and until the
+// delay ends, /readyz answers 503 with the signal as its reason, a new
+// WHEP viewer gets 503 with Retry-After, a new RTMP connection is refused,
+// and the viewer already there goes on receiving frames; then its session
+// ends and the process exits 0.
+func testDrainDelay(t *testing.T, bin string) {
+	p := startProcess(t, bin, nil, fmt.Sprintf("shutdown:\n  timeout: 30s\n  drain_delay: %s\nroutes:\n  - path: \"{path...}\"\n", drainDelay))
+	testkit.StartFFmpeg(t, "-re", "-stream_loop", "-1", "-i", testkit.Fixture("h264-aac.flv"),
+		"-c", "copy", "-f", "flv", "rtmp://"+p.rtmp+"/live/cam")
+	api := newViewerAPI(t)
+	whep := "http://" + p.http + "/whep/live/cam"
+	testkit.WaitFor(t, 20*time.Second, "the stream live/cam", func() bool {
+		resp, err := http.Get("http://" + p.http + "/")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(body), `href="/watch/live/cam"`)
+	})
+	v := joinURL(t, http.DefaultClient, api, whep, nil)
+	defer v.pc.Close()
+	end := watchEnd(v.pc)
+	v.waitFrames(t, 10, 15*time.Second)
+
+	p.signal(t, syscall.SIGTERM)
+	testkit.WaitFor(t, 5*time.Second, "/readyz draining", func() bool {
+		resp, err := http.Get("http://" + p.http + "/readyz")
+		if err != nil {
+			t.Fatalf("/readyz while draining: %v", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "shutting down (terminated)")
+	})
+	drained := len(v.frames())
+	p.log.WaitLog(t, 5*time.Second, "draining: new sessions refused", "drain_delay="+drainDelay.String())
+
+	pc, offer := newOffer(t, api)
+	defer pc.Close()
+	resp := postWith(t, http.DefaultClient, whep, "application/sdp", offer, nil)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "server shutting down") {
+		t.Errorf("new viewer while draining: %d, Retry-After %q, %q; want 503 with Retry-After and the reason",
+			resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if c, err := net.Dial("tcp", p.rtmp); err == nil {
+		c.Close()
+		t.Error("the RTMP port accepts new connections while draining")
+	}
+	// The viewer plays on through the drain (its session ends after it).
+	v.waitFrames(t, drained+30, drainDelay)
+	select {
+	case st := <-end.ended:
+		t.Errorf("the viewer's connection %s during the drain", st)
+	default:
+	}
+
+	if code := p.exitCode(t, 60*time.Second); code != 0 {
+		t.Errorf("exit status %d after SIGTERM with a drain delay, want 0", code)
+	}
+	select {
+	case <-end.ended:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the viewer's connection is still %s after the bridge exited", v.pc.ConnectionState())
+	}
+	if p.log.Count("viewer session ended", "server shutting down") != 1 {
+		t.Error(`no "viewer session ended" line with reason "server shutting down"`)
 	}
 }
 

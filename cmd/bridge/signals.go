@@ -48,7 +48,7 @@ func serve(b *Bridge, sigs signals, log *slog.Logger) int {
 	for sig == nil {
 		select {
 		case <-sigs.hup:
-			switch err := b.ReloadConfig(); {
+			switch _, err := b.ReloadConfig(); { // keys that need a restart: the node warns
 			case errors.Is(err, admin.ErrNothingToReload):
 				log.Info("SIGHUP: running on the embedded defaults, nothing to reload")
 			case err != nil:

@@ -392,8 +392,8 @@ async function startPreview(card) {
   try {
     ({ WHEPSession } = await loadWHEP());
   } catch (e) {
-    // listen.api serves only the API and this page: no /static/, no WHEP.
-    stopPreview(card, 'no preview on this listener (the WHEP client /static/whep.js is not served here)', Infinity);
+    whep = null; // a failed import is not cached: try again next time
+    stopPreview(card, `no preview: the WHEP client /static/whep.js did not load (${e.message}); retrying`, PREVIEW_RETRY_MS);
     return;
   }
   if (card.session !== pending) return; // stopped meanwhile

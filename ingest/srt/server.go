@@ -39,7 +39,7 @@
 //	1010 REJ_BADSECRET      wrong passphrase
 //	1011 REJ_UNSECURE       passphrase required but the caller does not encrypt,
 //	                        or the caller encrypts and the path has no passphrase
-//	1007 REJ_CLOSE          the server is shutting down
+//	1007 REJ_CLOSE          the server is shutting down (Drain, Close)
 //
 // 1409 is the value of SRT_REJX_CONFLICT in libsrt's access_control.h;
 // gosrt v0.11.0 names 1407 REJX_CONFLICT, which libsrt does not use.
@@ -115,6 +115,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gosrt "github.com/datarhei/gosrt"
@@ -250,6 +251,9 @@ type Server struct {
 	seq       uint64                // guarded by mu: numbers the sessions' ids
 	serveDone chan struct{}         // closed when Serve returns
 	wg        sync.WaitGroup        // one per connection request being handled
+
+	// draining is set by Drain: new connection requests are rejected.
+	draining atomic.Bool
 }
 
 // NewServer returns a server for cfg. It does not listen; call Listen.
@@ -384,6 +388,13 @@ func (s *Server) Serve() error {
 			ln.Close()
 			return fmt.Errorf("srt: accept: %w", err)
 		}
+		if s.draining.Load() {
+			peer := req.RemoteAddr().String()
+			req.Reject(gosrt.REJ_CLOSE)
+			s.gate.LogKind(s.log.With("peer", peer), addrlimit.AddrOf(peer), fmt.Sprint(int(gosrt.REJ_CLOSE)), "srt connection refused",
+				"code", int(gosrt.REJ_CLOSE), "reason", errShutdown.Error())
+			continue
+		}
 		release, err := s.gate.Acquire(addrlimit.AddrOf(req.RemoteAddr()), "srt connection refused",
 			"peer", req.RemoteAddr().String(), "code", int(gosrt.REJX_OVERLOAD))
 		if err != nil {
@@ -403,6 +414,12 @@ func (s *Server) Serve() error {
 		go s.handle(req, release)
 	}
 }
+
+// Drain rejects every new connection request (REJ_CLOSE) while the
+// connections open go on until Close: a shutdown's drain, while load
+// balancers send new callers elsewhere. The socket stays open: gosrt's
+// connections share it with the listener.
+func (s *Server) Drain() { s.draining.Store(true) }
 
 // Close stops listening, ends every publisher (their streams end) and waits
 // until every connection has been torn down and Serve has returned. It
