@@ -30,12 +30,21 @@ import (
 // Preview must present the admin API token (api.token) instead of the read
 // key.
 //
+// A WHIP or WHEP request another node of the cluster redirected here
+// carries a signed redirect (access.Request.Redirect) that stands for the
+// key; one that is forged, for another node or path, or expired is a 403.
+// An admitted WHIP or WHEP client may still be sent to another node
+// (*access.Elsewhere) or refused with a 503 (*rtc.Error) when this node
+// takes no new session: see steer (cluster.go).
+//
 // The error wraps access.ErrNoRoute, access.ErrProtocolNotAllowed or
-// access.ErrBadKey, or is an *ErrBanned. Keys are compared in constant
-// time and never logged.
+// access.ErrBadKey, or is an *ErrBanned, an *access.Elsewhere or an
+// *rtc.Error. Keys are compared in constant time and never logged.
 func (n *Node) Authorize(req access.Request) error {
-	_, err := n.admit(req)
-	return err
+	if _, err := n.admit(req); err != nil {
+		return err
+	}
+	return n.steer(req) // cluster.go
 }
 
 // admit is Authorize, returning the route that admitted req.
@@ -44,12 +53,18 @@ func (n *Node) admit(req access.Request) (*config.Route, error) {
 	if !ok {
 		return nil, access.ErrNoRoute
 	}
+	if err := n.checkRedirect(req); err != nil {
+		return nil, err
+	}
+	// A valid signed redirect stands for the key: the node that signed it
+	// checked the client's (cluster.go).
+	redirected := req.Redirect != ""
 	switch req.Action {
 	case access.Publish:
 		if !route.AllowsIngest(string(req.Protocol)) || route.Pull != "" {
 			return nil, access.ErrProtocolNotAllowed
 		}
-		if route.PublishKey != "" && !secretEqual(req.Credential, route.PublishKey) {
+		if !redirected && route.PublishKey != "" && !secretEqual(req.Credential, route.PublishKey) {
 			return nil, access.BadKey(access.Publish)
 		}
 		if err := n.bans.banned(req.Path, req.Remote, time.Now()); err != nil {
@@ -67,7 +82,7 @@ func (n *Node) admit(req access.Request) (*config.Route, error) {
 			}
 			break
 		}
-		if want := route.ReadCredential(); want != "" && !secretEqual(req.Credential, want) {
+		if want := route.ReadCredential(); !redirected && want != "" && !secretEqual(req.Credential, want) {
 			return nil, access.BadKey(access.Read)
 		}
 	default:

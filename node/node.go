@@ -53,6 +53,14 @@ type Options struct {
 	// Relay serves readers of the paths other nodes own through a relay
 	// from the owner (relay.go); the zero value relays nothing.
 	Relay relay.Edge
+	// Cluster is the cluster's registry, for where new WHIP and WHEP
+	// sessions go and where sessions of other nodes live (cluster.go);
+	// nil outside a cluster.
+	Cluster Cluster
+	// Sessions is the WHIP and WHEP sessions table, whose size against
+	// limits.webrtc_sessions sends new sessions to other nodes in a
+	// cluster; nil: never full.
+	Sessions *rtc.Sessions
 	// Log receives the node's events; nil means slog.Default().
 	Log *slog.Logger
 }
@@ -79,6 +87,13 @@ type Node struct {
 	pulls pulls
 	fwd   forwards
 	bans  bans // operators' bans and evictions (Evict)
+	// cluster and sessions are Options'; drain is DrainSessions' state
+	// and forward the session requests forwarded to other nodes
+	// (cluster.go, sessionforward.go).
+	cluster  Cluster
+	sessions *rtc.Sessions
+	drain    drainState
+	forward  sessionForwarder
 	// sessionSeq numbers the forward and pull sessions (sessions.go).
 	sessionSeq atomic.Uint64
 	// stop ends the pulls and forwards (Stop); wg waits for the forward
@@ -104,6 +119,7 @@ func New(cfg *config.Config, o Options) *Node {
 		o.Reencoders = &transcode.ReencodeSlots{}
 	}
 	n := &Node{reg: o.Registry, engine: o.Engine, aac: o.AAC, reencoders: o.Reencoders, srtStats: o.SRTStats, streamWait: o.StreamWait, relay: o.Relay, log: o.Log}
+	n.cluster, n.sessions = o.Cluster, o.Sessions
 	n.cfg.Store(cfg)
 	n.pulls.n, n.fwd.n = n, n
 	n.reg.SetGrace(func(path string) time.Duration { return n.Policy(path).Grace })
