@@ -79,6 +79,9 @@ func (p *pulls) reconcile() {
 	p.mu.Lock()
 	var stopped []*pullRun
 	for path, run := range p.running {
+		if run.spec.kind == pullRelay && relayWanted(cfg, path) {
+			continue // not the route's pull: a relay from another node (relay.go)
+		}
 		if r, ok := cfg.Match(path); !ok || r.Path != path || pullSpecOf(r) != run.spec {
 			p.n.log.Debug("pull stopped: its route changed or is gone", "session", run.session.ID, "stream", path)
 			run.stop(errors.New("pull stopped: its route changed or is gone"))
@@ -131,6 +134,8 @@ func (p *pulls) run(spec pullSpec) {
 	case config.PullWHEP:
 		run = ingestwhep.NewPuller(ingestwhep.Config{Registry: p.n.reg, Engine: p.n.engine, Path: spec.path,
 			URL: spec.url, Token: spec.token, Log: plog}).Run
+	case pullRelay:
+		run = p.n.newRelay(spec, plog)
 	default:
 		log.Error("pull not started: unknown scheme")
 		return
@@ -156,7 +161,7 @@ func (p *pulls) run(spec pullSpec) {
 		defer func() { p.forget(pr, why) }()
 		defer panics.Recover("pull watcher", log, nil)
 		if spec.onDemand {
-			why = p.stopWhenIdle(ctx, spec.path)
+			why = p.stopWhenIdle(ctx, spec.path, idleOf(spec.kind))
 		} else {
 			<-ctx.Done()
 		}
@@ -177,9 +182,9 @@ func (p *pulls) forget(run *pullRun, why error) {
 	}
 }
 
-// stopWhenIdle returns once path has had no reader for pullIdle, with
-// that reason, or nil once ctx ends.
-func (p *pulls) stopWhenIdle(ctx context.Context, path string) error {
+// stopWhenIdle returns once path has had no reader for idle, with that
+// reason, or nil once ctx ends.
+func (p *pulls) stopWhenIdle(ctx context.Context, path string, idle time.Duration) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last := time.Now()
@@ -190,8 +195,8 @@ func (p *pulls) stopWhenIdle(ctx context.Context, path string) error {
 		case now := <-t.C:
 			if s, ok := p.n.reg.Get(path); ok && s.Readers() > 0 {
 				last = now
-			} else if now.Sub(last) > pullIdle {
-				return fmt.Errorf("on-demand pull stopped: nobody has read for %v", pullIdle)
+			} else if now.Sub(last) > idle {
+				return fmt.Errorf("on-demand pull stopped: nobody has read for %v", idle)
 			}
 		}
 	}
