@@ -26,6 +26,7 @@ import (
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/metrics"
 	"github.com/wishbridge/bridge/node"
+	"github.com/wishbridge/bridge/relay"
 	"github.com/wishbridge/bridge/rtc"
 	"github.com/wishbridge/bridge/transcode"
 	"github.com/wishbridge/bridge/web"
@@ -79,6 +80,11 @@ type Bridge struct {
 	// many of them end (see memrelease).
 	memory *memrelease.Watcher
 
+	// origin serves relays of this node's streams to other nodes;
+	// relays counts them both ways.
+	origin *relay.Origin
+	relays relay.Counters
+
 	closing atomic.Bool // set by Close
 	wg      sync.WaitGroup
 }
@@ -96,6 +102,14 @@ type Options struct {
 	// OnReload, when set, is given each config ReloadConfig loads, before
 	// the bridge applies it (the process's own settings, such as logging).
 	OnReload func(*config.Config)
+	// ClusterToken is the node-to-node credential the relays present and
+	// accept (package relay); "" serves and pulls none. Until the config's
+	// cluster.token is wired.
+	ClusterToken string
+	// RelaySource says which other node owns a path this one does not
+	// publish, for its readers to be served through a relay from it; nil
+	// relays nothing (a cluster's registry sets it).
+	RelaySource relay.Source
 }
 
 // Start opens every listener (so a bind error is reported before anything
@@ -177,10 +191,14 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	// One cap for the process: re-encoders are CPU, whatever the route
 	// or protocol (WHEP viewers and WHIP forwards share it).
 	reencoders := &transcode.ReencodeSlots{Max: sl.VideoReencoders}
+	clusterToken := func() string { return opts.ClusterToken }
 	b.node = node.New(cfg, node.Options{Registry: b.registry, Engine: b.engine, Log: log, Reencoders: reencoders,
-		SRTStats: func(path string) (srt.Stats, bool) { return b.srtSrv.Stats(path) }})
+		SRTStats: func(path string) (srt.Stats, bool) { return b.srtSrv.Stats(path) },
+		Relay:    relay.Edge{Source: opts.RelaySource, Token: clusterToken, Counters: &b.relays}})
 	mux := http.NewServeMux()
 	b.sessions.Register(mux)
+	b.origin = relay.NewOrigin(relay.OriginConfig{Registry: b.registry, Token: clusterToken, Counters: &b.relays, Log: log})
+	b.origin.Register(mux)
 	b.sendDelay = metrics.NewSendDelay()
 	viewers := whep.NewHandler(whep.Config{
 		SendDelay:         b.sendDelay.Observe,
@@ -225,8 +243,8 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	var front http.Handler = rtc.CORS(mux)
 	if cfg.TLS.RedirectHTTP && b.httpsLn != nil {
 		// WHIP/WHEP clients do not follow redirects: their endpoints and
-		// sessions stay on HTTP.
-		front = certs.Redirect(front, port(b.httpsLn), "/whip/", "/whep/", rtc.SessionPathPrefix)
+		// sessions stay on HTTP; so do relays (internal_url may be http).
+		front = certs.Redirect(front, port(b.httpsLn), "/whip/", "/whep/", rtc.SessionPathPrefix, relay.PathPrefix)
 	}
 	b.httpSrv = &http.Server{
 		Handler:           b.certs.HTTPHandler(front), // ACME's HTTP-01 first
@@ -237,6 +255,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          certs.ServerErrorLog(log), // TLS handshake failures at debug
 	}
+	b.httpSrv.RegisterOnShutdown(b.origin.Close) // Shutdown does not end running relays
 	b.rtmpSrv = rtmp.NewServer(rtmp.Config{Registry: b.registry, Authorize: b.node.Authorize, Play: b.node.PlayRTMP, Log: log,
 		MaxConns: sl.RTMPConnections, MaxConnsPerAddr: sl.RTMPConnectionsPerAddress,
 		MaxReaders: b.node.MaxReaders, MaxBitrate: sl.IngestBitrate})

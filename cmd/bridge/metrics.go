@@ -55,7 +55,11 @@ func (b *Bridge) newMetrics(showPrivate bool) (*metrics.Metrics, error) {
 		return nil, err
 	}
 	// A collector may be in several registries: both views share these.
-	for _, c := range []prometheus.Collector{b.sendDelay, b.batchWait, metrics.NewTLSCerts(b.certExpiries)} {
+	relays := metrics.NewRelays(func() metrics.RelayStats {
+		st := b.relays.Stats()
+		return metrics.RelayStats{In: st.In, Out: st.Out, BytesIn: st.BytesIn, BytesOut: st.BytesOut}
+	})
+	for _, c := range []prometheus.Collector{b.sendDelay, b.batchWait, metrics.NewTLSCerts(b.certExpiries), relays} {
 		if err := m.Register(c); err != nil {
 			return nil, err
 		}
