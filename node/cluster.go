@@ -173,7 +173,7 @@ func (n *Node) steer(req access.Request) error {
 	cfg := n.Config()
 	ctx, cancel := context.WithTimeout(context.Background(), clusterLookupWait)
 	defer cancel()
-	if n.cluster != nil && req.Action == access.Read && cfg.Cluster.ModeOrDefault() == config.ClusterRedirect && !n.publishedHere(req.Path) {
+	if n.cluster != nil && req.Action == access.Read && cfg.Cluster.ModeOrDefault() == config.ClusterRedirect && !n.PublishedHere(req.Path) {
 		owner, ok, err := n.cluster.Owner(ctx, req.Path)
 		switch {
 		case err != nil:
@@ -225,9 +225,9 @@ func (n *Node) full(cfg *config.Config) string {
 	return ""
 }
 
-// publishedHere reports whether path's stream has a publisher of this
-// node's own (not a relay from another node).
-func (n *Node) publishedHere(path string) bool {
+// PublishedHere reports whether path's stream has a publisher of this
+// node's own (not a relay from another node): a path the node may claim.
+func (n *Node) PublishedHere(path string) bool {
 	st, ok := n.reg.Get(path)
 	return ok && st.PublisherKind() != access.KindRelay
 }
