@@ -175,6 +175,14 @@ type Options struct {
 	// and its readers wait in grace, so another node may take the path
 	// over); nil counts every stream in the registry as live.
 	Live func(path string) bool
+	// Relayed reports whether path's local stream is relayed from the
+	// node that owns it (package relay publishes it into the hub like any
+	// publisher): such a stream is never claimed, lest an edge take the
+	// path from its owner. Asked at each heartbeat, so a relay's publisher
+	// kind, set just after its Published event, is known by then), with
+	// the Cluster's lock held: it must not call the Cluster. nil: no
+	// stream is relayed.
+	Relayed func(path string) bool
 	// OnLost is told that this node lost path to owner: another node's
 	// publisher took it over during grace, or, after a Redis outage, had
 	// started earlier. The node should end its own publisher of path (its
@@ -418,6 +426,18 @@ func (c *Cluster) noteClaim(path string) {
 		return
 	}
 	c.claims[path] = &localClaim{since: time.Now().UnixMilli()}
+}
+
+// Holds reports whether this node holds path's claim: the registry has
+// it for this node, or, while Redis is unreachable, this node has the
+// path's publisher (degraded mode serves locally). What only the owner of
+// a path may run (its forwards) asks it; a claim waiting for its first
+// registration is not held yet.
+func (c *Cluster) Holds(path string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lc, ok := c.claims[path]
+	return ok && (lc.registered || c.state == StateDegraded)
 }
 
 // Status is the cluster's state for the API and /readyz.

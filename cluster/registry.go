@@ -403,6 +403,16 @@ func (c *Cluster) syncClaims(ctx context.Context) error {
 	}
 	var todo []pending
 	for p, lc := range c.claims {
+		if c.o.Relayed != nil && c.o.Relayed(p) {
+			// A relay from the owner: never this node's claim (registered
+			// only if a step ran between the relay's Publish and its
+			// SetKind: given back then).
+			if lc.registered {
+				c.releases[p] = true
+			}
+			delete(c.claims, p)
+			continue
+		}
 		mode := modeRefresh
 		switch {
 		case c.reassert && !lc.registered:

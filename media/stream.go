@@ -362,6 +362,16 @@ func (s *Stream) Publisher() string {
 	return s.publisher
 }
 
+// Live reports whether a publisher is attached: false once it has left,
+// while the stream waits for a new one in its grace period (and after the
+// stream ended). A cluster's registry tells other nodes from it that the
+// path may be taken over.
+func (s *Stream) Live() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur != nil
+}
+
 // Tracks returns the stream's tracks, or nil before the first SetTracks.
 // A compatible republish replaces them with the new publisher's tracks
 // (same IDs and codec kinds; parameters may differ), an incompatible one

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,6 +40,14 @@ type bridgeProc struct {
 // deployment): viewers on this host reach it on its interfaces.
 func startBridgeProc(t *testing.T) *bridgeProc {
 	t.Helper()
+	return startBridgeProcRoutes(t, func(string) string { return "" })
+}
+
+// startBridgeProcRoutes is startBridgeProc with the routes routes returns
+// (YAML list items, given the bridge's RTMP address) before the catch-all
+// one, which also lets WHIP publish.
+func startBridgeProcRoutes(t *testing.T, routes func(rtmp string) string) *bridgeProc {
+	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bridge")
 	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
@@ -55,11 +65,11 @@ func startBridgeProc(t *testing.T) *bridgeProc {
   srt: "127.0.0.1:%d"
   webrtc_udp: ":%d"
 routes:
-  - path: "{path...}"
-    ingest: [rtmp]
+%s  - path: "{path...}"
+    ingest: [rtmp, whip]
     whep:
       enabled: true
-`, p.http, p.rtmp, testkit.FreeUDPPort(t), testkit.FreeUDPPort(t))
+`, p.http, p.rtmp, testkit.FreeUDPPort(t), testkit.FreeUDPPort(t), routes(p.rtmp))
 	cfgPath := filepath.Join(dir, "bridge.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -183,27 +193,69 @@ func pionWatch(t *testing.T, url string) {
 // slogLine is the shape of every line the bridge's text logger writes.
 var slogLine = regexp.MustCompile(`^time=\S+ level=(DEBUG|INFO|WARN|ERROR) msg=`)
 
+// sessionStory is what one kind of session logs at INFO: its start line's
+// message and its end line's.
+type sessionStory struct{ start, end string }
+
+// The stories of TestCleanLogs' sessions, by their start line.
+var sessionStories = []sessionStory{
+	{`msg="viewer session created"`, `msg="viewer session ended"`}, // WHEP viewer
+	{`msg="publish session created"`, `msg="publish ended"`},       // WHIP publisher
+	{`msg="rtmp publish"`, `msg="rtmp publish ended"`},             // RTMP publisher
+	{`msg="rtmp push started"`, `msg="rtmp push ended"`},           // RTMP forward
+}
+
 // TestCleanLogs runs the bridge as a process and a normal day through it:
 // ffmpeg publishes the AAC fixture over RTMP (so the AAC->Opus transcoder
-// runs), a pion viewer and a headless Chromium viewer join and leave, the
-// publisher stops, the bridge is told to stop. The operator's log at INFO
-// tells one story per session: nothing at WARN or ERROR, no line that is
-// not the logger's (FFmpeg writing to stderr past it), and exactly one
-// start and one end line per session, the end line with duration, bytes,
-// packets and reason.
+// runs) and the route forwards it over RTMP (to the bridge itself, where
+// it is one more RTMP publisher), a pion client publishes over WHIP and
+// leaves, a pion viewer and a headless Chromium viewer join and leave, the
+// RTMP publisher stops (and with it the forward's session), the bridge is
+// told to stop. The operator's log at INFO tells one story per session:
+// nothing at WARN or ERROR, no line that is not the logger's (FFmpeg
+// writing to stderr past it), and exactly one start and one end line per
+// session, both with the session's id under session, the end line with
+// duration, bytes, packets and reason.
 func TestCleanLogs(t *testing.T) {
 	needFFmpeg(t)
 	needBrowser(t)
-	p := startBridgeProc(t)
+	p := startBridgeProcRoutes(t, func(rtmp string) string {
+		return fmt.Sprintf(`  - path: "live/test"
+    ingest: [rtmp]
+    whep:
+      enabled: true
+    forward:
+      - rtmp: "rtmp://%s/fwd/out"
+`, rtmp)
+	})
 	_, stopPublish := publish(t, "h264-aac.flv", "rtmp://"+p.rtmp+"/live/test")
-	p.wait(t, 10*time.Second, `msg="stream ready"`)
+	p.wait(t, 10*time.Second, `msg="stream ready"`, "stream=live/test")
+	p.wait(t, 10*time.Second, `msg="rtmp push started"`)
+	p.wait(t, 10*time.Second, `msg="stream ready"`, "stream=fwd/out")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pub := publishWHIPWith(t, ctx, interfaceViewerAPI(t, false), "http://"+p.http+"/whip/live/whip")
+	p.wait(t, 15*time.Second, `msg="stream ready"`, "stream=live/whip")
 
 	pionWatch(t, "http://"+p.http+"/whep/live/test")
 	startWatch(t, "http://"+p.http+"/watch/live/test").wait()
 	p.waitN(t, 10*time.Second, 2, `msg="viewer session ended"`)
 
+	// The WHIP publisher leaves as a client does: DELETE, then close.
+	req, _ := http.NewRequest(http.MethodDelete, pub.location, nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusOK {
+		t.Errorf("WHIP DELETE: %d", resp.StatusCode)
+	}
+	cancel()
+	_ = pub.pc.Close()
+	p.wait(t, 10*time.Second, `msg="publish ended"`)
+
 	stopPublish()
-	p.wait(t, 10*time.Second, `msg="rtmp publish ended"`)
+	p.wait(t, 10*time.Second, `msg="rtmp push ended"`)
+	p.waitN(t, 10*time.Second, 2, `msg="rtmp publish ended"`)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
@@ -224,36 +276,44 @@ func TestCleanLogs(t *testing.T) {
 	// Every session: one start and one end line, and nothing else at INFO
 	// that carries its id.
 	sessions := map[string][]string{}
+	var ids []string
 	sessionID := regexp.MustCompile(` session=(\S+)`)
 	for _, l := range lines {
 		if m := sessionID.FindStringSubmatch(l); m != nil && strings.Contains(l, "level=INFO") {
+			if sessions[m[1]] == nil {
+				ids = append(ids, m[1])
+			}
 			sessions[m[1]] = append(sessions[m[1]], l)
 		}
 	}
-	if len(sessions) != 2 {
-		t.Errorf("%d WHEP sessions in the log, want 2 (pion and Chromium)", len(sessions))
-	}
-	for id, ls := range sessions {
-		if len(ls) != 2 || !strings.Contains(ls[0], `msg="viewer session created"`) || !strings.Contains(ls[1], `msg="viewer session ended"`) {
+	kinds := map[string]int{}
+	for _, id := range ids {
+		ls := sessions[id]
+		i := slices.IndexFunc(sessionStories, func(s sessionStory) bool { return strings.Contains(ls[0], s.start) })
+		if i < 0 || len(ls) != 2 || !strings.Contains(ls[1], sessionStories[i].end) {
 			t.Errorf("session %s logged at INFO %d lines, want its start and its end:\n%s", id, len(ls), strings.Join(ls, "\n"))
 			continue
 		}
+		kinds[sessionStories[i].start]++
 		checkEndLine(t, ls[1])
-		for _, k := range []string{"stream=live/test", "peer="} {
+		for _, k := range []string{"stream="} {
 			if !strings.Contains(ls[0], k) || !strings.Contains(ls[1], k) {
 				t.Errorf("session %s lines lack %s:\n%s", id, k, strings.Join(ls, "\n"))
 			}
 		}
+		if i == len(sessionStories)-1 { // the forward's: its route and target
+			for _, k := range []string{"route=live/test", "target=rtmp://"} {
+				if !strings.Contains(ls[0], k) || !strings.Contains(ls[1], k) {
+					t.Errorf("forward session %s lines lack %s:\n%s", id, k, strings.Join(ls, "\n"))
+				}
+			}
+		} else if !strings.Contains(ls[0], "peer=") || !strings.Contains(ls[1], "peer=") {
+			t.Errorf("session %s lines lack peer=:\n%s", id, strings.Join(ls, "\n"))
+		}
 	}
-	if n := p.count(`msg="rtmp publish"`, "stream=live/test", "peer="); n != 1 {
-		t.Errorf("%d RTMP publish start lines, want 1", n)
-	}
-	if n := p.count(`msg="rtmp publish ended"`); n != 1 {
-		t.Errorf("%d RTMP publish end lines, want 1", n)
-	}
-	for _, l := range lines {
-		if strings.Contains(l, `msg="rtmp publish ended"`) {
-			checkEndLine(t, l)
+	for story, want := range map[string]int{sessionStories[0].start: 2, sessionStories[1].start: 1, sessionStories[2].start: 2, sessionStories[3].start: 1} {
+		if kinds[story] != want {
+			t.Errorf("%d sessions told as %s, want %d (2 WHEP viewers, 1 WHIP publisher, 2 RTMP publishers: ffmpeg and the forward, 1 forward)", kinds[story], story, want)
 		}
 	}
 }

@@ -27,7 +27,12 @@ type whipPublisher struct {
 
 func publishWHIP(t *testing.T, ctx context.Context, url string) *whipPublisher {
 	t.Helper()
-	api := newViewerAPI(t)
+	return publishWHIPWith(t, ctx, newViewerAPI(t), url)
+}
+
+// publishWHIPWith is publishWHIP with a client of api.
+func publishWHIPWith(t *testing.T, ctx context.Context, api *webrtc.API, url string) *whipPublisher {
+	t.Helper()
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
