@@ -77,7 +77,12 @@ type Config struct {
 	// values kept); the error is ErrNothingToReload (409), or the one to
 	// answer with 400 (a config error says file:line).
 	Reload func() (restartNeeded []string, err error)
-	Log    *slog.Logger
+	// Drain stops (on) or resumes new WHIP and WHEP sessions on this node
+	// and reports whether that changed anything (node.Node.DrainSessions);
+	// Drained reports the state. nil: the calls answer 404.
+	Drain   func(on bool) (changed bool)
+	Drained func() (since time.Time, ok bool)
+	Log     *slog.Logger
 }
 
 // Handler serves /api/v1. Create it with New.
@@ -121,6 +126,8 @@ var routes = []route{
 	{"DELETE", "/sessions/{id}", (*Handler).serveKickSession},
 	{"DELETE", "/publishers/{path...}", (*Handler).serveKickPublisher},
 	{"POST", "/reload", (*Handler).serveReload},
+	{"POST", "/node/drain", (*Handler).serveDrain},
+	{"DELETE", "/node/drain", (*Handler).serveUndrain},
 	{"GET", "/openapi.json", (*Handler).serveOpenAPI},
 }
 
