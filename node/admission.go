@@ -44,7 +44,10 @@ func (n *Node) Authorize(req access.Request) error {
 	if _, err := n.admit(req); err != nil {
 		return err
 	}
-	return n.steer(req) // cluster.go
+	if err := n.steer(req); err != nil { // cluster.go
+		return err
+	}
+	return n.claim(req) // ownership.go
 }
 
 // admit is Authorize, returning the route that admitted req.

@@ -227,6 +227,11 @@ func (f *forwards) scan(ctx context.Context) (next time.Duration) {
 		}
 	}
 
+	elsewhere := f.n.ownedOnly(configured) // ownership.go
+	if elsewhere != nil {
+		next = ownershipRecheck
+	}
+
 	// Stop forwards the config no longer has (removed, or changed: the
 	// changed one starts below under its new spec once the old has ended),
 	// and those of pattern-route paths that have not been live for a while.
@@ -251,7 +256,10 @@ func (f *forwards) scan(ctx context.Context) (next time.Duration) {
 			continue
 		}
 		reason := "forward stopped: its route changed or is gone"
-		if ok {
+		switch {
+		case elsewhere[spec.path]:
+			reason = "forward stopped: another node of the cluster owns the stream (the forward runs there)"
+		case ok:
 			reason = "forward stopped: its stream has been gone for " + forwardIdle.String()
 		}
 		run.stop(errors.New(reason))

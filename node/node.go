@@ -61,6 +61,9 @@ type Options struct {
 	// limits.webrtc_sessions sends new sessions to other nodes in a
 	// cluster; nil: never full.
 	Sessions *rtc.Sessions
+	// Ownership is the cluster's registry of who publishes each path and
+	// runs each pull (ownership.go); nil outside a cluster.
+	Ownership Ownership
 	// Log receives the node's events; nil means slog.Default().
 	Log *slog.Logger
 }
@@ -94,6 +97,10 @@ type Node struct {
 	sessions *rtc.Sessions
 	drain    drainState
 	forward  sessionForwarder
+	// ownership is Options'; leases the pulls' cluster leases
+	// (ownership.go).
+	ownership Ownership
+	leases    leases
 	// sessionSeq numbers the forward and pull sessions (sessions.go).
 	sessionSeq atomic.Uint64
 	// stop ends the pulls and forwards (Stop); wg waits for the forward
@@ -120,6 +127,7 @@ func New(cfg *config.Config, o Options) *Node {
 	}
 	n := &Node{reg: o.Registry, engine: o.Engine, aac: o.AAC, reencoders: o.Reencoders, srtStats: o.SRTStats, streamWait: o.StreamWait, relay: o.Relay, log: o.Log}
 	n.cluster, n.sessions = o.Cluster, o.Sessions
+	n.ownership = o.Ownership
 	n.cfg.Store(cfg)
 	n.pulls.n, n.fwd.n = n, n
 	n.reg.SetGrace(func(path string) time.Duration { return n.Policy(path).Grace })

@@ -108,6 +108,9 @@ func (p *pulls) demand(path string) bool {
 	if !ok || r.Pull == "" || !r.OnDemand || r.Path != path {
 		return false
 	}
+	if !p.n.leaseFree(context.Background(), path) {
+		return false // another node runs it: a relay from there (ownership.go)
+	}
 	p.run(pullSpecOf(r))
 	return true
 }
@@ -140,6 +143,7 @@ func (p *pulls) run(spec pullSpec) {
 		log.Error("pull not started: unknown scheme")
 		return
 	}
+	run = p.n.leased(spec, run, log) // in a cluster, under the pull's lease (ownership.go)
 	ctx, stop := context.WithCancelCause(p.ctx)
 	pr.stop = stop
 	p.running[spec.path] = pr

@@ -282,6 +282,8 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 			return refuse(message.NetStreamOnStatusCodePublishBadName, fmt.Sprintf("publish %q refused: %v", path, access.ErrProtocolNotAllowed), err)
 		case access.ElsewhereOf(err) != nil:
 			return refuse(message.NetStreamOnStatusCodePublishFailed, fmt.Sprintf("publish %q refused: the stream is served by another node", path), err)
+		case errors.Is(err, media.ErrPublisherExists): // on another node of a cluster: the error names it
+			return refuse(message.NetStreamOnStatusCodePublishBadName, fmt.Sprintf("publish %q refused: %v", path, err), err)
 		default:
 			return refuse(message.NetStreamOnStatusCodePublishFailed, fmt.Sprintf("publish %q refused", path), err)
 		}

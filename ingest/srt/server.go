@@ -34,7 +34,8 @@
 //	                        read (access.ErrNoStream), or the stream is served by
 //	                        another node (*access.Elsewhere: SRT cannot redirect)
 //	1405 REJX_BAD_MODE      read (m=request, "read:") without Config.Read, or an unknown mode
-//	1409 REJX_CONFLICT      the path already has a publisher (media.ErrPublisherExists)
+//	1409 REJX_CONFLICT      the path already has a publisher, here or on another node of
+//	                        a cluster (media.ErrPublisherExists)
 //	1500 REJX_ISE           registry failure
 //	1010 REJ_BADSECRET      wrong passphrase
 //	1011 REJ_UNSECURE       passphrase required but the caller does not encrypt,
@@ -656,6 +657,8 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 			code = gosrt.REJX_UNAUTHORIZED
 		case errors.Is(err, access.ErrNoRoute), errors.Is(err, access.ErrNoStream), access.ElsewhereOf(err) != nil:
 			code = gosrt.REJX_NOTFOUND
+		case errors.Is(err, media.ErrPublisherExists): // on another node of a cluster
+			code = rejConflict
 		}
 		return nil, access.Request{}, refuse(id.Path, code, err.Error())
 	}
