@@ -12,11 +12,11 @@
 // (docs/BENCHMARKS.md): RSS 142 MiB just after they left, still 143 MiB
 // 60 s later, against 41 MiB before they came.
 //
-// A Watcher polls a session count and, after it dropped sharply and stopped
-// falling for a few seconds, collects and calls debug.FreeOSMemory (another collection, then
-// every free page returned at once) on its own goroutine: never on a session's path, at
-// most once per minInterval, and not at all while the count only grows or
-// churns by a few sessions.
+// A Watcher polls a session count and, after it dropped sharply and
+// stopped falling for a few seconds, collects and calls debug.FreeOSMemory
+// (another collection, then every free page returned at once) on its own
+// goroutine: never on a session's path, at most once per minInterval, and
+// not at all while the count only grows or churns by a few sessions.
 package memrelease
 
 import (
