@@ -440,8 +440,12 @@ func (t *Sessions) Drain(refusal *Error) { t.refusal.Store(refusal) }
 
 // Refusal returns a copy of the refusal Drain set, nil while sessions are
 // admitted: a handler asks before work that a refused session would waste
-// (Reserve refuses anyway).
+// (Reserve refuses anyway). A nil *Sessions (a handler built without a
+// session table, as in package tests) refuses nothing.
 func (t *Sessions) Refusal() error {
+	if t == nil {
+		return nil
+	}
 	r := t.refusal.Load()
 	if r == nil {
 		return nil
