@@ -26,11 +26,12 @@ build_packages=(gcc libc6-dev pkg-config libavcodec-dev libavutil-dev libswresam
 # RTMP/SRT; chromium plays and publishes in the browser tests; coturn is
 # the TURN server of the TURN tests; nftables and iproute2 build the
 # network namespaces and drop rules of the ICE/TURN/address tests;
-# redis-server is the Redis the tests that need one start; simple-whip-client (whip-client)
+# redis-server is the Redis the tests that need one start, redis-sentinel the
+# Sentinel of the cluster's Sentinel test; simple-whip-client (whip-client)
 # and its GStreamer plugins are the third-party WHIP publisher; systemd
 # gives systemd-analyze, which checks packaging/bridge.service, and procps
 # the /bin/kill of its ExecReload.
-test_packages=(ffmpeg chromium coturn nftables iproute2 redis-server
+test_packages=(ffmpeg chromium coturn nftables iproute2 redis-server redis-sentinel
   simple-whip-client gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice
   systemd procps)
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -162,4 +163,58 @@ func (r *Redis) command(cmd string) (line, body string, err error) {
 		return line, "", err
 	}
 	return line, string(b[:n]), nil
+}
+
+// Sentinel is a redis-sentinel process a test started (StartSentinel),
+// monitoring one master, killed when the test ends.
+type Sentinel struct {
+	// Addr is "127.0.0.1:port"; Master is the name the master is
+	// monitored under (the client's redis_master).
+	Addr, Master string
+}
+
+// StartSentinel starts redis-sentinel on a free port of 127.0.0.1
+// monitoring master under the name master (quorum 1), and waits until it
+// answers with the master's address. A missing redis-sentinel fails the
+// test with how to install it.
+func StartSentinel(t testing.TB, master *Redis, name string) *Sentinel {
+	t.Helper()
+	bin, err := exec.LookPath("redis-sentinel")
+	if err != nil {
+		t.Fatalf("redis-sentinel is required for this test (%v): apt-get install redis-sentinel", err)
+	}
+	port := FreeTCPPort(t)
+	host, mport, _ := net.SplitHostPort(master.Addr)
+	dir := t.TempDir()
+	// Sentinel rewrites its config file: it must be its own, writable.
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\nsentinel monitor %s %s %s 1\n", port, dir, name, host, mport)
+	file := dir + "/sentinel.conf"
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	cmd := exec.Command(bin, file, "--loglevel", "warning")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-sentinel: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	s := &Sentinel{Addr: fmt.Sprintf("127.0.0.1:%d", port), Master: name}
+	probe := &Redis{Addr: s.Addr, t: t}
+	deadline := time.Now().Add(redisStartTimeout)
+	for {
+		// The master's address as the sentinel reports it: a multi-bulk
+		// reply, whose first line is enough to know it knows the master.
+		line, _, err := probe.command("SENTINEL get-master-addr-by-name " + name)
+		if err == nil && line == "*2" {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-sentinel on %s did not report master %q within %v (%q, %v); its output:\n%s", s.Addr, name, redisStartTimeout, line, err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
