@@ -47,6 +47,7 @@ type Checker struct {
 type check struct {
 	name string
 	f    func() error
+	info bool // RegisterInfo's: reported, never failing readiness
 
 	mu      sync.Mutex
 	running chan struct{} // guarded by mu: closed when the run in flight ends; nil if none
@@ -58,18 +59,33 @@ type check struct {
 // most one call in flight per check, bounded by CheckTimeout), so it must
 // be cheap. A name registered again replaces the earlier check.
 func (c *Checker) Register(name string, f func() error) {
+	c.add(&check{name: name, f: f})
+}
+
+// RegisterInfo adds an informational check: run and reported like
+// Register's (its error says what is degraded), but it never makes the
+// process not ready. A component whose failure the other nodes share (a
+// cluster's Redis) reports through it: failing readiness for it would have
+// a load balancer drain every node at once, while each can still serve
+// what it has.
+func (c *Checker) RegisterInfo(name string, f func() error) {
+	c.add(&check{name: name, f: f, info: true})
+}
+
+// add registers nc, replacing a check of the same name.
+func (c *Checker) add(nc *check) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, ch := range c.checks {
-		if ch.name == name {
-			c.checks[i] = &check{name: name, f: f}
+		if ch.name == nc.name {
+			c.checks[i] = nc
 			return
 		}
 	}
 	if len(c.checks) >= maxChecks {
-		panic(fmt.Sprintf("health: more than %d checks registered (adding %q)", maxChecks, name))
+		panic(fmt.Sprintf("health: more than %d checks registered (adding %q)", maxChecks, nc.name))
 	}
-	c.checks = append(c.checks, &check{name: name, f: f})
+	c.checks = append(c.checks, nc)
 }
 
 // Drain makes /readyz answer 503 with reason from now on (the process is
@@ -97,6 +113,9 @@ type Result struct {
 	Name  string `json:"name"`
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
+	// Informational: the check does not count for readiness
+	// (RegisterInfo).
+	Informational bool `json:"informational,omitempty"`
 }
 
 // Report is the /readyz body.
@@ -128,7 +147,7 @@ func (c *Checker) Check() Report {
 	late := false // the deadline has passed: look, do not wait
 	var failed []string
 	for i, ch := range checks {
-		r := Result{Name: ch.name}
+		r := Result{Name: ch.name, Informational: ch.info}
 		answered := false
 		if late {
 			select {
@@ -150,7 +169,7 @@ func (c *Checker) Check() Report {
 			r.Error = err.Error()
 		}
 		r.OK = r.Error == ""
-		if !r.OK {
+		if !r.OK && !ch.info {
 			failed = append(failed, ch.name+": "+r.Error)
 		}
 		rep.Checks[i] = r
