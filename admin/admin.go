@@ -82,6 +82,9 @@ type Config struct {
 	// Drained reports the state. nil: the calls answer 404.
 	Drain   func(on bool) (changed bool)
 	Drained func() (since time.Time, ok bool)
+	// Cluster is the cluster's registry: GET /cluster, and the streams'
+	// owners (cluster.go). nil outside a cluster (GET /cluster is 404).
+	Cluster Cluster
 	Log     *slog.Logger
 }
 
@@ -128,6 +131,7 @@ var routes = []route{
 	{"POST", "/reload", (*Handler).serveReload},
 	{"POST", "/node/drain", (*Handler).serveDrain},
 	{"DELETE", "/node/drain", (*Handler).serveUndrain},
+	{"GET", "/cluster", (*Handler).serveCluster},
 	{"GET", "/openapi.json", (*Handler).serveOpenAPI},
 }
 

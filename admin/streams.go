@@ -23,6 +23,12 @@ type Stream struct {
 	BitrateIn int64          `json:"bitrate_in"` // bit/s of payload, over the last seconds
 	Readers   map[string]int `json:"readers"`    // by kind; previews are not counted
 	BytesOut  uint64         `json:"bytes_out"`  // what the readers' connections carried, where known
+	// Owner is the node of the cluster that owns the stream (its
+	// publisher's); Remote: the stream is published on that other node
+	// and listed from the registry (its tracks by codec only). Both are
+	// left out outside a cluster (cluster.go).
+	Owner  string `json:"owner,omitempty"`
+	Remote bool   `json:"remote,omitempty"`
 }
 
 // Publisher is who publishes a stream; nil while the stream waits for its
@@ -161,8 +167,8 @@ func roundFPS(f float64) float64 {
 }
 
 // serveStreams answers 200 {"streams":[...]}.
-func (h *Handler) serveStreams(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string][]Stream{"streams": h.streams()})
+func (h *Handler) serveStreams(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string][]Stream{"streams": h.withOwners(r.Context(), h.streams())})
 }
 
 // serveStream answers 200 with one Stream, or 404.
