@@ -41,7 +41,13 @@ func tlsFiles(t *testing.T, ca *testkit.CA, dir string, notAfter time.Time) (cer
 // closed when the test ends.
 func startListening(t *testing.T, cfg *config.Config, log *slog.Logger) *Bridge {
 	t.Helper()
-	b, err := Start(cfg, Options{IncludeLoopback: true}, log)
+	return startListeningWith(t, cfg, Options{IncludeLoopback: true}, log)
+}
+
+// startListeningWith is startListening with opts.
+func startListeningWith(t *testing.T, cfg *config.Config, opts Options, log *slog.Logger) *Bridge {
+	t.Helper()
+	b, err := Start(cfg, opts, log)
 	if err != nil {
 		t.Fatal(err)
 	}
