@@ -20,6 +20,7 @@ import (
 	"github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/ingest/srt"
 	"github.com/wishbridge/bridge/ingest/whip"
+	"github.com/wishbridge/bridge/internal/forwarded"
 	"github.com/wishbridge/bridge/internal/memrelease"
 	"github.com/wishbridge/bridge/internal/mergelisten"
 	"github.com/wishbridge/bridge/internal/panics"
@@ -75,6 +76,10 @@ type Bridge struct {
 	health     *health.Checker
 	configFile string               // Options.ConfigFile
 	onReload   func(*config.Config) // Options.OnReload
+
+	// front is the HTTP handler: trusted proxies' headers applied
+	// (http.trusted_proxies, swapped on reload), then CORS and the mux.
+	front *forwarded.Front
 
 	// memory returns the memory of WebRTC sessions to the OS soon after
 	// many of them end (see memrelease).
@@ -246,8 +251,9 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		// sessions stay on HTTP; so do relays (internal_url may be http).
 		front = certs.Redirect(front, port(b.httpsLn), "/whip/", "/whep/", rtc.SessionPathPrefix, relay.PathPrefix)
 	}
+	b.front = forwarded.New(front, cfg.HTTP.TrustedPrefixes(), log)
 	b.httpSrv = &http.Server{
-		Handler:           b.certs.HTTPHandler(front), // ACME's HTTP-01 first
+		Handler:           b.certs.HTTPHandler(b.front), // ACME's HTTP-01 first
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -336,8 +342,13 @@ func (b *Bridge) serve(name string, f func() error) {
 }
 
 // Reload swaps in a new configuration (see node.Node.Reload) and returns
-// the changed keys that need a restart.
-func (b *Bridge) Reload(next *config.Config) (restartNeeded []string) { return b.node.Reload(next) }
+// the changed keys that need a restart; the trusted proxies apply from the
+// next request.
+func (b *Bridge) Reload(next *config.Config) (restartNeeded []string) {
+	restartNeeded = b.node.Reload(next)
+	b.front.SetTrusted(next.HTTP.TrustedPrefixes())
+	return restartNeeded
+}
 
 // HTTPAddr, RTMPAddr and UDPAddr return the bound addresses; HTTPAddr,
 // RTMPAddr, SRTAddr, HTTPSAddr and RTMPSAddr are nil for a listener that
