@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -393,6 +394,10 @@ func (l *slogLogger) warn(msg string) {
 			return
 		}
 	}
+	if lateRTP(msg) {
+		l.log.Debug(msg)
+		return
+	}
 	if ok, n := l.pass(msg); ok {
 		l.log.Warn(msg, "suppressed", n)
 	}
@@ -432,6 +437,23 @@ var benignWarnings = []benignWarning{
 	// often when a session ends. Other packets without an endpoint
 	// (handshakes, RTP before DTLS completes) stay warnings.
 	{"Warning: mux: no endpoint for packet starting with 21,", ""},
+}
+
+// noEndpoint is pion's mux warning for a packet no endpoint takes.
+const noEndpoint = "Warning: mux: no endpoint for packet starting with "
+
+// lateRTP reports the no-endpoint warning for an RTP or RTCP packet (first
+// byte 128-191, RFC 7983): a client's last receiver reports and media
+// still in flight when its session ended. Before DTLS completes pion
+// queues such packets instead (they are not dropped).
+func lateRTP(msg string) bool {
+	rest, ok := strings.CutPrefix(msg, noEndpoint)
+	if !ok {
+		return false
+	}
+	first, _, _ := strings.Cut(rest, ",")
+	b, err := strconv.Atoi(first)
+	return err == nil && b >= 128 && b <= 191
 }
 
 func (l *slogLogger) Error(msg string) {

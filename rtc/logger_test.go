@@ -52,6 +52,14 @@ func TestPionLifecycleAtDebug(t *testing.T) {
 	if n := buf.Count("connection refused", "level=WARN"); n != 1 {
 		t.Errorf("a read failing for another reason: %d WARN lines, want 1; log:\n%s", n, buf.String())
 	}
+	// RTP or RTCP (first byte 128-191, RFC 7983) still in flight when a
+	// session ended.
+	for _, first := range []string{"129", "191"} {
+		f.NewLogger("mux").Warn("Warning: mux: no endpoint for packet starting with " + first + ", adding to queue size(0)")
+		if n := buf.Count("starting with "+first+",", "level=DEBUG"); n != 1 {
+			t.Errorf("RTP/RTCP (first byte %s) after the session ended: %d DEBUG lines, want 1; log:\n%s", first, n, buf.String())
+		}
+	}
 	// A DTLS handshake (22) with no endpoint is not the end of a session.
 	f.NewLogger("mux").Warn("Warning: mux: no endpoint for packet starting with 22, adding to queue size(0)")
 	if n := buf.Count("starting with 22", "level=WARN"); n != 1 {
