@@ -21,6 +21,8 @@ import (
 // players need (mux has it already).
 func (b *Bridge) startAPI(cfg *config.Config, mux *http.ServeMux, previews func(*http.ServeMux), log *slog.Logger) error {
 	b.health.Mount(mux)
+	b.health.Register("node", b.node.Ready) // drained by POST /api/v1/node/drain
+	b.clusterHealth()                       // ownership.go
 	// The dashboard follows the running config's api.token (404 without),
 	// like the API it reads.
 	dash := dashboard.New(dashboard.Config{Enabled: func() bool { return b.node.Config().API.Token != "" }})
@@ -31,7 +33,13 @@ func (b *Bridge) startAPI(cfg *config.Config, mux *http.ServeMux, previews func(
 		Sessions: []admin.Sessions{b.sessions, b.rtmpSrv, b.srtSrv, b.node},
 		Evict:    b.node.Evict,
 		Reload:   b.ReloadConfig,
-		Log:      log,
+		Drain:    func(on bool) bool { return b.node.DrainSessions(on, "drained through the admin API") },
+		Drained: func() (time.Time, bool) {
+			_, since, ok := b.node.SessionsDrained()
+			return since, ok
+		},
+		Cluster: b.clusterAPI(),
+		Log:     log,
 	})
 	if cfg.Listen.API == "" {
 		api.Register(mux)

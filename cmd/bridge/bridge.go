@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wishbridge/bridge/certs"
+	"github.com/wishbridge/bridge/cluster"
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/egress/whep"
 	"github.com/wishbridge/bridge/health"
@@ -90,6 +91,10 @@ type Bridge struct {
 	origin *relay.Origin
 	relays relay.Counters
 
+	// cluster is the cluster's registry (cluster.*); nil outside one, or
+	// with Options.Cluster (cluster.go).
+	cluster *cluster.Cluster
+
 	closing atomic.Bool // set by Close
 	wg      sync.WaitGroup
 }
@@ -115,6 +120,10 @@ type Options struct {
 	// publish, for its readers to be served through a relay from it; nil
 	// relays nothing (a cluster's registry sets it).
 	RelaySource relay.Source
+	// Cluster, when set, is the registry the node asks where new WHIP and
+	// WHEP sessions go and where other nodes' sessions live (tests: a
+	// static table); nil: the cluster.* config's (cluster.go).
+	Cluster node.Cluster
 }
 
 // Start opens every listener (so a bind error is reported before anything
@@ -125,6 +134,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		if err != nil {
 			b.closeListeners()
 			b.certs.Close()
+			b.leaveCluster()
 		}
 	}()
 	// "" is off for each of these (config.Validate); HTTPS and RTMPS are
@@ -197,9 +207,14 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	// or protocol (WHEP viewers and WHIP forwards share it).
 	reencoders := &transcode.ReencodeSlots{Max: sl.VideoReencoders}
 	clusterToken := func() string { return opts.ClusterToken }
+	lookups, err := b.clusterHTTP(cfg, opts, log)
+	if err != nil {
+		return nil, err
+	}
 	b.node = node.New(cfg, node.Options{Registry: b.registry, Engine: b.engine, Log: log, Reencoders: reencoders,
 		SRTStats: func(path string) (srt.Stats, bool) { return b.srtSrv.Stats(path) },
-		Relay:    relay.Edge{Source: opts.RelaySource, Token: clusterToken, Counters: &b.relays}})
+		Relay:    relay.Edge{Source: opts.RelaySource, Token: clusterToken, Counters: &b.relays},
+		Cluster:  lookups, Sessions: b.sessions, Ownership: b.ownership()})
 	mux := http.NewServeMux()
 	b.sessions.Register(mux)
 	b.origin = relay.NewOrigin(relay.OriginConfig{Registry: b.registry, Token: clusterToken, Counters: &b.relays, Log: log})
@@ -245,7 +260,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 			return nil, err
 		}
 	}
-	var front http.Handler = rtc.CORS(mux)
+	var front http.Handler = rtc.CORS(b.node.ForwardSessions(mux))
 	if cfg.TLS.RedirectHTTP && b.httpsLn != nil {
 		// WHIP/WHEP clients do not follow redirects: their endpoints and
 		// sessions stay on HTTP; so do relays (internal_url may be http).
@@ -298,6 +313,7 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	// Outbound work (pulls, forwards) is ready before any request can ask
 	// for an on-demand pull.
 	b.node.Start()
+	b.startCluster()
 	if b.httpLn != nil {
 		b.serve("http", func() error { return b.httpSrv.Serve(b.httpLn) })
 	}
@@ -411,6 +427,7 @@ func (b *Bridge) Close(ctx context.Context) error {
 	b.wg.Wait()
 	b.memory.Stop()
 	b.certs.Close()
+	b.leaveCluster()
 	b.log.Info("bridge stopped")
 	return err
 }

@@ -59,7 +59,11 @@ func (b *Bridge) newMetrics(showPrivate bool) (*metrics.Metrics, error) {
 		st := b.relays.Stats()
 		return metrics.RelayStats{In: st.In, Out: st.Out, BytesIn: st.BytesIn, BytesOut: st.BytesOut}
 	})
-	for _, c := range []prometheus.Collector{b.sendDelay, b.batchWait, metrics.NewTLSCerts(b.certExpiries), relays} {
+	collectors := []prometheus.Collector{b.sendDelay, b.batchWait, metrics.NewTLSCerts(b.certExpiries), relays}
+	if b.cluster != nil {
+		collectors = append(collectors, b.cluster.Metrics()) // bridge_cluster_*
+	}
+	for _, c := range collectors {
 		if err := m.Register(c); err != nil {
 			return nil, err
 		}
