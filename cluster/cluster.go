@@ -223,6 +223,7 @@ type Cluster struct {
 	changed  time.Time // when state last changed
 	differ   []string  // nodes whose routes hash differs from ours
 	seen     int       // nodes listed at the last heartbeat
+	public   []string  // their public URLs (PublicURLs), this node's included
 	reassert bool      // a step failed: the next one registers the claims with modeReassert
 
 	kick     chan struct{} // wakes the loop (a claim or release waits); cap 1

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -423,6 +424,11 @@ func TestLeastLoadedAndRoutes(t *testing.T) {
 		t.Errorf("routes differ: %v (want [f])", d)
 	}
 	a.logs.WaitLog(t, patience, "routes differ", "other=f")
+	// Where a's clients may be sent (its web pages' CSP): every node's
+	// public URL, its own first, read without asking Redis.
+	if got := a.c.PublicURLs(); len(got) != 7 || got[0] != "http://127.0.0.1:1/a" || !slices.Contains(got, "http://127.0.0.1:1/f") {
+		t.Errorf("public URLs: %q, want a's then the six nodes'", got)
+	}
 }
 
 // TestRedisClusterMode: with redis_addrs alone the client speaks Redis

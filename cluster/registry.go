@@ -545,10 +545,12 @@ func (c *Cluster) watchNodes(ctx context.Context) error {
 	}
 	mine := c.routesHash()
 	var differ []string
+	public := make([]string, 0, len(nodes))
 	for _, n := range nodes {
 		if n.Name != c.self && n.Routes != mine {
 			differ = append(differ, n.Name)
 		}
+		public = append(public, n.PublicURL)
 	}
 	slices.Sort(differ)
 	c.mu.Lock()
@@ -557,9 +559,24 @@ func (c *Cluster) watchNodes(ctx context.Context) error {
 			c.log.Warn("another node's routes differ from this node's: a path may be routed differently there", "other", n)
 		}
 	}
-	c.differ, c.seen = differ, len(nodes)
+	c.differ, c.seen, c.public = differ, len(nodes), public
 	c.mu.Unlock()
 	return nil
+}
+
+// PublicURLs returns the public URLs of the nodes listed at the last
+// heartbeat (at most MaxNodes) and this node's own: where a client of
+// this node may be sent (307s, session Locations). It asks nothing of
+// Redis, so a web page may ask it on every request; while Redis is
+// unreachable it is the last list read.
+func (c *Cluster) PublicURLs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.public)+1)
+	if c.cfg.PublicURL != "" {
+		out = append(out, c.cfg.PublicURL)
+	}
+	return append(out, c.public...)
 }
 
 // releaseAll removes this node's claims, leases and registration (Stop).

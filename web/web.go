@@ -2,8 +2,9 @@
 // streams, a browser player that watches a stream over WHEP, and a page
 // that publishes the browser's camera and microphone over WHIP. Everything
 // is embedded in the binary (plain HTML, CSS and JavaScript, no CDN, no
-// framework) and same-origin with the WHIP and WHEP endpoints, so the pages
-// run under a strict Content-Security-Policy.
+// framework) and same-origin with the WHIP and WHEP endpoints (in a
+// cluster, also with the other nodes' public URLs, where a POST may be
+// redirected), so the pages run under a strict Content-Security-Policy.
 package web
 
 import (
@@ -26,13 +27,27 @@ var templatesFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
-// contentSecurityPolicy allows nothing but this origin: scripts and styles
-// come from /static/, the pages only talk to /whep/, /whip/ and
+// The Content-Security-Policy allows nothing but this origin: scripts and
+// styles come from /static/, the pages only talk to /whep/, /whip/ and
 // /sessions/, and the videos play MediaStreams. No inline script or style
-// anywhere.
-const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; " +
-	"img-src 'self' data:; media-src blob: 'self'; connect-src 'self'; " +
-	"object-src 'none'; base-uri 'none'; form-action 'self'"
+// anywhere. In a cluster connect-src also lists the nodes' origins
+// (Config.ConnectSources): a WHEP or WHIP POST may be redirected (307) to
+// another node, where its session then lives.
+const (
+	cspBefore = "default-src 'self'; script-src 'self'; style-src 'self'; " +
+		"img-src 'self' data:; media-src blob: 'self'; connect-src 'self'"
+	cspAfter = "; object-src 'none'; base-uri 'none'; form-action 'self'"
+)
+
+// maxConnectSources bounds the bytes the origins of Config.ConnectSources
+// add to connect-src: every page carries the header, and a reverse proxy
+// in front of the bridge holds a response's whole header in one buffer
+// (nginx's proxy_buffer_size: 4 KiB by default on most platforms, a 502
+// beyond it); 3 KiB leaves room for the policy's fixed part and the
+// other headers, and lists about 70 nodes' origins of a usual length
+// (~40 bytes). Origins beyond it are left out: a redirect to one of those
+// nodes fails in the browser, whose player then retries.
+const maxConnectSources = 3 << 10
 
 // Config configures a Handler.
 type Config struct {
@@ -46,6 +61,13 @@ type Config struct {
 	// rtmp:// when RTMP is on, else rtmps://; with both off it shows
 	// only the browser's WHIP publisher.
 	RTMPPort, RTMPSPort int
+	// ConnectSources, when set, returns the base URLs of the other places
+	// the pages' scripts may send their requests to besides the page's
+	// own origin: in a cluster, every node's public_url, where a WHEP (or
+	// WHIP) POST may be redirected with a 307 and its session then
+	// lives. Their origins join the policy's connect-src; a URL that is
+	// not http(s)://host[:port][/path] is left out. nil: 'self' only.
+	ConnectSources func() []string
 }
 
 // Handler serves the pages. Create it with New.
@@ -103,13 +125,53 @@ func (h *Handler) RegisterStatic(mux *http.ServeMux) {
 
 // pageHeaders sets the headers every HTML page carries. no-referrer keeps
 // a ?token= in the page URL from leaking to other sites.
-func pageHeaders(w http.ResponseWriter) {
+func (h *Handler) pageHeaders(w http.ResponseWriter) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/html; charset=utf-8")
-	hdr.Set("Content-Security-Policy", contentSecurityPolicy)
+	hdr.Set("Content-Security-Policy", h.contentSecurityPolicy())
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	hdr.Set("Cache-Control", "no-store")
+}
+
+// contentSecurityPolicy is the pages' policy, connect-src listing the
+// origins of Config.ConnectSources (at most maxConnectSources).
+func (h *Handler) contentSecurityPolicy() string {
+	if h.cfg.ConnectSources == nil {
+		return cspBefore + cspAfter
+	}
+	var b strings.Builder
+	b.WriteString(cspBefore)
+	seen := make(map[string]bool)
+	added := 0
+	for _, u := range h.cfg.ConnectSources() {
+		o, ok := origin(u)
+		if !ok || seen[o] || added+1+len(o) > maxConnectSources {
+			continue
+		}
+		seen[o] = true
+		added += 1 + len(o)
+		b.WriteString(" " + o)
+	}
+	b.WriteString(cspAfter)
+	return b.String()
+}
+
+// origin returns the origin of base URL u (scheme://host[:port]) as a CSP
+// source: false unless u is an absolute http or https URL whose host is a
+// name or an IP address, so that nothing from a registry entry can add a
+// directive (";"), a wildcard or a keyword to the policy.
+func origin(u string) (string, bool) {
+	p, err := url.Parse(u)
+	if err != nil || p.Scheme != "http" && p.Scheme != "https" || p.User != nil || p.Host == "" {
+		return "", false
+	}
+	for _, c := range p.Host {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-:[]", c)) {
+			return "", false
+		}
+	}
+	return p.Scheme + "://" + p.Host, true
 }
 
 type indexStream struct {
@@ -132,7 +194,7 @@ func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
 		esc := escapePath(p)
 		d.Streams = append(d.Streams, indexStream{Path: p, WatchURL: "/watch/" + esc, WHEPURL: base + "/whep/" + esc})
 	}
-	pageHeaders(w)
+	h.pageHeaders(w)
 	_ = h.index.Execute(w, d)
 }
 
@@ -162,7 +224,7 @@ func (h *Handler) serveWatch(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/", http.StatusFound)
 		return
 	}
-	pageHeaders(w)
+	h.pageHeaders(w)
 	esc := escapePath(p)
 	_ = h.watch.Execute(w, watchData{Path: p, WHEPURL: "/whep/" + esc, WHEPAbs: baseURL(r) + "/whep/" + esc, AudioNote: h.cfg.AudioNote})
 }
@@ -191,7 +253,7 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, target, http.StatusFound)
 		return
 	}
-	pageHeaders(w)
+	h.pageHeaders(w)
 	// The page may use this origin's camera and microphone; nothing it
 	// embeds may.
 	w.Header().Set("Permissions-Policy", "camera=(self), microphone=(self)")

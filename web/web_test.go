@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -366,5 +367,55 @@ func TestPublishFormRedirects(t *testing.T) {
 		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != tc.want {
 			t.Errorf("GET /publish/%s: %d Location %q, want 302 to %q", tc.query, resp.StatusCode, resp.Header.Get("Location"), tc.want)
 		}
+	}
+}
+
+// TestConnectSources: in a cluster the pages may connect to the other
+// nodes' public URLs (a 307 sends a WHEP POST there, and its session
+// lives there): their origins join connect-src, once each; what is not an
+// http(s) base URL (a registry entry is not trusted to be one) is left out,
+// and nothing can add a directive. Outside a cluster connect-src is 'self'.
+func TestConnectSources(t *testing.T) {
+	srv := newServer(t, Config{ConnectSources: func() []string {
+		return []string{
+			"https://a.example.com:8443", "https://a.example.com:8443/", "http://10.0.0.2:8080/base",
+			"https://[2001:db8::1]:8443",
+			"javascript:alert(1)", "https://x.example.com; script-src *", "*", "'unsafe-inline'",
+			"https://user:pw@b.example.com", "", "ftp://c.example.com", "//d.example.com", "https://e.example.com\r\nX: y",
+		}
+	}})
+	for _, page := range []string{"/", "/watch/live/test", "/publish/live/cam"} {
+		resp, _ := get(t, srv.URL+page, nil)
+		checkPageHeaders(t, resp)
+		csp := resp.Header.Get("Content-Security-Policy")
+		want := "connect-src 'self' https://a.example.com:8443 http://10.0.0.2:8080 https://[2001:db8::1]:8443; "
+		if !strings.Contains(csp, want) {
+			t.Errorf("%s: Content-Security-Policy %q, want %q", page, csp, want)
+		}
+		if strings.Count(csp, ";") != strings.Count(cspBefore+cspAfter, ";") {
+			t.Errorf("%s: Content-Security-Policy %q has directives of its own", page, csp)
+		}
+	}
+
+	resp, _ := get(t, newServer(t, Config{}).URL+"/watch/live/test", nil)
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "connect-src 'self'; ") {
+		t.Errorf("outside a cluster: Content-Security-Policy %q, want connect-src 'self' alone", csp)
+	}
+}
+
+// TestConnectSourcesBounded: however many nodes the registry lists, the
+// policy stays small enough for a reverse proxy's header buffer.
+func TestConnectSourcesBounded(t *testing.T) {
+	var many []string
+	for i := range 1000 {
+		many = append(many, fmt.Sprintf("https://node-%04d.example.com:8443", i))
+	}
+	resp, _ := get(t, newServer(t, Config{ConnectSources: func() []string { return many }}).URL+"/watch/live/test", nil)
+	csp := resp.Header.Get("Content-Security-Policy")
+	if len(csp) > len(cspBefore+cspAfter)+maxConnectSources {
+		t.Errorf("Content-Security-Policy is %d bytes, want at most %d", len(csp), len(cspBefore+cspAfter)+maxConnectSources)
+	}
+	if !strings.Contains(csp, many[0]+" ") || !strings.HasSuffix(csp, cspAfter) {
+		t.Errorf("Content-Security-Policy %q: want the first nodes listed and the policy's end intact", csp)
 	}
 }

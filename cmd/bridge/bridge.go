@@ -247,7 +247,12 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 		audioNote = "This build cannot transcode audio (built without cgo/FFmpeg): AAC sources play without sound."
 		log.Warn("built without FFmpeg: AAC audio will not reach WebRTC viewers (Opus sources pass through)")
 	}
-	pages := web.New(web.Config{Streams: b.node.PublicPaths, AudioNote: audioNote, RTMPPort: port(b.rtmpLn), RTMPSPort: port(b.rtmpsLn)})
+	var clusterURLs func() []string // the pages' CSP lets them follow a 307 to another node
+	if b.cluster != nil {
+		clusterURLs = b.cluster.PublicURLs
+	}
+	pages := web.New(web.Config{Streams: b.node.PublicPaths, AudioNote: audioNote, RTMPPort: port(b.rtmpLn), RTMPSPort: port(b.rtmpsLn),
+		ConnectSources: clusterURLs})
 	pages.Register(mux)
 	if b.metrics, err = b.newMetrics(true); err != nil {
 		return nil, err

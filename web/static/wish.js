@@ -91,13 +91,15 @@ export class WISHSession {
     }
     const loc = res.headers.get('Location');
     if (loc) {
-      const u = new URL(loc, this.endpoint);
-      // The session lives on the server that answered. Behind a TLS or
-      // path-preserving reverse proxy the server may still write its own
-      // http://host/... URL; keep the path and send the DELETE where the
-      // POST went (the page's CSP only allows this origin anyway).
-      if (u.origin !== this.endpoint.origin) {
-        this.resource = new URL(u.pathname + u.search, this.endpoint.origin);
+      // The session lives on the server that answered: in a cluster, the
+      // node a 307 sent the POST to (res.url; its origin is in the page's
+      // CSP). Behind a TLS or path-preserving reverse proxy the server may
+      // still write its own http://host/... URL; keep the path and send
+      // the DELETE where the POST went.
+      const answered = new URL(res.url || this.endpoint);
+      const u = new URL(loc, answered);
+      if (u.origin !== answered.origin) {
+        this.resource = new URL(u.pathname + u.search, answered.origin);
       } else {
         this.resource = u;
       }
