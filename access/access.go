@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/wishbridge/bridge/media"
@@ -99,10 +100,31 @@ func (r Request) String() string {
 	return fmt.Sprintf("%s %s %q from %s", r.Protocol, r.Action, r.Path, r.Remote)
 }
 
-// Authorizer decides a Request: nil admits it; otherwise the error (wrapping
-// one of the refusals below, or an *Elsewhere) says why, and the adapter
-// turns it into its protocol's answer. It must not log the credential.
-type Authorizer func(Request) error
+// Authorizer decides a Request: a nil error admits it, and the Grant says
+// by which route; otherwise the error (wrapping one of the refusals below,
+// or an *Elsewhere) says why, and the adapter turns it into its protocol's
+// answer. It must not log the credential.
+type Authorizer func(Request) (Grant, error)
+
+// Grant is what admitted a Request, for the session's log lines: the
+// adapter logs them on Grant.Logger, so that an operator can tell which
+// route of the config a session ran under. It costs the Authorizer
+// nothing: the node has matched the route to decide.
+type Grant struct {
+	// Route is the path of the route that admitted the request: its
+	// pattern when it has one ("live/{name}"), logged as "route". ""
+	// when the Authorizer has no routes (a test's).
+	Route string
+}
+
+// Logger returns log with the grant's route under the key "route", or log
+// itself when the grant names no route.
+func (g Grant) Logger(log *slog.Logger) *slog.Logger {
+	if g.Route == "" {
+		return log
+	}
+	return log.With("route", g.Route)
+}
 
 // Locator finds the stream an admitted reader of path reads: the local one,
 // or one started on demand for it. It returns once the stream's tracks are
@@ -149,8 +171,8 @@ const readyPoll = 50 * time.Millisecond
 
 // DenyAll is the Authorizer of an adapter configured with none: it refuses
 // every request ("no authorizer configured").
-func DenyAll(Request) error {
-	return errors.New("no authorizer configured")
+func DenyAll(Request) (Grant, error) {
+	return Grant{}, errors.New("no authorizer configured")
 }
 
 // Reasons a request is refused. Adapters branch on them with errors.Is.

@@ -37,17 +37,23 @@ import (
 // (*access.Elsewhere) or refused with a 503 (*rtc.Error) when this node
 // takes no new session: see steer (cluster.go).
 //
-// The error wraps access.ErrNoRoute, access.ErrProtocolNotAllowed or
-// access.ErrBadKey, or is an *ErrBanned, an *access.Elsewhere or an
-// *rtc.Error. Keys are compared in constant time and never logged.
-func (n *Node) Authorize(req access.Request) error {
-	if _, err := n.admit(req); err != nil {
-		return err
+// An admitted request's Grant names the route's path (its pattern), which
+// the adapter logs with the session. The error wraps access.ErrNoRoute,
+// access.ErrProtocolNotAllowed or access.ErrBadKey, or is an *ErrBanned,
+// an *access.Elsewhere or an *rtc.Error. Keys are compared in constant
+// time and never logged.
+func (n *Node) Authorize(req access.Request) (access.Grant, error) {
+	route, err := n.admit(req)
+	if err != nil {
+		return access.Grant{}, err
 	}
 	if err := n.steer(req); err != nil { // cluster.go
-		return err
+		return access.Grant{}, err
 	}
-	return n.claim(req) // ownership.go
+	if err := n.claim(req); err != nil { // ownership.go
+		return access.Grant{}, err
+	}
+	return access.Grant{Route: route.Path}, nil
 }
 
 // admit is Authorize, returning the route that admitted req.
@@ -115,19 +121,16 @@ func (n *Node) Locate(ctx context.Context, path string) (*media.Stream, error) {
 }
 
 // PlayRTMP serves RTMP play on the bridge's RTMP port (ingest/rtmp's
-// Config.Play), for any stream whatever its ingest, once Authorize admits
-// the player and Locate finds the stream.
+// Config.Play), for any stream whatever its ingest, once Authorize has
+// admitted the player (the RTMP server asks it) and Locate finds the
+// stream.
 func (n *Node) PlayRTMP(ctx context.Context, req rtmp.PlayRequest, w rtmp.PlayWriter) error {
-	route, err := n.admit(access.Request{Action: access.Read, Protocol: access.RTMP, Path: req.Path, Credential: req.Key, Remote: req.Remote})
-	if err != nil {
-		return err
-	}
 	st, err := n.Locate(ctx, req.Path)
 	if err != nil {
 		return fmt.Errorf("play %q: %w", req.Path, err)
 	}
 	return egressrtmp.Play(ctx, w, st, egressrtmp.PlayOptions{Name: "rtmp play " + req.Remote,
-		AACBitrate: route.AACBitrate(), AAC: n.aac, Log: n.log})
+		AACBitrate: n.Policy(req.Path).AACBitrate, AAC: n.aac, Log: n.log})
 }
 
 // SRTReads admits and serves the SRT listener's readers (ingest/srt's
@@ -139,14 +142,15 @@ func (n *Node) SRTReads() *srt.ReadHandler {
 // admitSRTRead is Authorize, and the stream must be live or about to be
 // pulled on demand or relayed: SRT refuses before the accept or not at
 // all.
-func (n *Node) admitSRTRead(req access.Request) error {
-	if err := n.Authorize(req); err != nil {
-		return err
+func (n *Node) admitSRTRead(req access.Request) (access.Grant, error) {
+	g, err := n.Authorize(req)
+	if err != nil {
+		return access.Grant{}, err
 	}
 	if !n.locate(context.Background(), req.Path) {
-		return fmt.Errorf("stream %q: %w", req.Path, access.ErrNoStream)
+		return access.Grant{}, fmt.Errorf("stream %q: %w", req.Path, access.ErrNoStream)
 	}
-	return nil
+	return g, nil
 }
 
 // serveSRTReader sends a stream as MPEG-TS to an admitted SRT reader.

@@ -21,7 +21,7 @@ func TestBanRefusesPublisher(t *testing.T) {
 	}
 	n.Evict("live/cam", "203.0.113.5:51234", time.Minute)
 	var banned *ErrBanned
-	if err := n.Authorize(req); !errors.As(err, &banned) {
+	if _, err := n.Authorize(req); !errors.As(err, &banned) {
 		t.Errorf("banned address, another port: %v, want *ErrBanned", err)
 	}
 	if g := n.Policy("live/cam").Grace; g != 0 {
@@ -29,12 +29,12 @@ func TestBanRefusesPublisher(t *testing.T) {
 	}
 	other := req
 	other.Remote = "203.0.113.6:40000"
-	if err := n.Authorize(other); err != nil {
+	if _, err := n.Authorize(other); err != nil {
 		t.Errorf("another address: %v", err)
 	}
 	other = req
 	other.Path = "live/other"
-	if err := n.Authorize(other); err != nil {
+	if _, err := n.Authorize(other); err != nil {
 		t.Errorf("the banned address on another path: %v", err)
 	}
 	// Expired: the entry goes at the next look.
@@ -80,19 +80,19 @@ func TestPreviewNeedsAPIToken(t *testing.T) {
 	req := func(path, cred string) access.Request {
 		return access.Request{Action: access.Read, Protocol: access.WHEP, Path: path, Credential: cred, Preview: true, Remote: "127.0.0.1:1"}
 	}
-	if err := n.Authorize(req("private/cam", "admin-token-0123456789")); err != nil {
+	if _, err := n.Authorize(req("private/cam", "admin-token-0123456789")); err != nil {
 		t.Errorf("preview with the API token: %v", err)
 	}
-	if err := n.Authorize(req("private/cam", "viewer-key")); !errors.Is(err, access.ErrBadKey) {
+	if _, err := n.Authorize(req("private/cam", "viewer-key")); !errors.Is(err, access.ErrBadKey) {
 		t.Errorf("preview with the read key: %v, want ErrBadKey", err)
 	}
-	if err := n.Authorize(req("nowhep/cam", "admin-token-0123456789")); !errors.Is(err, access.ErrProtocolNotAllowed) {
+	if _, err := n.Authorize(req("nowhep/cam", "admin-token-0123456789")); !errors.Is(err, access.ErrProtocolNotAllowed) {
 		t.Errorf("preview where WHEP is off: %v, want ErrProtocolNotAllowed", err)
 	}
 	cfg2 := *cfg
 	cfg2.API.Token = ""
 	n.Reload(&cfg2)
-	if err := n.Authorize(req("private/cam", "")); !errors.Is(err, access.ErrBadKey) {
+	if _, err := n.Authorize(req("private/cam", "")); !errors.Is(err, access.ErrBadKey) {
 		t.Errorf("preview without api.token: %v, want ErrBadKey", err)
 	}
 }

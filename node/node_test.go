@@ -80,9 +80,14 @@ func TestAuthorize(t *testing.T) {
 		{access.Request{Action: access.Read, Protocol: access.RTMP, Path: "pulled/cam"}, nil},
 		{access.Request{Action: access.Publish, Protocol: access.RTMP, Path: "other/cam"}, access.ErrNoRoute},
 	} {
-		err := n.Authorize(tc.req)
+		g, err := n.Authorize(tc.req)
 		if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
 			t.Errorf("%v with key %q: %v, want %v", tc.req, tc.req.Credential, err, tc.want)
+		}
+		// An admitted request's grant names its route, as configured
+		// (the pattern), for the session's log lines.
+		if want := map[string]string{"keyed/a": "keyed/{name}", "webonly/cam": "webonly/cam", "pulled/cam": "pulled/cam"}[tc.req.Path]; err == nil && g.Route != want {
+			t.Errorf("%v admitted with route %q, want %q", tc.req, g.Route, want)
 		}
 	}
 	if p := n.Policy("keyed/a"); !p.Private || p.Route == nil || p.MaxReaders <= 0 {

@@ -27,11 +27,11 @@ import (
 // stderr (where it logs, and where FFmpeg would write past the logger)
 // kept line by line.
 type bridgeProc struct {
-	cmd        *exec.Cmd
-	http, rtmp string // addresses
-	mu         sync.Mutex
-	lines      []string // guarded by mu
-	done       chan struct{}
+	cmd             *exec.Cmd
+	http, rtmp, srt string // addresses
+	mu              sync.Mutex
+	lines           []string // guarded by mu
+	done            chan struct{}
 }
 
 // startBridgeProc builds cmd/bridge and runs it on free ports with every
@@ -45,7 +45,7 @@ func startBridgeProc(t *testing.T) *bridgeProc {
 
 // startBridgeProcRoutes is startBridgeProc with the routes routes returns
 // (YAML list items, given the bridge's RTMP address) before the catch-all
-// one, which also lets WHIP publish.
+// one, which also lets WHIP and SRT publish.
 func startBridgeProcRoutes(t *testing.T, routes func(rtmp string) string) *bridgeProc {
 	t.Helper()
 	dir := t.TempDir()
@@ -57,19 +57,20 @@ func startBridgeProcRoutes(t *testing.T, routes func(rtmp string) string) *bridg
 	p := &bridgeProc{
 		http: fmt.Sprintf("127.0.0.1:%d", testkit.FreeTCPPort(t)),
 		rtmp: fmt.Sprintf("127.0.0.1:%d", testkit.FreeTCPPort(t)),
+		srt:  fmt.Sprintf("127.0.0.1:%d", testkit.FreeUDPPort(t)),
 		done: make(chan struct{}),
 	}
 	cfg := fmt.Sprintf(`listen:
   http: %q
   rtmp: %q
-  srt: "127.0.0.1:%d"
+  srt: %q
   webrtc_udp: ":%d"
 routes:
 %s  - path: "{path...}"
-    ingest: [rtmp, whip]
+    ingest: [rtmp, whip, srt]
     whep:
       enabled: true
-`, p.http, p.rtmp, testkit.FreeUDPPort(t), testkit.FreeUDPPort(t), routes(p.rtmp))
+`, p.http, p.rtmp, p.srt, testkit.FreeUDPPort(t), routes(p.rtmp))
 	cfgPath := filepath.Join(dir, "bridge.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -194,28 +195,36 @@ func pionWatch(t *testing.T, url string) {
 var slogLine = regexp.MustCompile(`^time=\S+ level=(DEBUG|INFO|WARN|ERROR) msg=`)
 
 // sessionStory is what one kind of session logs at INFO: its start line's
-// message and its end line's.
-type sessionStory struct{ start, end string }
+// message and its end line's; and how many TestCleanLogs runs.
+type sessionStory struct {
+	start, end string
+	n          int
+}
 
 // The stories of TestCleanLogs' sessions, by their start line.
 var sessionStories = []sessionStory{
-	{`msg="viewer session created"`, `msg="viewer session ended"`}, // WHEP viewer
-	{`msg="publish session created"`, `msg="publish ended"`},       // WHIP publisher
-	{`msg="rtmp publish"`, `msg="rtmp publish ended"`},             // RTMP publisher
-	{`msg="rtmp push started"`, `msg="rtmp push ended"`},           // RTMP forward
+	{`msg="viewer session created"`, `msg="viewer session ended"`, 2}, // WHEP viewers: pion, Chromium
+	{`msg="publish session created"`, `msg="publish ended"`, 1},       // WHIP publisher
+	{`msg="rtmp publish"`, `msg="rtmp publish ended"`, 2},             // RTMP publishers: ffmpeg, the forward
+	{`msg="rtmp play started"`, `msg="rtmp play ended"`, 1},           // RTMP player
+	{`msg="srt publish"`, `msg="srt publish ended"`, 1},               // SRT publisher
+	{`msg="srt read"`, `msg="srt read ended"`, 1},                     // SRT reader
+	{`msg="rtmp push started"`, `msg="rtmp push ended"`, 1},           // RTMP forward
 }
 
 // TestCleanLogs runs the bridge as a process and a normal day through it:
 // ffmpeg publishes the AAC fixture over RTMP (so the AAC->Opus transcoder
 // runs) and the route forwards it over RTMP (to the bridge itself, where
 // it is one more RTMP publisher), a pion client publishes over WHIP and
-// leaves, a pion viewer and a headless Chromium viewer join and leave, the
-// RTMP publisher stops (and with it the forward's session), the bridge is
-// told to stop. The operator's log at INFO tells one story per session:
-// nothing at WARN or ERROR, no line that is not the logger's (FFmpeg
-// writing to stderr past it), and exactly one start and one end line per
-// session, both with the session's id under session, the end line with
-// duration, bytes, packets and reason.
+// leaves, a pion viewer and a headless Chromium viewer join and leave,
+// ffmpeg plays the stream over RTMP and reads it over SRT, and publishes
+// another over SRT, the RTMP publisher stops (and with it the forward's
+// session), the bridge is told to stop. The operator's log at INFO tells
+// one story per session: nothing at WARN or ERROR, no line that is not
+// the logger's (FFmpeg writing to stderr past it), and exactly one start
+// and one end line per session, both with the session's id under session
+// and the config route it runs under as route (its pattern), the end line
+// with duration, bytes, packets and reason.
 func TestCleanLogs(t *testing.T) {
 	needFFmpeg(t)
 	needBrowser(t)
@@ -241,6 +250,18 @@ func TestCleanLogs(t *testing.T) {
 	pionWatch(t, "http://"+p.http+"/whep/live/test")
 	startWatch(t, "http://"+p.http+"/watch/live/test").wait()
 	p.waitN(t, 10*time.Second, 2, `msg="viewer session ended"`)
+
+	for _, in := range []string{"rtmp://" + p.rtmp + "/live/test", "srt://" + p.srt + "?streamid=read:live/test"} {
+		if ok, out := readWithFFmpeg(t, "-i", in); !ok {
+			t.Errorf("ffmpeg read nothing from %s: %s", in, out)
+		}
+	}
+	// An SRT publisher that ends its stream as an encoder does.
+	if out, err := exec.Command(needFFmpeg(t), "-hide_banner", "-loglevel", "error", "-re", "-t", "2", "-i", fixture(t, "h264-aac.ts"),
+		"-c", "copy", "-f", "mpegts", "srt://"+p.srt+"?streamid=publish:live/srt&pkt_size=1316").CombinedOutput(); err != nil {
+		t.Errorf("ffmpeg SRT publisher: %v: %s", err, out)
+	}
+	p.wait(t, 10*time.Second, `msg="srt publish ended"`)
 
 	// The WHIP publisher leaves as a client does: DELETE, then close.
 	req, _ := http.NewRequest(http.MethodDelete, pub.location, nil)
@@ -296,13 +317,18 @@ func TestCleanLogs(t *testing.T) {
 		}
 		kinds[sessionStories[i].start]++
 		checkEndLine(t, ls[1])
-		for _, k := range []string{"stream="} {
-			if !strings.Contains(ls[0], k) || !strings.Contains(ls[1], k) {
-				t.Errorf("session %s lines lack %s:\n%s", id, k, strings.Join(ls, "\n"))
+		// The route: live/test's own, or the catch-all's pattern.
+		route := "route={path...}"
+		if strings.Contains(ls[0]+" ", " stream=live/test ") {
+			route = "route=live/test"
+		}
+		for _, k := range []string{" stream=", " " + route + " "} {
+			if !strings.Contains(ls[0]+" ", k) || !strings.Contains(ls[1]+" ", k) {
+				t.Errorf("session %s lines lack %q:\n%s", id, k, strings.Join(ls, "\n"))
 			}
 		}
-		if i == len(sessionStories)-1 { // the forward's: its route and target
-			for _, k := range []string{"route=live/test", "target=rtmp://"} {
+		if i == len(sessionStories)-1 { // the forward's: its target
+			for _, k := range []string{"target=rtmp://"} {
 				if !strings.Contains(ls[0], k) || !strings.Contains(ls[1], k) {
 					t.Errorf("forward session %s lines lack %s:\n%s", id, k, strings.Join(ls, "\n"))
 				}
@@ -311,9 +337,9 @@ func TestCleanLogs(t *testing.T) {
 			t.Errorf("session %s lines lack peer=:\n%s", id, strings.Join(ls, "\n"))
 		}
 	}
-	for story, want := range map[string]int{sessionStories[0].start: 2, sessionStories[1].start: 1, sessionStories[2].start: 2, sessionStories[3].start: 1} {
-		if kinds[story] != want {
-			t.Errorf("%d sessions told as %s, want %d (2 WHEP viewers, 1 WHIP publisher, 2 RTMP publishers: ffmpeg and the forward, 1 forward)", kinds[story], story, want)
+	for _, story := range sessionStories {
+		if kinds[story.start] != story.n {
+			t.Errorf("%d sessions told as %s, want %d", kinds[story.start], story.start, story.n)
 		}
 	}
 }

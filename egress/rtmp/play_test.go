@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wishbridge/bridge/access"
 	ingestrtmp "github.com/wishbridge/bridge/ingest/rtmp"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
@@ -24,7 +23,7 @@ func startIngest(t *testing.T, reg *media.Registry, views *transcode.AACViews, l
 	t.Helper()
 	srv := ingestrtmp.NewServer(ingestrtmp.Config{
 		Registry:  reg,
-		Authorize: func(access.Request) error { return nil },
+		Authorize: testkit.AllowAll,
 		Play: func(ctx context.Context, req ingestrtmp.PlayRequest, w ingestrtmp.PlayWriter) error {
 			st, ok := reg.Get(req.Path)
 			if !ok {
@@ -188,7 +187,7 @@ func TestPlayServerClose(t *testing.T) {
 	reg := media.NewRegistry(log)
 	srv := ingestrtmp.NewServer(ingestrtmp.Config{
 		Registry:  reg,
-		Authorize: func(access.Request) error { return nil },
+		Authorize: testkit.AllowAll,
 		Play: func(ctx context.Context, req ingestrtmp.PlayRequest, w ingestrtmp.PlayWriter) error {
 			st, ok := reg.Get(req.Path)
 			if !ok {

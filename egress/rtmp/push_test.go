@@ -278,7 +278,7 @@ func TestPushRefused(t *testing.T) {
 	srcReg, dstReg := media.NewRegistry(log), media.NewRegistry(log)
 	srv := ingestrtmp.NewServer(ingestrtmp.Config{
 		Registry:  dstReg,
-		Authorize: func(access.Request) error { return access.BadKey(access.Publish) },
+		Authorize: testkit.Authorizer(func(access.Request) error { return access.BadKey(access.Publish) }),
 		Log:       log,
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -334,7 +334,7 @@ func TestPushRTMPS(t *testing.T) {
 	}
 	m := testkit.ReadFLV(t, "h264-aac.flv")
 	srcReg, dstReg := media.NewRegistry(log), media.NewRegistry(log)
-	srv := ingestrtmp.NewServer(ingestrtmp.Config{Registry: dstReg, Authorize: func(access.Request) error { return nil }, Log: log})
+	srv := ingestrtmp.NewServer(ingestrtmp.Config{Registry: dstReg, Authorize: testkit.AllowAll, Log: log})
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/wishbridge/bridge/access"
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
 
@@ -37,7 +38,7 @@ func TestRefusals(t *testing.T) {
 		return nil, access.ErrNoStream
 	}
 	mux := http.NewServeMux()
-	NewHandler(Config{Registry: media.NewRegistry(nil), Authorize: authorize, Locate: locate}).Register(mux)
+	NewHandler(Config{Registry: media.NewRegistry(nil), Authorize: testkit.Authorizer(authorize), Locate: locate}).Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

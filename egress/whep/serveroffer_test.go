@@ -184,7 +184,7 @@ func TestServerOfferUnauthorized(t *testing.T) {
 		return nil
 	}
 	mux := http.NewServeMux()
-	NewHandler(Config{Registry: b.reg, Engine: engine, Sessions: b.sessions, Authorize: authorize}).Register(mux)
+	NewHandler(Config{Registry: b.reg, Engine: engine, Sessions: b.sessions, Authorize: testkit.Authorizer(authorize)}).Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	resp, body := request(t, http.DefaultClient, http.MethodPost, srv.URL+"/whep/live/cam", "", "")

@@ -27,7 +27,8 @@ type Config struct {
 	Sessions *rtc.Sessions
 	// Authorize admits viewers: it gets Action Read, Protocol WHEP, the
 	// path, the bearer token as Credential ("" if none) and the peer's
-	// address. See servePost for the answers to its refusals.
+	// address; the session logs its Grant's route. See servePost for the
+	// answers to its refusals.
 	Authorize access.Authorizer
 	// Locate finds the stream an admitted viewer plays, starting an
 	// on-demand source or waiting for tracks as the node decides; nil
@@ -155,8 +156,9 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 	}
 	token := rtc.BearerToken(r)
 	preview := r.URL.Query().Get("preview") == "1"
-	if err := h.cfg.Authorize(access.Request{Action: access.Read, Protocol: access.WHEP, Path: path, Credential: token, Remote: r.RemoteAddr, Preview: preview,
-		Redirect: r.URL.Query().Get(access.RedirectParam)}); err != nil {
+	grant, err := h.cfg.Authorize(access.Request{Action: access.Read, Protocol: access.WHEP, Path: path, Credential: token, Remote: r.RemoteAddr, Preview: preview,
+		Redirect: r.URL.Query().Get(access.RedirectParam)})
+	if err != nil {
 		return "", "", "", refusal(err, path, token)
 	}
 	var raw string
@@ -186,7 +188,7 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 	if err != nil {
 		return "", "", "", err
 	}
-	s, answer, err := startSession(h, stream, off, raw, id, log.With("session", id[:8]))
+	s, answer, err := startSession(h, stream, off, raw, id, grant.Logger(log.With("session", id[:8])))
 	if err != nil {
 		h.cfg.Sessions.Remove(id)
 		return "", "", "", err

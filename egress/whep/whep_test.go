@@ -16,7 +16,7 @@ import (
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 
-	"github.com/wishbridge/bridge/access"
+	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -96,7 +96,7 @@ func newBenchWith(t *testing.T, lim rtc.Limits) *bench {
 		Registry:  reg,
 		Engine:    engine,
 		Sessions:  sessions,
-		Authorize: func(access.Request) error { return nil },
+		Authorize: testkit.AllowAll,
 		Log:       log,
 	})
 	h.Register(mux)

@@ -11,7 +11,6 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4/pkg/media/oggwriter"
 
-	"github.com/wishbridge/bridge/access"
 	egresswhep "github.com/wishbridge/bridge/egress/whep"
 	ingestwhep "github.com/wishbridge/bridge/ingest/whep"
 	ingestwhip "github.com/wishbridge/bridge/ingest/whip"
@@ -107,7 +106,7 @@ func startOnePortServer(t *testing.T) *onePortServer {
 	src := rtcserver.StartSource(t, "remote", "h264-aac.flv")
 	engine := rtcserver.NewEngine(t, src.Log)
 	sessions := rtc.NewSessions(rtc.Limits{}, src.Log)
-	allow := func(access.Request) error { return nil }
+	allow := testkit.AllowAll
 	mux := http.NewServeMux()
 	sessions.Register(mux)
 	ingestwhip.NewHandler(ingestwhip.Config{Registry: src.Registry, Engine: engine, Sessions: sessions, Log: src.Log, Authorize: allow}).Register(mux)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/wishbridge/bridge/access"
+	"github.com/wishbridge/bridge/internal/testkit"
 )
 
 // TestElsewhereRefused: RTMP cannot redirect, so a publish or play of a
@@ -13,7 +14,7 @@ import (
 // other node's address in the status.
 func TestElsewhereRefused(t *testing.T) {
 	moved := &access.Elsewhere{Location: "rtmp://node2.internal/live/x"}
-	ts := startServer(t, func(access.Request) error { return moved }, func(s *Server) {
+	ts := startServer(t, testkit.Authorizer(func(access.Request) error { return moved }), func(s *Server) {
 		s.play = func(context.Context, PlayRequest, PlayWriter) error { return moved }
 	})
 	for _, tc := range []struct {

@@ -272,7 +272,8 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 		return refuse(message.NetStreamOnStatusCodePublishBadName, perr.Error(), nil)
 	}
 	req := access.Request{Action: access.Publish, Protocol: access.RTMP, Path: path, Credential: key, Remote: h.c.peer}
-	if err := h.srv.auth(req); err != nil {
+	grant, err := h.srv.auth(req)
+	if err != nil {
 		switch {
 		case errors.Is(err, access.ErrBadKey):
 			return refuse(codePublishUnauthorized, fmt.Sprintf("publish %q refused: %v", path, access.BadKey(access.Publish)), err)
@@ -299,7 +300,7 @@ func (h *handler) OnPublish(ctx *gortmp.StreamContext, _ uint32, cmd *message.Ne
 	h.stream = st
 	h.pubID = ctx.StreamID
 	h.started = time.Now()
-	h.log = h.log.With("stream", path)
+	h.log = grant.Logger(h.log.With("stream", path))
 	h.tagSink.log = h.log
 	h.c.publishing.Store(true)
 	h.c.role.Store(&connRole{kind: access.SessionRTMPPublish, path: path, since: h.started})

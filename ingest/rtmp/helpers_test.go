@@ -26,7 +26,7 @@ type testServer struct {
 	newRdr  chan *media.Reader
 }
 
-func allowAll(access.Request) error { return nil }
+var allowAll = testkit.AllowAll
 
 // startServer serves on 127.0.0.1:0. configure may adjust the server before
 // Serve. Every accepted stream gets a reader (attached before its first

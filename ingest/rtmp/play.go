@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/yutopp/go-rtmp/message"
@@ -16,18 +17,17 @@ import (
 	"github.com/wishbridge/bridge/internal/sessionlog"
 )
 
-// Play support: the server speaks the protocol up to the play command and
-// hands the connection to Config.Play, which sends the media (cmd/bridge
-// wires it to egress/rtmp.Play). This package only knows RTMP.
+// Play support: the server speaks the protocol up to the play command,
+// asks Config.Authorize (Action Read, with the "key" query parameter of
+// the stream name or of the app as the credential) and hands the
+// connection of an admitted player to Config.Play, which sends the media
+// (cmd/bridge wires it to egress/rtmp.Play). This package only knows RTMP.
 
-// PlayRequest describes a play request, for Config.Play.
+// PlayRequest describes an admitted play request, for Config.Play.
 type PlayRequest struct {
 	// Path is the stream path, built like a publish's (see the package
 	// doc): rtmp://host/live/test plays "live/test".
 	Path string
-	// Key is the "key" query parameter of the stream name (or of the app),
-	// "" if none: the read key. Never log it.
-	Key string
 	// Remote is the player's address.
 	Remote string
 }
@@ -37,11 +37,11 @@ type PlayRequest struct {
 var ErrStreamNotFound = errors.New("stream not found")
 
 // PlayWriter sends a playing client its media; Config.Play gets one per
-// play request.
+// admitted play request.
 //
-// The play is refused if Config.Play returns before its first
-// WriteMessage: the client gets an onStatus error whose code and
-// description follow the error (ErrStreamNotFound: NetStream.Play.StreamNotFound;
+// The play is refused if Config.Authorize refuses it, or if Config.Play
+// returns before its first WriteMessage: the client gets an onStatus
+// error whose code and description follow the error (ErrStreamNotFound: NetStream.Play.StreamNotFound;
 // access.ErrNoStream and *access.Elsewhere: NetStream.Play.StreamNotFound;
 // access.ErrBadKey, access.ErrNoRoute: NetStream.Play.Failed saying so;
 // anything else NetStream.Play.Failed "play failed"; the error itself is
@@ -86,6 +86,7 @@ const (
 
 type playWriter struct {
 	h        *handler
+	log      *slog.Logger // the handler's, with the stream and the route
 	streamID uint32
 	path     string
 	started  bool
@@ -114,7 +115,7 @@ func (w *playWriter) WriteMessage(typeID uint8, ts uint32, payload []byte) error
 		if err := h.sendStatus(w.streamID, message.NetStreamOnStatusLevelStatus, message.NetStreamOnStatusCodePlayStart, "Started playing."); err != nil {
 			return err
 		}
-		h.log.Info("rtmp play started", "stream", w.path)
+		w.log.Info("rtmp play started")
 	}
 	if typeID == 8 || typeID == 9 {
 		w.bytes += uint64(len(payload))
@@ -177,7 +178,11 @@ func (h *handler) play(streamID uint32, cmd *message.NetStreamPlay) error {
 	w := &playWriter{h: h, streamID: streamID, path: path}
 	started := time.Now()
 	h.c.role.Store(&connRole{kind: access.SessionRTMPPlay, path: path, since: started})
-	err := h.srv.play(ctx, PlayRequest{Path: path, Key: key, Remote: h.c.peer}, w)
+	grant, err := h.srv.auth(access.Request{Action: access.Read, Protocol: access.RTMP, Path: path, Credential: key, Remote: h.c.peer})
+	if err == nil {
+		w.log = grant.Logger(h.log.With("stream", path))
+		err = h.srv.play(ctx, PlayRequest{Path: path, Remote: h.c.peer}, w)
+	}
 	cancel()
 	if !w.started {
 		if err == nil {
@@ -204,7 +209,7 @@ func (h *handler) play(streamID uint32, cmd *message.NetStreamPlay) error {
 		reason = err.Error()
 	}
 	_ = h.sendStatus(streamID, message.NetStreamOnStatusLevelStatus, codePlayStop, "Stopped playing.")
-	sessionlog.End(h.log.With("stream", path), "rtmp play ended", started, w.bytes, w.frames, reason)
+	sessionlog.End(w.log, "rtmp play ended", started, w.bytes, w.frames, reason)
 	h.quiet = true
 	return h.setErr(&refusal{reason: "play ended: " + reason})
 }

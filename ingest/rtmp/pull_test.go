@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/reconnect"
 	"github.com/wishbridge/bridge/internal/rtmpwire"
 	"github.com/wishbridge/bridge/internal/testkit"
@@ -368,24 +369,29 @@ func TestStripSetDataFrame(t *testing.T) {
 	}
 }
 
-// TestPullOwnServer pulls from this package's server through its play
-// hook, which refuses three times, then plays the fixture's first tags for
-// a while and stops: the puller's delays grow while it is refused, it
-// publishes what was played, and after a play longer than backoffReset it
+// TestPullOwnServer pulls from this package's server (which admits the
+// puller's key) through its play hook, which refuses three times, then
+// plays the fixture's first tags for a while and stops: the puller's
+// delays grow while it is refused, it publishes what was played, and after
+// a play longer than backoffReset it
 // retries after the shortest delay again.
 func TestPullOwnServer(t *testing.T) {
 	tags := flvTags(t, "h264-aac.flv", 120)
 	var mu sync.Mutex
 	plays := 0
-	ts := startServer(t, allowAll, func(s *Server) {
+	// The puller's key reaches the server's Authorize.
+	keyed := testkit.Authorizer(func(r access.Request) error {
+		if r.Action != access.Read || r.Path != "live/src" || r.Credential != "k" {
+			return fmt.Errorf("%s of %q key %q: %w", r.Action, r.Path, r.Credential, access.BadKey(access.Read))
+		}
+		return nil
+	})
+	ts := startServer(t, keyed, func(s *Server) {
 		s.play = func(ctx context.Context, req PlayRequest, w PlayWriter) error {
 			mu.Lock()
 			plays++
 			n := plays
 			mu.Unlock()
-			if req.Path != "live/src" || req.Key != "k" {
-				return fmt.Errorf("play of %q key %q: %w", req.Path, req.Key, ErrStreamNotFound)
-			}
 			if n <= 3 || n > 4 {
 				return fmt.Errorf("not yet: %w", ErrStreamNotFound)
 			}

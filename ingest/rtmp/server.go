@@ -24,8 +24,8 @@
 //
 // A "key" in the query of the app name (rtmp://host/live?key=SECRET/test) is
 // used when the stream name has none. The path, key and peer address go to
-// Config.Authorize before anything is registered; the key is never logged
-// nor echoed back.
+// Config.Authorize before anything is registered or played; the key is
+// never logged nor echoed back.
 //
 // # What is accepted
 //
@@ -124,14 +124,15 @@ import (
 type Config struct {
 	// Registry receives the published streams.
 	Registry *media.Registry
-	// Authorize decides every publish; it is called with Action Publish,
-	// Protocol RTMP, the stream path, the key and the peer address, on the connection's
-	// goroutine (a slow Authorize holds up that connection only, and
-	// Close waits for it). Required: a nil Authorize refuses every
-	// publish.
+	// Authorize decides every publish and play; it is called with Action
+	// Publish or Read, Protocol RTMP, the stream path, the key and the
+	// peer address, on the connection's goroutine (a slow Authorize holds
+	// up that connection only, and Close waits for it). The session logs
+	// the route of its Grant. Required: a nil Authorize refuses every
+	// publish and play.
 	Authorize access.Authorizer
-	// Play, when set, serves play requests (see PlayWriter); nil refuses
-	// every play with NetStream.Play.Failed.
+	// Play, when set, serves the play requests Authorize admitted (see
+	// PlayWriter); nil refuses every play with NetStream.Play.Failed.
 	Play func(ctx context.Context, req PlayRequest, w PlayWriter) error
 	// Log receives connection and stream events; nil means slog.Default().
 	Log *slog.Logger

@@ -275,7 +275,7 @@ func TestAuthorizeFFmpeg(t *testing.T) {
 		}
 		return nil
 	}
-	ts := startServer(t, auth, nil)
+	ts := startServer(t, testkit.Authorizer(auth), nil)
 
 	bad := publish(t, "h264-aac.flv", 2, ts.url("live/test?key=WRONG"))
 	if err := bad.Wait(t, 10*time.Second); err == nil {
@@ -322,7 +322,7 @@ func TestRefusalStatus(t *testing.T) {
 		}
 		return nil
 	}
-	ts := startServer(t, auth, nil)
+	ts := startServer(t, testkit.Authorizer(auth), nil)
 
 	// An accepted publisher, to collide with.
 	c := dialRaw(t, ts.addr)

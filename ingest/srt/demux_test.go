@@ -114,7 +114,7 @@ func rejectCode(err error) int {
 // TestRejectCodesOnTheWire checks the reason a caller receives.
 func TestRejectCodesOnTheWire(t *testing.T) {
 	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
-	ts := startServer(t, Config{Authorize: keyAuth, Passphrase: func(path string) string {
+	ts := startServer(t, Config{Authorize: testkit.Authorizer(keyAuth), Passphrase: func(path string) string {
 		if path == "live/other" {
 			return "0123456789"
 		}

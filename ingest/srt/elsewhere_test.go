@@ -6,6 +6,7 @@ import (
 	gosrt "github.com/datarhei/gosrt"
 
 	"github.com/wishbridge/bridge/access"
+	"github.com/wishbridge/bridge/internal/testkit"
 )
 
 // TestElsewhereRefused: SRT cannot redirect, so a publisher or reader of
@@ -13,13 +14,13 @@ import (
 // as is a reader of a stream that is not there (access.ErrNoStream).
 func TestElsewhereRefused(t *testing.T) {
 	moved := func(access.Request) error { return &access.Elsewhere{Location: "srt://node2.internal:8890"} }
-	ts := startServer(t, Config{Authorize: moved, Read: &ReadHandler{
-		Admit: func(r access.Request) error {
+	ts := startServer(t, Config{Authorize: testkit.Authorizer(moved), Read: &ReadHandler{
+		Admit: testkit.Authorizer(func(r access.Request) error {
 			if r.Path == "live/none" {
 				return access.ErrNoStream
 			}
 			return moved(r)
-		},
+		}),
 	}}, nil)
 	for _, sid := range []string{"publish:live/x", "read:live/x", "read:live/none"} {
 		if _, err := dial(t, ts, sid, ""); rejectCode(err) != int(gosrt.REJX_NOTFOUND) {

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wishbridge/bridge/access"
 	"github.com/wishbridge/bridge/internal/testkit"
 	"github.com/wishbridge/bridge/media"
 )
@@ -22,7 +21,7 @@ type testServer struct {
 	newRdr chan *media.Reader
 }
 
-func allowAll(access.Request) error { return nil }
+var allowAll = testkit.AllowAll
 
 // startServer listens on 127.0.0.1:0 and serves. configure may adjust the
 // config and the server before Listen. Every accepted stream gets a reader

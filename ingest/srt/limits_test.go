@@ -324,9 +324,9 @@ func TestPanicEndsConnection(t *testing.T) {
 // request gets one log line per interval, however often it calls; a
 // refusal of another kind from it is still logged.
 func TestRefusalLogLimited(t *testing.T) {
-	ts := startServer(t, Config{RefusalLogEvery: time.Hour, Authorize: func(req access.Request) error {
+	ts := startServer(t, Config{RefusalLogEvery: time.Hour, Authorize: testkit.Authorizer(func(req access.Request) error {
 		return fmt.Errorf("path %q: %w", req.Path, access.BadKey(access.Publish))
-	}}, nil)
+	})}, nil)
 	for range 8 {
 		if _, err := dial(t, ts, "publish:live/x?key=wrong", ""); rejectCode(err) != int(gosrt.REJX_UNAUTHORIZED) {
 			t.Fatalf("wrong key: %v, want 1401", err)

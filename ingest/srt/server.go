@@ -134,10 +134,11 @@ type Config struct {
 	// Registry receives the published streams.
 	Registry *media.Registry
 	// Authorize decides every publish; it is called with Action Publish,
-	// Protocol SRT,
-	// the stream path, the key (s= or key= of the streamid) and the peer
-	// address, before the connection is accepted, on a goroutine of its
-	// own. Required: a nil Authorize refuses every publish.
+	// Protocol SRT, the stream path, the key (s= or key= of the streamid)
+	// and the peer address, before the connection is accepted, on a
+	// goroutine of its own. The session logs the route of its Grant (so
+	// does a reader, of Read.Admit's). Required: a nil Authorize refuses
+	// every publish.
 	Authorize access.Authorizer
 	// Passphrase returns the passphrase a path requires ("" = none). It is
 	// called after Authorize allowed the publish, before the accept. nil
@@ -539,13 +540,15 @@ func (s *Server) handle(req gosrt.ConnRequest, release func()) {
 	log := s.log.With("peer", peer)
 	defer panics.Recover(panicComponent, log, func() { req.Reject(gosrt.REJX_ISE) })
 
-	st, rreq, ref := s.admit(req, peer, log)
+	adm, ref := s.admit(req, peer, log)
 	if ref != nil {
 		req.Reject(ref.code)
 		return
 	}
+	log = adm.grant.Logger(log)
+	st := adm.pub
 	if st == nil {
-		s.serveReader(req, rreq, log)
+		s.serveReader(req, adm.req, log)
 		return
 	}
 
@@ -614,11 +617,18 @@ func (s *Server) serveReader(req gosrt.ConnRequest, rreq access.Request, log *sl
 	sessionlog.End(log, "srt read ended", start, cs.Accumulated.ByteSent, cs.Accumulated.PktSent, fmt.Sprint(err))
 }
 
-// admit applies the admission policy (see the package doc). A publisher's
-// path is claimed in the registry and its Publication returned; for an
-// admitted reader the Publication is nil and the request is returned. A
-// refusal has been logged.
-func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*media.Publication, access.Request, *refusal) {
+// admission is an admitted connection request: a publisher's path claimed
+// in the registry (pub), or, pub nil, a reader's request; grant is what
+// admitted it.
+type admission struct {
+	pub   *media.Publication
+	req   access.Request
+	grant access.Grant
+}
+
+// admit applies the admission policy (see the package doc). A refusal has
+// been logged.
+func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (admission, *refusal) {
 	refuse := func(path string, code gosrt.RejectionReason, reason string) *refusal {
 		args := []any{"code", int(code), "reason", reason}
 		if path != "" {
@@ -637,12 +647,12 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 		if req.Version() == 4 {
 			err = fmt.Errorf("%w (HSv4 caller: it cannot send a streamid)", err)
 		}
-		return nil, access.Request{}, refuse("", code, err.Error())
+		return admission{}, refuse("", code, err.Error())
 	}
 	log.Debug("srt connect", "stream", id.Path, "mode", id.Mode.String(), "encrypted", req.IsEncrypted())
 	reading := id.Mode == ModeRead && s.read != nil
 	if id.Mode != ModePublish && !reading {
-		return nil, access.Request{}, refuse(id.Path, gosrt.REJX_BAD_MODE, fmt.Sprintf("mode %s is not supported yet: this listener accepts publishing (m=publish or publish:)", id.Mode))
+		return admission{}, refuse(id.Path, gosrt.REJX_BAD_MODE, fmt.Sprintf("mode %s is not supported yet: this listener accepts publishing (m=publish or publish:)", id.Mode))
 	}
 
 	areq := access.Request{Action: access.Publish, Protocol: access.SRT, Path: id.Path, Credential: id.Key, Remote: peer}
@@ -650,7 +660,8 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 	if reading {
 		areq.Action, admit = access.Read, s.read.Admit
 	}
-	if err := admit(areq); err != nil {
+	grant, err := admit(areq)
+	if err != nil {
 		code := gosrt.REJX_FORBIDDEN
 		switch {
 		case errors.Is(err, access.ErrBadKey):
@@ -660,7 +671,7 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 		case errors.Is(err, media.ErrPublisherExists): // on another node of a cluster
 			code = rejConflict
 		}
-		return nil, access.Request{}, refuse(id.Path, code, err.Error())
+		return admission{}, refuse(id.Path, code, err.Error())
 	}
 
 	want := ""
@@ -669,12 +680,12 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 	}
 	switch {
 	case want != "" && !req.IsEncrypted():
-		return nil, access.Request{}, refuse(id.Path, gosrt.REJ_UNSECURE, "the stream requires encryption: the caller set no passphrase")
+		return admission{}, refuse(id.Path, gosrt.REJ_UNSECURE, "the stream requires encryption: the caller set no passphrase")
 	case want == "" && req.IsEncrypted():
-		return nil, access.Request{}, refuse(id.Path, gosrt.REJ_UNSECURE, "the caller encrypts but the stream has no passphrase")
+		return admission{}, refuse(id.Path, gosrt.REJ_UNSECURE, "the caller encrypts but the stream has no passphrase")
 	case want != "":
 		if err := req.SetPassphrase(want); err != nil {
-			return nil, access.Request{}, refuse(id.Path, gosrt.REJ_BADSECRET, "wrong passphrase")
+			return admission{}, refuse(id.Path, gosrt.REJ_BADSECRET, "wrong passphrase")
 		}
 	}
 
@@ -686,19 +697,19 @@ func (s *Server) admit(req gosrt.ConnRequest, peer string, log *slog.Logger) (*m
 		if err := s.gate.CheckReaders(s.reg, id.Path, 1); err != nil {
 			reason := fmt.Sprintf("stream %q: %v", id.Path, err)
 			s.gate.Log(addrlimit.AddrOf(peer), "srt connection refused", "peer", peer, "stream", id.Path, "code", int(gosrt.REJX_OVERLOAD), "reason", reason)
-			return nil, access.Request{}, &refusal{code: gosrt.REJX_OVERLOAD, reason: reason}
+			return admission{}, &refusal{code: gosrt.REJX_OVERLOAD, reason: reason}
 		}
-		return nil, areq, nil
+		return admission{req: areq, grant: grant}, nil
 	}
 	st, err := s.reg.Publish(id.Path, "srt "+peer)
 	if err != nil {
 		if errors.Is(err, media.ErrPublisherExists) {
-			return nil, access.Request{}, refuse(id.Path, rejConflict, fmt.Sprintf("stream %q already has a publisher", id.Path))
+			return admission{}, refuse(id.Path, rejConflict, fmt.Sprintf("stream %q already has a publisher", id.Path))
 		}
-		return nil, access.Request{}, refuse(id.Path, gosrt.REJX_ISE, err.Error())
+		return admission{}, refuse(id.Path, gosrt.REJX_ISE, err.Error())
 	}
 	st.SetKind(access.KindSRT)
-	return st, access.Request{}, nil
+	return admission{pub: st, grant: grant}, nil
 }
 
 // newGate makes the server's admission gate from cfg.

@@ -176,12 +176,12 @@ func TestPublishAccessControlSyntax(t *testing.T) {
 	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
 	var mu sync.Mutex
 	var reqs []access.Request
-	ts := startServer(t, Config{Authorize: func(r access.Request) error {
+	ts := startServer(t, Config{Authorize: testkit.Authorizer(func(r access.Request) error {
 		mu.Lock()
 		reqs = append(reqs, r)
 		mu.Unlock()
 		return keyAuth(r)
-	}}, nil)
+	})}, nil)
 
 	for _, sid := range []string{
 		"#!::r=live/test,m=publish,u=alice,s=secret",
@@ -278,7 +278,7 @@ func TestPassphrase(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	testkit.FFmpegBin(t, "ffmpeg")
 	checkGoroutines := testkit.GoroutineBaseline(t, 8*time.Second, gosrtDialer)
-	ts := startServer(t, Config{Authorize: keyAuth}, nil)
+	ts := startServer(t, Config{Authorize: testkit.Authorizer(keyAuth)}, nil)
 
 	// An established stream that must keep going through the refusals.
 	main := publish(t, testkit.Fixture("h264-aac.ts"), -1, ts.url("publish:live/test?key=secret"))

@@ -26,6 +26,7 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/oggreader"
 
 	"github.com/wishbridge/bridge/access"
+	"github.com/wishbridge/bridge/internal/testkit"
 	hub "github.com/wishbridge/bridge/media"
 	"github.com/wishbridge/bridge/rtc"
 )
@@ -105,7 +106,7 @@ func newTestServerWith(t *testing.T, lim rtc.Limits) *testServer {
 		// No keep-alive: idle connections would count as leaked goroutines.
 		client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second},
 	}
-	ts.h = NewHandler(Config{Registry: ts.reg, Engine: engine, Sessions: ts.sessions, Authorize: testAuthorize, Log: log})
+	ts.h = NewHandler(Config{Registry: ts.reg, Engine: engine, Sessions: ts.sessions, Authorize: testkit.Authorizer(testAuthorize), Log: log})
 	mux := http.NewServeMux()
 	ts.sessions.Register(mux)
 	ts.h.Register(mux)

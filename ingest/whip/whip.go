@@ -53,7 +53,7 @@ type Config struct {
 	Sessions *rtc.Sessions
 	// Authorize admits publishers: it gets Action Publish, Protocol WHIP,
 	// the path, the bearer token as Credential ("" if none) and the peer's
-	// address. Nil refuses everyone.
+	// address; the session logs its Grant's route. Nil refuses everyone.
 	Authorize access.Authorizer
 	Log       *slog.Logger
 }
@@ -120,7 +120,8 @@ func (h *Handler) servePost(w http.ResponseWriter, r *http.Request) {
 // newSession admits the publisher, claims the path and answers the offer.
 // The session is running and in the sessions table when it returns.
 func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) (*session, string, error) {
-	if err := h.authorize(r, path, log); err != nil {
+	grant, err := h.authorize(r, path, log)
+	if err != nil {
 		return nil, "", err
 	}
 	raw, err := rtc.ReadSDP(w, r)
@@ -143,7 +144,7 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 		}
 		return nil, "", err
 	}
-	s, answer, err := startSession(h, pub, off, raw, id, log.With("session", id[:8]))
+	s, answer, err := startSession(h, pub, off, raw, id, grant.Logger(log.With("session", id[:8])))
 	if err != nil {
 		pub.close()
 		h.cfg.Sessions.Remove(id)
@@ -162,17 +163,23 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 
 // authorize asks the admission policy and turns its refusal into the
 // HTTP error for the client. The token is never logged.
-func (h *Handler) authorize(r *http.Request, path string, log *slog.Logger) error {
+func (h *Handler) authorize(r *http.Request, path string, log *slog.Logger) (access.Grant, error) {
 	if h.cfg.Authorize == nil {
-		return rtc.Errorf(http.StatusForbidden, "publishing is not enabled on this server")
+		return access.Grant{}, rtc.Errorf(http.StatusForbidden, "publishing is not enabled on this server")
 	}
 	token := rtc.BearerToken(r)
-	err := h.cfg.Authorize(access.Request{Action: access.Publish, Protocol: access.WHIP, Path: path, Credential: token, Remote: r.RemoteAddr,
+	grant, err := h.cfg.Authorize(access.Request{Action: access.Publish, Protocol: access.WHIP, Path: path, Credential: token, Remote: r.RemoteAddr,
 		Redirect: r.URL.Query().Get(access.RedirectParam)})
+	if err == nil {
+		return grant, nil
+	}
+	return access.Grant{}, refusal(err, path, token, log)
+}
+
+// refusal turns a refusal of Authorize into the HTTP error for the client.
+func refusal(err error, path, token string, log *slog.Logger) error {
 	var he *rtc.Error
 	switch {
-	case err == nil:
-		return nil
 	case errors.As(err, &he): // the node's own answer (a cluster at its limit: 503)
 		return he
 	case access.ElsewhereOf(err) != nil:

@@ -7,5 +7,6 @@
 // but it is meant only for _test.go files: production code must not import
 // it. To stay importable from the tests of any package, it must not import
 // the bridge's protocol packages (ingest/..., egress/..., cmd/...); it
-// depends only on media, transcode and transcode/av.
+// depends only on media, access (the adapters' small contract), transcode
+// and transcode/av.
 package testkit

@@ -72,7 +72,7 @@ func StartSource(t testing.TB, name, fixture string) *Source {
 	ff := testkit.FFmpegBin(t, "ffmpeg")
 	log, logs := testkit.NamedLog(t, name)
 	s := &Source{Registry: media.NewRegistry(log), Log: log, Logs: logs}
-	srv := rtmp.NewServer(rtmp.Config{Registry: s.Registry, Authorize: func(access.Request) error { return nil }, Log: log})
+	srv := rtmp.NewServer(rtmp.Config{Registry: s.Registry, Authorize: testkit.AllowAll, Log: log})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -220,12 +220,12 @@ func (s *Server) start(addr string) {
 
 // authorize admits requests that carry the server's token, if it has one.
 func (s *Server) authorize(a access.Action) access.Authorizer {
-	return func(req access.Request) error {
+	return testkit.Authorizer(func(req access.Request) error {
 		if s.token != "" && req.Credential != s.token {
 			return access.BadKey(a)
 		}
 		return nil
-	}
+	})
 }
 
 // Stop takes the server down: HTTP closed, sessions ended (their peers
