@@ -86,7 +86,9 @@ func leaseName(path string) string { return "pull:" + path }
 // claim claims the path of an admitted publisher in the cluster (nil
 // outside one): nil when this node may have it (or the registry cannot
 // say: the publisher is served here), else the refusal, or, for WHIP in
-// redirect mode, an *access.Elsewhere to the owner's WHIP endpoint.
+// redirect mode, an *access.Elsewhere to the owner's WHIP endpoint. A
+// relay of the path running here stops when the publisher is admitted: it
+// takes the stream over, with its local readers (stopRelay).
 //
 // A redirected publisher gets no signed cluster_redirect: a route with a
 // publish key needs it at the owner as here (the WHIP client sends its
@@ -104,8 +106,10 @@ func (n *Node) claim(req access.Request) error {
 	switch {
 	case err != nil:
 		n.log.Debug("claim not checked: the cluster's registry cannot answer; serving the publisher here", "stream", req.Path, "peer", req.Remote, "error", err)
+		n.pulls.stopRelay(req.Path) // relay.go: the publisher takes the stream here
 		return nil
 	case ok:
+		n.pulls.stopRelay(req.Path)
 		return nil
 	}
 	refusal := &PublishedElsewhere{Path: req.Path, Node: owner.Name}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -66,8 +67,42 @@ func (n *Node) newRelay(spec pullSpec, log *slog.Logger) func(context.Context) {
 	if n.relay.Token != nil {
 		token = n.relay.Token()
 	}
-	return relay.NewPuller(relay.PullConfig{Registry: n.reg, Path: spec.path, Base: spec.url, Token: token,
-		Client: n.relay.Client, Counters: n.relay.Counters, Log: log}).Run
+	return relay.NewPuller(relay.PullConfig{Registry: n.reg, Path: spec.path, Base: spec.url, Source: n.relay.Source,
+		Token: token, Client: n.relay.Client, Counters: n.relay.Counters, Log: log}).Run
+}
+
+// relayStopWait bounds how long a publisher admitted here waits for the
+// relay of its path to leave the stream (the relay's HTTP body is closed
+// and its publication left: milliseconds).
+const relayStopWait = 2 * time.Second
+
+// errPublishedHere stops a relay: a publisher of the path was admitted on
+// this node.
+var errPublishedHere = errors.New("relay stopped: a publisher of the stream was admitted on this node")
+
+// stopRelay stops path's relay, if one runs, so that a publisher admitted
+// here (it took the path over while the owner's publisher was in grace)
+// finds the stream waiting in grace and attaches to it, and the local
+// readers go on with it. It waits for the relay to leave, at most
+// relayStopWait.
+func (p *pulls) stopRelay(path string) {
+	p.mu.Lock()
+	run, ok := p.running[path]
+	if ok && run.spec.kind == pullRelay {
+		delete(p.running, path)
+	}
+	p.mu.Unlock()
+	if !ok || run.spec.kind != pullRelay {
+		return
+	}
+	run.stop(errPublishedHere)
+	t := time.NewTimer(relayStopWait)
+	defer t.Stop()
+	select {
+	case <-run.done:
+	case <-t.C:
+		p.n.log.Warn("the relay of a stream published here now did not stop in time", "stream", path, "session", run.session.ID, "waited", relayStopWait)
+	}
 }
 
 // idleOf is how long an on-demand pull of kind runs with nobody reading.

@@ -37,6 +37,16 @@ const (
 	maxBacklogBytes = media.MaxGOPBytes
 	// maxRefusalBody bounds the reason read from a refusal's body.
 	maxRefusalBody = 512
+	// ownerMovedWait is the wait before the next attempt when the Source
+	// names another origin than the one whose relay just ended (a
+	// publisher took the path over at another node): the registry already
+	// names the new owner, so the edge's readers need not wait out a
+	// backoff; the wait only keeps two nodes that hand a path back and
+	// forth from spinning.
+	ownerMovedWait = 100 * time.Millisecond
+	// sourceWait bounds one Source lookup between two attempts (a Redis
+	// round trip).
+	sourceWait = 2 * time.Second
 )
 
 // PullConfig configures a Puller. Registry, Path, Base and Token are
@@ -48,6 +58,13 @@ type PullConfig struct {
 	// Base is the origin's base URL (cluster.internal_url): http://host:port
 	// or https://host:port, with a path prefix if it is behind one.
 	Base string
+	// Source, if set, is asked again which node owns Path after each
+	// attempt: a relay that ended (the origin lost the path to another
+	// node's publisher, or went away) is opened next from the origin it
+	// names, at once if that is another one than before. While it names
+	// none (Redis unreachable, the path in grace), the last origin is
+	// tried again with the backoff.
+	Source Source
 	// Token is the cluster token, sent as a bearer token. Never logged.
 	Token string
 	// Client makes the requests; nil means one with the timeouts above
@@ -73,8 +90,8 @@ type Puller struct {
 	cfg    PullConfig
 	client *http.Client
 	log    *slog.Logger
-	err    error // a configuration error, reported by Run
-	url    string
+	err    error  // a configuration error, reported by Run
+	base   string // the origin now: cfg.Base, then what Source names; used by Run's goroutine only
 
 	// Tunables, fixed before Run (tests shorten them).
 	minBackoff, maxBackoff time.Duration
@@ -102,14 +119,19 @@ func NewPuller(cfg PullConfig) *Puller {
 	case cfg.Token == "":
 		p.err = errors.New("relay pull: no cluster token")
 	default:
-		u, err := url.Parse(cfg.Base)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-			p.err = fmt.Errorf("relay pull: origin %q is not an http:// or https:// base URL", rawurl.Redact(cfg.Base))
-			break
-		}
-		p.url = strings.TrimSuffix(cfg.Base, "/") + PathPrefix + cfg.Path
+		p.err = checkBase(cfg.Base)
+		p.base = cfg.Base
 	}
 	return p
+}
+
+// checkBase reports a base URL an edge cannot relay from.
+func checkBase(base string) error {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return fmt.Errorf("relay pull: origin %q is not an http:// or https:// base URL", rawurl.Redact(base))
+	}
+	return nil
 }
 
 // defaultClient bounds every step before the stream flows; the stream
@@ -141,9 +163,53 @@ func (p *Puller) Run(ctx context.Context) {
 			return backoff.New(p.minBackoff, p.maxBackoff, backoff.DefaultReset)
 		},
 		Attempt:    p.attempt,
-		RetryAfter: refusedRetryAfter,
+		RetryAfter: retryWait,
 		Retrying:   p.onRetry,
 	}.Run(ctx)
+}
+
+// errOwnerMoved ends an attempt whose origin no longer owns the stream:
+// the Source names another, tried next after ownerMovedWait.
+type errOwnerMoved struct {
+	err error  // why the relay from the old origin ended
+	to  string // the new origin's base URL
+}
+
+func (e *errOwnerMoved) Error() string {
+	return fmt.Sprintf("%v; the stream's owner is at %s now", e.err, rawurl.Redact(e.to))
+}
+
+func (e *errOwnerMoved) Unwrap() error { return e.err }
+
+// retryWait is the wait before the next attempt that err asks for, 0 for
+// the backoff's.
+func retryWait(err error) time.Duration {
+	var moved *errOwnerMoved
+	if errors.As(err, &moved) {
+		return ownerMovedWait
+	}
+	return refusedRetryAfter(err)
+}
+
+// follow asks the Source which origin owns the stream now, after an
+// attempt that ended with err, and returns err, or an *errOwnerMoved
+// when it names another origin, which the next attempt uses.
+func (p *Puller) follow(ctx context.Context, err error) error {
+	if p.cfg.Source == nil || ctx.Err() != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, sourceWait)
+	defer cancel()
+	base, ok := p.cfg.Source(sctx, p.cfg.Path)
+	if !ok || base == p.base {
+		return err
+	}
+	if bad := checkBase(base); bad != nil {
+		p.log.Warn("relay pull: the cluster names an origin that cannot be used; trying the last one again", "err", bad)
+		return err
+	}
+	p.base = base
+	return &errOwnerMoved{err: err, to: base}
 }
 
 // errRefused is an origin's answer other than 200.
@@ -168,9 +234,15 @@ func refusedRetryAfter(err error) time.Duration {
 // attempt opens one relay and publishes it until it ends: a session
 // (reconnect.Attempt) from its publication on.
 func (p *Puller) attempt(ctx context.Context, _ *media.Stream, a *reconnect.Attempt) error {
+	return p.follow(ctx, p.relayOnce(ctx, a))
+}
+
+// relayOnce is one attempt from the current origin.
+func (p *Puller) relayOnce(ctx context.Context, a *reconnect.Attempt) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
+	u := strings.TrimSuffix(p.base, "/") + PathPrefix + p.cfg.Path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
@@ -178,7 +250,7 @@ func (p *Puller) attempt(ctx context.Context, _ *media.Stream, a *reconnect.Atte
 	req.Header.Set("Accept", ContentType)
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("relay from %s: %w", rawurl.Redact(p.cfg.Base), err)
+		return fmt.Errorf("relay from %s: %w", rawurl.Redact(p.base), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -278,7 +350,7 @@ func (e *edgeRecv) publish() error {
 	if e.live {
 		return nil
 	}
-	pub, err := e.p.cfg.Registry.Publish(e.p.cfg.Path, "relay from "+rawurl.Redact(e.p.cfg.Base))
+	pub, err := e.p.cfg.Registry.Publish(e.p.cfg.Path, "relay from "+rawurl.Redact(e.p.base))
 	if err != nil {
 		return err
 	}
@@ -288,7 +360,7 @@ func (e *edgeRecv) publish() error {
 		return err
 	}
 	e.pub, e.live = pub, true
-	e.a.Started("tracks", len(e.tracks), "cached_units", len(e.pending))
+	e.a.Started("origin", rawurl.Redact(e.p.base), "tracks", len(e.tracks), "cached_units", len(e.pending))
 	for _, u := range e.pending {
 		pub.Write(u)
 	}

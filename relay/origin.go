@@ -113,7 +113,9 @@ func (r *refusal) Error() string { return r.msg }
 // unit leaves as it arrives) of the stream at the request's path: its
 // tracks, the units of the GOP cache (so the edge can start at once),
 // then the live units, until the stream ends (an end frame with the
-// reason), the edge goes away, a write takes WriteTimeout, or Close.
+// reason), a relay from another node takes its publisher's place here
+// (an end frame: the edge asks the new owner), the edge goes away, a
+// write takes WriteTimeout, or Close.
 // Refusals, each with a text/plain reason and one log line per peer
 // address per interval:
 //
@@ -222,6 +224,7 @@ type originSend struct {
 	log *slog.Logger
 
 	announced []*media.Track // the tracks the edge was last told
+	live      bool           // the live frame was sent: what follows is live
 	withRTP   bool           // the announced tracks' units carry their source's packets
 	written   time.Time      // the last write
 	units     uint64         // sent
@@ -254,7 +257,6 @@ func (s *originSend) run(r *http.Request, rd *media.Reader, notify chan struct{}
 	}
 	keepalive := time.NewTicker(KeepaliveInterval)
 	defer keepalive.Stop()
-	live := false
 	for {
 		u, cached, err := rd.TryRead()
 		if u == nil && err != nil {
@@ -263,10 +265,10 @@ func (s *originSend) run(r *http.Request, rd *media.Reader, notify chan struct{}
 			_ = s.flush()
 			return err
 		}
-		if u == nil || (!cached && !live) {
+		if u == nil || (!cached && !s.live) {
 			// The queue is empty, or the cached GOP is all sent.
-			if !live {
-				live = true
+			if !s.live {
+				s.live = true
 				if err := s.write(s.enc.Live); err != nil {
 					return fmt.Errorf("write: %w", err)
 				}
@@ -299,6 +301,10 @@ func (s *originSend) run(r *http.Request, rd *media.Reader, notify chan struct{}
 	}
 }
 
+// errRelayedHere ends a relay whose stream this node relays from another
+// node now.
+var errRelayedHere = errors.New("the stream is relayed to this node from its new owner now: ask the owner")
+
 // send sends one unit, first the stream's tracks if u is of tracks the
 // edge has not been told of (a new publisher took the stream over). A
 // unit of a publisher that has been replaced since is not sent, nor one
@@ -310,8 +316,26 @@ func (s *originSend) send(u *media.Unit, cached bool) error {
 		if id >= len(cur) || cur[id] != u.Track {
 			return nil // the previous publisher's, still queued
 		}
+		if s.st.PublisherKind() == access.KindRelay {
+			// This node lost the path to another node's publisher and
+			// relays it from there now: only owners serve relays, so
+			// the edge goes to the owner itself (its Source names it)
+			// instead of through this node.
+			_ = s.write(func() error { return s.enc.End(errRelayedHere.Error()) })
+			_ = s.flush()
+			return errRelayedHere
+		}
 		if err := s.announce(cur); err != nil {
 			return fmt.Errorf("write: %w", err)
+		}
+		if s.live {
+			// A new publisher mid-relay has no cached GOP to send
+			// first: its units are live, and the edge, which holds
+			// units back after a tracks frame until a live frame,
+			// is told so.
+			if err := s.write(s.enc.Live); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
 		}
 	}
 	if len(u.NALUs) == 0 && len(u.Data) == 0 && (!s.withRTP || len(u.RTP) == 0) {

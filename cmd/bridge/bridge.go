@@ -112,13 +112,10 @@ type Options struct {
 	// OnReload, when set, is given each config ReloadConfig loads, before
 	// the bridge applies it (the process's own settings, such as logging).
 	OnReload func(*config.Config)
-	// ClusterToken is the node-to-node credential the relays present and
-	// accept (package relay); "" serves and pulls none. Until the config's
-	// cluster.token is wired.
-	ClusterToken string
 	// RelaySource says which other node owns a path this one does not
-	// publish, for its readers to be served through a relay from it; nil
-	// relays nothing (a cluster's registry sets it).
+	// publish, for its readers to be served through a relay from it
+	// (tests: a static table); nil: the cluster's registry, if any
+	// (cluster.go).
 	RelaySource relay.Source
 	// Cluster, when set, is the registry the node asks where new WHIP and
 	// WHEP sessions go and where other nodes' sessions live (tests: a
@@ -206,14 +203,15 @@ func Start(cfg *config.Config, opts Options, log *slog.Logger) (_ *Bridge, err e
 	// One cap for the process: re-encoders are CPU, whatever the route
 	// or protocol (WHEP viewers and WHIP forwards share it).
 	reencoders := &transcode.ReencodeSlots{Max: sl.VideoReencoders}
-	clusterToken := func() string { return opts.ClusterToken }
+	// The running config's cluster.token: a reload applies to the next relay.
+	clusterToken := func() string { return b.node.Config().Cluster.Token }
 	lookups, err := b.clusterHTTP(cfg, opts, log)
 	if err != nil {
 		return nil, err
 	}
 	b.node = node.New(cfg, node.Options{Registry: b.registry, Engine: b.engine, Log: log, Reencoders: reencoders,
 		SRTStats: func(path string) (srt.Stats, bool) { return b.srtSrv.Stats(path) },
-		Relay:    relay.Edge{Source: opts.RelaySource, Token: clusterToken, Counters: &b.relays},
+		Relay:    relay.Edge{Source: b.relaySource(opts), Token: clusterToken, Counters: &b.relays},
 		Cluster:  lookups, Sessions: b.sessions, Ownership: b.ownership()})
 	mux := http.NewServeMux()
 	b.sessions.Register(mux)

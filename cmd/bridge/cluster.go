@@ -7,6 +7,7 @@ import (
 	"github.com/wishbridge/bridge/cluster"
 	"github.com/wishbridge/bridge/config"
 	"github.com/wishbridge/bridge/node"
+	"github.com/wishbridge/bridge/relay"
 )
 
 // clusterHTTP joins the cluster cluster.* configures (made here, started by
@@ -40,6 +41,19 @@ func (b *Bridge) clusterHTTP(cfg *config.Config, opts Options, log *slog.Logger)
 	}
 	b.cluster = c
 	return clusterPeers{c}, nil
+}
+
+// relaySource is the relay edge's Source: Options.RelaySource when set
+// (tests), else the registry's owner of a path (cluster.RelayOrigin); nil
+// outside a cluster.
+func (b *Bridge) relaySource(opts Options) relay.Source {
+	switch {
+	case opts.RelaySource != nil:
+		return opts.RelaySource
+	case b.cluster != nil:
+		return b.cluster.RelayOrigin
+	}
+	return nil
 }
 
 // startCluster registers the node and starts its heartbeat (once the node

@@ -25,10 +25,10 @@ import (
 // testClusterToken is the node-to-node credential of the relay tests.
 const testClusterToken = "relay-test-cluster-token-0123"
 
-// startClusterNode runs a bridge on free loopback ports with metrics on
-// and opts' cluster token and relay source: an origin (no source) or an
-// edge relaying from the node the source names. edit, if set, changes the
-// config first.
+// startClusterNode runs a bridge on free loopback ports with metrics on,
+// the cluster token testClusterToken and opts' relay source: an origin
+// (no source) or an edge relaying from the node the source names. edit,
+// if set, changes the config first.
 func startClusterNode(t *testing.T, opts Options, edit func(*config.Config)) *Bridge {
 	t.Helper()
 	cfg := config.Default()
@@ -40,8 +40,8 @@ func startClusterNode(t *testing.T, opts Options, edit func(*config.Config)) *Br
 	if edit != nil {
 		edit(cfg)
 	}
+	cfg.Cluster.Token = testClusterToken
 	opts.IncludeLoopback = true
-	opts.ClusterToken = testClusterToken
 	b, err := Start(cfg, opts, testLog(t))
 	if err != nil {
 		t.Fatal(err)
@@ -113,20 +113,7 @@ func TestRelay(t *testing.T) {
 	if names := codecNames(st.Tracks()); !slices.Equal(names, []string{"H264", "AAC"}) {
 		t.Errorf("B's tracks are %v, want [H264 AAC]: the relay carries the source's codecs", names)
 	}
-	left, right, _ := v.opus(t)
-	from := len(left) / 2
-	if on := beepOnsets(left); len(on) > 0 {
-		from = on[0] + 4800
-	}
-	if from+24000 > len(left) {
-		t.Fatalf("only %d samples of audio on B", len(left))
-	}
-	if got := dominant(left[from : from+24000]); math.Abs(got-440) > 5 {
-		t.Errorf("left channel on B: %.0f Hz, want 440", got)
-	}
-	if got := dominant(right[from : from+24000]); math.Abs(got-660) > 5 {
-		t.Errorf("right channel on B: %.0f Hz, want 660", got)
-	}
+	checkFixtureTones(t, v, "B")
 
 	if ok, out := readRTMP(t, "rtmp://"+b.RTMPAddr().String()+"/live/relay"); !ok {
 		t.Errorf("RTMP play of the relayed stream on B got no H.264: %s", out)
@@ -155,6 +142,26 @@ func TestRelay(t *testing.T) {
 	waitSample(t, "http://"+a.HTTPAddr().String()+"/metrics", "", `bridge_relays{direction="out"}`, 0)
 	if n := b.relays.Stats().In; n != 0 {
 		t.Errorf("B still runs %d relays after its last reader left", n)
+	}
+}
+
+// checkFixtureTones checks that viewer v (at node where) hears the
+// h264-aac fixture's tones: 440 Hz on the left, 660 Hz on the right.
+func checkFixtureTones(t *testing.T, v *viewer, where string) {
+	t.Helper()
+	left, right, _ := v.opus(t)
+	from := len(left) / 2
+	if on := beepOnsets(left); len(on) > 0 {
+		from = on[0] + 4800
+	}
+	if from+24000 > len(left) {
+		t.Fatalf("only %d samples of audio on %s", len(left), where)
+	}
+	if got := dominant(left[from : from+24000]); math.Abs(got-440) > 5 {
+		t.Errorf("left channel on %s: %.0f Hz, want 440", where, got)
+	}
+	if got := dominant(right[from : from+24000]); math.Abs(got-660) > 5 {
+		t.Errorf("right channel on %s: %.0f Hz, want 660", where, got)
 	}
 }
 
