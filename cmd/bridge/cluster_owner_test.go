@@ -194,7 +194,8 @@ routes:
 }
 
 // TestClusterRedisRestart: Redis is killed and restarted (empty) while a
-// WHEP viewer on A plays A's stream: the viewer keeps getting frames,
+// WHEP viewer on A plays A's stream and one on B plays it through a relay
+// from A (found in the registry): both keep getting frames,
 // /readyz stays 200 and says cluster: degraded, GET /api/v1/cluster says
 // redis: degraded, and both nodes and A's claim are registered again
 // within two heartbeats of Redis answering. Before and after, the API
@@ -237,10 +238,12 @@ func TestClusterRedisRestart(t *testing.T) {
 	v := joinURL(t, http.DefaultClient, newViewerAPI(t), whepURL(a, "live/rr"), nil)
 	t.Cleanup(func() { _ = v.pc.Close() })
 	v.waitFrames(t, 10, 20*time.Second)
+	relayed := watch(t, b, "live/rr", nil) // through a relay from A
+	relayed.waitFrames(t, 10, 20*time.Second)
 
 	r.Stop()
 	waitFor(t, 10*ownerHeartbeat, "A degraded", func() bool { return a.cluster.Status().State == "degraded" })
-	before := len(v.frames())
+	before, beforeRelayed := len(v.frames()), len(relayed.frames())
 	code, body := apiCall(t, "GET", "http://"+a.HTTPAddr().String()+"/readyz", "", nil)
 	if code != http.StatusOK || !strings.Contains(body, `"name":"cluster","ok":false,"error":"degraded`) {
 		t.Errorf("/readyz on A while Redis is down: %d %s, want 200 saying cluster: degraded", code, body)
@@ -258,4 +261,8 @@ func TestClusterRedisRestart(t *testing.T) {
 	took := time.Since(back)
 	t.Logf("registrations and A's claim back %v after Redis answered (heartbeat %v)", took.Round(time.Millisecond), ownerHeartbeat)
 	v.waitFrames(t, before+30, 10*time.Second) // still playing
+	relayed.waitFrames(t, beforeRelayed+30, 10*time.Second)
+	if n := b.relays.Stats().In; n != 1 {
+		t.Errorf("B runs %d relays after Redis came back, want the one it had", n)
+	}
 }
