@@ -38,7 +38,12 @@ type Session struct {
 	// ID is unique in the process and stable for the session's life; the
 	// API ends a session by it. Adapters prefix theirs ("rtmp-", "srt-")
 	// so they cannot collide.
-	ID     string
+	ID string
+	// LogID is the id as the session's log lines carry it (key
+	// "session"), when that is not ID: WHIP and WHEP log a prefix of
+	// theirs (rtc.LogID), since the whole id is the capability of the
+	// session's URL. "" means the log carries ID.
+	LogID  string
 	Kind   SessionKind
 	Stream string // the stream path
 	// Peer is the client's address ("host:port"); for a forward or a pull,

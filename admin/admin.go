@@ -219,9 +219,13 @@ func (h *Handler) allSessions() []access.Session {
 	return out
 }
 
-// Session is one session as the API lists it.
+// Session is one session as the API lists it. LogID is the id its log
+// lines carry under "session" (access.Session.LogID): the whole ID, or for
+// WHIP and WHEP, whose ID is their URL's capability, its first
+// characters; an operator greps the log for session=<log_id>.
 type Session struct {
 	ID                   string             `json:"id"`
+	LogID                string             `json:"log_id"`
 	Kind                 access.SessionKind `json:"kind"`
 	Stream               string             `json:"stream"`
 	Peer                 string             `json:"peer"`
@@ -233,7 +237,7 @@ type Session struct {
 }
 
 func sessionOf(s access.Session) Session {
-	out := Session{ID: s.ID, Kind: s.Kind, Stream: s.Stream, Peer: s.Peer, State: s.State, Since: s.Since.UTC().Truncate(time.Second)}
+	out := Session{ID: s.ID, LogID: cmp.Or(s.LogID, s.ID), Kind: s.Kind, Stream: s.Stream, Peer: s.Peer, State: s.State, Since: s.Since.UTC().Truncate(time.Second)}
 	if s.HasBytes {
 		out.Bytes = &s.Bytes
 	}

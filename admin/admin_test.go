@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -64,6 +65,46 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	h := newTestHandler(token)
 	if w := call(h, "GET", "/api/v1/openapi.json", "Bearer "+token); w.Code != 200 || !json.Valid(w.Body.Bytes()) {
 		t.Errorf("GET openapi.json: %d", w.Code)
+	}
+}
+
+// TestOpenAPICoversFields: every field the API's types put in their JSON is
+// a property of their schema in openapi.json, and every property is a
+// field: a client generated from the document sees what the API sends.
+func TestOpenAPICoversFields(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	for name, v := range map[string]any{"Session": Session{}, "Stream": Stream{}, "Publisher": Publisher{}, "Track": Track{}} {
+		schema, ok := doc.Components.Schemas[name]
+		if !ok {
+			t.Errorf("openapi.json has no schema %s", name)
+			continue
+		}
+		fields := map[string]bool{}
+		typ := reflect.TypeOf(v)
+		for i := range typ.NumField() {
+			tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			fields[tag] = true
+			if _, ok := schema.Properties[tag]; !ok {
+				t.Errorf("%s.%s is sent as %q but is not a property of the %s schema", name, typ.Field(i).Name, tag, name)
+			}
+		}
+		for p := range schema.Properties {
+			if !fields[p] {
+				t.Errorf("the %s schema has %q, which %s does not send", name, p, name)
+			}
+		}
 	}
 }
 

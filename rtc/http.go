@@ -761,7 +761,7 @@ func (t *Sessions) servePatch(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusBadRequest, "malformed SDP fragment: %v", err))
 		return
 	}
-	log := t.log.With("session", shortID(r.PathValue("id")), "peer", r.RemoteAddr)
+	log := t.log.With("session", LogID(r.PathValue("id")), "peer", r.RemoteAddr)
 	if at, ok := s.(answerTaker); ok {
 		// Before the answer there is no ICE session to trickle to or restart.
 		if err := at.awaitingAnswer(); err != nil {
@@ -814,7 +814,7 @@ type answerTaker interface {
 // for a body too large or refused (see ICESession.SetAnswer).
 func (t *Sessions) serveAnswer(w http.ResponseWriter, r *http.Request, s Session) {
 	id := r.PathValue("id")
-	log := t.log.With("session", shortID(id), "peer", r.RemoteAddr)
+	log := t.log.With("session", LogID(id), "peer", r.RemoteAddr)
 	at, ok := s.(answerTaker)
 	if !ok {
 		WriteError(w, Errorf(http.StatusUnprocessableEntity, "this session takes no SDP answer, only %s PATCHes", SdpfragType))
@@ -838,12 +838,20 @@ func (t *Sessions) serveAnswer(w http.ResponseWriter, r *http.Request, s Session
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func shortID(id string) string {
-	if len(id) > 8 {
-		return id[:8]
+// LogID is the form of a WHIP or WHEP session id that log lines carry
+// (under "session") and the admin API lists beside the id (log_id): its
+// first 8 characters, 32 random bits, enough to tell apart the sessions of
+// one log. The whole id is the capability of the session's URL (whoever
+// knows it may DELETE or PATCH the session) and is never logged.
+func LogID(id string) string {
+	if len(id) > logIDLen {
+		return id[:logIDLen]
 	}
 	return id
 }
+
+// logIDLen is LogID's length.
+const logIDLen = 8
 
 // ifMatch evaluates If-Match header values against the current strong
 // entity-tag etag (quoted), as RFC 9110 section 13.1.1 says: "*" matches

@@ -49,12 +49,12 @@ func (t *Sessions) EndSession(id, reason string) bool {
 	return true
 }
 
-// TransportStatus fills the transport part of a session's status: its id, peer
-// and start, the state of its PeerConnection ("connecting", "connected",
+// TransportStatus fills the transport part of a session's status: its id
+// (and LogID), peer and start, the state of its PeerConnection ("connecting", "connected",
 // "disconnected", ...) and the bytes its ICE transport sent and received.
 // The WHIP and WHEP sessions add kind, stream and packet counts.
 func (s *ICESession) TransportStatus(id, peer string, since time.Time) access.Session {
-	st := access.Session{ID: id, Peer: peer, Since: since, State: s.pc.ConnectionState().String()}
+	st := access.Session{ID: id, LogID: LogID(id), Peer: peer, Since: since, State: s.pc.ConnectionState().String()}
 	if st.State == webrtc.PeerConnectionStateNew.String() {
 		st.State = access.StateConnecting
 	}

@@ -102,15 +102,15 @@ func (l ICEServers) Bridge(now time.Time) []webrtc.ICEServer {
 // let anyone relay anything through the TURN server for as long as they
 // stay unchanged (an open relay).
 //
-// session is the session's id; only its log name (the first 8 hex digits,
-// logged under "session") goes into the username, which crosses the
+// session is the session's id; only its log name (LogID, logged under
+// "session") goes into the username, which crosses the
 // network in the clear and which the TURN server logs: the whole id is the
 // secret of the session's URL.
 func (l ICEServers) Client(session string, now time.Time) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
 	for _, s := range l {
 		if s.Secret != "" {
-			out = append(out, s.derived(shortID(session), now))
+			out = append(out, s.derived(LogID(session), now))
 			continue
 		}
 		var stun []string

@@ -121,6 +121,7 @@ type apiStream struct {
 
 type apiSession struct {
 	ID     string  `json:"id"`
+	LogID  string  `json:"log_id"`
 	Kind   string  `json:"kind"`
 	Stream string  `json:"stream"`
 	Peer   string  `json:"peer"`

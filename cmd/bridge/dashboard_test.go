@@ -25,6 +25,7 @@ type dashboardResult struct {
 	PreviewLabel         string   `json:"previewLabel"`
 	ViewersAfter         string   `json:"viewersAfter"`
 	ReloadMessage        string   `json:"reloadMessage"`
+	ViewerSessionShown   string   `json:"viewerSessionShown"`
 	KickSessionMessage   string   `json:"kickSessionMessage"`
 	ViewersAfterKick     string   `json:"viewersAfterKick"`
 	KickPublisherMessage string   `json:"kickPublisherMessage"`
@@ -37,9 +38,10 @@ type dashboardResult struct {
 // token is refused with a message and asked again; with the right one the
 // page lists the stream with its codecs, plays a muted preview that is not
 // counted as a viewer, shows the count go up when a pion WHEP viewer
-// joins, shows the API's refusal of a reload on the defaults, kicks the
-// viewer's session and the publisher (with a ban), and stops polling when
-// the tab is hidden.
+// joins, shows the API's refusal of a reload on the defaults, shows the
+// viewer's session by the id its log lines carry (not its URL's
+// capability), kicks it and the publisher (with a ban), and stops polling
+// when the tab is hidden.
 func TestDashboard(t *testing.T) {
 	node, watchScript := needBrowser(t)
 	const token = "dashboard-test-token"
@@ -58,12 +60,13 @@ func TestDashboard(t *testing.T) {
 		_ = p.cmd.Wait()
 		p.cancel()
 	})
+	var v *viewer
 	select {
 	case s := <-p.states:
 		if s != "listed" {
 			t.Fatalf("dashboard.js reported state %q, want listed", s)
 		}
-		watch(t, b, "live/test", nil)
+		v = watch(t, b, "live/test", nil)
 	case <-p.logDone:
 	}
 	<-p.logDone
@@ -99,6 +102,12 @@ func TestDashboard(t *testing.T) {
 	// page shows its reason.
 	if !strings.Contains(res.ReloadMessage, "embedded defaults") {
 		t.Errorf("reload message %q, want the API's refusal (embedded defaults)", res.ReloadMessage)
+	}
+	if v != nil {
+		id := v.location[strings.LastIndexByte(v.location, '/')+1:]
+		if want := id[:8]; res.ViewerSessionShown != want {
+			t.Errorf("viewer's session shown as %q, want %q, the id its log lines carry (its whole id, %q, is its URL's capability)", res.ViewerSessionShown, want, id)
+		}
 	}
 	if !strings.Contains(res.KickSessionMessage, "kicked") || res.ViewersAfterKick != "0" {
 		t.Errorf("kick session: message %q, viewers shown %q; want kicked, 0", res.KickSessionMessage, res.ViewersAfterKick)

@@ -65,12 +65,14 @@ func startBridgeProcRoutes(t *testing.T, routes func(rtmp string) string) *bridg
   rtmp: %q
   srt: %q
   webrtc_udp: ":%d"
+api:
+  token: %q
 routes:
 %s  - path: "{path...}"
     ingest: [rtmp, whip, srt]
     whep:
       enabled: true
-`, p.http, p.rtmp, p.srt, testkit.FreeUDPPort(t), routes(p.rtmp))
+`, p.http, p.rtmp, p.srt, testkit.FreeUDPPort(t), apiToken, routes(p.rtmp))
 	cfgPath := filepath.Join(dir, "bridge.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -224,7 +226,8 @@ var sessionStories = []sessionStory{
 // the logger's (FFmpeg writing to stderr past it), and exactly one start
 // and one end line per session, both with the session's id under session
 // and the config route it runs under as route (its pattern), the end line
-// with duration, bytes, packets and reason.
+// with duration, bytes, packets and reason; and the admin API lists each
+// session with the log_id that finds its lines.
 func TestCleanLogs(t *testing.T) {
 	needFFmpeg(t)
 	needBrowser(t)
@@ -246,6 +249,7 @@ func TestCleanLogs(t *testing.T) {
 	defer cancel()
 	pub := publishWHIPWith(t, ctx, interfaceViewerAPI(t, false), "http://"+p.http+"/whip/live/whip")
 	p.wait(t, 15*time.Second, `msg="stream ready"`, "stream=live/whip")
+	listed := sessionsOf(t, "http://"+p.http+"/api/v1")
 
 	pionWatch(t, "http://"+p.http+"/whep/live/test")
 	startWatch(t, "http://"+p.http+"/watch/live/test").wait()
@@ -340,6 +344,21 @@ func TestCleanLogs(t *testing.T) {
 	for _, story := range sessionStories {
 		if kinds[story.start] != story.n {
 			t.Errorf("%d sessions told as %s, want %d", kinds[story.start], story.start, story.n)
+		}
+	}
+
+	// From the admin API to the log: each session listed while the WHIP
+	// publisher was live has its story under session=<log_id>; a WHIP
+	// session's whole id (its URL's capability) is in no line.
+	if len(listed) < 4 {
+		t.Errorf("the API listed %d sessions, want at least the RTMP publishers, the forward and the WHIP publisher: %+v", len(listed), listed)
+	}
+	for _, s := range listed {
+		if n := len(sessions[s.LogID]); n != 2 {
+			t.Errorf("%s session %s (log_id %q): %d lines at INFO under session=%s, want its start and its end", s.Kind, s.ID, s.LogID, n, s.LogID)
+		}
+		if s.Kind == "whip" && (s.LogID == s.ID || p.count(s.ID) > 0) {
+			t.Errorf("WHIP session %s: log_id %q, and its whole id is in %d log lines; want a short log_id and the id in none", s.ID, s.LogID, p.count(s.ID))
 		}
 	}
 }

@@ -282,7 +282,7 @@ function updateSessions(card, sessions) {
     seen.add(id);
     let row = card.rows.get(id);
     if (!row) {
-      row = newRow(id);
+      row = newRow(id, String(s.log_id || id));
       card.rows.set(id, row);
     }
     if (tbody.children[i] !== row) tbody.insertBefore(row, tbody.children[i] || null);
@@ -305,16 +305,21 @@ function updateSessions(card, sessions) {
   card.el.querySelector('.sessions').hidden = sessions.length === 0;
 }
 
-function newRow(id) {
+// newRow makes a session's row. It shows logID, the id the session's log
+// lines carry (session=...), so the operator can look its story up; the
+// whole id of a WHIP or WHEP session is its URL's capability, used only to
+// kick it.
+function newRow(id, logID) {
   const row = document.createElement('tr');
   for (let i = 0; i < 9; i++) row.appendChild(document.createElement('td'));
   const code = document.createElement('code');
-  code.textContent = id;
+  code.textContent = logID;
+  code.title = 'in the log as session=' + logID;
   row.cells[0].appendChild(code);
   const kick = document.createElement('button');
   kick.type = 'button';
   kick.textContent = 'Kick';
-  kick.addEventListener('click', () => kickSession(id));
+  kick.addEventListener('click', () => kickSession(id, logID));
   row.cells[8].appendChild(kick);
   return row;
 }
@@ -327,12 +332,12 @@ function removeCard(card) {
 
 // --- actions ------------------------------------------------------------
 
-async function kickSession(id) {
+async function kickSession(id, logID) {
   try {
     await api('DELETE', 'sessions/' + encodeURIComponent(id));
-    setMessage(`Session ${id} kicked.`, 'ok');
+    setMessage(`Session ${logID} kicked.`, 'ok');
   } catch (e) {
-    failed(`Kick session ${id}`, e);
+    failed(`Kick session ${logID}`, e);
   }
   poll();
 }

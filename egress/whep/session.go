@@ -376,7 +376,7 @@ func (s *session) forward() string {
 	// picture at once, whatever the source's GOP length. One of the
 	// handler's pumps sends what the reader gets.
 	p := s.h.pumps.pick()
-	reader, err := s.stream.NewReader(media.ReaderOptions{Name: "whep " + s.id[:8], StartAtKeyframe: true, Notify: p.notify, Uncounted: s.preview})
+	reader, err := s.stream.NewReader(media.ReaderOptions{Name: "whep " + rtc.LogID(s.id), StartAtKeyframe: true, Notify: p.notify, Uncounted: s.preview})
 	if err != nil {
 		return err.Error()
 	}

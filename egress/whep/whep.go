@@ -188,7 +188,7 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 	if err != nil {
 		return "", "", "", err
 	}
-	s, answer, err := startSession(h, stream, off, raw, id, grant.Logger(log.With("session", id[:8])))
+	s, answer, err := startSession(h, stream, off, raw, id, grant.Logger(log.With("session", rtc.LogID(id))))
 	if err != nil {
 		h.cfg.Sessions.Remove(id)
 		return "", "", "", err

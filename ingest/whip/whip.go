@@ -144,7 +144,7 @@ func (h *Handler) newSession(w http.ResponseWriter, r *http.Request, path string
 		}
 		return nil, "", err
 	}
-	s, answer, err := startSession(h, pub, off, raw, id, grant.Logger(log.With("session", id[:8])))
+	s, answer, err := startSession(h, pub, off, raw, id, grant.Logger(log.With("session", rtc.LogID(id))))
 	if err != nil {
 		pub.close()
 		h.cfg.Sessions.Remove(id)

@@ -12,7 +12,8 @@
 //    tracks and the viewer count shown then (viewersWithPreview).
 // 3. Prints "[dashboard] state: listed" on stderr (the Go test then joins
 //    a viewer) and waits for the viewer count to go up (viewersAfter).
-// 4. Presses "Reload config" (reloadMessage), kicks the WHEP viewer's
+// 4. Presses "Reload config" (reloadMessage), reads the WHEP viewer's
+//    session id as its row shows it (viewerSessionShown), kicks that
 //    session (gone from the card, viewersAfterKick) and the publisher with
 //    a 1m ban (the card goes; kickPublisherMessage).
 // 5. Hides the tab: reports the /api/v1 requests made in the next
@@ -103,6 +104,7 @@ async function main(url, streamPath, token) {
     log('reload:', result.reloadMessage);
 
     step = 'kick session';
+    result.viewerSessionShown = await page.textContent(`${card} tr[data-kind="whep"] code`);
     await page.click(`${card} tr[data-kind="whep"] button`);
     await page.waitForFunction(sel => !document.querySelector(`${sel} tr[data-kind="whep"]`) &&
       document.querySelector(`${sel} .viewers`).textContent === '0', card, { timeout: stepMs, polling: 200 });
