@@ -55,13 +55,15 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # Go benchmarks of the hot paths, connect times (TestConnectTimes, its
-# "connect:" lines in the log), relay setup (TestRelaySetupTime), then the fan-out run (loadtest against a
+# "connect:" lines in the log), relay setup (TestRelaySetupTime), the
+# cluster's numbers (TestClusterNumbers), then the fan-out run (loadtest against a
 # fresh bridge per viewer count), written into docs/BENCHMARKS.md between
 # its bench:begin/end markers.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./media ./rtc ./internal/udpbatch ./transcode/... ./cmd/loadtest
 	BENCH_CONNECT=$(BENCH_CONNECT) $(GO) test -count=1 -v -run '^TestConnectTimes$$' ./cmd/bridge
 	BENCH_RELAY=$(BENCH_RELAY) $(GO) test -count=1 -v -run '^TestRelaySetupTime$$' ./cmd/bridge
+	BENCH_CLUSTER=$(BENCH_CLUSTER) $(GO) test -count=1 -v -timeout 30m -run '^TestClusterNumbers$$' ./cmd/bridge
 	DOC=docs/BENCHMARKS.md cmd/loadtest/bench.sh $(BENCH_VIEWERS)
 
 BENCH_VIEWERS ?= 50 100 200 400
@@ -71,6 +73,10 @@ BENCH_CONNECT ?= 50
 # Runs of TestRelaySetupTime (a viewer on one bridge of a stream another
 # owns: relay ready and first frame, p50/max).
 BENCH_RELAY ?= 10
+# Runs of each p50 in TestClusterNumbers (origin, two edges and Redis:
+# relay setup, Redis restarted, a node killed; the origin's CPU and bytes
+# with 0, 10 and 100 viewers per edge are measured once each).
+BENCH_CLUSTER ?= 10
 
 # Every fuzz target of the module, one at a time, FUZZTIME each (FUZZ=regexp
 # picks targets); fails if any crashes.

@@ -102,6 +102,17 @@ func (p *bridgeProcess) rewrite(t *testing.T, extra string) {
 // the bridge has started; the process is killed when the test ends.
 func startProcess(t *testing.T, bin string, env []string, extra string, args ...string) *bridgeProcess {
 	t.Helper()
+	p := newProcess(t)
+	p.rewrite(t, extra)
+	p.start(t, bin, env, args...)
+	return p
+}
+
+// newProcess chooses a bridge process's listen addresses and config file
+// (startProcess; a test whose config names its own address, such as a
+// cluster's public_url, writes it with rewrite, then calls start).
+func newProcess(t *testing.T) *bridgeProcess {
+	t.Helper()
 	p := &bridgeProcess{
 		log:  &testkit.LogBuf{},
 		http: fmt.Sprintf("127.0.0.1:%d", testkit.FreeTCPPort(t)),
@@ -111,7 +122,14 @@ func startProcess(t *testing.T, bin string, env []string, extra string, args ...
 	p.listen = fmt.Sprintf("listen:\n  http: %q\n  rtmp: %q\n  srt: \"127.0.0.1:%d\"\n  webrtc_udp: \":%d\"\n",
 		p.http, p.rtmp, testkit.FreeUDPPort(t), testkit.FreeUDPPort(t))
 	p.file = filepath.Join(t.TempDir(), "config.yaml")
-	p.rewrite(t, extra)
+	return p
+}
+
+// start runs bin on p's config file with args and env added to the
+// environment, and returns once the bridge has started; the process is
+// killed when the test ends.
+func (p *bridgeProcess) start(t *testing.T, bin string, env []string, args ...string) {
+	t.Helper()
 	p.cmd = exec.Command(bin, append([]string{"-config", p.file}, args...)...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr, p.cmd.Stdout = p.log, p.log
@@ -143,7 +161,6 @@ func startProcess(t *testing.T, bin string, env []string, extra string, args ...
 		}
 		return err == nil
 	})
-	return p
 }
 
 func (p *bridgeProcess) signal(t *testing.T, sig syscall.Signal) {
