@@ -174,7 +174,7 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, a *reconnect.At
 		defer panics.Recover("rtmp push", log, func() { _ = c.Close() })
 		c.Hurry(time.Second)
 	})()
-	src, release := source(st, p.views, p.bitrate, log)
+	src, release := source(st, p.views, p.bitrate, a.Notes())
 	defer release()
 	out, skipped, err := newFLVOut(src, c.WriteMedia, true)
 	if err != nil {

@@ -257,7 +257,6 @@ func (p *Pusher) Run(ctx context.Context) {
 // connection's data sent (headers and retransmissions included: what the
 // push cost).
 func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, a *reconnect.Attempt) error {
-	log := a.Log
 	dc, err := gosrt.Dial("srt", p.t.addr, p.t.cfg)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
@@ -267,7 +266,7 @@ func (p *Pusher) pushOnce(ctx context.Context, st *media.Stream, a *reconnect.At
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	src, release := source(st, p.audio, p.views, p.bitrate, log)
+	src, release := source(st, p.audio, p.views, p.bitrate, a.Notes())
 	defer release()
 	out, skipped, err := newTSOut(src, func(b []byte) error {
 		if err := conn.write(b); err != nil {

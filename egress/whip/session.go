@@ -41,10 +41,14 @@ type outTrack struct {
 // session is one WHIP session: a PeerConnection sending one stream to the
 // target, from the offer to the end of the forward.
 type session struct {
-	f      *Forwarder
-	a      *reconnect.Attempt
-	st     *media.Stream
-	log    *slog.Logger // the attempt's, then with the remote session
+	f   *Forwarder
+	a   *reconnect.Attempt
+	st  *media.Stream
+	log *slog.Logger // the attempt's, then with the remote session
+	// notes is log for what every attempt finds again (a track not
+	// forwarded, a target without Location): at INFO or WARN once
+	// (reconnect.Attempt.Notes).
+	notes  *slog.Logger
 	pc     *webrtc.PeerConnection
 	tracks []*outTrack
 
@@ -91,7 +95,7 @@ func (f *Forwarder) forward(ctx context.Context, st *media.Stream, a *reconnect.
 			return
 		}
 		if err := f.client.Delete(context.WithoutCancel(ctx), remote); err != nil {
-			s.log.Warn("cannot end the remote session", "err", err)
+			s.notes.Warn("cannot end the remote session", "err", err)
 		} else if remote.URL != nil {
 			s.log.Debug("remote session ended")
 		}
@@ -107,11 +111,12 @@ func (f *Forwarder) forward(ctx context.Context, st *media.Stream, a *reconnect.
 		return err
 	}
 	if remote.URL == nil {
-		s.log.Warn("the endpoint answered without a Location: its session cannot be ended with DELETE")
+		s.notes.Warn("the endpoint answered without a Location: its session cannot be ended with DELETE")
 	}
 	// remote_session, not session: that key is the bridge's own id of
 	// the forward (the admin API's).
 	s.log = s.log.With("remote_session", remoteName(remote))
+	s.notes = s.notes.With("remote_session", remoteName(remote))
 	s.log.Debug("remote session created", "etag", remote.ETag, "accepts_patch", remote.Trickle, "ice_servers", len(f.client.LastICEServers()))
 	if err := s.accept(answer); err != nil {
 		return err
@@ -141,13 +146,13 @@ func newSession(ctx context.Context, f *Forwarder, st *media.Stream, a *reconnec
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	s := &session{f: f, a: a, st: st, log: a.Log, pc: pc, connected: make(chan struct{})}
+	s := &session{f: f, a: a, st: st, log: a.Log, notes: a.Notes(), pc: pc, connected: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	if extra := f.client.LastICEServers(); len(extra) > 0 {
 		c := pc.GetConfiguration()
 		c.ICEServers = append(slices.Clone(c.ICEServers), extra...)
 		if err := pc.SetConfiguration(c); err != nil {
-			s.log.Warn("the ICE servers the endpoint advertised are not used", "err", err)
+			s.notes.Warn("the ICE servers the endpoint advertised are not used", "err", err)
 		}
 	}
 	if err := s.addTracks(); err != nil {
@@ -164,26 +169,26 @@ func newSession(ctx context.Context, f *Forwarder, st *media.Stream, a *reconnec
 func (s *session) addTracks() error {
 	var video, audio bool
 	opts := webrtccodec.Options{BFrames: s.f.cfg.BFrames, OpusBitrate: s.f.cfg.OpusBitrate, Reencoders: s.f.cfg.Reencoders,
-		Log: s.log, Refusals: &s.f.reencodeRefusals}
+		Log: s.notes, Refusals: &s.f.reencodeRefusals}
 	for _, t := range s.st.Tracks() {
 		kind, err := webrtccodec.KindOf(t)
 		if err != nil {
-			s.log.Info("track not forwarded", "track", t.String(), "err", err)
+			s.notes.Info("track not forwarded", "track", t.String(), "err", err)
 			continue
 		}
 		if (kind == webrtc.RTPCodecTypeVideo && video) || (kind == webrtc.RTPCodecTypeAudio && audio) {
-			s.log.Info("track not forwarded: one "+kind.String()+" track is sent", "track", t.String())
+			s.notes.Info("track not forwarded: one "+kind.String()+" track is sent", "track", t.String())
 			continue
 		}
 		send, err := webrtccodec.Plan(s.st, t, opts)
 		if errors.Is(err, webrtccodec.ErrCannotTranscode) {
-			s.log.Warn("AAC audio not forwarded: this build cannot transcode it to Opus (built without cgo/FFmpeg)")
+			s.notes.Warn("AAC audio not forwarded: this build cannot transcode it to Opus (built without cgo/FFmpeg)")
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		send.BFrames.Log(s.log)
+		send.BFrames.Log(s.notes)
 		if kind == webrtc.RTPCodecTypeVideo {
 			video = true
 		} else {
@@ -224,7 +229,7 @@ func describeTracks(tracks []*media.Track) string {
 
 // offer makes the offer and waits for every candidate to be in it.
 func (s *session) offer() (string, error) {
-	offer, err := rtc.Offer(s.ctx, s.pc, s.f.gather, s.log)
+	offer, err := rtc.Offer(s.ctx, s.pc, s.f.gather, s.notes)
 	if err != nil {
 		return "", err
 	}
@@ -248,7 +253,7 @@ func (s *session) accept(answer string) error {
 		if receiving[ot.mid] {
 			kept = append(kept, ot)
 		} else {
-			s.log.Warn("track not forwarded: the endpoint refused it", "track", ot.src.String())
+			s.notes.Warn("track not forwarded: the endpoint refused it", "track", ot.src.String())
 		}
 	}
 	clear(s.tracks[len(kept):])

@@ -236,7 +236,7 @@ func (s *pullSession) start() error {
 	pub.SetKind(access.KindRTMPPull)
 	s.c.Started()
 	s.started = true
-	s.sink = tagSink{stream: pub, log: s.a.Log, configWait: s.p.configWait}
+	s.sink = tagSink{stream: pub, log: s.a.Notes(), configWait: s.p.configWait}
 	s.a.Started("app", s.p.src.App, "stream_id", s.c.StreamID())
 	if s.p.onPublish != nil {
 		s.p.onPublish(pub.Stream)

@@ -221,7 +221,7 @@ func (p *Puller) pull(ctx context.Context, _ *media.Stream, a *reconnect.Attempt
 	}
 	st.SetKind(access.KindSRTPull)
 	log := a.Log
-	pub := newPublisher(p.pubCfg, conn, st, p.src.redacted, log)
+	pub := newPublisher(p.pubCfg, conn, st, p.src.redacted, a.Notes())
 	pub.attempt = a
 	p.setCurrent(pub)
 	defer p.setCurrent(nil)

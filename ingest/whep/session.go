@@ -35,8 +35,12 @@ type session struct {
 	p   *Puller
 	a   *reconnect.Attempt
 	log *slog.Logger // the attempt's
-	pc  *webrtc.PeerConnection
-	in  *rtpin.Receiver
+	// notes is log for what every attempt finds again (a server without
+	// Location, a track that never comes): at INFO or WARN once
+	// (reconnect.Attempt.Notes).
+	notes *slog.Logger
+	pc    *webrtc.PeerConnection
+	in    *rtpin.Receiver
 
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
@@ -64,7 +68,7 @@ func (p *Puller) pull(ctx context.Context, a *reconnect.Attempt) error {
 			return
 		}
 		if err := p.client.Delete(context.WithoutCancel(ctx), remote); err != nil {
-			s.log.Warn("cannot end the remote session", "err", err)
+			s.notes.Warn("cannot end the remote session", "err", err)
 		}
 	}()
 	offer, err := s.offer()
@@ -78,7 +82,7 @@ func (p *Puller) pull(ctx context.Context, a *reconnect.Attempt) error {
 		return err
 	}
 	if remote.URL == nil {
-		s.log.Warn("the server answered without a Location: its session cannot be ended with DELETE")
+		s.notes.Warn("the server answered without a Location: its session cannot be ended with DELETE")
 	}
 	s.log.Debug("remote session created", "etag", remote.ETag, "accepts_patch", remote.Trickle, "ice_servers", len(p.client.LastICEServers()))
 	// The path is claimed once the server has answered, so that while it
@@ -115,14 +119,14 @@ func newSession(ctx context.Context, p *Puller, a *reconnect.Attempt) (*session,
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	s := &session{p: p, a: a, log: a.Log, pc: pc, connected: make(chan struct{})}
+	s := &session{p: p, a: a, log: a.Log, notes: a.Notes(), pc: pc, connected: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
-	s.in = rtpin.New(rtpin.Config{PC: pc, Log: s.log, TrackWait: p.trackWait, Fail: s.cancel})
+	s.in = rtpin.New(rtpin.Config{PC: pc, Log: s.notes, TrackWait: p.trackWait, Fail: s.cancel})
 	if extra := p.client.LastICEServers(); len(extra) > 0 {
 		c := pc.GetConfiguration()
 		c.ICEServers = append(slices.Clone(c.ICEServers), extra...)
 		if err := pc.SetConfiguration(c); err != nil {
-			s.log.Warn("the ICE servers the server advertised are not used", "err", err)
+			s.notes.Warn("the ICE servers the server advertised are not used", "err", err)
 		}
 	}
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
@@ -165,7 +169,7 @@ func (s *session) setPublication(pub *media.Publication) {
 
 // offer makes the offer and waits for every candidate to be in it.
 func (s *session) offer() (string, error) {
-	offer, err := rtc.Offer(s.ctx, s.pc, gatherTimeout, s.log)
+	offer, err := rtc.Offer(s.ctx, s.pc, gatherTimeout, s.notes)
 	if err != nil {
 		return "", err
 	}

@@ -25,6 +25,12 @@
 // down_for), and one stopped while down says so ("<Name> stopped"). A
 // target down for an hour logs one WARN and six summaries, not the 120
 // attempts the 30 s backoff makes.
+//
+// What an attempt finds on its way that the next will find again (a track
+// the target cannot take, a remote that answers without a Location) the
+// client logs on Attempt.Notes: said once at its level, then at DEBUG on
+// every attempt that finds it again, until the pushed stream is published
+// anew (and may have other tracks).
 package reconnect
 
 import (
@@ -126,9 +132,10 @@ type Attempt struct {
 	// middle of the attempt's story on it, at DEBUG.
 	Log *slog.Logger
 
-	name string
-	now  func() time.Time
-	down *outage // the outage the attempt may end; nil if none
+	name  string
+	now   func() time.Time
+	down  *outage // the outage the attempt may end; nil if none
+	notes *notes  // the loop's; nil: Notes is Log
 
 	mu      sync.Mutex
 	over    bool      // guarded by mu: the loop has read the attempt
@@ -136,6 +143,20 @@ type Attempt struct {
 	bytes   uint64    // guarded by mu; the rest: see Moved
 	packets uint64
 	extra   []any
+}
+
+// Notes is the logger for what the attempt finds that every attempt
+// finds again while nothing changes: Log, except that a line at INFO or
+// WARN (same message and attributes) that an attempt of the loop logged
+// before, since the pushed stream was published (for a pull, since Run
+// started), is logged at DEBUG. ERROR lines always go out as they are.
+// So a forward that reconnects all day says once that its target refuses
+// a track.
+func (a *Attempt) Notes() *slog.Logger {
+	if a.notes == nil {
+		return a.log()
+	}
+	return slog.New(noteHandler{inner: a.log().Handler(), n: a.notes})
 }
 
 // Started logs the session's start line, "<Name> started" at INFO with
@@ -259,6 +280,8 @@ func (l Loop) Run(ctx context.Context) {
 	}
 	var bo *backoff.Backoff
 	var down *outage
+	var known *notes
+	var last *media.Stream
 	for attempt := 1; ; attempt++ {
 		var st *media.Stream
 		if l.Stream != nil {
@@ -268,7 +291,10 @@ func (l Loop) Run(ctx context.Context) {
 				return
 			}
 		}
-		a := &Attempt{N: attempt, Log: l.Log.With("attempt", attempt), name: l.Name, now: now, down: down}
+		if known == nil || st != last {
+			known, last = &notes{}, st // published anew: its tracks may differ
+		}
+		a := &Attempt{N: attempt, Log: l.Log.With("attempt", attempt), name: l.Name, now: now, down: down, notes: known}
 		var err error
 		if panics.Do(l.Name, a.Log, func() { err = l.Attempt(ctx, st, a) }) {
 			err = ErrPanicked
