@@ -14,6 +14,11 @@ func (n *Node) sessionID(prefix string) string {
 	return fmt.Sprintf("%s-%d", prefix, n.sessionSeq.Add(1))
 }
 
+// StateWaitingForLease is the state of a pull, in a cluster, while another
+// node holds its lease (and runs it) or the registry cannot say: it starts
+// here once this node takes the lease. "running" otherwise.
+const StateWaitingForLease = "waiting for lease"
+
 // Sessions lists the node's own sessions for the admin API: the running
 // forwards (as of the forward manager's last scan) and pulls. A pull over
 // SRT reports its connection's bytes and packet counters.
@@ -32,6 +37,9 @@ func (n *Node) Sessions() []access.Session {
 	n.pulls.mu.Unlock()
 	for _, run := range runs { // the puller's statistics outside the table's lock
 		s := run.session
+		if n.waitingForLease(run.spec) {
+			s.State = StateWaitingForLease
+		}
 		if run.srt != nil {
 			if st, ok := run.srt.Stats(); ok {
 				s.Bytes, s.HasBytes = st.BytesReceived, true
@@ -41,6 +49,19 @@ func (n *Node) Sessions() []access.Session {
 		out = append(out, s)
 	}
 	return out
+}
+
+// waitingForLease reports whether spec's pull waits for its lease: in a
+// cluster, a pull (not a relay) whose lease this node does not hold (the
+// pull's run holds it while the pull runs: see leased, ownership.go).
+func (n *Node) waitingForLease(spec pullSpec) bool {
+	if n.ownership == nil || spec.kind == pullRelay {
+		return false
+	}
+	n.leases.mu.Lock()
+	defer n.leases.mu.Unlock()
+	_, held := n.leases.held[leaseName(spec.path)]
+	return !held
 }
 
 // EndSession ends the forward or pull id (the admin API's kick) and
