@@ -237,14 +237,7 @@ routes:
 	case <-time.After(10 * time.Second):
 		t.Errorf("the viewer's connection is still %s after the bridge exited", v.pc.ConnectionState())
 	}
-	if n := remote.Count("DELETE /sessions/", " 200"); n != 1 {
-		t.Errorf("the forward's remote session was not DELETEd; remote requests:\n%s", remote.RequestLog())
-	}
-	select {
-	case <-pub.Done():
-	case <-time.After(10 * time.Second):
-		t.Error("ffmpeg still publishes: its RTMP connection was not closed")
-	}
+	checkOutboundEnded(t, remote, pub)
 	for _, want := range [][]string{{"shutting down", "signal=terminated"}, {"viewer session ended", "server shutting down"}, {"bridge stopped"}} {
 		if p.log.Count(want...) == 0 {
 			t.Errorf("no log line with %q", want)
@@ -437,6 +430,16 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Errorf("the viewer's connection is still %s after Close", v.pc.ConnectionState())
 	}
+	checkOutboundEnded(t, remote, pub)
+	_ = v.pc.Close()
+	http.DefaultClient.CloseIdleConnections()
+	check()
+}
+
+// checkOutboundEnded: at shutdown the forward DELETEd its remote session
+// and the RTMP publisher's connection was closed.
+func checkOutboundEnded(t *testing.T, remote *rtcserver.Server, pub *testkit.Proc) {
+	t.Helper()
 	if n := remote.Count("DELETE /sessions/", " 200"); n != 1 {
 		t.Errorf("the forward's remote session was not DELETEd; remote requests:\n%s", remote.RequestLog())
 	}
@@ -445,7 +448,4 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Error("ffmpeg still publishes: its RTMP connection was not closed")
 	}
-	_ = v.pc.Close()
-	http.DefaultClient.CloseIdleConnections()
-	check()
 }
